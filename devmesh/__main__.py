@@ -1,0 +1,5 @@
+"""``python -m devmesh``: the same as the ``devmesh`` command."""
+
+from devmesh.cli import main
+
+main()

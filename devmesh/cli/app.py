@@ -1,0 +1,84 @@
+"""The typer application and what every command shares: the project folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from devmesh import __version__
+from devmesh.config import find_config, load_project
+from devmesh.config.model import Project
+from devmesh.workspace import Workspace
+
+COMMAND_ORDER = ("init", "validate", "up", "down", "status", "logs", "split")
+"""The order of commands in ``--help``: the order a new user meets them."""
+
+
+class _OrderedGroup(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        known = [name for name in COMMAND_ORDER if name in self.commands]
+        return known + sorted(set(self.commands) - set(known))
+
+
+app = typer.Typer(
+    cls=_OrderedGroup,
+    name="devmesh",
+    help="A local development service mesh: sidecars, a control plane and a live view.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@dataclass(frozen=True)
+class AppContext:
+    project_dir: Path
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace(self.project_dir)
+
+    def config_path(self) -> Path:
+        return find_config(self.project_dir)
+
+    def load(self) -> Project:
+        return load_project(self.config_path())
+
+
+def context(ctx: typer.Context) -> AppContext:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, AppContext)
+    return obj
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"devmesh {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def callback(
+    ctx: typer.Context,
+    project_dir: Annotated[
+        Path,
+        typer.Option(
+            "--project-dir",
+            "-C",
+            help="The project folder (with devmesh.yaml). Default: the current folder.",
+            file_okay=False,
+        ),
+    ] = Path("."),
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    ctx.obj = AppContext(project_dir.resolve())

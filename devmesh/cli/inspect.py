@@ -1,0 +1,102 @@
+"""Commands that look at a running mesh: status, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from devmesh.cli.app import app, context
+from devmesh.cli.output import console, print_json, status_tables
+from devmesh.client import ControlPlaneClient, Endpoint
+from devmesh.config.report import did_you_mean
+from devmesh.errors import UsageError
+from devmesh.plan import plan_instances
+from devmesh.runtime.logs import LogFollower
+from devmesh.runtime.processes import tail
+from devmesh.workspace import Workspace
+
+
+async def fetch_status(workspace: Workspace) -> dict[str, Any]:
+    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
+        return await client.status()
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show services, instances and the traffic between them."""
+    data = asyncio.run(fetch_status(context(ctx).workspace))
+    if json_out:
+        print_json(data)
+        return
+    for table in status_tables(data):
+        console.print(table)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    service: Annotated[
+        str, typer.Argument(help="A service, or one instance of it (catalog-v1-1).")
+    ],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    sidecar: Annotated[
+        bool, typer.Option("--sidecar", help="Show the sidecars' logs instead.")
+    ] = False,
+    lines: Annotated[int, typer.Option("--tail", "-n", help="How many past lines to show.")] = 100,
+) -> None:
+    """Print the logs of a service's instances (or of their sidecars)."""
+    app_ctx = context(ctx)
+    workspace = app_ctx.workspace
+    instances = _instances_of(app_ctx.load(), service)
+    files = {i: workspace.log_file(i, sidecar=sidecar) for i in instances}
+    if not any(path.exists() for path in files.values()):
+        raise UsageError(f"there are no logs for {service} yet", "start the mesh with `devmesh up`")
+    prefix = len(files) > 1
+    width = max(len(name) for name in files)
+    for name, path in files.items():
+        for line in tail(path, lines):
+            _print_line(name, line, width if prefix else 0)
+    if follow:
+        _follow(files, width if prefix else 0)
+
+
+def _instances_of(project: Any, name: str) -> list[str]:
+    specs = plan_instances(project)
+    matching = [s.id for s in specs if s.service == name] or [s.id for s in specs if s.id == name]
+    if not matching:
+        choices = list(project.services) + [s.id for s in specs]
+        raise UsageError(
+            f"there is no service or instance named {name!r}",
+            did_you_mean(name, choices, f"services: {', '.join(project.services)}"),
+        )
+    return matching
+
+
+def _print_line(name: str, line: str, width: int) -> None:
+    if width:
+        console.print(Text(f"{name:<{width}} | ", style="cyan") + Text(line))
+    else:
+        console.print(Text(line))
+
+
+def _follow(files: dict[str, Path], width: int) -> None:
+    follower = LogFollower(files, from_end=True)
+    try:
+        while True:
+            for name, line in follower.poll():
+                _print_line(name, line, width)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        follower.close()

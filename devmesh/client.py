@@ -1,0 +1,128 @@
+"""The one client of the control plane's API, shared by the CLI and the TUI.
+
+It turns every HTTP-level failure into a ``DevmeshError`` that says what is
+wrong and what to do, so callers never see aiohttp exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from devmesh.errors import DevmeshError, UsageError
+from devmesh.workspace import Workspace, read_json
+
+_TIMEOUT = aiohttp.ClientTimeout(total=10.0, sock_connect=2.0)
+
+
+class ControlPlaneUnavailable(DevmeshError):
+    """No control plane answers for this project."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    token: str
+    pid: int | None = None
+
+    @classmethod
+    def of(cls, workspace: Workspace) -> Endpoint:
+        """Where the project's running control plane listens; raises if none is recorded."""
+        info = read_json(workspace.controlplane_file)
+        if not isinstance(info, dict) or "url" not in info:
+            raise ControlPlaneUnavailable(
+                f"no mesh is running for {workspace.project_dir}.",
+                "Start it with `devmesh up`.",
+            )
+        try:
+            token = workspace.token()
+        except OSError as exc:
+            raise ControlPlaneUnavailable(
+                f"cannot read the project token {workspace.token_file}: {exc.strerror}.",
+                "Run `devmesh down` and `devmesh up` to make a new one.",
+            ) from exc
+        return cls(url=str(info["url"]), token=token, pid=info.get("pid"))
+
+
+class ControlPlaneClient:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ControlPlaneClient:
+        self._session = aiohttp.ClientSession(
+            base_url=self.endpoint.url,
+            headers={"Authorization": f"Bearer {self.endpoint.token}"},
+            timeout=_TIMEOUT,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def healthz(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/healthz")
+        return result
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/v1/status")
+        return result
+
+    async def apply_project(self, project: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("PUT", "/v1/project", json=project)
+        return result
+
+    async def set_split(self, service: str, weights: Mapping[str, float]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "PUT", f"/v1/services/{service}/split", json={"weights": dict(weights)}
+        )
+        return result
+
+    async def clear_split(self, service: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("DELETE", f"/v1/services/{service}/split")
+        return result
+
+    async def _call(self, method: str, path: str, json: Any = None) -> Any:
+        if self._session is None:
+            raise RuntimeError("use `async with ControlPlaneClient(...)`")
+        try:
+            async with self._session.request(method, path, json=json) as response:
+                body = await response.json(content_type=None)
+                if response.status >= 400:
+                    raise _api_error(response.status, body)
+                return body
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise ControlPlaneUnavailable(
+                f"the control plane at {self.endpoint.url} is not answering ({exc}).",
+                "Run `devmesh up` to start it again.",
+            ) from exc
+        except ValueError as exc:
+            raise DevmeshError(
+                f"the control plane at {self.endpoint.url} sent a reply that is not JSON."
+            ) from exc
+
+
+def _api_error(status: int, body: Any) -> DevmeshError:
+    if not isinstance(body, dict):
+        return DevmeshError(f"the control plane answered {status}.")
+    message = str(body.get("error") or f"the control plane answered {status}.")
+    hint = body.get("hint")
+    if status == 401:
+        return DevmeshError(
+            message,
+            "The token in .devmesh/token does not match; run `devmesh down` then `devmesh up`.",
+        )
+    if 400 <= status < 500:
+        return UsageError(message, hint)
+    return DevmeshError(message, hint)

@@ -1,0 +1,119 @@
+"""The typed project model that a validated ``devmesh.yaml`` becomes.
+
+Everything downstream (runtimes, control plane, CLI) works on these objects,
+never on raw YAML. They are immutable: a changed config is a new ``Project``.
+
+Versions are always resolved here: a service without ``versions:`` has exactly
+one version named ``default``; a service with versions has one ``Version``
+per entry, with the service-level ``command``/``image``/``build``/``env``/
+``replicas`` already merged in (version keys win, ``env`` is merged key by key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_VERSION = "default"
+"""The version name of a service that declares no ``versions:``."""
+
+RETRY_ON_VALUES = ("5xx", "gateway-error", "reset", "connect-failure")
+
+
+@dataclass(frozen=True)
+class Build:
+    """How to build a service's image (Docker runtime)."""
+
+    context: str
+    dockerfile: str | None = None
+    args: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Health:
+    """How the sidecar decides its instance is ready.
+
+    With a ``path``, an HTTP GET on the instance must answer below 500; without
+    one, a TCP connect to the instance's port must succeed; a service with no
+    ``port`` is ready as soon as its sidecar is.
+    """
+
+    path: str | None = None
+    start_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Version:
+    """One named version of a service, with service-level settings merged in."""
+
+    name: str
+    command: str | None = None
+    image: str | None = None
+    build: Build | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    replicas: int = 1
+    line: int | None = None
+    """Line of this version's entry in the source file (the service's line if unversioned)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 2
+    per_try_timeout: float | None = None
+    retry_on: tuple[str, ...] = ("5xx", "connect-failure")
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """Outlier detection, with Envoy's defaults and meaning."""
+
+    consecutive_5xx: int = 5
+    interval: float = 10.0
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: float = 10.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Traffic policy for calls *to* one service. Parsed now, enforced by the sidecar later."""
+
+    timeout: float | None = None
+    retries: RetryPolicy | None = None
+    breaker: BreakerPolicy | None = None
+    split: Mapping[str, float] | None = None
+    """Weight (0-100, summing to 100) per version name."""
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    versions: tuple[Version, ...]
+    port: int | None = None
+    """The port the service listens on inside its container (the local runtime assigns its own)."""
+    expose: int | None = None
+    """Host port on 127.0.0.1 where the service is reachable from outside the mesh."""
+    depends_on: tuple[str, ...] = ()
+    health: Health = field(default_factory=Health)
+    line: int | None = None
+
+    @property
+    def versioned(self) -> bool:
+        return not (len(self.versions) == 1 and self.versions[0].name == DEFAULT_VERSION)
+
+    def version(self, name: str) -> Version | None:
+        return next((v for v in self.versions if v.name == name), None)
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    services: Mapping[str, Service]
+    """Services in the order the file declares them."""
+    policies: Mapping[str, Policy] = field(default_factory=dict)
+    source: Path | None = None
+    """The file this project was loaded from, if any."""
+
+    def policy(self, service: str) -> Policy:
+        return self.policies.get(service, Policy())

@@ -1,0 +1,45 @@
+"""Validate config data (from YAML or JSON) into a ``Project``, reporting all problems at once.
+
+Two passes, as docker-compose does: ``validate_shape`` checks each value on its
+own (types, ranges, required and unknown keys) and builds what it can;
+``validate_refs`` then checks what values say about each other (dependencies,
+ports, versions named by splits). Every problem from both passes is raised
+together as one ``ConfigError``, ordered by line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from devmesh.config.model import Project
+from devmesh.config.readers import describe
+from devmesh.config.report import Problems
+from devmesh.config.validate_refs import check_references
+from devmesh.config.validate_shape import read_shape
+
+
+def parse_project(
+    data: object,
+    *,
+    file: Path | None = None,
+    lines: Mapping[str, int] | None = None,
+    default_name: str = "devmesh",
+) -> Project:
+    """The ``Project`` described by ``data``; ``ConfigError`` listing every problem otherwise.
+
+    ``lines`` maps dotted paths to lines in ``file`` (see ``yamlsource``); without
+    it, problems carry no line.
+    """
+    problems = Problems(file=file, lines=lines)
+    if not isinstance(data, dict):
+        problems.add(
+            "",
+            f"the configuration must be a mapping, not {describe(data)}",
+            "start it with `services:` and list the services under it",
+        )
+        raise problems.error()
+    shape = read_shape(problems, data, default_name)
+    check_references(problems, shape)
+    problems.raise_if_any()
+    return Project(name=shape.name, services=shape.services, policies=shape.policies, source=file)

@@ -1,0 +1,225 @@
+"""The control plane's HTTP surface: the API for the CLI/TUI and the sidecar stream.
+
+Every route but ``/healthz`` needs ``Authorization: Bearer <project token>``.
+Errors are JSON: ``{"error": "...", "hint": "...", "problems": [...]}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from devmesh.config import dump_project
+from devmesh.config.model import Project
+from devmesh.controlplane.mesh import Mesh, Proxy, UnknownService
+from devmesh.errors import ConfigError, DevmeshError
+from proxy.control import STREAM_PATH
+from proxy.snapshot import Snapshot, snapshot_to_wire
+
+log = logging.getLogger("devmesh.controlplane")
+
+HELLO_TIMEOUT = 10.0
+MESH_KEY = web.AppKey("mesh", Mesh)
+
+
+class ControlPlaneAPI:
+    def __init__(self, mesh: Mesh, token: str) -> None:
+        self.mesh = mesh
+        self._token = token.encode()
+        self._sockets: dict[str, web.WebSocketResponse] = {}
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors, self._auth])
+        app[MESH_KEY] = self.mesh
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/v1/status", self.status)
+        app.router.add_get("/v1/project", self.get_project)
+        app.router.add_put("/v1/project", self.put_project)
+        app.router.add_put("/v1/services/{service}/split", self.put_split)
+        app.router.add_delete("/v1/services/{service}/split", self.delete_split)
+        app.router.add_get(STREAM_PATH, self.sidecar_stream)
+        app.on_shutdown.append(self._close_sockets)
+        return app
+
+    # -- middleware --------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/healthz":
+            header = request.headers.get("Authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self._token):
+                return _error(
+                    401,
+                    "the request has no valid project token.",
+                    "Send Authorization: Bearer <token>, the token in .devmesh/token.",
+                )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except ConfigError as exc:
+            return _error(400, exc.message, exc.hint, problems=[str(p) for p in exc.problems])
+        except UnknownService as exc:
+            return _error(404, exc.message, exc.hint)
+        except DevmeshError as exc:
+            return _error(400, exc.message, exc.hint)
+
+    # -- API -----------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        project = self.mesh.project
+        return web.json_response({"status": "ok", "project": project.name if project else None})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.mesh.status())
+
+    async def get_project(self, request: web.Request) -> web.Response:
+        project = self.mesh.project
+        return web.json_response(dump_project(project) if project else None)
+
+    async def put_project(self, request: web.Request) -> web.Response:
+        project: Project = self.mesh.apply_project(await _json_body(request))
+        await self.publish()
+        return web.json_response({"project": project.name, "services": list(project.services)})
+
+    async def put_split(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        weights = body.get("weights") if isinstance(body, dict) else None
+        if not isinstance(weights, dict) or not all(
+            isinstance(w, int | float) and not isinstance(w, bool) for w in weights.values()
+        ):
+            raise DevmeshError('the body must be {"weights": {"<version>": <number>, ...}}.')
+        service = request.match_info["service"]
+        self.mesh.set_split(service, weights)
+        await self.publish()
+        return web.json_response({"service": service, "split": self.mesh.split_for(service)})
+
+    async def delete_split(self, request: web.Request) -> web.Response:
+        service = request.match_info["service"]
+        self.mesh.clear_split(service)
+        await self.publish()
+        return web.json_response({"service": service, "split": self.mesh.split_for(service)})
+
+    # -- sidecar stream ------------------------------------------------------------
+
+    async def sidecar_stream(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=10.0)
+        await ws.prepare(request)
+        try:
+            hello = await ws.receive_json(timeout=HELLO_TIMEOUT)
+            proxy = _proxy_from_hello(hello)
+        except (TimeoutError, ValueError, TypeError, KeyError) as exc:
+            log.warning("closing a sidecar stream with a bad hello: %s", exc)
+            await ws.close(code=4000, message=b"bad hello")
+            return ws
+        self.mesh.connect(proxy)
+        self._sockets[proxy.instance] = ws
+        log.info("%s %s connected (%s)", proxy.role, proxy.instance, proxy.inbound)
+        try:
+            await self._send(ws, self.mesh.snapshot)
+            async for message in ws:
+                if message.type == WSMsgType.TEXT and await self._handle(proxy, message.data):
+                    await self.publish()
+        finally:
+            self.mesh.disconnect(proxy)
+            if self._sockets.get(proxy.instance) is ws:
+                del self._sockets[proxy.instance]
+            log.info("%s %s disconnected", proxy.role, proxy.instance)
+            await self.publish()
+        return ws
+
+    async def _handle(self, proxy: Proxy, data: str) -> bool:
+        """Apply one message from a proxy; True if the snapshot may need rebuilding."""
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return False
+        if not isinstance(message, dict):
+            return False
+        kind = message.get("type")
+        if kind == "telemetry":
+            records = message.get("records")
+            dropped = message.get("dropped", 0)
+            self.mesh.metrics.ingest(
+                records if isinstance(records, list) else [],
+                dropped if isinstance(dropped, int) else 0,
+            )
+        elif kind == "health":
+            state = message.get("state")
+            if state in ("starting", "ready", "unhealthy"):
+                changed: bool = state != proxy.health
+                proxy.health, proxy.detail = state, str(message.get("detail", ""))
+                return changed
+        elif kind == "ack":
+            proxy.acked_version, proxy.rejected = message.get("version"), None
+        elif kind == "nack":
+            proxy.rejected = str(message.get("error"))
+            log.warning(
+                "%s rejected snapshot %s: %s",
+                proxy.instance,
+                message.get("version"),
+                proxy.rejected,
+            )
+        return False
+
+    async def publish(self) -> None:
+        """Send a new snapshot to every connected proxy, if the mesh changed."""
+        snapshot = self.mesh.rebuild()
+        if snapshot is None:
+            return
+        await asyncio.gather(*(self._send(ws, snapshot) for ws in list(self._sockets.values())))
+
+    async def _send(self, ws: web.WebSocketResponse, snapshot: Snapshot) -> None:
+        if ws.closed:
+            return
+        try:
+            await ws.send_json({"type": "snapshot", "snapshot": snapshot_to_wire(snapshot)})
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("could not send snapshot %d: %s", snapshot.version, exc)
+
+    async def _close_sockets(self, app: web.Application) -> None:
+        for ws in list(self._sockets.values()):
+            await ws.close(code=1001, message=b"control plane shutting down")
+
+
+def _proxy_from_hello(hello: Any) -> Proxy:
+    if not isinstance(hello, dict) or hello.get("type") != "hello":
+        raise ValueError("first message must be a hello")
+    node = hello["node"]
+    if not isinstance(node, dict):
+        raise TypeError("hello.node must be an object")
+    inbound = node.get("inbound")
+    return Proxy(
+        service=str(node["service"]),
+        version=str(node["version"]),
+        instance=str(node["instance"]),
+        role=str(node.get("role", "sidecar")),
+        inbound=str(inbound) if inbound else None,
+        health_check=str(node.get("health_check", "")),
+    )
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise DevmeshError(f"the request body is not valid JSON: {exc}.") from exc
+
+
+def _error(
+    status: int, message: str, hint: str | None = None, problems: list[str] | None = None
+) -> web.Response:
+    body: dict[str, Any] = {"error": message, "hint": hint}
+    if problems:
+        body["problems"] = problems
+    return web.json_response(body, status=status)

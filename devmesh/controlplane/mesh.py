@@ -1,0 +1,227 @@
+"""The control plane's model of the mesh: desired state, connected proxies, snapshots, status.
+
+No I/O here but the state store: the API layer feeds events in (a proxy
+connected, reported health, acked a snapshot, sent records) and sends out
+the snapshots this model decides on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from devmesh.config import dump_project, parse_project
+from devmesh.config.model import Project
+from devmesh.controlplane.metrics import WINDOW_S, Metrics
+from devmesh.controlplane.store import StateStore, StoredState
+from devmesh.errors import UsageError
+from devmesh.plan import plan_instances
+from proxy.snapshot import Endpoint, Route, Snapshot
+
+GATEWAY_INSTANCE = "ingress"
+
+
+class UnknownService(UsageError):
+    """A request named a service the project does not have."""
+
+
+@dataclass
+class Proxy:
+    """A sidecar (or the gateway) connected to the control plane."""
+
+    service: str
+    version: str
+    instance: str
+    role: str
+    inbound: str | None
+    health_check: str = ""
+    health: str = "starting"
+    detail: str = ""
+    acked_version: int | None = None
+    rejected: str | None = None
+    """Why it refused the last snapshot, if it did."""
+    connected_at: float = field(default_factory=time.time)
+
+
+class Mesh:
+    def __init__(self, store: StateStore, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self._state: StoredState = store.load()
+        self.project: Project | None = (
+            parse_project(self._state.project) if self._state.project is not None else None
+        )
+        self.proxies: dict[str, Proxy] = {}
+        self._seen: set[str] = set()
+        self.metrics = Metrics()
+        self.snapshot = Snapshot(version=self._state.snapshot_version)
+
+    # -- desired state ---------------------------------------------------------
+
+    def apply_project(self, data: object) -> Project:
+        """Validate and adopt a project sent by the CLI (config form); persisted."""
+        project = parse_project(data)
+        self.project = project
+        self._state.project = dump_project(project)
+        # Overrides for services or versions that no longer exist are dropped.
+        self._state.splits = {
+            svc: weights
+            for svc, weights in self._state.splits.items()
+            if svc in project.services and all(project.services[svc].version(v) for v in weights)
+        }
+        self._store.save(self._state)
+        return project
+
+    def set_split(self, service: str, weights: Mapping[str, float]) -> None:
+        svc = self._service(service)
+        if not svc.versioned:
+            raise UsageError(
+                f"{service} has no versions to split traffic between.",
+                f"Declare versions under services.{service}.versions in devmesh.yaml.",
+            )
+        known = [v.name for v in svc.versions]
+        for version, weight in weights.items():
+            if version not in known:
+                raise UsageError(
+                    f"{service} has no version {version!r}.",
+                    f"Its versions are: {', '.join(known)}.",
+                )
+            if not 0 <= weight <= 100:
+                raise UsageError(
+                    f"the weight of {service} {version} is {weight:g}; a weight is 0 to 100."
+                )
+        total = sum(weights.values())
+        if abs(total - 100.0) > 1e-6:
+            raise UsageError(
+                f"the weights for {service} sum to {total:g}, not 100.",
+                "Give weights that add up to 100, e.g. v1=90 v2=10.",
+            )
+        self._state.splits[service] = {v: float(w) for v, w in weights.items()}
+        self._store.save(self._state)
+
+    def clear_split(self, service: str) -> None:
+        self._service(service)
+        if self._state.splits.pop(service, None) is not None:
+            self._store.save(self._state)
+
+    def split_for(self, service: str) -> Mapping[str, float] | None:
+        if service in self._state.splits:
+            return self._state.splits[service]
+        return self.project.policy(service).split if self.project else None
+
+    def _service(self, name: str) -> Any:
+        if self.project is None or name not in self.project.services:
+            known = ", ".join(self.project.services) if self.project else "none"
+            raise UnknownService(f"no service named {name!r}.", f"Services: {known}.")
+        return self.project.services[name]
+
+    # -- proxies -----------------------------------------------------------------
+
+    def connect(self, proxy: Proxy) -> None:
+        self.proxies[proxy.instance] = proxy
+        self._seen.add(proxy.instance)
+
+    def disconnect(self, proxy: Proxy) -> None:
+        # A proxy that reconnected quickly has already replaced this entry.
+        if self.proxies.get(proxy.instance) is proxy:
+            del self.proxies[proxy.instance]
+
+    # -- snapshots ---------------------------------------------------------------
+
+    def rebuild(self) -> Snapshot | None:
+        """A new snapshot if what the proxies should know has changed, else ``None``."""
+        routes = self._routes()
+        if routes == self.snapshot.routes:
+            return None
+        self.snapshot = Snapshot(version=self.snapshot.version + 1, routes=routes)
+        self._state.snapshot_version = self.snapshot.version
+        self._store.save(self._state)
+        return self.snapshot
+
+    def _routes(self) -> dict[str, Route]:
+        if self.project is None:
+            return {}
+        planned = {spec.id for spec in plan_instances(self.project)}
+        routes = {}
+        for name in self.project.services:
+            endpoints = sorted(
+                (
+                    Endpoint(instance=p.instance, version=p.version, address=p.inbound)
+                    for p in self.proxies.values()
+                    if p.service == name
+                    and p.role == "sidecar"
+                    and p.health == "ready"
+                    and p.inbound
+                    and p.instance in planned
+                ),
+                key=lambda e: e.instance,
+            )
+            split = self.split_for(name)
+            routes[name] = Route(
+                endpoints=tuple(endpoints), split=dict(split) if split is not None else None
+            )
+        return routes
+
+    # -- status ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = self._clock()
+        project = self.project
+        services = []
+        if project is not None:
+            by_service: dict[str, list[dict[str, Any]]] = {n: [] for n in project.services}
+            for spec in plan_instances(project):
+                by_service[spec.service].append(self._instance_status(spec.id, spec.version, now))
+            services = [
+                {
+                    "name": name,
+                    "url": f"http://127.0.0.1:{svc.expose}" if svc.expose else None,
+                    "versions": [v.name for v in svc.versions],
+                    "split": self.split_for(name),
+                    "instances": by_service[name],
+                }
+                for name, svc in project.services.items()
+            ]
+        edges = [
+            {"source": src, "destination": dst, **series.view(now).to_json()}
+            for (src, dst), series in sorted(self.metrics.edges.items())
+        ]
+        return {
+            "project": project.name if project else None,
+            "snapshot_version": self.snapshot.version,
+            "window_s": WINDOW_S,
+            "services": services,
+            "edges": edges,
+            "proxies": [
+                {
+                    "instance": p.instance,
+                    "role": p.role,
+                    "health": p.health,
+                    "acked_version": p.acked_version,
+                    "rejected": p.rejected,
+                }
+                for p in sorted(self.proxies.values(), key=lambda p: p.instance)
+            ],
+            "telemetry": {"dropped": self.metrics.dropped, "malformed": self.metrics.malformed},
+        }
+
+    def _instance_status(self, instance: str, version: str, now: float) -> dict[str, Any]:
+        proxy = self.proxies.get(instance)
+        if proxy is not None:
+            state, detail, address = proxy.health, proxy.detail, proxy.inbound
+        else:
+            state = "disconnected" if instance in self._seen else "starting"
+            detail = "its sidecar is not connected to the control plane"
+            address = None
+        series = self.metrics.instances.get(instance)
+        served = series.view(now).to_json() if series else None
+        return {
+            "id": instance,
+            "version": version,
+            "state": state,
+            "detail": detail,
+            "address": address,
+            "served": served,
+        }

@@ -1,0 +1,511 @@
+"""The local runtime: every instance a local process, each with a sidecar process.
+
+``up`` starts the control plane, every sidecar (and the gateway, which owns
+the exposed host ports), then the services level by level in dependency
+order, waiting for each level to be ready. It returns when every instance
+is ready and every proxy holds the latest snapshot; if anything fails it
+stops everything it started and raises a ``DevmeshError`` saying which
+instance failed and why. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devmesh.client import ControlPlaneClient, Endpoint
+from devmesh.config import dump_project
+from devmesh.config.model import Project
+from devmesh.controlplane.mesh import GATEWAY_INSTANCE
+from devmesh.errors import DevmeshError, UsageError
+from devmesh.plan import InstanceSpec, exposed, plan_instances, start_levels
+from devmesh.runtime.processes import (
+    Role,
+    RuntimeRecord,
+    describe_exit,
+    is_alive,
+    record_of,
+    spawn,
+    stop_all,
+    tail,
+)
+from devmesh.runtime.progress import Progress, SilentProgress
+from devmesh.workspace import Workspace, read_json
+from proxy.bootstrap import Bootstrap, GatewayListener
+
+CONTROLPLANE_START_TIMEOUT = 15.0
+SIDECAR_START_TIMEOUT = 15.0
+CONVERGE_TIMEOUT = 15.0
+POLL_INTERVAL = 0.05
+LOG_LINES_ON_FAILURE = 12
+NO_PROXY = "localhost,127.0.0.1,::1"
+_PROXY_VARS = (
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+)
+
+
+class StartFailed(DevmeshError):
+    """Something the runtime started did not come up; everything was stopped."""
+
+
+@dataclass
+class _Started:
+    """One instance on its way up."""
+
+    spec: InstanceSpec
+    sidecar: subprocess.Popen[bytes]
+    outbound_port: int
+    app_port: int
+    app: subprocess.Popen[bytes] | None = None
+    began: float = 0.0
+
+
+def config_hash(project: Project) -> str:
+    text = json.dumps(dump_project(project), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the instance binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(
+        self, project: Project, workspace: Workspace, progress: Progress | None = None
+    ) -> None:
+        self.project = project
+        self.ws = workspace
+        self.progress: Progress = progress or SilentProgress()
+
+    # -- up ------------------------------------------------------------------------
+
+    async def up(self) -> None:
+        self._preflight()
+        self.ws.ensure()
+        self.ws.token(create=True)
+        if await self._resume():
+            return
+        record = RuntimeRecord(self.ws.runtime_file, self.project.name, config_hash(self.project))
+        record.save()
+        try:
+            await self._start_all(record)
+        except BaseException:
+            self.progress.note("stopping everything that had started")
+            stop_all(record.processes)
+            self._forget()
+            raise
+
+    async def _start_all(self, record: RuntimeRecord, controlplane_port: int = 0) -> None:
+        endpoint = await self._start_controlplane(record, controlplane_port)
+        async with ControlPlaneClient(endpoint) as client:
+            await client.apply_project(dump_project(self.project))
+            started = await self._start_proxies(record, endpoint.url)
+            for level in start_levels(self.project):
+                batch = [s for s in started if s.spec.service in level]
+                for instance in batch:
+                    self._start_app(record, instance)
+                await self._wait_ready(client, batch)
+            await self._wait_converged(client)
+
+    def _preflight(self) -> None:
+        """Refuse, before starting anything, what cannot work with this runtime."""
+        for spec in plan_instances(self.project):
+            if spec.command is None:
+                what = (
+                    f"{spec.service} version {spec.version}"
+                    if spec.version != "default"
+                    else spec.service
+                )
+                raise UsageError(
+                    f"{what} has no command, and the local runtime runs commands "
+                    f"({self._where(spec.service, spec.version)}).",
+                    "Add `command:` for it, or run it in Docker with an image when the docker "
+                    "runtime is available.",
+                )
+        for service, port in exposed(self.project).items():
+            if port_in_use(port):
+                raise UsageError(
+                    f"port {port} on 127.0.0.1, where {service} is exposed, is already in use "
+                    f"({self._where(service)}).",
+                    "Stop what listens there, or change `expose:` for that service.",
+                )
+
+    async def _resume(self) -> bool:
+        """Handle a mesh that is already up; True if nothing more is to be done."""
+        existing = RuntimeRecord.load(self.ws.runtime_file)
+        if existing is None:
+            return False
+        alive = {p.name: is_alive(p) for p in existing.processes}
+        if not any(alive.values()):
+            self._forget()
+            return False
+        workers_alive = all(alive[p.name] for p in existing.processes if p.role != "controlplane")
+        if existing.config_hash != config_hash(self.project) or not workers_alive:
+            why = (
+                "with a different configuration"
+                if existing.config_hash != config_hash(self.project)
+                else "but " + ", ".join(n for n, ok in alive.items() if not ok) + " stopped"
+            )
+            raise UsageError(
+                f"the mesh for {existing.project} is already running {why}.",
+                "Run `devmesh down`, then `devmesh up`.",
+            )
+        controlplane = existing.find("controlplane")
+        if controlplane is not None and alive["controlplane"]:
+            self.progress.note(f"the mesh for {existing.project} is already up")
+            return True
+        # Everything runs but the control plane: bring it back on its old port,
+        # where the sidecars are dialling; they reconnect and re-register.
+        old_port = controlplane.ports[0] if controlplane and controlplane.ports else 0
+        existing.processes = [p for p in existing.processes if p.role != "controlplane"]
+        endpoint = await self._start_controlplane(existing, old_port)
+        async with ControlPlaneClient(endpoint) as client:
+            await client.apply_project(dump_project(self.project))
+            await self._wait_converged(client)
+        self.progress.note("restarted the control plane; every sidecar reconnected")
+        return True
+
+    async def _start_controlplane(self, record: RuntimeRecord, port: int) -> Endpoint:
+        began = time.monotonic()
+        self.progress.begin("starting the control plane")
+        self.ws.controlplane_file.unlink(missing_ok=True)
+        log_path = self.ws.log_file("controlplane")
+        process = spawn(
+            [
+                sys.executable,
+                "-m",
+                "devmesh.controlplane",
+                "--project-dir",
+                str(self.ws.project_dir),
+                "--port",
+                str(port),
+            ],
+            env=_infra_env(),
+            cwd=self.ws.project_dir,
+            log_path=log_path,
+        )
+        entry = record_of(process, "controlplane", "controlplane", log_path)
+        record.add(entry)
+        deadline = time.monotonic() + CONTROLPLANE_START_TIMEOUT
+        while True:
+            info = read_json(self.ws.controlplane_file)
+            if isinstance(info, dict) and info.get("pid") == process.pid:
+                entry.ports = [int(info["port"])]
+                record.save()
+                endpoint = Endpoint.of(self.ws)
+                self.progress.done("control plane", endpoint.url, time.monotonic() - began)
+                return endpoint
+            self._check_exit(process, "the control plane", log_path)
+            if time.monotonic() > deadline:
+                raise self._failure(
+                    f"the control plane did not start within {CONTROLPLANE_START_TIMEOUT:g}s.",
+                    log_path,
+                )
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def _start_proxies(self, record: RuntimeRecord, controlplane: str) -> list[_Started]:
+        """Start every sidecar, and the gateway, at once; wait until all listen."""
+        self.progress.begin("starting sidecars")
+        began = time.monotonic()
+        pending: list[tuple[Bootstrap, subprocess.Popen[bytes], InstanceSpec | None]] = []
+        for spec in plan_instances(self.project):
+            boot = self._bootstrap(
+                spec.id,
+                spec.service,
+                spec.version,
+                controlplane,
+                app_port=free_port(),
+                health_path=spec.health.path,
+            )
+            pending.append((boot, self._spawn_proxy(record, boot, "sidecar"), spec))
+        listeners = tuple(GatewayListener(port, svc) for svc, port in exposed(self.project).items())
+        if listeners:
+            boot = self._bootstrap(
+                GATEWAY_INSTANCE,
+                GATEWAY_INSTANCE,
+                "default",
+                controlplane,
+                role="gateway",
+                gateway=listeners,
+            )
+            pending.append((boot, self._spawn_proxy(record, boot, "gateway"), None))
+        started = []
+        for boot, process, planned in pending:
+            ports = await self._wait_listening(boot, process)
+            entry = record.find(_proxy_name(boot))
+            if entry is not None:
+                entry.ports = [p for p in (ports.get("inbound"), ports.get("outbound")) if p]
+                entry.ports += list((ports.get("gateway") or {}).values())
+            if planned is not None:
+                assert boot.app_port is not None
+                started.append(_Started(planned, process, int(ports["outbound"]), boot.app_port))
+        record.save()
+        self.progress.done("sidecars", f"{len(pending)} listening", time.monotonic() - began)
+        return started
+
+    def _bootstrap(
+        self,
+        instance: str,
+        service: str,
+        version: str,
+        controlplane: str,
+        **extra: Any,
+    ) -> Bootstrap:
+        state_dir = self.ws.sidecar_dir(instance)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ready = state_dir / "ready.json"
+        ready.unlink(missing_ok=True)
+        return Bootstrap(
+            service=service,
+            version=version,
+            instance=instance,
+            control_plane=controlplane,
+            token_file=self.ws.token_file,
+            state_dir=state_dir,
+            ready_file=ready,
+            **extra,
+        )
+
+    def _spawn_proxy(
+        self, record: RuntimeRecord, boot: Bootstrap, role: Role
+    ) -> subprocess.Popen[bytes]:
+        path = boot.state_dir / "bootstrap.json"
+        path.write_text(json.dumps(boot.to_dict(), indent=1))
+        sidecar = role == "sidecar"
+        log_path = self.ws.log_file(boot.instance, sidecar=sidecar)
+        process = spawn(
+            [sys.executable, "-m", "proxy", "--bootstrap", str(path)],
+            env=_infra_env(),
+            cwd=self.ws.project_dir,
+            log_path=log_path,
+        )
+        record.add(record_of(process, _proxy_name(boot), role, log_path, instance=boot.instance))
+        return process
+
+    async def _wait_listening(
+        self, boot: Bootstrap, process: subprocess.Popen[bytes]
+    ) -> dict[str, Any]:
+        assert boot.ready_file is not None
+        what = "the gateway" if boot.role == "gateway" else f"the sidecar of {boot.instance}"
+        log_path = self.ws.log_file(boot.instance, sidecar=boot.role == "sidecar")
+        deadline = time.monotonic() + SIDECAR_START_TIMEOUT
+        while True:
+            ports = read_json(boot.ready_file)
+            if isinstance(ports, dict) and ports.get("pid") == process.pid:
+                return ports
+            self._check_exit(process, what, log_path)
+            if time.monotonic() > deadline:
+                raise self._failure(
+                    f"{what} did not start listening within {SIDECAR_START_TIMEOUT:g}s.", log_path
+                )
+            await asyncio.sleep(POLL_INTERVAL)
+
+    def _start_app(self, record: RuntimeRecord, instance: _Started) -> None:
+        spec = instance.spec
+        assert spec.command is not None
+        self.progress.begin(f"starting {spec.id}")
+        proxy_url = f"http://127.0.0.1:{instance.outbound_port}"
+        env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(spec.env)
+        env.update(
+            {
+                "PORT": str(instance.app_port),
+                "HTTP_PROXY": proxy_url,
+                "http_proxy": proxy_url,
+                "NO_PROXY": NO_PROXY,
+                "no_proxy": NO_PROXY,
+                "DEVMESH_SERVICE": spec.service,
+                "DEVMESH_VERSION": spec.version,
+                "DEVMESH_INSTANCE": spec.id,
+            }
+        )
+        log_path = self.ws.log_file(spec.id)
+        instance.app = spawn(
+            ["/bin/sh", "-c", spec.command], env=env, cwd=self._cwd(), log_path=log_path
+        )
+        instance.began = time.monotonic()
+        entry = record_of(instance.app, spec.id, "service", log_path, instance=spec.id)
+        entry.ports = [instance.app_port]
+        record.add(entry)
+
+    async def _wait_ready(self, client: ControlPlaneClient, batch: list[_Started]) -> None:
+        pending = {s.spec.id: s for s in batch}
+        while pending:
+            states = _instance_states(await client.status())
+            for instance_id, started in list(pending.items()):
+                spec = started.spec
+                assert started.app is not None
+                log_path = self.ws.log_file(spec.id)
+                self._check_exit(started.app, spec.id, log_path, service=spec)
+                self._check_exit(
+                    started.sidecar,
+                    f"the sidecar of {spec.id}",
+                    self.ws.log_file(spec.id, sidecar=True),
+                )
+                state = states.get(instance_id, {})
+                elapsed = time.monotonic() - started.began
+                if state.get("state") == "ready":
+                    self.progress.done(spec.id, "ready", elapsed)
+                    del pending[instance_id]
+                elif elapsed > spec.health.start_timeout:
+                    raise self._failure(
+                        f"{spec.id} did not become ready within "
+                        f"{spec.health.start_timeout:g}s: {state.get('detail', 'no report')}.",
+                        log_path,
+                        hint=f"Make sure it listens on $PORT (here {started.app_port}), or give it "
+                        f"more time with services.{spec.service}.health.start_timeout "
+                        f"({self._where(spec.service)}).",
+                    )
+            if pending:
+                await asyncio.sleep(POLL_INTERVAL * 2)
+
+    async def _wait_converged(self, client: ControlPlaneClient) -> None:
+        """Wait until every proxy is connected and holds the latest snapshot."""
+        expected = len(plan_instances(self.project)) + (1 if exposed(self.project) else 0)
+        deadline = time.monotonic() + CONVERGE_TIMEOUT
+        while True:
+            status = await client.status()
+            proxies = status["proxies"]
+            if len(proxies) >= expected and all(
+                p["acked_version"] == status["snapshot_version"] for p in proxies
+            ):
+                return
+            if time.monotonic() > deadline:
+                lagging = [
+                    p["instance"]
+                    for p in proxies
+                    if p["acked_version"] != status["snapshot_version"]
+                ]
+                raise StartFailed(
+                    f"the sidecars did not all take the routing config within "
+                    f"{CONVERGE_TIMEOUT:g}s ({len(proxies)} of {expected} connected"
+                    + (f"; behind: {', '.join(lagging)}" if lagging else "")
+                    + ").",
+                    f"See the sidecar logs under {self.ws.logs_dir}.",
+                )
+            await asyncio.sleep(POLL_INTERVAL)
+
+    # -- down ----------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Stop everything recorded; returns the names of what was still running."""
+        return stop_recorded(self.ws)
+
+    def _forget(self) -> None:
+        forget(self.ws)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _cwd(self) -> Path:
+        source = self.project.source
+        return source.parent if source is not None else self.ws.project_dir
+
+    def _where(self, service: str, version: str | None = None) -> str:
+        svc = self.project.services[service]
+        line = svc.line
+        if version is not None and svc.versioned and (ver := svc.version(version)) is not None:
+            line = ver.line
+        source = self.project.source
+        return f"{source.name if source else 'devmesh.yaml'}:{line}" if line else "devmesh.yaml"
+
+    def _check_exit(
+        self,
+        process: subprocess.Popen[bytes],
+        what: str,
+        log_path: Path,
+        service: InstanceSpec | None = None,
+    ) -> None:
+        code = process.poll()
+        if code is None:
+            return
+        hint = "Fix what its log shows and run `devmesh up` again."
+        if service is not None:
+            hint = (
+                f"Fix its command ({self._where(service.service, service.version)}) and run "
+                "`devmesh up` again."
+            )
+        raise self._failure(
+            f"{what} {describe_exit(code)} before it was ready.", log_path, hint=hint
+        )
+
+    def _failure(self, message: str, log_path: Path, hint: str | None = None) -> StartFailed:
+        lines = tail(log_path, LOG_LINES_ON_FAILURE)
+        details = (
+            [f"last lines of {log_path}:"] + [f"  {line}" for line in lines]
+            if lines
+            else [f"{log_path} is empty."]
+        )
+        return StartFailed(
+            message, hint or "Fix what its log shows and run `devmesh up` again.", details
+        )
+
+
+def _proxy_name(boot: Bootstrap) -> str:
+    return f"{boot.instance}.sidecar" if boot.role == "sidecar" else boot.instance
+
+
+def _infra_env() -> dict[str, str]:
+    """The environment for devmesh's own processes: no proxy settings, unbuffered output."""
+    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _instance_states(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {i["id"]: i for svc in status["services"] for i in svc["instances"]}
+
+
+def stop_recorded(workspace: Workspace) -> list[str]:
+    record = RuntimeRecord.load(workspace.runtime_file)
+    stopped = stop_all(record.processes) if record is not None else []
+    forget(workspace)
+    return stopped
+
+
+def forget(workspace: Workspace) -> None:
+    """Remove the records of a run that no longer runs (state, token and logs stay)."""
+    workspace.runtime_file.unlink(missing_ok=True)
+    workspace.controlplane_file.unlink(missing_ok=True)
+    shutil.rmtree(workspace.root / "sidecars", ignore_errors=True)
+
+
+def running_record(workspace: Workspace) -> RuntimeRecord | None:
+    """The record of a local mesh with at least one live process, if any."""
+    record = RuntimeRecord.load(workspace.runtime_file)
+    if record is None or not any(is_alive(p) for p in record.processes):
+        return None
+    return record

@@ -1,0 +1,223 @@
+"""Starting and stopping the local runtime's background processes, and remembering them.
+
+Each process is started in its own session (so its process group is its
+pid, and ``killpg`` reaches whatever it forks) and recorded with its start
+time, so that ``down`` never signals an unrelated process that happened to
+reuse the pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from devmesh.workspace import read_json, write_json
+
+Role = Literal["controlplane", "sidecar", "service", "gateway"]
+
+STOP_TIMEOUT = 5.0
+
+
+@dataclass
+class ProcessRecord:
+    name: str
+    """``controlplane``, ``ingress``, an instance id, or ``<instance>.sidecar``."""
+    role: Role
+    pid: int
+    started: int | None
+    """The kernel's start time of the process (clock ticks since boot), if known."""
+    log: str
+    instance: str | None = None
+    ports: list[int] = field(default_factory=list)
+
+
+@dataclass
+class RuntimeRecord:
+    """Everything one ``devmesh up --runtime local`` started, kept in ``.devmesh/runtime.json``."""
+
+    path: Path
+    project: str
+    config_hash: str
+    processes: list[ProcessRecord] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> RuntimeRecord | None:
+        data = read_json(path)
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(
+                path=path,
+                project=str(data["project"]),
+                config_hash=str(data["config_hash"]),
+                processes=[ProcessRecord(**p) for p in data["processes"]],
+            )
+        except (KeyError, TypeError):
+            return None
+
+    def save(self) -> None:
+        write_json(
+            self.path,
+            {
+                "runtime": "local",
+                "project": self.project,
+                "config_hash": self.config_hash,
+                "processes": [asdict(p) for p in self.processes],
+            },
+        )
+
+    def add(self, record: ProcessRecord) -> None:
+        self.processes.append(record)
+        self.save()
+
+    def find(self, name: str) -> ProcessRecord | None:
+        return next((p for p in self.processes if p.name == name), None)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log_path: Path,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` detached from the terminal, output to ``log_path`` (truncated)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def record_of(
+    process: subprocess.Popen[bytes],
+    name: str,
+    role: Role,
+    log_path: Path,
+    instance: str | None = None,
+) -> ProcessRecord:
+    return ProcessRecord(
+        name=name,
+        role=role,
+        pid=process.pid,
+        started=start_time(process.pid),
+        log=str(log_path),
+        instance=instance,
+    )
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name, or ``None``."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None  # field 22 of stat
+
+
+def is_alive(record: ProcessRecord) -> bool:
+    """True if the recorded process still runs (not a zombie, not a reused pid)."""
+    fields = _stat_fields(record.pid)
+    if fields is None:
+        if Path("/proc/self/stat").exists():
+            return False
+        try:  # no /proc (not Linux): the pid is all there is to go on
+            os.kill(record.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if fields[0] in ("Z", "X"):
+        return False
+    return record.started is None or int(fields[19]) == record.started
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) pids in process group ``pgid`` (Linux; empty elsewhere)."""
+    members = []
+    for entry in Path("/proc").iterdir() if Path("/proc/self").exists() else ():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def stop_all(records: Iterable[ProcessRecord], timeout: float = STOP_TIMEOUT) -> list[str]:
+    """SIGTERM every recorded process group, SIGKILL what is left after ``timeout``.
+
+    Returns the names of the processes that were still running and were stopped.
+    """
+    targets = [r for r in records if is_alive(r) or group_members(r.pid)]
+    for record in targets:
+        _signal_group(record, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_running(r) for r in targets):
+        time.sleep(0.05)
+    for record in targets:
+        if _running(record):
+            _signal_group(record, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_running(r) for r in targets):
+        time.sleep(0.05)
+    return [r.name for r in targets]
+
+
+def _running(record: ProcessRecord) -> bool:
+    return is_alive(record) or bool(group_members(record.pid))
+
+
+def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
+    # The group is the recorded pid's own (start_new_session); signal it only
+    # while it is ours: the leader alive with its start time, or members left.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(record.pid, sig)
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def tail(path: Path, lines: int = 10) -> list[str]:
+    """The last ``lines`` lines of a log file (empty if it does not exist)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            data = handle.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+def to_json(records: Iterable[ProcessRecord]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in records]

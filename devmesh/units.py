@@ -1,0 +1,37 @@
+"""Parsing and printing the units users type: durations such as ``200ms`` or ``2m``."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h"`` or a bare number of seconds.
+
+    Raises ``ValueError`` with a sentence fit to show a user.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration; write it like 250ms, 2s or 1m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _SCALE[match.group(2) or "s"]
+    else:
+        raise ValueError(f"{value!r} is not a duration; write it like 250ms, 2s or 1m")
+    if seconds < 0:
+        raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact-enough form of a duration: ``250ms``, ``2s``, ``1.5m``."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    if seconds < 60 or seconds % 60:
+        return f"{seconds:g}s"
+    if seconds < 3600 or seconds % 3600:
+        return f"{seconds / 60:g}m"
+    return f"{seconds / 3600:g}h"

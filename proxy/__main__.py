@@ -1,0 +1,102 @@
+"""``python -m proxy --bootstrap FILE``: run one sidecar (or the gateway) until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from proxy.bootstrap import Bootstrap, BootstrapError
+from proxy.control import ControlLink
+from proxy.health import HealthProbe
+from proxy.router import Router
+from proxy.server import BoundPorts, Sidecar
+from proxy.snapshot import EMPTY, load_snapshot
+from proxy.telemetry import TelemetryBuffer
+
+log = logging.getLogger("devmesh.proxy")
+
+EXIT_BIND_FAILED = 3
+
+
+async def serve(boot: Bootstrap) -> int:
+    snapshot = load_snapshot(boot.state_dir / "snapshot.json")
+    if snapshot is not None:
+        log.info("starting from last good snapshot %d kept on disk", snapshot.version)
+    router = Router(snapshot or EMPTY)
+    telemetry = TelemetryBuffer()
+    sidecar = Sidecar(boot, router, telemetry)
+    try:
+        ports = await sidecar.start()
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        log.error("cannot listen on %s: %s", boot.listen_host, reason or exc)
+        return EXIT_BIND_FAILED
+
+    health = HealthProbe(boot.app_port, boot.health_path)
+    link = ControlLink(boot, ports, router, telemetry, health)
+    health.on_change = link.health_changed
+    tasks = [asyncio.create_task(link.run()), asyncio.create_task(health.run())]
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if boot.ready_file is not None:
+        write_ready_file(boot.ready_file, ports)
+    log.info("%s %s listening: %s", boot.role, boot.instance, ports)
+    await stop.wait()
+
+    log.info("stopping")
+    await sidecar.stop()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(link.flush(), timeout=1.0)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return 0
+
+
+def write_ready_file(path: Path, ports: BoundPorts) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "inbound": ports.inbound,
+                "outbound": ports.outbound,
+                "gateway": ports.gateway,
+            }
+        )
+    )
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m proxy", description=__doc__)
+    parser.add_argument("--bootstrap", type=Path, required=True, help="bootstrap JSON file")
+    parser.add_argument("--log-level", default=os.environ.get("DEVMESH_PROXY_LOG", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        boot = Bootstrap.load(args.bootstrap)
+    except BootstrapError as exc:
+        log.error("%s", exc)
+        return 2
+    return asyncio.run(serve(boot))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

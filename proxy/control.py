@@ -1,0 +1,181 @@
+"""The sidecar's link to the control plane: one WebSocket, dialled by the sidecar.
+
+Sidecar -> control plane messages (JSON text frames)::
+
+    {"type": "hello", "node": {...}, "snapshot_version": 6}
+    {"type": "health", "state": "ready", "detail": "..."}
+    {"type": "telemetry", "records": [...], "dropped": 0}
+    {"type": "ack", "version": 7}   /   {"type": "nack", "version": 7, "error": "..."}
+
+Control plane -> sidecar::
+
+    {"type": "snapshot", "snapshot": {...}}
+
+If the link drops, the sidecar keeps routing with its last good snapshot and
+dials again with capped exponential backoff; records wait in the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from proxy.bootstrap import Bootstrap
+from proxy.health import HealthProbe
+from proxy.router import Router
+from proxy.server import BoundPorts
+from proxy.snapshot import SnapshotError, parse_snapshot, save_snapshot
+from proxy.telemetry import TelemetryBuffer
+
+log = logging.getLogger("devmesh.proxy.control")
+
+STREAM_PATH = "/v1/sidecar/stream"
+FLUSH_INTERVAL = 0.1
+BATCH_LIMIT = 1000
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
+
+
+class ControlLink:
+    def __init__(
+        self,
+        boot: Bootstrap,
+        ports: BoundPorts,
+        router: Router,
+        telemetry: TelemetryBuffer,
+        health: HealthProbe,
+    ) -> None:
+        self.boot = boot
+        self.ports = ports
+        self.router = router
+        self.telemetry = telemetry
+        self.health = health
+        self.connected = asyncio.Event()
+        self._health_dirty = True
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    def health_changed(self) -> None:
+        self._health_dirty = True
+
+    @property
+    def snapshot_file(self) -> Path:
+        return self.boot.state_dir / "snapshot.json"
+
+    def hello(self) -> dict[str, Any]:
+        inbound = f"{self.boot.advertise_host}:{self.ports.inbound}" if self.ports.inbound else None
+        return {
+            "type": "hello",
+            "node": {
+                "service": self.boot.service,
+                "version": self.boot.version,
+                "instance": self.boot.instance,
+                "role": self.boot.role,
+                "inbound": inbound,
+                "health_check": self.health.describe(),
+            },
+            "snapshot_version": self.router.snapshot.version,
+        }
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        backoff = BACKOFF_MIN
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    await self._session(session)
+                    backoff = BACKOFF_MIN
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    log.info("control plane unreachable (%s); retrying", exc)
+                finally:
+                    self.connected.clear()
+                    self._ws = None
+                await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def flush(self) -> None:
+        """Send what is buffered now, if connected (used on shutdown)."""
+        if self._ws is not None and not self._ws.closed:
+            await self._send_pending(self._ws)
+
+    async def _session(self, session: aiohttp.ClientSession) -> None:
+        token = self.boot.token_file.read_text().strip()
+        async with session.ws_connect(
+            self.boot.control_plane + STREAM_PATH,
+            headers={"Authorization": f"Bearer {token}"},
+            heartbeat=10.0,
+            autoping=True,
+        ) as ws:
+            self._ws = ws
+            await ws.send_json(self.hello())
+            self._health_dirty = True
+            self.connected.set()
+            log.info("connected to control plane %s", self.boot.control_plane)
+            sender = asyncio.create_task(self._send_loop(ws))
+            try:
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        await self._handle(ws, message.data)
+                    elif message.type == aiohttp.WSMsgType.ERROR:
+                        break
+            finally:
+                sender.cancel()
+                # gather() returns the sender's own CancelledError as a value but
+                # still raises if *this* task is being cancelled.
+                await asyncio.gather(sender, return_exceptions=True)
+            if ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION:
+                log.error("control plane refused this sidecar: %s", ws.exception() or "bad token")
+
+    async def _handle(self, ws: aiohttp.ClientWebSocketResponse, data: str) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            log.warning("ignoring a control plane message that is not JSON")
+            return
+        if not isinstance(message, dict) or message.get("type") != "snapshot":
+            return
+        raw = message.get("snapshot")
+        version = raw.get("version") if isinstance(raw, dict) else None
+        try:
+            snapshot = parse_snapshot(raw)
+        except SnapshotError as exc:
+            log.warning("rejected snapshot %s: %s", version, exc)
+            await ws.send_json({"type": "nack", "version": version, "error": str(exc)})
+            return
+        self.router.update(snapshot)
+        try:
+            save_snapshot(snapshot, self.snapshot_file)
+        except OSError as exc:
+            log.warning("could not keep snapshot %s on disk: %s", snapshot.version, exc)
+        await ws.send_json({"type": "ack", "version": snapshot.version})
+
+    async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            await self._send_pending(ws)
+            await asyncio.sleep(FLUSH_INTERVAL)
+
+    async def _send_pending(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if self._health_dirty:
+            self._health_dirty = False
+            await ws.send_json(
+                {"type": "health", "state": self.health.state, "detail": self.health.detail}
+            )
+        while len(self.telemetry):
+            batch = self.telemetry.take(BATCH_LIMIT)
+            dropped, self.telemetry.dropped = self.telemetry.dropped, 0
+            try:
+                await ws.send_json(
+                    {
+                        "type": "telemetry",
+                        "records": [r.to_wire() for r in batch],
+                        "dropped": dropped,
+                    }
+                )
+            except BaseException:
+                self.telemetry.put_back(batch)
+                self.telemetry.dropped += dropped
+                raise

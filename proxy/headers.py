@@ -1,0 +1,72 @@
+"""Header rewriting for one hop through the mesh. Pure functions, no I/O.
+
+RFC 9110 §7.6.1: a proxy removes the hop-by-hop headers, and every header the
+``Connection`` header names, before forwarding in either direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+SOURCE_HEADER = "x-devmesh-source"
+"""Set by the calling sidecar: the service the request comes from."""
+ERROR_HEADER = "x-devmesh-error"
+"""Set on a response the mesh made itself (no endpoint, connect failure, ...)."""
+MESH_PREFIX = "x-devmesh-"
+
+
+Headers = CIMultiDict[str] | CIMultiDictProxy[str]
+
+
+def _connection_tokens(headers: Headers) -> set[str]:
+    tokens: set[str] = set()
+    for value in headers.getall("connection", ()):
+        tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return tokens
+
+
+def forwardable(headers: Headers, *, drop_mesh: bool = False) -> CIMultiDict[str]:
+    """A copy of ``headers`` fit to forward: hop-by-hop headers removed.
+
+    With ``drop_mesh``, the ``x-devmesh-*`` headers are removed too, so that an
+    application cannot forge what the mesh asserts (its source identity).
+    """
+    drop = HOP_BY_HOP | _connection_tokens(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in drop or (drop_mesh and lower.startswith(MESH_PREFIX)):
+            continue
+        out.add(name, value)
+    return out
+
+
+def append_forwarded_for(headers: CIMultiDict[str], peer: str | None) -> None:
+    """Append one entry (the peer's address) to ``X-Forwarded-For``."""
+    if not peer:
+        return
+    existing = ", ".join(headers.getall("x-forwarded-for", ()))
+    headers.popall("x-forwarded-for", None)
+    headers["X-Forwarded-For"] = f"{existing}, {peer}" if existing else peer
+
+
+def without(headers: CIMultiDict[str], names: Iterable[str]) -> CIMultiDict[str]:
+    for name in names:
+        headers.popall(name, None)
+    return headers

@@ -1,0 +1,90 @@
+"""Whether the instance behind this sidecar is ready to take traffic.
+
+The sidecar probes its own instance on localhost (like a kubelet readiness
+probe) and reports the state to the control plane, which only routes to ready
+instances. The runtime's ``up`` waits on the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Literal
+
+import aiohttp
+
+State = Literal["starting", "ready", "unhealthy"]
+
+FAILURES_BEFORE_UNHEALTHY = 3
+"""A ready instance turns unhealthy after this many failed probes in a row."""
+_PROBE_TIMEOUT = 2.0
+
+
+class HealthProbe:
+    def __init__(
+        self,
+        app_port: int | None,
+        path: str | None,
+        on_change: Callable[[], None] = lambda: None,
+        interval_starting: float = 0.1,
+        interval_ready: float = 1.0,
+    ) -> None:
+        self.app_port = app_port
+        self.path = path
+        self.state: State = "ready" if app_port is None else "starting"
+        self.detail = "no port to probe" if app_port is None else "not probed yet"
+        self.on_change = on_change
+        self._failures = 0
+        self._intervals = (interval_starting, interval_ready)
+
+    def describe(self) -> str:
+        if self.app_port is None:
+            return "none"
+        if self.path:
+            return f"GET http://127.0.0.1:{self.app_port}{self.path}"
+        return f"TCP connect to 127.0.0.1:{self.app_port}"
+
+    async def check(self) -> tuple[bool, str]:
+        """One probe: ``(passed, what was seen)``."""
+        assert self.app_port is not None
+        try:
+            if self.path:
+                timeout = aiohttp.ClientTimeout(total=_PROBE_TIMEOUT)
+                async with (
+                    aiohttp.ClientSession(timeout=timeout) as session,
+                    session.get(
+                        f"http://127.0.0.1:{self.app_port}{self.path}", allow_redirects=False
+                    ) as response,
+                ):
+                    await response.read()
+                    return response.status < 500, f"{self.describe()} answered {response.status}"
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.app_port), _PROBE_TIMEOUT
+            )
+            writer.close()
+            return True, f"{self.describe()} succeeded"
+        except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            return False, f"{self.describe()} failed: {reason}"
+
+    async def run(self) -> None:
+        """Probe forever (cancel to stop), reporting each change of state."""
+        if self.app_port is None:
+            return
+        while True:
+            passed, detail = await self.check()
+            self._observe(passed, detail)
+            await asyncio.sleep(self._intervals[self.state == "ready"])
+
+    def _observe(self, passed: bool, detail: str) -> None:
+        before = (self.state, self.detail if self.state != "ready" else "")
+        self.detail = detail
+        if passed:
+            self._failures = 0
+            self.state = "ready"
+        else:
+            self._failures += 1
+            if self.state == "ready" and self._failures >= FAILURES_BEFORE_UNHEALTHY:
+                self.state = "unhealthy"
+        if (self.state, self.detail if self.state != "ready" else "") != before:
+            self.on_change()

@@ -1,0 +1,72 @@
+"""Choosing an endpoint for a destination service. Pure logic, no I/O.
+
+The router holds the snapshot in force. ``update`` swaps it in one assignment,
+so a request that already picked its endpoint finishes under the old snapshot
+and the next one uses the new.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proxy.snapshot import EMPTY, Endpoint, Route, Snapshot
+
+
+@dataclass(frozen=True)
+class NoEndpoint:
+    """Why no endpoint could be picked; ``reason`` is shown to the caller."""
+
+    reason: str
+
+
+class Router:
+    def __init__(self, snapshot: Snapshot = EMPTY, rand: Callable[[], float] = random.random):
+        self._snapshot = snapshot
+        self._rand = rand
+        self._next: dict[tuple[str, str | None], int] = {}
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def update(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def knows(self, service: str) -> bool:
+        return service in self._snapshot.routes
+
+    def pick(self, service: str) -> Endpoint | NoEndpoint:
+        """Round robin over the service's endpoints, within the version the split picks."""
+        route = self._snapshot.routes.get(service)
+        if route is None:
+            return NoEndpoint(f"{service} is not a service of this mesh")
+        version = self._pick_version(route)
+        candidates = (
+            route.endpoints
+            if version is None
+            else tuple(e for e in route.endpoints if e.version == version)
+        )
+        if not candidates:
+            which = service if version is None else f"{service} version {version}"
+            return NoEndpoint(f"no healthy instance of {which}")
+        key = (service, version)
+        index = self._next.get(key, 0)
+        self._next[key] = index + 1
+        return candidates[index % len(candidates)]
+
+    def _pick_version(self, route: Route) -> str | None:
+        if not route.split:
+            return None
+        point = self._rand() * 100.0
+        total = 0.0
+        chosen = None
+        for version, weight in route.split.items():
+            if weight <= 0:
+                continue
+            chosen = version
+            total += weight
+            if point < total:
+                break
+        return chosen

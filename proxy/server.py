@@ -1,0 +1,299 @@
+"""The sidecar's listeners and the forwarding between them and upstreams.
+
+Three kinds of listener, one handler each:
+
+* outbound: the instance's own calls, as an HTTP proxy (``HTTP_PROXY``) or
+  with a plain ``Host`` header; the destination service is the host name;
+* inbound: calls from other sidecars, handed to the instance on localhost;
+* gateway: traffic entering the mesh from the host, bound for one service.
+
+Bodies are streamed both ways and upstream connections are pooled. Every
+request ends in exactly one telemetry ``Record``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.bootstrap import Bootstrap
+from proxy.headers import (
+    ERROR_HEADER,
+    SOURCE_HEADER,
+    append_forwarded_for,
+    forwardable,
+)
+from proxy.router import NoEndpoint, Router
+from proxy.telemetry import Direction, Record, TelemetryBuffer
+
+log = logging.getLogger("devmesh.proxy")
+
+GATEWAY_SOURCE = "ingress"
+"""The source name of traffic that enters the mesh through the gateway."""
+EXTERNAL_SOURCE = "external"
+"""The source name of inbound traffic that did not come through a sidecar."""
+
+# Headers aiohttp's client would add on its own; a proxy must not invent them.
+_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+_CONNECT_TIMEOUT = 10.0
+_MAX_PATH_IN_RECORD = 256
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class BoundPorts:
+    inbound: int | None = None
+    outbound: int | None = None
+    gateway: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    """What happened to one forwarded request, for its telemetry record."""
+
+    status: int = 0
+    error: str | None = None
+    instance: str = ""
+    version: str = ""
+
+
+class Sidecar:
+    """The data plane of one instance (or of the gateway)."""
+
+    def __init__(self, boot: Bootstrap, router: Router, telemetry: TelemetryBuffer) -> None:
+        self.boot = boot
+        self.router = router
+        self.telemetry = telemetry
+        self.ports = BoundPorts()
+        self._runners: list[web.BaseRunner] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> BoundPorts:
+        """Bind every listener; raises ``OSError`` (port taken) with nothing left bound."""
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=10),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        try:
+            if self.boot.role == "sidecar":
+                self.ports.outbound = await self._listen(self._outbound, self.boot.outbound_port)
+                self.ports.inbound = await self._listen(self._inbound, self.boot.inbound_port)
+            for listener in self.boot.gateway:
+                self.ports.gateway[listener.service] = await self._listen(
+                    self._gateway_handler(listener.service), listener.port
+                )
+        except BaseException:
+            await self.stop()
+            raise
+        return self.ports
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _listen(self, handler: Handler, port: int) -> int:
+        server = web.Server(handler, access_log=None)
+        runner = web.ServerRunner(server, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, self.boot.listen_host, port, reuse_address=True)
+        await site.start()
+        bound: int = runner.addresses[-1][1]
+        return bound
+
+    # -- handlers -------------------------------------------------------------
+
+    async def _outbound(self, request: web.BaseRequest) -> web.StreamResponse:
+        host = request.url.host or ""
+        if request.method == "CONNECT":
+            return await self._local_reply(
+                request,
+                "outbound",
+                host,
+                501,
+                "tunnel-unsupported",
+                "devmesh proxies plain HTTP; CONNECT tunnels are not supported",
+            )
+        if self.router.knows(host):
+            return await self._to_service(request, host, self.boot.service)
+        return await self._passthrough(request, host)
+
+    async def _inbound(self, request: web.BaseRequest) -> web.StreamResponse:
+        start = time.perf_counter()
+        source = request.headers.get(SOURCE_HEADER, EXTERNAL_SOURCE)
+        outcome = _Outcome(instance=self.boot.instance, version=self.boot.version)
+        if self.boot.app_port is None:
+            response = await self._reply(
+                request, 503, "no-port", f"{self.boot.service} declares no port to receive calls on"
+            )
+            outcome.status, outcome.error = 503, "no-port"
+        else:
+            headers = forwardable(request.headers)
+            headers.popall(SOURCE_HEADER, None)
+            url = URL(
+                f"http://127.0.0.1:{self.boot.app_port}{request.url.raw_path_qs}", encoded=True
+            )
+            response = await self._forward(request, url, headers, outcome)
+        self._record(request, "inbound", source, self.boot.service, outcome, start)
+        return response
+
+    def _gateway_handler(self, service: str) -> Handler:
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            return await self._to_service(request, service, GATEWAY_SOURCE)
+
+        return handle
+
+    async def _to_service(
+        self, request: web.BaseRequest, service: str, source: str
+    ) -> web.StreamResponse:
+        start = time.perf_counter()
+        outcome = _Outcome()
+        endpoint = self.router.pick(service)
+        if isinstance(endpoint, NoEndpoint):
+            response = await self._reply(request, 503, "no-healthy-upstream", endpoint.reason)
+            outcome.status, outcome.error = 503, "no-healthy-upstream"
+        else:
+            outcome.instance, outcome.version = endpoint.instance, endpoint.version
+            headers = forwardable(request.headers, drop_mesh=True)
+            headers[SOURCE_HEADER] = source
+            if source == GATEWAY_SOURCE:
+                append_forwarded_for(headers, request.remote)
+            url = URL(f"http://{endpoint.address}{request.url.raw_path_qs}", encoded=True)
+            response = await self._forward(request, url, headers, outcome)
+        self._record(request, "outbound", source, service, outcome, start)
+        return response
+
+    async def _passthrough(self, request: web.BaseRequest, host: str) -> web.StreamResponse:
+        """A destination outside the mesh is called directly, as Istio's ALLOW_ANY does."""
+        start = time.perf_counter()
+        outcome = _Outcome()
+        url = (
+            request.url
+            if request.url.is_absolute()
+            else URL.build(scheme="http", authority=request.host).join(request.rel_url)
+        )
+        response = await self._forward(
+            request, url, forwardable(request.headers, drop_mesh=True), outcome
+        )
+        self._record(request, "outbound", self.boot.service, host, outcome, start)
+        return response
+
+    # -- forwarding -----------------------------------------------------------
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        url: URL,
+        headers: CIMultiDict[str],
+        outcome: _Outcome,
+    ) -> web.StreamResponse:
+        assert self._session is not None, "Sidecar.start() was not called"
+        try:
+            upstream = await self._session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=request.content if request.body_exists else None,
+                allow_redirects=False,
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+            )
+        except aiohttp.ClientConnectorError as exc:
+            outcome.status, outcome.error = 503, "connect-failure"
+            where = f"{outcome.instance} at " if outcome.instance else ""
+            return await self._reply(
+                request,
+                503,
+                "connect-failure",
+                f"upstream connect error: {where}{url.host}:{url.port}: "
+                f"{exc.os_error.strerror or exc}",
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            outcome.status, outcome.error = 503, "reset"
+            return await self._reply(
+                request, 503, "reset", f"upstream reset before response: {type(exc).__name__}"
+            )
+        try:
+            response = web.StreamResponse(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=forwardable(upstream.headers),
+            )
+            outcome.status = upstream.status
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+        except (aiohttp.ClientError, TimeoutError):
+            # The upstream failed mid-body. Finishing the response normally
+            # would hand the caller a truncated body that looks complete.
+            outcome.error = "reset"
+            if request.transport is not None:
+                request.transport.abort()
+        except ConnectionResetError:
+            outcome.error = "downstream-reset"
+        finally:
+            upstream.release()
+        return response
+
+    async def _reply(
+        self, request: web.BaseRequest, status: int, code: str, message: str
+    ) -> web.StreamResponse:
+        """A response the mesh makes itself, marked so that it is never taken for the app's."""
+        response = web.Response(status=status, text=message + "\n", headers={ERROR_HEADER: code})
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+
+    async def _local_reply(
+        self,
+        request: web.BaseRequest,
+        direction: Direction,
+        destination: str,
+        status: int,
+        code: str,
+        message: str,
+    ) -> web.StreamResponse:
+        start = time.perf_counter()
+        response = await self._reply(request, status, code, message)
+        outcome = _Outcome(status=status, error=code)
+        self._record(request, direction, self.boot.service, destination, outcome, start)
+        return response
+
+    def _record(
+        self,
+        request: web.BaseRequest,
+        direction: Direction,
+        source: str,
+        destination: str,
+        outcome: _Outcome,
+        start: float,
+    ) -> None:
+        self.telemetry.add(
+            Record(
+                ts=time.time(),
+                direction=direction,
+                source=source,
+                destination=destination,
+                version=outcome.version,
+                instance=outcome.instance,
+                status=outcome.status,
+                latency_ms=(time.perf_counter() - start) * 1000.0,
+                method=request.method,
+                path=request.path[:_MAX_PATH_IN_RECORD],
+                error=outcome.error,
+            )
+        )

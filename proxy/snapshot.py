@@ -1,0 +1,153 @@
+"""The config snapshot a sidecar accepts: the contract between control plane and data plane.
+
+Like Envoy's xDS resources, this schema belongs to the data plane: the control
+plane builds snapshots in this shape, the sidecar validates every one it
+receives with ``parse_snapshot`` and applies it whole or not at all. A snapshot
+that fails to parse is rejected (NACK) and the previous one stays in force.
+
+Wire form (JSON)::
+
+    {"version": 7,
+     "routes": {"catalog": {"endpoints": [{"instance": "catalog-v1-1", "version": "v1",
+                                           "address": "127.0.0.1:41234"}],
+                            "split": {"v1": 90, "v2": 10}}}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SnapshotError(ValueError):
+    """A snapshot does not match the schema; the message says where."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    instance: str
+    version: str
+    address: str
+    """``host:port`` of the instance's inbound sidecar listener."""
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to reach one destination service."""
+
+    endpoints: tuple[Endpoint, ...] = ()
+    split: Mapping[str, float] | None = None
+    """Weight per version (summing to 100); ``None`` spreads over all endpoints."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    routes: Mapping[str, Route] = field(default_factory=dict)
+
+
+EMPTY = Snapshot(version=0)
+
+
+def parse_snapshot(data: object) -> Snapshot:
+    """Validate the wire form and build a ``Snapshot``; raises ``SnapshotError``."""
+    obj = _mapping(data, "snapshot")
+    version = obj.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise SnapshotError("snapshot.version must be a non-negative integer")
+    routes_raw = _mapping(obj.get("routes", {}), "snapshot.routes")
+    routes = {
+        _name(name, "snapshot.routes"): _parse_route(raw, f"snapshot.routes.{name}")
+        for name, raw in routes_raw.items()
+    }
+    return Snapshot(version=version, routes=routes)
+
+
+def snapshot_to_wire(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "version": snapshot.version,
+        "routes": {
+            name: {
+                "endpoints": [
+                    {"instance": e.instance, "version": e.version, "address": e.address}
+                    for e in route.endpoints
+                ],
+                **({"split": dict(route.split)} if route.split is not None else {}),
+            }
+            for name, route in snapshot.routes.items()
+        },
+    }
+
+
+def save_snapshot(snapshot: Snapshot, path: Path) -> None:
+    """Write atomically, so a crash mid-write never leaves a torn last-good snapshot."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(snapshot_to_wire(snapshot)))
+    tmp.replace(path)
+
+
+def load_snapshot(path: Path) -> Snapshot | None:
+    """The last good snapshot on disk, or ``None`` if there is none or it is unreadable."""
+    try:
+        return parse_snapshot(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _parse_route(data: object, where: str) -> Route:
+    obj = _mapping(data, where)
+    endpoints_raw = obj.get("endpoints", [])
+    if not isinstance(endpoints_raw, list):
+        raise SnapshotError(f"{where}.endpoints must be a list")
+    endpoints = tuple(
+        _parse_endpoint(raw, f"{where}.endpoints[{i}]") for i, raw in enumerate(endpoints_raw)
+    )
+    split_raw = obj.get("split")
+    split: dict[str, float] | None = None
+    if split_raw is not None:
+        split = {}
+        for version, weight in _mapping(split_raw, f"{where}.split").items():
+            if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
+                raise SnapshotError(f"{where}.split.{version} must be a number >= 0")
+            split[_name(version, f"{where}.split")] = float(weight)
+        if abs(sum(split.values()) - 100.0) > 1e-6:
+            raise SnapshotError(f"{where}.split weights must sum to 100")
+    return Route(endpoints=endpoints, split=split)
+
+
+def _parse_endpoint(data: object, where: str) -> Endpoint:
+    obj = _mapping(data, where)
+    fields = {}
+    for key in ("instance", "version", "address"):
+        value = obj.get(key)
+        if not isinstance(value, str) or not value:
+            raise SnapshotError(f"{where}.{key} must be a non-empty string")
+        fields[key] = value
+    host, sep, port = fields["address"].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SnapshotError(f"{where}.address must be host:port, got {fields['address']!r}")
+    return Endpoint(**fields)
+
+
+def _mapping(data: object, where: str) -> Mapping[str, object]:
+    if not isinstance(data, dict):
+        raise SnapshotError(f"{where} must be an object")
+    return data
+
+
+def _name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SnapshotError(f"{where} keys must be non-empty strings")
+    return value

@@ -1,0 +1,66 @@
+"""One record per request through a sidecar, buffered until the control plane takes them."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Direction = Literal["outbound", "inbound"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What one sidecar saw of one request.
+
+    ``outbound`` records are made by the caller's sidecar (the edge
+    source -> destination, with the endpoint it chose); ``inbound`` records by
+    the destination's sidecar (the instance's own view).
+    """
+
+    ts: float
+    """Wall-clock time the request finished (seconds since the epoch)."""
+    direction: Direction
+    source: str
+    destination: str
+    version: str
+    instance: str
+    status: int
+    """HTTP status sent downstream; 0 if the downstream went away before a status was sent."""
+    latency_ms: float
+    method: str
+    path: str
+    error: str | None = None
+    """What the mesh saw go wrong (``connect-failure``, ``no-healthy-upstream``, ``reset``)."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TelemetryBuffer:
+    """A bounded queue of records; when full, the oldest are dropped and counted."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._records: deque[Record] = deque(maxlen=capacity)
+        self.dropped = 0
+
+    def add(self, record: Record) -> None:
+        if len(self._records) == self._records.maxlen:
+            self.dropped += 1
+        self._records.append(record)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def take(self, limit: int) -> list[Record]:
+        """Remove and return up to ``limit`` of the oldest records."""
+        count = min(limit, len(self._records))
+        return [self._records.popleft() for _ in range(count)]
+
+    def put_back(self, records: list[Record]) -> None:
+        """Return records that could not be sent to the front of the queue."""
+        for record in reversed(records):
+            if len(self._records) == self._records.maxlen:
+                self.dropped += 1
+                break
+            self._records.appendleft(record)

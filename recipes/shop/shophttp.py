@@ -1,0 +1,76 @@
+"""The little HTTP plumbing the shop's services share. Standard library only.
+
+Each service listens on $HOST:$PORT (127.0.0.1:8000 by default) and calls the
+others by name, e.g. ``http://pricing/prices``: the mesh's sidecar (through
+HTTP_PROXY, or transparently) routes the call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+Route = Callable[[dict[str, list[str]]], tuple[int, Any]]
+
+
+class UpstreamError(Exception):
+    def __init__(self, url: str, status: int, detail: str) -> None:
+        super().__init__(f"{url}: {status} {detail}")
+        self.status = status
+
+
+def call(url: str) -> Any:
+    """GET ``url`` and decode its JSON; raises UpstreamError on any failure."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise UpstreamError(url, exc.code, exc.read().decode("utf-8", "replace")) from exc
+    except (OSError, ValueError) as exc:
+        raise UpstreamError(url, 502, str(exc)) from exc
+
+
+def serve(name: str, routes: dict[str, Route]) -> None:
+    routes = {"/healthz": lambda query: (200, {"status": "ok"}), **routes}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, so the sidecar can pool connections
+        # Headers and body go out in two writes; without TCP_NODELAY, Nagle holds the
+        # body back until the peer's delayed ACK (40 ms) on a kept-alive connection.
+        disable_nagle_algorithm = True
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            route = routes.get(url.path)
+            if route is None:
+                status, body = 404, {"error": f"{name} has no {url.path}"}
+            else:
+                try:
+                    status, body = route(parse_qs(url.query))
+                except UpstreamError as exc:
+                    status, body = 502, {"error": f"{name} could not call {exc}"}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            sys.stderr.write(f"{name}: {format % args}\n")
+
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    print(f"{name} listening on {host}:{port}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
