@@ -35,15 +35,15 @@ class Endpoint:
         info = read_json(workspace.controlplane_file)
         if not isinstance(info, dict) or "url" not in info:
             raise ControlPlaneUnavailable(
-                f"no mesh is running for {workspace.project_dir}.",
-                "Start it with `devmesh up`.",
+                f"no mesh is running for {workspace.project_dir}",
+                "start it with `devmesh up`",
             )
         try:
             token = workspace.token()
         except OSError as exc:
             raise ControlPlaneUnavailable(
-                f"cannot read the project token {workspace.token_file}: {exc.strerror}.",
-                "Run `devmesh down` and `devmesh up` to make a new one.",
+                f"cannot read the project token {workspace.token_file}: {exc.strerror}",
+                "run `devmesh down` and `devmesh up` to make a new one",
             ) from exc
         return cls(url=str(info["url"]), token=token, pid=info.get("pid"))
 
@@ -104,24 +104,24 @@ class ControlPlaneClient:
                 return body
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise ControlPlaneUnavailable(
-                f"the control plane at {self.endpoint.url} is not answering ({exc}).",
-                "Run `devmesh up` to start it again.",
+                f"the control plane at {self.endpoint.url} is not answering ({exc})",
+                "run `devmesh up` to start it again",
             ) from exc
         except ValueError as exc:
             raise DevmeshError(
-                f"the control plane at {self.endpoint.url} sent a reply that is not JSON."
+                f"the control plane at {self.endpoint.url} sent a reply that is not JSON"
             ) from exc
 
 
 def _api_error(status: int, body: Any) -> DevmeshError:
     if not isinstance(body, dict):
-        return DevmeshError(f"the control plane answered {status}.")
-    message = str(body.get("error") or f"the control plane answered {status}.")
+        return DevmeshError(f"the control plane answered {status}")
+    message = str(body.get("error") or f"the control plane answered {status}")
     hint = body.get("hint")
     if status == 401:
         return DevmeshError(
             message,
-            "The token in .devmesh/token does not match; run `devmesh down` then `devmesh up`.",
+            "the token in .devmesh/token does not match; run `devmesh down`, then `devmesh up`",
         )
     if 400 <= status < 500:
         return UsageError(message, hint)

@@ -27,11 +27,16 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact-enough form of a duration: ``250ms``, ``2s``, ``1.5m``."""
+    """A short form of a duration that ``parse_duration`` reads back: ``250ms``, ``2s``, ``1.5m``."""
     if seconds < 1:
-        return f"{seconds * 1000:g}ms"
+        return f"{_number(seconds * 1000)}ms"
     if seconds < 60 or seconds % 60:
-        return f"{seconds:g}s"
+        return f"{_number(seconds)}s"
     if seconds < 3600 or seconds % 3600:
-        return f"{seconds / 60:g}m"
-    return f"{seconds / 3600:g}h"
+        return f"{_number(seconds / 60)}m"
+    return f"{_number(seconds / 3600)}h"
+
+
+def _number(value: float) -> str:
+    """Plain decimal notation (never ``1e+06``), without trailing zeros."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")

@@ -20,11 +20,16 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def print_error(exc: DevmeshError) -> None:
-    err_console.print(Text("error: ", style="bold red") + Text(exc.message))
+    """``error: <what>``, its supporting lines, ``hint: <what to do>``.
+
+    Lines are never broken by devmesh (soft wrap): a path or a log line stays
+    whole for the terminal to wrap, and for the user to copy or grep.
+    """
+    err_console.print(Text("error: ", style="bold red") + Text(exc.message), soft_wrap=True)
     for line in exc.details:
-        err_console.print(Text(f"  {line}", style="dim"))
+        err_console.print(Text(f"  {line}", style="dim"), soft_wrap=True)
     if exc.hint:
-        err_console.print(Text("hint: ", style="bold yellow") + Text(exc.hint))
+        err_console.print(Text("hint: ", style="bold yellow") + Text(exc.hint), soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

@@ -114,6 +114,17 @@ class Project:
     policies: Mapping[str, Policy] = field(default_factory=dict)
     source: Path | None = None
     """The file this project was loaded from, if any."""
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    """Line in ``source`` of each dotted path (``services.web.expose``), when loaded from a file."""
 
     def policy(self, service: str) -> Policy:
         return self.policies.get(service, Policy())
+
+    def where(self, *paths: str) -> str:
+        """``devmesh.yaml:12``: the place of the first of ``paths`` the file has a line for.
+
+        Give the most precise path first (``services.web.expose``, ``services.web``).
+        """
+        name = self.source.name if self.source is not None else "devmesh.yaml"
+        line = next((self.lines[p] for p in paths if p in self.lines), None)
+        return f"{name}:{line}" if line is not None else name

@@ -42,4 +42,10 @@ def parse_project(
     shape = read_shape(problems, data, default_name)
     check_references(problems, shape)
     problems.raise_if_any()
-    return Project(name=shape.name, services=shape.services, policies=shape.policies, source=file)
+    return Project(
+        name=shape.name,
+        services=shape.services,
+        policies=shape.policies,
+        source=file,
+        lines=dict(lines or {}),
+    )

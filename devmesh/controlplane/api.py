@@ -56,8 +56,8 @@ class ControlPlaneAPI:
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self._token):
                 return _error(
                     401,
-                    "the request has no valid project token.",
-                    "Send Authorization: Bearer <token>, the token in .devmesh/token.",
+                    "the request has no valid project token",
+                    "send Authorization: Bearer <token>, the token in .devmesh/token",
                 )
         response: web.StreamResponse = await handler(request)
         return response
@@ -98,7 +98,7 @@ class ControlPlaneAPI:
         if not isinstance(weights, dict) or not all(
             isinstance(w, int | float) and not isinstance(w, bool) for w in weights.values()
         ):
-            raise DevmeshError('the body must be {"weights": {"<version>": <number>, ...}}.')
+            raise DevmeshError('the body must be {"weights": {"<version>": <number>, ...}}')
         service = request.match_info["service"]
         self.mesh.set_split(service, weights)
         await self.publish()
@@ -213,7 +213,7 @@ async def _json_body(request: web.Request) -> Any:
     try:
         return await request.json()
     except ValueError as exc:
-        raise DevmeshError(f"the request body is not valid JSON: {exc}.") from exc
+        raise DevmeshError(f"the request body is not valid JSON: {exc}") from exc
 
 
 def _error(

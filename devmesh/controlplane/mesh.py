@@ -78,25 +78,26 @@ class Mesh:
         svc = self._service(service)
         if not svc.versioned:
             raise UsageError(
-                f"{service} has no versions to split traffic between.",
-                f"Declare versions under services.{service}.versions in devmesh.yaml.",
+                f"{service} has no versions to split traffic between",
+                f"declare versions under services.{service}.versions in devmesh.yaml",
             )
         known = [v.name for v in svc.versions]
         for version, weight in weights.items():
             if version not in known:
                 raise UsageError(
-                    f"{service} has no version {version!r}.",
-                    f"Its versions are: {', '.join(known)}.",
+                    f"{service} has no version {version!r}",
+                    f"its versions are {', '.join(known)}",
                 )
             if not 0 <= weight <= 100:
                 raise UsageError(
-                    f"the weight of {service} {version} is {weight:g}; a weight is 0 to 100."
+                    f"the weight of {service} {version} is {weight:g}",
+                    "give each weight from 0 to 100",
                 )
         total = sum(weights.values())
         if abs(total - 100.0) > 1e-6:
             raise UsageError(
-                f"the weights for {service} sum to {total:g}, not 100.",
-                "Give weights that add up to 100, e.g. v1=90 v2=10.",
+                f"the weights for {service} sum to {total:g}, not 100",
+                "give weights that add up to 100, e.g. v1=90 v2=10",
             )
         self._state.splits[service] = {v: float(w) for v, w in weights.items()}
         self._store.save(self._state)
@@ -114,7 +115,7 @@ class Mesh:
     def _service(self, name: str) -> Any:
         if self.project is None or name not in self.project.services:
             known = ", ".join(self.project.services) if self.project else "none"
-            raise UnknownService(f"no service named {name!r}.", f"Services: {known}.")
+            raise UnknownService(f"there is no service named {name!r}", f"services: {known}")
         return self.project.services[name]
 
     # -- proxies -----------------------------------------------------------------

@@ -37,8 +37,8 @@ class StateStore:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise DevmeshError(
                 f"the control plane's state file {self.path} is unreadable or from another "
-                "devmesh version.",
-                f"Move it aside (mv {self.path} {self.path}.bak) to start with no overrides.",
+                "devmesh version",
+                f"move it aside (mv {self.path} {self.path}.bak) to start with no overrides",
             )
         return StoredState(
             project=data.get("project"),

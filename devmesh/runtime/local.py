@@ -26,7 +26,7 @@ from typing import Any
 
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config import dump_project
-from devmesh.config.model import Project
+from devmesh.config.model import DEFAULT_VERSION, Project
 from devmesh.controlplane.mesh import GATEWAY_INSTANCE
 from devmesh.errors import DevmeshError, UsageError
 from devmesh.plan import InstanceSpec, exposed, plan_instances, start_levels
@@ -113,11 +113,12 @@ class LocalRuntime:
     # -- up ------------------------------------------------------------------------
 
     async def up(self) -> None:
-        self._preflight()
+        self._check_commands()
         self.ws.ensure()
         self.ws.token(create=True)
         if await self._resume():
             return
+        self._check_ports()
         record = RuntimeRecord(self.ws.runtime_file, self.project.name, config_hash(self.project))
         record.save()
         try:
@@ -140,27 +141,25 @@ class LocalRuntime:
                 await self._wait_ready(client, batch)
             await self._wait_converged(client)
 
-    def _preflight(self) -> None:
-        """Refuse, before starting anything, what cannot work with this runtime."""
+    def _check_commands(self) -> None:
+        """Refuse, before starting anything, an instance this runtime cannot run."""
         for spec in plan_instances(self.project):
             if spec.command is None:
-                what = (
-                    f"{spec.service} version {spec.version}"
-                    if spec.version != "default"
-                    else spec.service
-                )
                 raise UsageError(
-                    f"{what} has no command, and the local runtime runs commands "
-                    f"({self._where(spec.service, spec.version)}).",
-                    "Add `command:` for it, or run it in Docker with an image when the docker "
-                    "runtime is available.",
+                    f"{_describe(spec)} has no command, and the local runtime runs commands "
+                    f"({self._where_version(spec)})",
+                    "add `command:` for it (the docker runtime, which runs images, is not "
+                    "available yet)",
                 )
+
+    def _check_ports(self) -> None:
+        """Refuse, before starting anything, an exposed port that something else holds."""
         for service, port in exposed(self.project).items():
             if port_in_use(port):
                 raise UsageError(
                     f"port {port} on 127.0.0.1, where {service} is exposed, is already in use "
-                    f"({self._where(service)}).",
-                    "Stop what listens there, or change `expose:` for that service.",
+                    f"({self.project.where(f'services.{service}.expose', f'services.{service}')})",
+                    "stop what listens there, or change `expose:` for that service",
                 )
 
     async def _resume(self) -> bool:
@@ -180,8 +179,8 @@ class LocalRuntime:
                 else "but " + ", ".join(n for n, ok in alive.items() if not ok) + " stopped"
             )
             raise UsageError(
-                f"the mesh for {existing.project} is already running {why}.",
-                "Run `devmesh down`, then `devmesh up`.",
+                f"the mesh for {existing.project} is already running {why}",
+                "run `devmesh down`, then `devmesh up`",
             )
         controlplane = existing.find("controlplane")
         if controlplane is not None and alive["controlplane"]:
@@ -231,7 +230,7 @@ class LocalRuntime:
             self._check_exit(process, "the control plane", log_path)
             if time.monotonic() > deadline:
                 raise self._failure(
-                    f"the control plane did not start within {CONTROLPLANE_START_TIMEOUT:g}s.",
+                    f"the control plane did not start within {CONTROLPLANE_START_TIMEOUT:g}s",
                     log_path,
                 )
             await asyncio.sleep(POLL_INTERVAL)
@@ -329,7 +328,7 @@ class LocalRuntime:
             self._check_exit(process, what, log_path)
             if time.monotonic() > deadline:
                 raise self._failure(
-                    f"{what} did not start listening within {SIDECAR_START_TIMEOUT:g}s.", log_path
+                    f"{what} did not start listening within {SIDECAR_START_TIMEOUT:g}s", log_path
                 )
             await asyncio.sleep(POLL_INTERVAL)
 
@@ -384,11 +383,11 @@ class LocalRuntime:
                 elif elapsed > spec.health.start_timeout:
                     raise self._failure(
                         f"{spec.id} did not become ready within "
-                        f"{spec.health.start_timeout:g}s: {state.get('detail', 'no report')}.",
+                        f"{spec.health.start_timeout:g}s: {state.get('detail', 'no report')}",
                         log_path,
-                        hint=f"Make sure it listens on $PORT (here {started.app_port}), or give it "
+                        hint=f"make sure it listens on $PORT (here {started.app_port}), or give it "
                         f"more time with services.{spec.service}.health.start_timeout "
-                        f"({self._where(spec.service)}).",
+                        f"({self.project.where(f'services.{spec.service}.health', f'services.{spec.service}')})",
                     )
             if pending:
                 await asyncio.sleep(POLL_INTERVAL * 2)
@@ -414,8 +413,8 @@ class LocalRuntime:
                     f"the sidecars did not all take the routing config within "
                     f"{CONVERGE_TIMEOUT:g}s ({len(proxies)} of {expected} connected"
                     + (f"; behind: {', '.join(lagging)}" if lagging else "")
-                    + ").",
-                    f"See the sidecar logs under {self.ws.logs_dir}.",
+                    + ")",
+                    f"see the sidecar logs under {self.ws.logs_dir}",
                 )
             await asyncio.sleep(POLL_INTERVAL)
 
@@ -434,13 +433,16 @@ class LocalRuntime:
         source = self.project.source
         return source.parent if source is not None else self.ws.project_dir
 
-    def _where(self, service: str, version: str | None = None) -> str:
-        svc = self.project.services[service]
-        line = svc.line
-        if version is not None and svc.versioned and (ver := svc.version(version)) is not None:
-            line = ver.line
-        source = self.project.source
-        return f"{source.name if source else 'devmesh.yaml'}:{line}" if line else "devmesh.yaml"
+    def _where_version(self, spec: InstanceSpec, key: str | None = None) -> str:
+        """Where a version's settings are: its own entry, else the service's."""
+        service = f"services.{spec.service}"
+        version = f"{service}.versions.{spec.version}"
+        paths = (
+            [version, service]
+            if key is None
+            else [f"{version}.{key}", version, f"{service}.{key}", service]
+        )
+        return self.project.where(*paths)
 
     def _check_exit(
         self,
@@ -452,14 +454,14 @@ class LocalRuntime:
         code = process.poll()
         if code is None:
             return
-        hint = "Fix what its log shows and run `devmesh up` again."
+        hint = "fix what its log shows and run `devmesh up` again"
         if service is not None:
             hint = (
-                f"Fix its command ({self._where(service.service, service.version)}) and run "
-                "`devmesh up` again."
+                f"fix the command of {_describe(service)} "
+                f"({self._where_version(service, 'command')}) and run `devmesh up` again"
             )
         raise self._failure(
-            f"{what} {describe_exit(code)} before it was ready.", log_path, hint=hint
+            f"{what} {describe_exit(code)} before it was ready", log_path, hint=hint
         )
 
     def _failure(self, message: str, log_path: Path, hint: str | None = None) -> StartFailed:
@@ -470,8 +472,17 @@ class LocalRuntime:
             else [f"{log_path} is empty."]
         )
         return StartFailed(
-            message, hint or "Fix what its log shows and run `devmesh up` again.", details
+            message, hint or "fix what its log shows and run `devmesh up` again", details
         )
+
+
+def _describe(spec: InstanceSpec) -> str:
+    """``catalog version v2``, or just ``pricing`` for an unversioned service."""
+    return (
+        spec.service
+        if spec.version == DEFAULT_VERSION
+        else f"{spec.service} version {spec.version}"
+    )
 
 
 def _proxy_name(boot: Bootstrap) -> str:

@@ -1,0 +1,147 @@
+"""Fixtures for end-to-end tests: real projects in tmp folders, the real CLI in subprocesses.
+
+Every project a test makes is torn down afterwards, even when the test fails:
+first with ``devmesh down``, then by killing any process still running in the
+project folder (which the test then reports as a leak).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = REPO / "recipes"
+CLI_TIMEOUT = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Pids of live processes whose working directory or command line is in ``folder``."""
+    found = []
+    needle = str(folder)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if stat[stat.rindex(")") + 2] in "ZX":
+                continue
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd == needle or cwd.startswith(needle + "/") or needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class MeshProject:
+    dir: Path
+    expose: int | None = None
+
+    def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """Run ``devmesh -C <dir> ARGS`` as a user would, in a clean proxy-free environment."""
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env["COLUMNS"] = "200"
+        return subprocess.run(
+            [sys.executable, "-m", "devmesh", "-C", str(self.dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+
+    @property
+    def url(self) -> str:
+        assert self.expose is not None
+        return f"http://127.0.0.1:{self.expose}"
+
+    def runtime(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.dir / ".devmesh" / "runtime.json").read_text())
+        return data
+
+    def status(self) -> dict[str, Any]:
+        result = self.cli("status", "--json")
+        assert result.returncode == 0, result.stderr
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+
+class ProjectFactory:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.made: list[MeshProject] = []
+
+    def recipe(self, name: str) -> MeshProject:
+        """A copy of ``recipes/<name>`` with its host port moved to a free one."""
+        target = self.root / name
+        shutil.copytree(RECIPES / name, target, ignore=shutil.ignore_patterns(".devmesh"))
+        config = target / "devmesh.yaml"
+        port = free_port()
+        text, count = re.subn(r"expose: \d+", f"expose: {port}", config.read_text(), count=1)
+        config.write_text(text)
+        return self._track(MeshProject(target, port if count else None))
+
+    def from_yaml(self, text: str, name: str = "project", **files: str) -> MeshProject:
+        target = self.root / name
+        target.mkdir()
+        (target / "devmesh.yaml").write_text(text)
+        for filename, content in files.items():
+            (target / filename).write_text(content)
+        return self._track(MeshProject(target))
+
+    def _track(self, project: MeshProject) -> MeshProject:
+        self.made.append(project)
+        return project
+
+    def teardown(self) -> list[int]:
+        leaked = []
+        for project in self.made:
+            if (project.dir / ".devmesh" / "runtime.json").exists():
+                project.cli("down", timeout=60)
+            for pid in processes_in(project.dir):
+                leaked.append(pid)
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        return leaked
+
+
+@pytest.fixture
+def projects(tmp_path: Path) -> Iterator[ProjectFactory]:
+    factory = ProjectFactory(tmp_path)
+    yield factory
+    leaked = factory.teardown()
+    assert not leaked, f"processes left running after the test and `devmesh down`: {leaked}"
