@@ -27,7 +27,7 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """A short form of a duration that ``parse_duration`` reads back: ``250ms``, ``2s``, ``1.5m``."""
+    """A short form that ``parse_duration`` reads back: ``250ms``, ``2s``, ``1.5m``."""
     if seconds < 1:
         return f"{_number(seconds * 1000)}ms"
     if seconds < 60 or seconds % 60:

@@ -381,13 +381,14 @@ class LocalRuntime:
                     self.progress.done(spec.id, "ready", elapsed)
                     del pending[instance_id]
                 elif elapsed > spec.health.start_timeout:
+                    path = f"services.{spec.service}"
                     raise self._failure(
                         f"{spec.id} did not become ready within "
                         f"{spec.health.start_timeout:g}s: {state.get('detail', 'no report')}",
                         log_path,
                         hint=f"make sure it listens on $PORT (here {started.app_port}), or give it "
                         f"more time with services.{spec.service}.health.start_timeout "
-                        f"({self.project.where(f'services.{spec.service}.health', f'services.{spec.service}')})",
+                        f"({self.project.where(f'{path}.health', path)})",
                     )
             if pending:
                 await asyncio.sleep(POLL_INTERVAL * 2)

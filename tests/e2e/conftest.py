@@ -7,6 +7,7 @@ project folder (which the test then reports as a leak).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -128,14 +129,10 @@ class ProjectFactory:
                 project.cli("down", timeout=60)
             for pid in processes_in(project.dir):
                 leaked.append(pid)
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         return leaked
 
 

@@ -36,7 +36,9 @@ def test_validate_and_up_report_the_problem_and_start_nothing(
     assert not (tmp_path / ".devmesh").exists(), "a bad config must not leave anything behind"
 
 
-def test_validate_json_lists_the_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_json_lists_the_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     shutil.copy(CONFIGS / "bad_many_problems.yaml", tmp_path / "devmesh.yaml")
     assert run(["-C", str(tmp_path), "validate", "--json"]) == 2
     result = json.loads(capsys.readouterr().out)
