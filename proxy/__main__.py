@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import errno
 import json
 import logging
@@ -14,12 +13,8 @@ import sys
 from pathlib import Path
 
 from proxy.bootstrap import Bootstrap, BootstrapError
-from proxy.control import ControlLink
-from proxy.health import HealthProbe
-from proxy.router import Router
-from proxy.server import BoundPorts, Sidecar
-from proxy.snapshot import EMPTY, load_snapshot
-from proxy.telemetry import TelemetryBuffer
+from proxy.runner import SidecarRunner
+from proxy.server import BoundPorts
 
 log = logging.getLogger("devmesh.proxy")
 
@@ -27,24 +22,13 @@ EXIT_BIND_FAILED = 3
 
 
 async def serve(boot: Bootstrap) -> int:
-    snapshot = load_snapshot(boot.state_dir / "snapshot.json")
-    if snapshot is not None:
-        log.info("starting from last good snapshot %d kept on disk", snapshot.version)
-    router = Router(snapshot or EMPTY)
-    telemetry = TelemetryBuffer()
-    sidecar = Sidecar(boot, router, telemetry)
+    runner = SidecarRunner(boot)
     try:
-        ports = await sidecar.start()
+        ports = await runner.start()
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         log.error("cannot listen on %s: %s", boot.listen_host, reason or exc)
         return EXIT_BIND_FAILED
-
-    health = HealthProbe(boot.app_port, boot.health_path)
-    link = ControlLink(boot, ports, router, telemetry, health)
-    health.on_change = link.health_changed
-    tasks = [asyncio.create_task(link.run()), asyncio.create_task(health.run())]
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,14 +37,8 @@ async def serve(boot: Bootstrap) -> int:
         write_ready_file(boot.ready_file, ports)
     log.info("%s %s listening: %s", boot.role, boot.instance, ports)
     await stop.wait()
-
     log.info("stopping")
-    await sidecar.stop()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(link.flush(), timeout=1.0)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.stop()
     return 0
 
 

@@ -51,6 +51,11 @@ class Bootstrap:
     ready_file: Path | None = None
     """Written (atomically) with the bound ports once every listener is up."""
 
+    @property
+    def snapshot_file(self) -> Path:
+        """Where the last good snapshot is kept, to start from when the control plane is away."""
+        return self.state_dir / "snapshot.json"
+
     @classmethod
     def load(cls, path: Path) -> Bootstrap:
         try:

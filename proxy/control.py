@@ -21,7 +21,6 @@ import asyncio
 import json
 import logging
 import random
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -61,10 +60,6 @@ class ControlLink:
 
     def health_changed(self) -> None:
         self._health_dirty = True
-
-    @property
-    def snapshot_file(self) -> Path:
-        return self.boot.state_dir / "snapshot.json"
 
     def hello(self) -> dict[str, Any]:
         inbound = f"{self.boot.advertise_host}:{self.ports.inbound}" if self.ports.inbound else None
@@ -148,7 +143,7 @@ class ControlLink:
             return
         self.router.update(snapshot)
         try:
-            save_snapshot(snapshot, self.snapshot_file)
+            save_snapshot(snapshot, self.boot.snapshot_file)
         except OSError as exc:
             log.warning("could not keep snapshot %s on disk: %s", snapshot.version, exc)
         await ws.send_json({"type": "ack", "version": snapshot.version})

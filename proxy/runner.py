@@ -1,0 +1,58 @@
+"""One whole sidecar (or gateway): listeners, health probe and control-plane link, started
+and stopped together. ``python -m proxy`` runs one until SIGTERM; tests run several in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from proxy.bootstrap import Bootstrap
+from proxy.control import ControlLink
+from proxy.health import HealthProbe
+from proxy.router import Router
+from proxy.server import BoundPorts, Sidecar
+from proxy.snapshot import EMPTY, load_snapshot
+from proxy.telemetry import TelemetryBuffer
+
+log = logging.getLogger("devmesh.proxy")
+
+
+class SidecarRunner:
+    def __init__(self, boot: Bootstrap) -> None:
+        self.boot = boot
+        snapshot = load_snapshot(boot.snapshot_file)
+        if snapshot is not None:
+            log.info("starting from last good snapshot %d kept on disk", snapshot.version)
+        self.router = Router(snapshot or EMPTY)
+        self.telemetry = TelemetryBuffer()
+        self.sidecar = Sidecar(boot, self.router, self.telemetry)
+        self.health = HealthProbe(boot.app_port, boot.health_path)
+        self.link: ControlLink | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> BoundPorts:
+        """Bind every listener, then start probing and dialling the control plane.
+
+        Raises ``OSError`` if a listener cannot bind; nothing is left running then.
+        """
+        ports = await self.sidecar.start()
+        self.link = ControlLink(self.boot, ports, self.router, self.telemetry, self.health)
+        self.health.on_change = self.link.health_changed
+        self._tasks = [
+            asyncio.create_task(self.link.run()),
+            asyncio.create_task(self.health.run()),
+        ]
+        return ports
+
+    async def stop(self) -> None:
+        """Stop listening, hand the control plane what is buffered, then disconnect."""
+        await self.sidecar.stop()
+        if self.link is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.link.flush(), timeout=1.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()

@@ -1,0 +1,348 @@
+"""The control plane with real sidecars on real sockets, all in this process.
+
+Covers the API's token, snapshot streaming, telemetry, a stream that drops and
+comes back, a sidecar that starts while the control plane is away, and what
+survives a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from devmesh.client import ControlPlaneClient, Endpoint
+from devmesh.config import dump_project, parse_project
+from devmesh.controlplane.api import ControlPlaneAPI
+from devmesh.controlplane.mesh import Mesh
+from devmesh.controlplane.store import StateStore
+from devmesh.errors import DevmeshError, UsageError
+from devmesh.workspace import Workspace
+from proxy.bootstrap import Bootstrap
+from proxy.runner import SidecarRunner
+
+PROJECT = {
+    "name": "demo",
+    "services": {
+        "frontend": {"command": "true", "port": 8000, "depends_on": ["catalog"]},
+        "catalog": {
+            "port": 8000,
+            "versions": {"v1": {"command": "true"}, "v2": {"command": "true"}},
+        },
+    },
+}
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool] | bool], what: str, within: float = 10.0
+) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within:g}s waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+class ControlPlane:
+    """A real control plane on 127.0.0.1 that can be stopped and started on the same port."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.port = 0
+        self.api: ControlPlaneAPI | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mesh(self) -> Mesh:
+        assert self.api is not None
+        return self.api.mesh
+
+    def client(self, token: str | None = None) -> ControlPlaneClient:
+        return ControlPlaneClient(Endpoint(self.url, token or self.workspace.token()))
+
+    async def start(self) -> None:
+        mesh = Mesh(StateStore(self.workspace.state_file))
+        self.api = ControlPlaneAPI(mesh, self.workspace.token())
+        self._runner = web.AppRunner(self.api.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+@pytest.fixture
+async def controlplane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    workspace = Workspace(tmp_path)
+    workspace.ensure()
+    workspace.token(create=True)
+    plane = ControlPlane(workspace)
+    await plane.start()
+    async with plane.client() as client:
+        await client.apply_project(PROJECT)
+    yield plane
+    await plane.stop()
+
+
+@asynccontextmanager
+async def app_server(name: str) -> AsyncIterator[int]:
+    """A stand-in for a service instance: answers every path with its name."""
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        return web.Response(text=name, headers={"x-served-by": name})
+
+    runner = web.ServerRunner(web.Server(handle), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def sidecar(
+    plane: ControlPlane, instance: str, service: str, version: str, app_port: int | None
+) -> AsyncIterator[SidecarRunner]:
+    boot = Bootstrap(
+        service=service,
+        version=version,
+        instance=instance,
+        control_plane=plane.url,
+        token_file=plane.workspace.token_file,
+        state_dir=plane.workspace.sidecar_dir(instance),
+        app_port=app_port,
+    )
+    runner = SidecarRunner(boot)
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+
+
+async def call_through(runner: SidecarRunner, service: str) -> tuple[int, str]:
+    """A request from ``runner``'s instance to ``service``, as an app behind HTTP_PROXY sends it."""
+    proxy = f"http://127.0.0.1:{runner.sidecar.ports.outbound}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{service}/items", proxy=proxy) as response,
+    ):
+        return response.status, await response.text()
+
+
+def instance_state(status: dict[str, Any], instance: str) -> str | None:
+    for service in status["services"]:
+        for entry in service["instances"]:
+            if entry["id"] == instance:
+                return str(entry["state"])
+    return None
+
+
+async def test_api_requires_the_project_token(controlplane: ControlPlane) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(controlplane.url + "/healthz") as response:
+            assert response.status == 200
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
+            async with session.get(controlplane.url + "/v1/status", headers=headers) as response:
+                assert response.status == 401
+                body = await response.json()
+                assert body["error"] == "the request has no valid project token"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(controlplane.url + "/v1/sidecar/stream")
+        assert refused.value.status == 401
+
+
+async def test_client_turns_a_wrong_token_into_a_sentence(controlplane: ControlPlane) -> None:
+    async with controlplane.client(token="not-the-token") as client:
+        with pytest.raises(DevmeshError) as caught:
+            await client.status()
+    assert "no valid project token" in str(caught.value)
+    assert "devmesh down" in str(caught.value)
+
+
+async def test_a_bad_project_is_refused_with_every_problem_and_changes_nothing(
+    controlplane: ControlPlane,
+) -> None:
+    bad = {"name": "demo", "services": {"web": {"comand": "x"}, "db": {"port": True}}}
+    async with controlplane.client() as client:
+        with pytest.raises(UsageError) as caught:
+            await client.apply_project(bad)
+        status = await client.status()
+    assert "2 problems" in caught.value.message
+    assert "did you mean 'command'?" in caught.value.message
+    assert [s["name"] for s in status["services"]] == ["frontend", "catalog"]
+
+
+async def test_snapshots_route_calls_and_telemetry_counts_them(controlplane: ControlPlane) -> None:
+    async with (
+        app_server("catalog-v1") as v1_port,
+        app_server("catalog-v2") as v2_port,
+        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
+        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+        controlplane.client() as client,
+    ):
+        await wait_until(
+            lambda: (
+                len(frontend.router.snapshot.routes["catalog"].endpoints) == 2
+                if "catalog" in frontend.router.snapshot.routes
+                else False
+            ),
+            "the frontend's sidecar knows both catalog instances",
+        )
+        bodies = [await call_through(frontend, "catalog") for _ in range(10)]
+        assert sorted(bodies) == [(200, "catalog-v1")] * 5 + [(200, "catalog-v2")] * 5
+
+        async def counted() -> bool:
+            edges = (await client.status())["edges"]
+            return any(e["requests"] == 10 for e in edges)
+
+        await wait_until(counted, "the control plane counted 10 requests")
+        status = await client.status()
+        (edge,) = status["edges"]
+        assert (edge["source"], edge["destination"], edge["errors"]) == ("frontend", "catalog", 0)
+        assert instance_state(status, "catalog-v1-1") == "ready"
+        assert instance_state(status, "frontend-1") == "ready", "no port: ready with its sidecar"
+        served = {
+            i["id"]: i["served"]["requests"]
+            for s in status["services"]
+            for i in s["instances"]
+            if i["served"]
+        }
+        assert served == {"catalog-v1-1": 5, "catalog-v2-1": 5}
+        acked = {p["instance"]: p["acked_version"] for p in status["proxies"]}
+        assert set(acked.values()) == {status["snapshot_version"]}
+
+
+async def test_only_ready_instances_get_traffic(controlplane: ControlPlane) -> None:
+    """An instance whose app does not answer its health check is left out of the snapshot."""
+    async with (
+        app_server("catalog-v1") as v1_port,
+        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
+        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", app_port=1),  # nothing listens
+        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+        controlplane.client() as client,
+    ):
+        await wait_until(
+            lambda: (
+                "catalog" in frontend.router.snapshot.routes
+                and len(frontend.router.snapshot.routes["catalog"].endpoints) == 1
+            ),
+            "the frontend knows the one ready catalog instance",
+        )
+        assert {(await call_through(frontend, "catalog"))[1] for _ in range(6)} == {"catalog-v1"}
+        status = await client.status()
+        assert instance_state(status, "catalog-v2-1") == "starting"
+        detail = next(
+            i["detail"]
+            for s in status["services"]
+            for i in s["instances"]
+            if i["id"] == "catalog-v2-1"
+        )
+        assert "TCP connect to 127.0.0.1:1 failed" in detail
+
+
+async def test_split_is_applied_live_and_survives_a_restart(controlplane: ControlPlane) -> None:
+    async with (
+        app_server("catalog-v1") as v1_port,
+        app_server("catalog-v2") as v2_port,
+        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
+        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+    ):
+        async with controlplane.client() as client:
+            await client.set_split("catalog", {"v1": 0, "v2": 100})
+        await wait_until(
+            lambda: (
+                frontend.router.snapshot.routes["catalog"].split == {"v1": 0.0, "v2": 100.0}
+                and len(frontend.router.snapshot.routes["catalog"].endpoints) == 2
+            ),
+            "the frontend's sidecar has the split",
+        )
+        assert {(await call_through(frontend, "catalog"))[1] for _ in range(20)} == {"catalog-v2"}
+        version_before = controlplane.mesh.snapshot.version
+
+        await controlplane.stop()
+        await wait_until(lambda: not frontend.link.connected.is_set(), "the sidecar sees the drop")
+        # The sidecar keeps routing on its last good snapshot while the control plane is away.
+        assert {(await call_through(frontend, "catalog"))[1] for _ in range(10)} == {"catalog-v2"}
+
+        await controlplane.start()
+        assert controlplane.mesh.split_for("catalog") == {"v1": 0.0, "v2": 100.0}
+        assert controlplane.mesh.snapshot.version >= version_before, "versions never go back"
+        await wait_until(lambda: frontend.link.connected.is_set(), "the sidecar reconnects")
+        async with controlplane.client() as client:
+
+            async def all_back() -> bool:
+                status = await client.status()
+                return len(status["proxies"]) == 3 and all(
+                    p["acked_version"] == status["snapshot_version"] for p in status["proxies"]
+                )
+
+            await wait_until(all_back, "every sidecar re-registered and took the snapshot")
+            await client.clear_split("catalog")
+        await wait_until(
+            lambda: frontend.router.snapshot.routes["catalog"].split is None,
+            "the split is cleared in the sidecar",
+        )
+        seen = {(await call_through(frontend, "catalog"))[1] for _ in range(10)}
+        assert seen == {"catalog-v1", "catalog-v2"}
+
+
+async def test_a_sidecar_starts_from_its_last_snapshot_when_the_control_plane_is_away(
+    controlplane: ControlPlane,
+) -> None:
+    async with (
+        app_server("catalog-v1") as v1_port,
+        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
+    ):
+        async with sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend:
+            await wait_until(
+                lambda: (
+                    "catalog" in frontend.router.snapshot.routes
+                    and len(frontend.router.snapshot.routes["catalog"].endpoints) == 1
+                ),
+                "the frontend knows catalog",
+            )
+        await controlplane.stop()
+        # A new frontend sidecar, with no control plane to ask: it uses what is on disk.
+        async with sidecar(controlplane, "frontend-1", "frontend", "default", None) as restarted:
+            assert not restarted.link.connected.is_set()
+            assert await call_through(restarted, "catalog") == (200, "catalog-v1")
+
+
+async def test_applying_a_project_drops_overrides_that_no_longer_fit(
+    controlplane: ControlPlane,
+) -> None:
+    async with controlplane.client() as client:
+        await client.set_split("catalog", {"v1": 50, "v2": 50})
+        smaller = parse_project(PROJECT)
+        data = dump_project(smaller)
+        data["services"]["catalog"]["versions"].pop("v2")  # type: ignore[index]
+        await client.apply_project(data)
+        status = await client.status()
+    catalog = next(s for s in status["services"] if s["name"] == "catalog")
+    assert catalog["split"] is None
