@@ -1,0 +1,65 @@
+"""The boundaries between the three parts hold (see DESIGN.md, "Dependency direction").
+
+* ``proxy/`` imports only the standard library and aiohttp (with its own
+  multidict and yarl): it ships alone in the sidecar image.
+* ``tui/`` reaches the mesh only through the control plane's API client.
+* ``devmesh/`` never imports the TUI.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STDLIB = set(sys.stdlib_module_names) | {"__future__"}
+AIOHTTP = {"aiohttp", "multidict", "yarl"}
+
+
+def imports_of(package: str) -> dict[str, set[str]]:
+    """Top-level-qualified module names imported by each file of ``package``."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_proxy_imports_only_the_standard_library_and_aiohttp() -> None:
+    for path, names in imports_of("proxy").items():
+        foreign = {n for n in names if n.split(".")[0] not in STDLIB | AIOHTTP | {"proxy"}}
+        assert not foreign, f"{path} imports {sorted(foreign)}"
+
+
+def test_tui_talks_to_the_mesh_only_through_the_api_client() -> None:
+    for path, names in imports_of("tui").items():
+        ours = {n for n in names if n.split(".")[0] in {"devmesh", "proxy"}}
+        allowed = {"devmesh.client", "devmesh.errors"}
+        assert ours <= allowed, f"{path} imports {sorted(ours - allowed)}"
+
+
+def test_the_core_never_imports_the_tui() -> None:
+    for path, names in imports_of("devmesh").items():
+        assert not {n for n in names if n.split(".")[0] == "tui"}, path
+
+
+@pytest.mark.parametrize("module", ["proxy.__main__", "proxy.server", "proxy.control"])
+def test_importing_the_sidecar_loads_nothing_of_devmesh(module: str) -> None:
+    code = (
+        f"import sys, {module}; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('devmesh', 'tui')); "
+        "print(','.join(bad))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == ""
