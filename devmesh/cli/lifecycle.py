@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -152,7 +153,10 @@ def _print_endpoints(project: Project) -> None:
 
 
 def _attach(local: LocalRuntime) -> None:
-    """Follow every instance's log until Ctrl-C, then stop the mesh (as compose up does)."""
+    """Follow every instance's log until Ctrl-C, then stop the mesh (as compose up does).
+
+    Returns by itself if the mesh is stopped from elsewhere (`devmesh down`).
+    """
     workspace = local.ws
     record = RuntimeRecord.load(workspace.runtime_file)
     services = [p for p in (record.processes if record else []) if p.role == "service"]
@@ -161,7 +165,7 @@ def _attach(local: LocalRuntime) -> None:
     console.print("following logs; Ctrl-C stops the mesh")
     exited: set[str] = set()
     try:
-        while True:
+        while workspace.runtime_file.exists():
             for name, line in follower.poll():
                 console.print(Text(f"{name:<{width}} | ", style="cyan") + Text(line))
             for process in services:
@@ -169,12 +173,19 @@ def _attach(local: LocalRuntime) -> None:
                     exited.add(process.name)
                     console.print(Text(f"{process.name} stopped", style="red"))
             time.sleep(0.2)
+        console.print("the mesh was stopped")
+        return
     except KeyboardInterrupt:
         console.print("stopping the mesh")
     finally:
         follower.close()
+    # A second Ctrl-C must not leave half the mesh running: stopping is bounded anyway.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
         stopped = local.down()
-        console.print(f"stopped {len(stopped)} processes")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    console.print(f"stopped {len(stopped)} processes")
 
 
 @app.command()
