@@ -8,6 +8,7 @@ instances. The runtime's ``up`` waits on the same state.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Literal
 
@@ -64,8 +65,7 @@ class HealthProbe:
             writer.close()
             return True, f"{self.describe()} succeeded"
         except (OSError, aiohttp.ClientError, TimeoutError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            return False, f"{self.describe()} failed: {reason}"
+            return False, f"{self.describe()} failed: {_reason(exc)}"
 
     async def run(self) -> None:
         """Probe forever (cancel to stop), reporting each change of state."""
@@ -88,3 +88,11 @@ class HealthProbe:
                 self.state = "unhealthy"
         if (self.state, self.detail if self.state != "ready" else "") != before:
             self.on_change()
+
+
+def _reason(exc: BaseException) -> str:
+    """``Connection refused``, not asyncio's strerror ``Connect call failed ('127.0.0.1', 80)``."""
+    errno = getattr(exc, "errno", None)  # aiohttp's connector errors carry the OSError's errno
+    if isinstance(errno, int) and errno:
+        return os.strerror(errno)
+    return str(exc) or type(exc).__name__

@@ -118,7 +118,8 @@ class Sidecar:
     # -- handlers -------------------------------------------------------------
 
     async def _outbound(self, request: web.BaseRequest) -> web.StreamResponse:
-        host = request.url.host or ""
+        target = _target(request)
+        host = (target.host or "").lower()
         if request.method == "CONNECT":
             return await self._local_reply(
                 request,
@@ -130,7 +131,7 @@ class Sidecar:
             )
         if self.router.knows(host):
             return await self._to_service(request, host, self.boot.service)
-        return await self._passthrough(request, host)
+        return await self._passthrough(request, target)
 
     async def _inbound(self, request: web.BaseRequest) -> web.StreamResponse:
         start = time.perf_counter()
@@ -147,7 +148,7 @@ class Sidecar:
             url = URL(
                 f"http://127.0.0.1:{self.boot.app_port}{request.url.raw_path_qs}", encoded=True
             )
-            response = await self._forward(request, url, headers, outcome)
+            response = await self._forward(request, url, headers, outcome, trusted=False)
         self._record(request, "inbound", source, self.boot.service, outcome, start)
         return response
 
@@ -170,6 +171,7 @@ class Sidecar:
             outcome.instance, outcome.version = endpoint.instance, endpoint.version
             headers = forwardable(request.headers, drop_mesh=True)
             headers[SOURCE_HEADER] = source
+            headers["Host"] = _target(request).raw_authority
             if source == GATEWAY_SOURCE:
                 append_forwarded_for(headers, request.remote)
             url = URL(f"http://{endpoint.address}{request.url.raw_path_qs}", encoded=True)
@@ -177,19 +179,14 @@ class Sidecar:
         self._record(request, "outbound", source, service, outcome, start)
         return response
 
-    async def _passthrough(self, request: web.BaseRequest, host: str) -> web.StreamResponse:
+    async def _passthrough(self, request: web.BaseRequest, target: URL) -> web.StreamResponse:
         """A destination outside the mesh is called directly, as Istio's ALLOW_ANY does."""
         start = time.perf_counter()
         outcome = _Outcome()
-        url = (
-            request.url
-            if request.url.is_absolute()
-            else URL.build(scheme="http", authority=request.host).join(request.rel_url)
-        )
-        response = await self._forward(
-            request, url, forwardable(request.headers, drop_mesh=True), outcome
-        )
-        self._record(request, "outbound", self.boot.service, host, outcome, start)
+        headers = forwardable(request.headers, drop_mesh=True)
+        headers["Host"] = target.raw_authority
+        response = await self._forward(request, target, headers, outcome, trusted=False)
+        self._record(request, "outbound", self.boot.service, target.host or "", outcome, start)
         return response
 
     # -- forwarding -----------------------------------------------------------
@@ -200,8 +197,22 @@ class Sidecar:
         url: URL,
         headers: CIMultiDict[str],
         outcome: _Outcome,
+        *,
+        trusted: bool = True,
     ) -> web.StreamResponse:
+        """Send ``request`` to ``url`` and stream the answer back.
+
+        ``trusted`` says the upstream is another sidecar, whose ``x-devmesh-*``
+        response headers (a mesh-made error) pass on; an app's or an outside
+        host's are removed so that they can never pass for the mesh's.
+        """
         assert self._session is not None, "Sidecar.start() was not called"
+        # As Envoy does by default: answer "100 Continue" here and do not pass
+        # the expectation on (an upstream that never answers it would leave
+        # the client library waiting for a 100 that does not come).
+        headers.popall("Expect", None)
+        if request.body_exists and _expects_continue(request):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             upstream = await self._session.request(
                 request.method,
@@ -230,21 +241,23 @@ class Sidecar:
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,
-                headers=forwardable(upstream.headers),
+                headers=forwardable(upstream.headers, drop_mesh=not trusted),
             )
             outcome.status = upstream.status
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
             await response.write_eof()
+        except ConnectionResetError:
+            # Writing to the caller failed: it went away. Caught first, because
+            # aiohttp's ClientConnectionResetError is also a ClientError.
+            outcome.error = "downstream-reset"
         except (aiohttp.ClientError, TimeoutError):
             # The upstream failed mid-body. Finishing the response normally
             # would hand the caller a truncated body that looks complete.
             outcome.error = "reset"
             if request.transport is not None:
                 request.transport.abort()
-        except ConnectionResetError:
-            outcome.error = "downstream-reset"
         finally:
             upstream.release()
         return response
@@ -297,3 +310,18 @@ class Sidecar:
                 error=outcome.error,
             )
         )
+
+
+def _target(request: web.BaseRequest) -> URL:
+    """Where the caller asked to go: the absolute-form target, else ``Host`` (RFC 9112 3.2.2)."""
+    raw = request.raw_path  # the request-target as sent
+    if raw[:7].lower() == "http://":
+        return URL(raw, encoded=True)
+    return URL.build(scheme="http", authority=request.host).join(request.rel_url)
+
+
+def _expects_continue(request: web.BaseRequest) -> bool:
+    return (
+        request.version >= aiohttp.HttpVersion11
+        and request.headers.get("Expect", "").lower() == "100-continue"
+    )

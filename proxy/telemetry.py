@@ -59,8 +59,8 @@ class TelemetryBuffer:
 
     def put_back(self, records: list[Record]) -> None:
         """Return records that could not be sent to the front of the queue."""
-        for record in reversed(records):
+        for returned, record in enumerate(reversed(records)):
             if len(self._records) == self._records.maxlen:
-                self.dropped += 1
+                self.dropped += len(records) - returned  # this one and every older one
                 break
             self._records.appendleft(record)

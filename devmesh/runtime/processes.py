@@ -169,7 +169,7 @@ def stop_all(records: Iterable[ProcessRecord], timeout: float = STOP_TIMEOUT) ->
 
     Returns the names of the processes that were still running and were stopped.
     """
-    targets = [r for r in records if is_alive(r) or group_members(r.pid)]
+    targets = [r for r in records if _running(r)]
     for record in targets:
         _signal_group(record, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -184,13 +184,30 @@ def stop_all(records: Iterable[ProcessRecord], timeout: float = STOP_TIMEOUT) ->
     return [r.name for r in targets]
 
 
+def _group_is_ours(record: ProcessRecord) -> bool:
+    """True while the process group the record leads is still the one we started.
+
+    The kernel does not reuse a pid while a process group of that id exists. So
+    if the pid now belongs to a process with another start time, our group is
+    gone and that process's group (it may lead one) belongs to someone else.
+    """
+    fields = _stat_fields(record.pid)
+    if fields is None or record.started is None:
+        return True
+    return int(fields[19]) == record.started
+
+
 def _running(record: ProcessRecord) -> bool:
+    if not _group_is_ours(record):
+        return False
     return is_alive(record) or bool(group_members(record.pid))
 
 
 def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
     # The group is the recorded pid's own (start_new_session); signal it only
     # while it is ours: the leader alive with its start time, or members left.
+    if not _group_is_ours(record):
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(record.pid, sig)
 
@@ -206,16 +223,30 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+_TAIL_CHUNK = 64 * 1024
+
+
 def tail(path: Path, lines: int = 10) -> list[str]:
-    """The last ``lines`` lines of a log file (empty if it does not exist)."""
+    """The last ``lines`` whole lines of a log file (empty if it does not exist).
+
+    Reads backwards a chunk at a time until it holds ``lines`` line breaks
+    before the last line, so a line is never returned cut at a chunk edge.
+    """
+    if lines <= 0:
+        return []
     try:
         with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            data = handle.read()
+            offset = handle.seek(0, os.SEEK_END)
+            data = b""
+            while offset > 0 and data.count(b"\n") <= lines:
+                step = min(_TAIL_CHUNK, offset)
+                offset -= step
+                handle.seek(offset)
+                data = handle.read(step) + data
     except OSError:
         return []
+    if offset > 0:  # the first line read may be the end of a longer one
+        data = data[data.index(b"\n") + 1 :]
     return data.decode("utf-8", "replace").splitlines()[-lines:]
 
 

@@ -1,0 +1,86 @@
+"""devmesh.units: durations as users type them, and printed back so they read the same."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from devmesh.units import format_duration, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("250ms", 0.25),
+        ("0ms", 0.0),
+        ("2s", 2.0),
+        ("1.5m", 90.0),
+        ("1h", 3600.0),
+        ("0.5h", 1800.0),
+        ("10", 10.0),
+        ("0.25", 0.25),
+        (" 3 s ", 3.0),
+        ("7 ms", 0.007),
+        (5, 5.0),
+        (0, 0.0),
+        (1.25, 1.25),
+    ],
+)
+def test_parse_duration_accepts(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds, rel=1e-12, abs=0.0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "ms", "fast", "2 seconds", "1d", "-1s", "1e3s", "1,5s", ".5s", "1.s", "2sms", "1 h m"],
+)
+def test_parse_duration_rejects_text_that_is_not_a_duration(value: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("value", [True, False, None, [1], {"s": 1}])
+def test_parse_duration_rejects_other_types(value: object) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("value", [-1, -0.5])
+def test_parse_duration_rejects_negative_numbers(value: float) -> None:
+    with pytest.raises(ValueError, match="negative"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.25, "250ms"), (0.0, "0ms"), (1.0, "1s"), (90.0, "90s"), (120.0, "2m"), (3600.0, "1h")],
+)
+def test_format_duration_picks_a_short_unit(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def round_trip_values() -> list[float]:
+    """Durations users and the code produce: milliseconds, eighths of a second, whole units."""
+    values = [0.0, 0.001, 0.25, 0.5, 1.0, 1.5, 59.0, 60.0, 90.0, 3599.0, 3600.0, 5400.0]
+    values += [86400.0, 1234567.0, 1234567.125, 987654321.5, 7 * 86400.0 + 0.125]
+    rng = random.Random(2024)
+    values += [rng.randrange(0, 10**7) / 1000 for _ in range(300)]  # whole milliseconds
+    values += [rng.randrange(0, 10**8) / 8 for _ in range(300)]  # up to ~12.5e6 s
+    values += [float(rng.randrange(0, 10**9)) for _ in range(100)]
+    return values
+
+
+def test_format_duration_reads_back_as_the_same_value() -> None:
+    failures = []
+    for seconds in round_trip_values():
+        text = format_duration(seconds)
+        try:
+            back = parse_duration(text)
+        except ValueError as exc:
+            failures.append(f"{seconds!r} -> {text!r}: rejected ({exc})")
+            continue
+        if not math.isclose(back, seconds, rel_tol=1e-12, abs_tol=1e-12):
+            failures.append(f"{seconds!r} -> {text!r} -> {back!r}")
+    assert not failures, "format_duration does not read back:\n" + "\n".join(failures[:20])
