@@ -20,6 +20,10 @@ def dump_project(project: Project) -> dict[str, object]:
         "name": project.name,
         "services": {name: _service(service) for name, service in project.services.items()},
     }
+    if project.base_image is not None:
+        data["base_image"] = project.base_image
+    if project.interception != "transparent":
+        data["interception"] = project.interception
     if project.policies:
         data["policies"] = {name: _policy(policy) for name, policy in project.policies.items()}
     return data
@@ -49,6 +53,8 @@ def _service(service: Service) -> dict[str, object]:
         data["depends_on"] = list(service.depends_on)
     if service.health != Health():
         data["health"] = _health(service.health)
+    if service.interception is not None:
+        data["interception"] = service.interception
     return data
 
 

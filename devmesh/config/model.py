@@ -19,6 +19,11 @@ DEFAULT_VERSION = "default"
 """The version name of a service that declares no ``versions:``."""
 
 RETRY_ON_VALUES = ("5xx", "gateway-error", "reset", "connect-failure")
+INTERCEPTION_MODES = ("transparent", "env")
+"""How the Docker runtime sends a service's calls through its sidecar: iptables
+redirects (no change to the service), or ``HTTP_PROXY`` (no NET_ADMIN needed)."""
+DEFAULT_BASE_IMAGE = "python:3.12-slim"
+"""The Python image the sidecar image is built on, unless the project or a flag says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,8 @@ class Service:
     """Host port on 127.0.0.1 where the service is reachable from outside the mesh."""
     depends_on: tuple[str, ...] = ()
     health: Health = field(default_factory=Health)
+    interception: str | None = None
+    """``transparent`` or ``env`` for this service; ``None``: the project's setting."""
     line: int | None = None
 
     @property
@@ -112,6 +119,10 @@ class Project:
     services: Mapping[str, Service]
     """Services in the order the file declares them."""
     policies: Mapping[str, Policy] = field(default_factory=dict)
+    base_image: str | None = None
+    """The Python image to build the sidecar on (Docker runtime); ``None``: the default."""
+    interception: str = "transparent"
+    """The project-wide interception mode; a service may override it."""
     source: Path | None = None
     """The file this project was loaded from, if any."""
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -119,6 +130,10 @@ class Project:
 
     def policy(self, service: str) -> Policy:
         return self.policies.get(service, Policy())
+
+    def interception_of(self, service: str) -> str:
+        own = self.services[service].interception
+        return own if own is not None else self.interception
 
     def where(self, *paths: str) -> str:
         """``devmesh.yaml:12``: the place of the first of ``paths`` the file has a line for.

@@ -154,6 +154,18 @@ class Section:
             return None
         return value
 
+    def choice(self, key: str, choices: tuple[str, ...], *, example: str) -> str | None:
+        """A string that must be one of ``choices`` (``None`` if absent or wrong)."""
+        value = self.string(key, example=example)
+        if value is None or value in choices:
+            return value
+        self.wrong(
+            key,
+            f"{key} of {self.owner} must be one of {', '.join(choices)}, not '{value}'",
+            did_you_mean(value, choices, f"write e.g. `{example}`"),
+        )
+        return None
+
     def integer(self, key: str, low: int, high: int | None, *, example: str) -> int | None:
         value = self.get(key)
         if value is None:

@@ -46,6 +46,8 @@ def parse_project(
         name=shape.name,
         services=shape.services,
         policies=shape.policies,
+        base_image=shape.base_image,
+        interception=shape.interception,
         source=file,
         lines=dict(lines or {}),
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from devmesh.config.model import (
     DEFAULT_VERSION,
+    INTERCEPTION_MODES,
     Build,
     Health,
     Policy,
@@ -27,11 +28,11 @@ VERSION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 RESERVED_SERVICE = "ingress"
 MAX_REPLICAS = 20
 
-PROJECT_KEYS = ("name", "services", "policies")
+PROJECT_KEYS = ("name", "services", "policies", "base_image", "interception")
 EXTENSION_PREFIX = "x-"
 """Top-level keys starting with this are ignored, as in Compose: a place for YAML anchors."""
 RUN_KEYS = ("command", "image", "build", "env", "replicas")
-SERVICE_KEYS = (*RUN_KEYS, "port", "expose", "depends_on", "health", "versions")
+SERVICE_KEYS = (*RUN_KEYS, "port", "expose", "depends_on", "health", "versions", "interception")
 BUILD_KEYS = ("context", "dockerfile", "args")
 HEALTH_KEYS = ("path", "start_timeout")
 _ADD_SERVICE_HINT = "add at least one service, e.g. `web: {command: python3 -m http.server}`"
@@ -77,6 +78,8 @@ class Shape:
     name: str
     services: dict[str, Service] = field(default_factory=dict)
     policies: dict[str, Policy] = field(default_factory=dict)
+    base_image: str | None = None
+    interception: str = "transparent"
     services_known: bool = False
     """Whether ``services`` is a mapping, so its keys are every service there is."""
 
@@ -93,6 +96,10 @@ def read_shape(problems: Problems, data: dict[str, object], default_name: str) -
     top = top or Section(problems, "", "the project")  # only None if data is not a dict
     top.check_keys(PROJECT_KEYS, ignored_prefix=EXTENSION_PREFIX)
     shape = Shape(name=_project_name(top, default_name))
+    shape.base_image = top.string("base_image", example="base_image: python:3.12-slim")
+    shape.interception = (
+        top.choice("interception", INTERCEPTION_MODES, example="interception: env") or "transparent"
+    )
     _read_services(top, shape)
     policies = top.mapping(
         "policies", "policies", allowed=None, example="policies: {catalog: {timeout: 2s}}"
@@ -182,6 +189,9 @@ def _service(problems: Problems, name: str, raw: object) -> Service:
         expose=section.integer("expose", 1, 65535, example="expose: 8080"),
         depends_on=_depends_on(section),
         health=_health(section, name),
+        interception=section.choice(
+            "interception", INTERCEPTION_MODES, example="interception: env"
+        ),
         line=line,
     )
 
@@ -272,7 +282,7 @@ def _health(section: Section, service: str) -> Health:
 
 _VERSION_MISPLACED = {
     key: f"`{key}:` applies to the whole service: move it up, next to `versions:`"
-    for key in ("port", "expose", "depends_on", "health", "versions")
+    for key in ("port", "expose", "depends_on", "health", "versions", "interception")
 }
 
 

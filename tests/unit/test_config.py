@@ -122,7 +122,14 @@ BAD = [
         "services.web.restart",
         "unknown key 'restart' in service web",
         "the keys service web accepts are: build, command, depends_on, env, expose, health, "
-        "image, port, replicas, versions",
+        "image, interception, port, replicas, versions",
+    ),
+    (
+        "bad_interception.yaml",
+        5,
+        "services.web.interception",
+        "interception of service web must be one of transparent, env, not 'proxy'",
+        "write e.g. `interception: env`",
     ),
     (
         "bad_version_port.yaml",
@@ -474,6 +481,12 @@ def test_versions_merge_service_settings(full: Project) -> None:
     assert catalog.health == Health()
 
 
+def test_docker_settings_of_the_project_and_of_a_service(full: Project) -> None:
+    assert full.base_image == "python:3.12-slim"
+    assert full.interception_of("frontend") == "transparent"
+    assert full.interception_of("pricing") == "env"
+
+
 def test_build_mapping(full: Project) -> None:
     [version] = full.services["pricing"].versions
     assert version.image == "shop/pricing:dev"
@@ -677,7 +690,7 @@ def test_top_level_x_keys_are_ignored_like_in_compose() -> None:
     assert problem.message == "unknown key 'servces' in the project"
     assert problem.hint == "did you mean 'services'?"
     [problem] = problems_of({"x-common": 1, "zzz": 1, "services": {"web": {"command": "x"}}})
-    assert problem.hint == "the keys the project accepts are: name, policies, services"
+    assert problem.hint == "the keys the project accepts are: base_image, interception, name, policies, services"
 
 
 def test_no_cascade_from_empty_services() -> None:
