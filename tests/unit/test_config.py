@@ -690,7 +690,9 @@ def test_top_level_x_keys_are_ignored_like_in_compose() -> None:
     assert problem.message == "unknown key 'servces' in the project"
     assert problem.hint == "did you mean 'services'?"
     [problem] = problems_of({"x-common": 1, "zzz": 1, "services": {"web": {"command": "x"}}})
-    assert problem.hint == "the keys the project accepts are: base_image, interception, name, policies, services"
+    assert problem.hint == (
+        "the keys the project accepts are: base_image, interception, name, policies, services"
+    )
 
 
 def test_no_cascade_from_empty_services() -> None:
