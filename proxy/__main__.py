@@ -60,7 +60,9 @@ def write_ready_file(path: Path, ports: BoundPorts) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m proxy", description=__doc__)
-    parser.add_argument("--bootstrap", type=Path, required=True, help="bootstrap JSON file")
+    parser.add_argument(
+        "--bootstrap", type=Path, help="bootstrap JSON file (default: $DEVMESH_BOOTSTRAP)"
+    )
     parser.add_argument("--log-level", default=os.environ.get("DEVMESH_PROXY_LOG", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        boot = Bootstrap.load(args.bootstrap)
+        boot = Bootstrap.load(args.bootstrap) if args.bootstrap else Bootstrap.from_env()
     except BootstrapError as exc:
         log.error("%s", exc)
         return 2

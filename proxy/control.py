@@ -21,11 +21,13 @@ import asyncio
 import json
 import logging
 import random
+import socket
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
-from proxy.bootstrap import Bootstrap
+from proxy.bootstrap import AUTO, Bootstrap
 from proxy.health import HealthProbe
 from proxy.router import Router
 from proxy.server import BoundPorts
@@ -62,7 +64,10 @@ class ControlLink:
         self._health_dirty = True
 
     def hello(self) -> dict[str, Any]:
-        inbound = f"{self.boot.advertise_host}:{self.ports.inbound}" if self.ports.inbound else None
+        host = self.boot.advertise_host
+        if host == AUTO:
+            host = _address_towards(self.boot.control_plane)
+        inbound = f"{host}:{self.ports.inbound}" if self.ports.inbound else None
         return {
             "type": "hello",
             "node": {
@@ -86,6 +91,8 @@ class ControlLink:
                     backoff = BACKOFF_MIN
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     log.info("control plane unreachable (%s); retrying", exc)
+                except KeyError as exc:
+                    log.error("no project token: $%s is not set", exc.args[0])
                 finally:
                     self.connected.clear()
                     self._ws = None
@@ -98,7 +105,7 @@ class ControlLink:
             await self._send_pending(self._ws)
 
     async def _session(self, session: aiohttp.ClientSession) -> None:
-        token = self.boot.token_file.read_text().strip()
+        token = self.boot.token()
         async with session.ws_connect(
             self.boot.control_plane + STREAM_PATH,
             headers={"Authorization": f"Bearer {token}"},
@@ -174,3 +181,12 @@ class ControlLink:
                 self.telemetry.put_back(batch)
                 self.telemetry.dropped += dropped
                 raise
+
+
+def _address_towards(url: str) -> str:
+    """This host's address on the route to ``url`` (a UDP "connect" sends no packet)."""
+    target = URL(url)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((target.host or "127.0.0.1", target.port or 80))
+        address: str = sock.getsockname()[0]
+        return address

@@ -37,12 +37,28 @@ class Router:
     def knows(self, service: str) -> bool:
         return service in self._snapshot.routes
 
-    def pick(self, service: str) -> Endpoint | NoEndpoint:
-        """Round robin over the service's endpoints, within the version the split picks."""
+    def resolve(self, host: str) -> tuple[str, str | None] | None:
+        """The service (and version) a host name means: ``catalog``, or ``catalog-v2``."""
+        routes = self._snapshot.routes
+        if host in routes:
+            return host, None
+        service, sep, version = host.rpartition("-")
+        while sep:
+            route = routes.get(service)
+            if route is not None and version in route.versions:
+                return service, version
+            service, sep, rest = service.rpartition("-")
+            version = f"{rest}-{version}"
+        return None
+
+    def pick(self, service: str, version: str | None = None) -> Endpoint | NoEndpoint:
+        """Round robin over the service's endpoints, within the version the split picks
+        (or the one asked for)."""
         route = self._snapshot.routes.get(service)
         if route is None:
             return NoEndpoint(f"{service} is not a service of this mesh")
-        version = self._pick_version(route)
+        if version is None:
+            version = self._pick_version(route)
         candidates = (
             route.endpoints
             if version is None

@@ -30,6 +30,7 @@ from proxy.headers import (
     append_forwarded_for,
     forwardable,
 )
+from proxy.origdst import original_destination
 from proxy.router import NoEndpoint, Router
 from proxy.telemetry import Direction, Record, TelemetryBuffer
 
@@ -86,11 +87,15 @@ class Sidecar:
         )
         try:
             if self.boot.role == "sidecar":
-                self.ports.outbound = await self._listen(self._outbound, self.boot.outbound_port)
-                self.ports.inbound = await self._listen(self._inbound, self.boot.inbound_port)
+                self.ports.outbound = await self._listen(
+                    self._outbound, self.boot.outbound_host, self.boot.outbound_port
+                )
+                self.ports.inbound = await self._listen(
+                    self._inbound, self.boot.listen_host, self.boot.inbound_port
+                )
             for listener in self.boot.gateway:
                 self.ports.gateway[listener.service] = await self._listen(
-                    self._gateway_handler(listener.service), listener.port
+                    self._gateway_handler(listener.service), self.boot.listen_host, listener.port
                 )
         except BaseException:
             await self.stop()
@@ -105,12 +110,12 @@ class Sidecar:
             await self._session.close()
             self._session = None
 
-    async def _listen(self, handler: Handler, port: int) -> int:
+    async def _listen(self, handler: Handler, host: str, port: int) -> int:
         server = web.Server(handler, access_log=None)
         runner = web.ServerRunner(server, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, self.boot.listen_host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
         bound: int = runner.addresses[-1][1]
         return bound
@@ -129,8 +134,10 @@ class Sidecar:
                 "tunnel-unsupported",
                 "devmesh proxies plain HTTP; CONNECT tunnels are not supported",
             )
-        if self.router.knows(host):
-            return await self._to_service(request, host, self.boot.service)
+        resolved = self.router.resolve(host)
+        if resolved is not None:
+            service, version = resolved
+            return await self._to_service(request, service, self.boot.service, version)
         return await self._passthrough(request, target)
 
     async def _inbound(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -159,11 +166,11 @@ class Sidecar:
         return handle
 
     async def _to_service(
-        self, request: web.BaseRequest, service: str, source: str
+        self, request: web.BaseRequest, service: str, source: str, version: str | None = None
     ) -> web.StreamResponse:
         start = time.perf_counter()
         outcome = _Outcome()
-        endpoint = self.router.pick(service)
+        endpoint = self.router.pick(service, version)
         if isinstance(endpoint, NoEndpoint):
             response = await self._reply(request, 503, "no-healthy-upstream", endpoint.reason)
             outcome.status, outcome.error = 503, "no-healthy-upstream"
@@ -180,12 +187,20 @@ class Sidecar:
         return response
 
     async def _passthrough(self, request: web.BaseRequest, target: URL) -> web.StreamResponse:
-        """A destination outside the mesh is called directly, as Istio's ALLOW_ANY does."""
+        """A destination outside the mesh is called directly, as Istio's ALLOW_ANY does.
+
+        A connection that iptables redirected here goes where it was going (its
+        original destination), whatever its ``Host`` says.
+        """
         start = time.perf_counter()
         outcome = _Outcome()
         headers = forwardable(request.headers, drop_mesh=True)
         headers["Host"] = target.raw_authority
-        response = await self._forward(request, target, headers, outcome, trusted=False)
+        url = target
+        original = original_destination(request.transport)
+        if original is not None:
+            url = target.with_host(original[0]).with_port(original[1])
+        response = await self._forward(request, url, headers, outcome, trusted=False)
         self._record(request, "outbound", self.boot.service, target.host or "", outcome, start)
         return response
 

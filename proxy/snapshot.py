@@ -10,7 +10,8 @@ Wire form (JSON)::
     {"version": 7,
      "routes": {"catalog": {"endpoints": [{"instance": "catalog-v1-1", "version": "v1",
                                            "address": "127.0.0.1:41234"}],
-                            "split": {"v1": 90, "v2": 10}}}}
+                            "split": {"v1": 90, "v2": 10},
+                            "versions": ["v1", "v2"]}}}
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Route:
     endpoints: tuple[Endpoint, ...] = ()
     split: Mapping[str, float] | None = None
     """Weight per version (summing to 100); ``None`` spreads over all endpoints."""
+    versions: tuple[str, ...] = ()
+    """The service's named versions: ``<service>-<version>`` is a host for each of them."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ def snapshot_to_wire(snapshot: Snapshot) -> dict[str, Any]:
                     for e in route.endpoints
                 ],
                 **({"split": dict(route.split)} if route.split is not None else {}),
+                **({"versions": list(route.versions)} if route.versions else {}),
             }
             for name, route in snapshot.routes.items()
         },
@@ -124,7 +128,11 @@ def _parse_route(data: object, where: str) -> Route:
             split[_name(version, f"{where}.split")] = float(weight)
         if abs(sum(split.values()) - 100.0) > 1e-6:
             raise SnapshotError(f"{where}.split weights must sum to 100")
-    return Route(endpoints=endpoints, split=split)
+    versions_raw = obj.get("versions", [])
+    if not isinstance(versions_raw, list):
+        raise SnapshotError(f"{where}.versions must be a list")
+    versions = tuple(_name(v, f"{where}.versions") for v in versions_raw)
+    return Route(endpoints=endpoints, split=split, versions=versions)
 
 
 def _parse_endpoint(data: object, where: str) -> Endpoint:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -27,14 +29,18 @@ HELLO_TIMEOUT = 10.0
 MESH_KEY = web.AppKey("mesh", Mesh)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 class ControlPlaneAPI:
-    def __init__(self, mesh: Mesh, token: str) -> None:
+    def __init__(self, mesh: Mesh, token: str, allowed_networks: Sequence[Network] = ()) -> None:
         self.mesh = mesh
         self._token = token.encode()
+        self._allowed = tuple(allowed_networks)
         self._sockets: dict[str, web.WebSocketResponse] = {}
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth])
+        app = web.Application(middlewares=[self._peers, self._errors, self._auth])
         app[MESH_KEY] = self.mesh
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/v1/status", self.status)
@@ -47,6 +53,24 @@ class ControlPlaneAPI:
         return app
 
     # -- middleware --------------------------------------------------------------
+
+    @web.middleware
+    async def _peers(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Only this machine, and the project network's containers, may talk to us at all."""
+        if not self.peer_allowed(request.remote):
+            log.warning("refused a request from %s, outside the mesh", request.remote)
+            return _error(403, "this control plane only answers its own machine and mesh")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def peer_allowed(self, remote: str | None) -> bool:
+        try:
+            address = ipaddress.ip_address(remote or "")
+        except ValueError:
+            return False
+        if address.is_loopback:
+            return True
+        return any(address in network for network in self._allowed)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -160,8 +160,11 @@ class Mesh:
                 key=lambda e: e.instance,
             )
             split = self.split_for(name)
+            service = self.project.services[name]
             routes[name] = Route(
-                endpoints=tuple(endpoints), split=dict(split) if split is not None else None
+                endpoints=tuple(endpoints),
+                split=dict(split) if split is not None else None,
+                versions=tuple(v.name for v in service.versions) if service.versioned else (),
             )
         return routes
 

@@ -8,6 +8,7 @@ survives a restart.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -346,3 +347,26 @@ async def test_applying_a_project_drops_overrides_that_no_longer_fit(
         status = await client.status()
     catalog = next(s for s in status["services"] if s["name"] == "catalog")
     assert catalog["split"] is None
+
+
+@pytest.mark.parametrize(
+    ("remote", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("172.18.0.5", True),
+        ("172.19.0.5", False),
+        ("192.168.1.20", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_only_loopback_and_the_project_network_may_connect(
+    tmp_path: Path, remote: str | None, allowed: bool
+) -> None:
+    api = ControlPlaneAPI(
+        Mesh(StateStore(tmp_path / "state.json")),
+        "token",
+        allowed_networks=[ipaddress.ip_network("172.18.0.0/16")],
+    )
+    assert api.peer_allowed(remote) is allowed

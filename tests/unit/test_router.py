@@ -144,3 +144,40 @@ def test_update_can_remove_a_service_and_add_another() -> None:
     router.update(snapshot(2, pricing=Route(endpoints=(ep("p-1"),))))
     assert isinstance(router.pick("catalog"), NoEndpoint)
     assert picked(router, "pricing", 1) == ["p-1"]
+
+
+VERSIONED = snapshot(
+    catalog=Route(
+        endpoints=(ep("c-v1-1", "v1"), ep("c-rc-2-1", "rc-2")),
+        split={"v1": 100.0, "rc-2": 0.0},
+        versions=("v1", "rc-2"),
+    ),
+    pricing=Route(endpoints=(ep("p-1", "default"),)),
+)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("catalog", ("catalog", None)),
+        ("catalog-v1", ("catalog", "v1")),
+        ("catalog-rc-2", ("catalog", "rc-2")),
+        ("pricing", ("pricing", None)),
+        ("pricing-default", None),  # an unversioned service has no version hosts
+        ("catalog-v3", None),
+        ("elsewhere", None),
+        ("", None),
+    ],
+)
+def test_a_host_names_a_service_or_one_of_its_versions(
+    host: str, expected: tuple[str, str | None] | None
+) -> None:
+    assert Router(VERSIONED).resolve(host) == expected
+
+
+def test_a_version_host_goes_to_that_version_whatever_the_split() -> None:
+    router = Router(VERSIONED)
+    for _ in range(3):
+        chosen = router.pick("catalog", "rc-2")
+        assert isinstance(chosen, Endpoint)
+        assert chosen.instance == "c-rc-2-1"

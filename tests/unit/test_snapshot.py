@@ -77,6 +77,15 @@ def test_to_wire_then_parse_round_trips() -> None:
     assert wired == WIRE  # ints and floats compare equal; nothing is added or lost
 
 
+def test_versions_of_a_route_are_carried() -> None:
+    wire = {"version": 1, "routes": {"catalog": {"endpoints": [], "versions": ["v1", "v2"]}}}
+    snap = parse_snapshot(wire)
+    assert snap.routes["catalog"].versions == ("v1", "v2")
+    assert snapshot_to_wire(snap) == wire
+    with pytest.raises(SnapshotError, match=r"snapshot.routes.catalog.versions must be a list"):
+        parse_snapshot({"version": 1, "routes": {"catalog": {"versions": "v1"}}})
+
+
 def test_routes_may_be_omitted() -> None:
     assert parse_snapshot({"version": 0}) == Snapshot(version=0)
 
