@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,18 @@ from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config import dump_project
 from devmesh.config.model import DEFAULT_VERSION, Project
 from devmesh.controlplane.mesh import GATEWAY_INSTANCE
-from devmesh.errors import DevmeshError, UsageError
+from devmesh.errors import UsageError
 from devmesh.plan import InstanceSpec, exposed, plan_instances, start_levels
+from devmesh.runtime.controlplane import (
+    POLL_INTERVAL,
+    PROXY_VARS,
+    StartFailed,
+    failure,
+    infra_env,
+    instance_states,
+    start_controlplane,
+    wait_converged,
+)
 from devmesh.runtime.processes import (
     Role,
     RuntimeRecord,
@@ -38,32 +47,13 @@ from devmesh.runtime.processes import (
     record_of,
     spawn,
     stop_all,
-    tail,
 )
 from devmesh.runtime.progress import Progress, SilentProgress
 from devmesh.workspace import Workspace, read_json
 from proxy.bootstrap import Bootstrap, GatewayListener
 
-CONTROLPLANE_START_TIMEOUT = 15.0
 SIDECAR_START_TIMEOUT = 15.0
-CONVERGE_TIMEOUT = 15.0
-POLL_INTERVAL = 0.05
-LOG_LINES_ON_FAILURE = 12
 NO_PROXY = "localhost,127.0.0.1,::1"
-_PROXY_VARS = (
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-)
-
-
-class StartFailed(DevmeshError):
-    """Something the runtime started did not come up; everything was stopped."""
 
 
 @dataclass
@@ -198,42 +188,7 @@ class LocalRuntime:
         return True
 
     async def _start_controlplane(self, record: RuntimeRecord, port: int) -> Endpoint:
-        began = time.monotonic()
-        self.progress.begin("starting the control plane")
-        self.ws.controlplane_file.unlink(missing_ok=True)
-        log_path = self.ws.log_file("controlplane")
-        process = spawn(
-            [
-                sys.executable,
-                "-m",
-                "devmesh.controlplane",
-                "--project-dir",
-                str(self.ws.project_dir),
-                "--port",
-                str(port),
-            ],
-            env=_infra_env(),
-            cwd=self.ws.project_dir,
-            log_path=log_path,
-        )
-        entry = record_of(process, "controlplane", "controlplane", log_path)
-        record.add(entry)
-        deadline = time.monotonic() + CONTROLPLANE_START_TIMEOUT
-        while True:
-            info = read_json(self.ws.controlplane_file)
-            if isinstance(info, dict) and info.get("pid") == process.pid:
-                entry.ports = [int(info["port"])]
-                record.save()
-                endpoint = Endpoint.of(self.ws)
-                self.progress.done("control plane", endpoint.url, time.monotonic() - began)
-                return endpoint
-            self._check_exit(process, "the control plane", log_path)
-            if time.monotonic() > deadline:
-                raise self._failure(
-                    f"the control plane did not start within {CONTROLPLANE_START_TIMEOUT:g}s",
-                    log_path,
-                )
-            await asyncio.sleep(POLL_INTERVAL)
+        return await start_controlplane(self.ws, record, port, self.progress)
 
     async def _start_proxies(self, record: RuntimeRecord, controlplane: str) -> list[_Started]:
         """Start every sidecar, and the gateway, at once; wait until all listen."""
@@ -307,7 +262,7 @@ class LocalRuntime:
         log_path = self.ws.log_file(boot.instance, sidecar=sidecar)
         process = spawn(
             [sys.executable, "-m", "proxy", "--bootstrap", str(path)],
-            env=_infra_env(),
+            env=infra_env(),
             cwd=self.ws.project_dir,
             log_path=log_path,
         )
@@ -337,7 +292,7 @@ class LocalRuntime:
         assert spec.command is not None
         self.progress.begin(f"starting {spec.id}")
         proxy_url = f"http://127.0.0.1:{instance.outbound_port}"
-        env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+        env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(spec.env)
         env.update(
@@ -364,7 +319,7 @@ class LocalRuntime:
     async def _wait_ready(self, client: ControlPlaneClient, batch: list[_Started]) -> None:
         pending = {s.spec.id: s for s in batch}
         while pending:
-            states = _instance_states(await client.status())
+            states = instance_states(await client.status())
             for instance_id, started in list(pending.items()):
                 spec = started.spec
                 assert started.app is not None
@@ -396,28 +351,7 @@ class LocalRuntime:
     async def _wait_converged(self, client: ControlPlaneClient) -> None:
         """Wait until every proxy is connected and holds the latest snapshot."""
         expected = len(plan_instances(self.project)) + (1 if exposed(self.project) else 0)
-        deadline = time.monotonic() + CONVERGE_TIMEOUT
-        while True:
-            status = await client.status()
-            proxies = status["proxies"]
-            if len(proxies) >= expected and all(
-                p["acked_version"] == status["snapshot_version"] for p in proxies
-            ):
-                return
-            if time.monotonic() > deadline:
-                lagging = [
-                    p["instance"]
-                    for p in proxies
-                    if p["acked_version"] != status["snapshot_version"]
-                ]
-                raise StartFailed(
-                    f"the sidecars did not all take the routing config within "
-                    f"{CONVERGE_TIMEOUT:g}s ({len(proxies)} of {expected} connected"
-                    + (f"; behind: {', '.join(lagging)}" if lagging else "")
-                    + ")",
-                    f"see the sidecar logs under {self.ws.logs_dir}",
-                )
-            await asyncio.sleep(POLL_INTERVAL)
+        await wait_converged(client, expected, f"see the sidecar logs under {self.ws.logs_dir}")
 
     # -- down ----------------------------------------------------------------------
 
@@ -466,15 +400,7 @@ class LocalRuntime:
         )
 
     def _failure(self, message: str, log_path: Path, hint: str | None = None) -> StartFailed:
-        lines = tail(log_path, LOG_LINES_ON_FAILURE)
-        details = (
-            [f"last lines of {log_path}:"] + [f"  {line}" for line in lines]
-            if lines
-            else [f"{log_path} is empty."]
-        )
-        return StartFailed(
-            message, hint or "fix what its log shows and run `devmesh up` again", details
-        )
+        return failure(message, log_path, hint)
 
 
 def _describe(spec: InstanceSpec) -> str:
@@ -488,17 +414,6 @@ def _describe(spec: InstanceSpec) -> str:
 
 def _proxy_name(boot: Bootstrap) -> str:
     return f"{boot.instance}.sidecar" if boot.role == "sidecar" else boot.instance
-
-
-def _infra_env() -> dict[str, str]:
-    """The environment for devmesh's own processes: no proxy settings, unbuffered output."""
-    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _instance_states(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    return {i["id"]: i for svc in status["services"] for i in svc["instances"]}
 
 
 def stop_recorded(workspace: Workspace) -> list[str]:

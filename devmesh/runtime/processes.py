@@ -40,12 +40,19 @@ class ProcessRecord:
 
 @dataclass
 class RuntimeRecord:
-    """Everything one ``devmesh up --runtime local`` started, kept in ``.devmesh/runtime.json``."""
+    """What one ``devmesh up`` started, kept in ``.devmesh/runtime.json``.
+
+    The local runtime records every process; the Docker runtime records the
+    control plane process and its network, and finds its containers by label.
+    """
 
     path: Path
     project: str
     config_hash: str
     processes: list[ProcessRecord] = field(default_factory=list)
+    runtime: str = "local"
+    network: str | None = None
+    """The Docker network of the project (Docker runtime)."""
 
     @classmethod
     def load(cls, path: Path) -> RuntimeRecord | None:
@@ -58,6 +65,8 @@ class RuntimeRecord:
                 project=str(data["project"]),
                 config_hash=str(data["config_hash"]),
                 processes=[ProcessRecord(**p) for p in data["processes"]],
+                runtime=str(data.get("runtime", "local")),
+                network=data.get("network"),
             )
         except (KeyError, TypeError):
             return None
@@ -66,10 +75,11 @@ class RuntimeRecord:
         write_json(
             self.path,
             {
-                "runtime": "local",
+                "runtime": self.runtime,
                 "project": self.project,
                 "config_hash": self.config_hash,
                 "processes": [asdict(p) for p in self.processes],
+                "network": self.network,
             },
         )
 

@@ -1,0 +1,152 @@
+"""The project's control plane as a background process on this machine, for every runtime.
+
+``up`` starts it (``python -m devmesh.controlplane``), waits until it says where
+it listens, then waits on its status API for instances to be ready and for
+every proxy to hold the latest snapshot. The runtimes differ in what they
+start around it, not in this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from devmesh.client import ControlPlaneClient, Endpoint
+from devmesh.errors import DevmeshError
+from devmesh.runtime.processes import RuntimeRecord, record_of, spawn, tail
+from devmesh.runtime.progress import Progress
+from devmesh.workspace import Workspace, read_json
+
+CONTROLPLANE_START_TIMEOUT = 15.0
+CONVERGE_TIMEOUT = 15.0
+POLL_INTERVAL = 0.05
+LOG_LINES_ON_FAILURE = 12
+PROXY_VARS = (
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+)
+
+
+class StartFailed(DevmeshError):
+    """Something the runtime started did not come up; everything was stopped."""
+
+
+def failure(
+    message: str, log_path: Path, hint: str | None = None, lines: list[str] | None = None
+) -> StartFailed:
+    """A ``StartFailed`` showing the last lines of ``log_path`` (or the ``lines`` given)."""
+    shown = lines if lines is not None else tail(log_path, LOG_LINES_ON_FAILURE)
+    details = (
+        [f"last lines of {log_path}:"] + [f"  {line}" for line in shown]
+        if shown
+        else [f"{log_path} is empty."]
+    )
+    return StartFailed(
+        message, hint or "fix what its log shows and run `devmesh up` again", details
+    )
+
+
+def infra_env() -> dict[str, str]:
+    """The environment for devmesh's own processes: no proxy settings, unbuffered output."""
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def start_controlplane(
+    workspace: Workspace,
+    record: RuntimeRecord,
+    port: int,
+    progress: Progress,
+    *,
+    listen: Sequence[str] = (),
+    allow: Sequence[str] = (),
+) -> Endpoint:
+    """Start the control plane (``port`` 0: any free one) and wait until it listens.
+
+    ``listen`` adds addresses besides 127.0.0.1 (the Docker network's gateway);
+    ``allow`` the networks whose peers it answers besides loopback.
+    """
+    began = time.monotonic()
+    progress.begin("starting the control plane")
+    workspace.controlplane_file.unlink(missing_ok=True)
+    log_path = workspace.log_file("controlplane")
+    argv = [
+        sys.executable,
+        "-m",
+        "devmesh.controlplane",
+        "--project-dir",
+        str(workspace.project_dir),
+        "--port",
+        str(port),
+    ]
+    for host in listen:
+        argv += ["--listen", host]
+    for network in allow:
+        argv += ["--allow", network]
+    process = spawn(argv, env=infra_env(), cwd=workspace.project_dir, log_path=log_path)
+    entry = record_of(process, "controlplane", "controlplane", log_path)
+    record.add(entry)
+    deadline = time.monotonic() + CONTROLPLANE_START_TIMEOUT
+    while True:
+        info = read_json(workspace.controlplane_file)
+        if isinstance(info, dict) and info.get("pid") == process.pid:
+            entry.ports = [int(info["port"])]
+            record.save()
+            endpoint = Endpoint.of(workspace)
+            progress.done("control plane", endpoint.url, time.monotonic() - began)
+            return endpoint
+        code = process.poll()
+        if code is not None:
+            raise failure(f"the control plane exited with code {code} before it listened", log_path)
+        if time.monotonic() > deadline:
+            raise failure(
+                f"the control plane did not start within {CONTROLPLANE_START_TIMEOUT:g}s", log_path
+            )
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def wait_converged(
+    client: ControlPlaneClient, expected: int, logs_hint: str, within: float = CONVERGE_TIMEOUT
+) -> None:
+    """Wait until ``expected`` proxies are connected and all hold the latest snapshot."""
+    deadline = time.monotonic() + within
+    while True:
+        status = await client.status()
+        proxies = status["proxies"]
+        if len(proxies) >= expected and all(
+            p["acked_version"] == status["snapshot_version"] for p in proxies
+        ):
+            return
+        if time.monotonic() > deadline:
+            lagging = [
+                p["instance"] for p in proxies if p["acked_version"] != status["snapshot_version"]
+            ]
+            raise StartFailed(
+                f"the sidecars did not all take the routing config within "
+                f"{within:g}s ({len(proxies)} of {expected} connected"
+                + (f"; behind: {', '.join(lagging)}" if lagging else "")
+                + ")",
+                logs_hint,
+            )
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+def instance_states(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each instance's entry in a status reply, by instance id."""
+    return {i["id"]: i for svc in status["services"] for i in svc["instances"]}
+
+
+def connected_proxies(status: Mapping[str, Any]) -> set[str]:
+    return {p["instance"] for p in status["proxies"]}
