@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,10 +12,23 @@ from typer.core import TyperGroup
 
 from devmesh import __version__
 from devmesh.config import find_config, load_project
+from devmesh.config.compose import COMPOSE_NAMES, find_compose, load_compose
 from devmesh.config.model import Project
+from devmesh.errors import UsageError
 from devmesh.workspace import Workspace
 
-COMMAND_ORDER = ("init", "validate", "up", "down", "status", "logs", "split")
+COMMAND_ORDER = (
+    "init",
+    "validate",
+    "up",
+    "down",
+    "status",
+    "logs",
+    "split",
+    "restart",
+    "kill",
+    "doctor",
+)
 """The order of commands in ``--help``: the order a new user meets them."""
 
 
@@ -44,10 +58,25 @@ class AppContext:
         return Workspace(self.project_dir)
 
     def config_path(self) -> Path:
-        return find_config(self.project_dir)
+        """``devmesh.yaml``; in a folder without one, its docker-compose file."""
+        try:
+            return find_config(self.project_dir)
+        except UsageError:
+            compose = find_compose(self.project_dir)
+            if compose is None:
+                raise
+            return compose
 
-    def load(self) -> Project:
-        return load_project(self.config_path())
+    def load(self, warn: Callable[[str], None] | None = None) -> Project:
+        """The project; a compose file's warnings go to ``warn`` (``None``: not shown)."""
+        path = self.config_path()
+        if path.name not in COMPOSE_NAMES:
+            return load_project(path)
+        project, warnings = load_compose(path)
+        if warn is not None:
+            for warning in warnings:
+                warn(warning)
+        return project
 
 
 def context(ctx: typer.Context) -> AppContext:

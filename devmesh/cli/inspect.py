@@ -16,8 +16,12 @@ from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config.report import did_you_mean
 from devmesh.errors import UsageError
 from devmesh.plan import plan_instances
+from devmesh.runtime.docker import labels
+from devmesh.runtime.docker.daemon import connect
+from devmesh.runtime.docker.labels import Role
+from devmesh.runtime.docker.logs import ContainerLogs, read_all
 from devmesh.runtime.logs import LogFollower
-from devmesh.runtime.processes import tail
+from devmesh.runtime.processes import RuntimeRecord, tail
 from devmesh.workspace import Workspace
 
 
@@ -57,7 +61,14 @@ def logs(
     """Print the logs of a service's instances (or of their sidecars)."""
     app_ctx = context(ctx)
     workspace = app_ctx.workspace
-    instances = _instances_of(app_ctx.load(), service)
+    project = app_ctx.load()
+    instances = _instances_of(project, service)
+    record = RuntimeRecord.load(workspace.runtime_file)
+    if record is not None and record.runtime == "docker":
+        role: Role = "sidecar" if sidecar else "service"
+        names = {i: labels.container_name(project.name, i, role) for i in instances}
+        _container_logs(names, lines, follow)
+        return
     files = {i: workspace.log_file(i, sidecar=sidecar) for i in instances}
     if not any(path.exists() for path in files.values()):
         raise UsageError(f"there are no logs for {service} yet", "start the mesh with `devmesh up`")
@@ -68,6 +79,28 @@ def logs(
             _print_line(name, line, width if prefix else 0)
     if follow:
         _follow(files, width if prefix else 0)
+
+
+def _container_logs(names: dict[str, str], lines: int, follow: bool) -> None:
+    width = max(len(name) for name in names) if len(names) > 1 else 0
+    client = connect()
+    try:
+        if not follow:
+            for name, line in read_all(client, names, lines):
+                _print_line(name, line, width)
+            return
+        stream = ContainerLogs(client, names, tail=lines)
+        try:
+            while not stream.done():
+                for name, line in stream.poll():
+                    _print_line(name, line, width)
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stream.close()
+    finally:
+        client.close()
 
 
 def _instances_of(project: Any, name: str) -> list[str]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import enum
-import signal
-import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -13,15 +11,25 @@ import typer
 from rich.text import Text
 
 from devmesh.cli.app import app, context
-from devmesh.cli.output import RichProgress, console, print_json
-from devmesh.config import CONFIG_NAMES, load_project
+from devmesh.cli.attach import attach
+from devmesh.cli.output import RichProgress, console, print_json, print_warning
+from devmesh.config import CONFIG_NAMES, load_project, parse_project
+from devmesh.config.compose import (
+    COMPOSE_NAMES,
+    import_compose,
+    load_compose,
+    render_devmesh_yaml,
+)
 from devmesh.config.loader import default_project_name
 from devmesh.config.model import Project
 from devmesh.errors import EXIT_USAGE, ConfigError, UsageError
 from devmesh.plan import exposed, plan_instances
+from devmesh.runtime.choice import RuntimeName, choose
+from devmesh.runtime.docker.runtime import DockerRuntime
+from devmesh.runtime.docker.runtime import down as docker_down
 from devmesh.runtime.local import LocalRuntime, stop_recorded
-from devmesh.runtime.logs import LogFollower
-from devmesh.runtime.processes import RuntimeRecord, is_alive
+from devmesh.runtime.processes import RuntimeRecord
+from devmesh.workspace import Workspace
 
 STARTER = """\
 # devmesh.yaml: the services of this project, each run with a sidecar.
@@ -49,11 +57,6 @@ services:
 """
 
 
-class RuntimeChoice(enum.StrEnum):
-    auto = "auto"
-    local = "local"
-
-
 @app.command()
 def init(
     ctx: typer.Context,
@@ -63,14 +66,26 @@ def init(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing devmesh.yaml.")
     ] = False,
+    from_compose: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Convert this docker-compose file instead of writing a starter.",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    """Write a starter devmesh.yaml in the project folder."""
+    """Write a starter devmesh.yaml in the project folder (or convert a compose file)."""
     project_dir = context(ctx).project_dir
     path = project_dir / CONFIG_NAMES[0]
     existing = [project_dir / n for n in CONFIG_NAMES if (project_dir / n).exists()]
     if existing and not force:
         raise UsageError(f"{existing[0]} already exists", "edit it, or pass --force to replace it")
-    text = STARTER.format(name=name or default_project_name(path))
+    if from_compose is not None:
+        source = from_compose if from_compose.is_absolute() else project_dir / from_compose
+        text = _from_compose(source, project_dir, name)
+    else:
+        text = STARTER.format(name=name or default_project_name(path))
     project_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     try:
@@ -79,6 +94,27 @@ def init(
         path.unlink()
         raise
     console.print(f"wrote {path} (project {project.name}); start it with `devmesh up`")
+
+
+def _from_compose(source: Path, project_dir: Path, name: str | None) -> str:
+    """The devmesh.yaml text for a compose file, checked before anything is written."""
+    if source.resolve().parent != project_dir:
+        raise UsageError(
+            f"{source} is not in the project folder {project_dir}",
+            "run `devmesh init --from` in the folder of the compose file (or pass it with -C), "
+            "so that build contexts keep their meaning",
+        )
+    imported = import_compose(source, default_name=name)
+    if name is not None:
+        imported = replace(imported, data={**imported.data, "name": name})
+    parse_project(imported.data, file=source, lines=imported.lines)
+    for warning in imported.warnings:
+        print_warning(warning)
+    console.print(
+        "note: values the compose file takes from the environment or .env are written "
+        "into devmesh.yaml as they are now"
+    )
+    return render_devmesh_yaml(imported, source)
 
 
 @app.command()
@@ -90,7 +126,12 @@ def validate(
     """Check devmesh.yaml and print every problem, with file:line and the fix."""
     path = file or context(ctx).config_path()
     try:
-        project = load_project(path)
+        if path.name in COMPOSE_NAMES:
+            project, warnings = load_compose(path)
+            for warning in warnings if not json_out else ():
+                print_warning(warning)
+        else:
+            project = load_project(path)
     except ConfigError as exc:
         if not json_out:
             raise
@@ -125,26 +166,51 @@ def up(
         typer.Option("--detach", "-d", help="Return once the mesh is ready, leaving it running."),
     ] = False,
     runtime: Annotated[
-        RuntimeChoice, typer.Option("--runtime", help="Where services run. auto = local for now.")
-    ] = RuntimeChoice.auto,
+        RuntimeName,
+        typer.Option(
+            "--runtime",
+            help="Where services run: docker (containers), local (processes), or auto: docker "
+            "when a daemon answers and every service has an image or build.",
+        ),
+    ] = RuntimeName.auto,
+    base_image: Annotated[
+        str | None,
+        typer.Option(
+            "--base-image",
+            help="The Python image the sidecar image is built on (docker runtime). "
+            "Default: $DEVMESH_BASE_IMAGE, then base_image in devmesh.yaml, then python:3.12-slim.",
+        ),
+    ] = None,
 ) -> None:
     """Start every service with its sidecar, and the control plane; wait until all are ready."""
     app_ctx = context(ctx)
-    project = app_ctx.load()
+    project = app_ctx.load(warn=print_warning)
     workspace = app_ctx.workspace
+    choice = choose(project, runtime)
     count = len(plan_instances(project))
-    console.print(f"starting project {project.name}: {count} instances on the local runtime")
-    local = LocalRuntime(project, workspace)
+    console.print(
+        f"starting project {project.name}: {count} instances on the {choice.name} runtime "
+        f"({choice.reason})"
+    )
+    runner = make_runtime(choice.name, project, workspace, base_image)
     with RichProgress() as progress:
-        local.progress = progress
-        asyncio.run(local.up())
+        runner.progress = progress
+        asyncio.run(runner.up())
         elapsed = progress.elapsed
     console.print(Text(f"ready in {elapsed:.1f}s", style="bold green"))
     _print_endpoints(project)
     if detach:
         console.print("stop it with `devmesh down`; see it with `devmesh status`")
         return
-    _attach(local)
+    attach(runner)
+
+
+def make_runtime(
+    name: RuntimeName, project: Project, workspace: Workspace, base_image: str | None = None
+) -> LocalRuntime | DockerRuntime:
+    if name is RuntimeName.docker:
+        return DockerRuntime(project, workspace, base_image=base_image)
+    return LocalRuntime(project, workspace)
 
 
 def _print_endpoints(project: Project) -> None:
@@ -152,50 +218,19 @@ def _print_endpoints(project: Project) -> None:
         console.print(f"  {service:<12} http://127.0.0.1:{port}")
 
 
-def _attach(local: LocalRuntime) -> None:
-    """Follow every instance's log until Ctrl-C, then stop the mesh (as compose up does).
-
-    Returns by itself if the mesh is stopped from elsewhere (`devmesh down`).
-    """
-    workspace = local.ws
-    record = RuntimeRecord.load(workspace.runtime_file)
-    services = [p for p in (record.processes if record else []) if p.role == "service"]
-    width = max((len(p.name) for p in services), default=8)
-    follower = LogFollower({p.name: Path(p.log) for p in services}, from_end=False)
-    console.print("following logs; Ctrl-C stops the mesh")
-    exited: set[str] = set()
-    try:
-        while workspace.runtime_file.exists():
-            for name, line in follower.poll():
-                console.print(Text(f"{name:<{width}} | ", style="cyan") + Text(line))
-            for process in services:
-                if process.name not in exited and not is_alive(process):
-                    exited.add(process.name)
-                    console.print(Text(f"{process.name} stopped", style="red"))
-            time.sleep(0.2)
-        console.print("the mesh was stopped")
-        return
-    except KeyboardInterrupt:
-        console.print("stopping the mesh")
-    finally:
-        follower.close()
-    # A second Ctrl-C must not leave half the mesh running: stopping is bounded anyway.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        stopped = local.down()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    console.print(f"stopped {len(stopped)} processes")
-
-
 @app.command()
 def down(ctx: typer.Context) -> None:
     """Stop everything devmesh started for this project (state and logs are kept)."""
     workspace = context(ctx).workspace
     record = RuntimeRecord.load(workspace.runtime_file)
-    stopped = stop_recorded(workspace)
+    name = record.project if record else workspace.project_dir.name
+    if record is None or record.runtime == "docker":
+        stopped = docker_down(workspace)
+        what = "processes and containers"
+    else:
+        stopped = stop_recorded(workspace)
+        what = "processes"
     if stopped:
-        name = record.project if record else workspace.project_dir.name
-        console.print(f"stopped {len(stopped)} processes of project {name}")
+        console.print(f"stopped {len(stopped)} {what} of project {name}")
     else:
         console.print(f"nothing was running for {workspace.project_dir}")

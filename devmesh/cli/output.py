@@ -32,6 +32,10 @@ def print_error(exc: DevmeshError) -> None:
         err_console.print(Text("hint: ", style="bold yellow") + Text(exc.hint), soft_wrap=True)
 
 
+def print_warning(text: str) -> None:
+    err_console.print(Text("warning: ", style="bold yellow") + Text(text), soft_wrap=True)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 

@@ -12,7 +12,10 @@ from devmesh.errors import ConfigError, Problem, UsageError
 
 CONFIG_NAMES = ("devmesh.yaml", "devmesh.yml")
 FALLBACK_NAME = "devmesh"
-_INIT_HINT = "run `devmesh init` to create one, or run devmesh in the folder that has it"
+_INIT_HINT = (
+    "run `devmesh init` to create one (`devmesh init --from docker-compose.yml` converts a "
+    "compose file), or run devmesh in the folder that has it"
+)
 
 
 def find_config(directory: Path) -> Path:

@@ -43,14 +43,16 @@ class StartFailed(DevmeshError):
 
 
 def failure(
-    message: str, log_path: Path, hint: str | None = None, lines: list[str] | None = None
+    message: str, log: Path | str, hint: str | None = None, lines: list[str] | None = None
 ) -> StartFailed:
-    """A ``StartFailed`` showing the last lines of ``log_path`` (or the ``lines`` given)."""
-    shown = lines if lines is not None else tail(log_path, LOG_LINES_ON_FAILURE)
+    """A ``StartFailed`` showing the last lines of the log file ``log``, or the ``lines``
+    given of the log ``log`` names (``docker logs shop-catalog-1``)."""
+    if lines is None:
+        lines = tail(log, LOG_LINES_ON_FAILURE) if isinstance(log, Path) else []
     details = (
-        [f"last lines of {log_path}:"] + [f"  {line}" for line in shown]
-        if shown
-        else [f"{log_path} is empty."]
+        [f"last lines of {log}:"] + [f"  {line}" for line in lines]
+        if lines
+        else [f"{log} is empty."]
     )
     return StartFailed(
         message, hint or "fix what its log shows and run `devmesh up` again", details

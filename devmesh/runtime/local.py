@@ -11,14 +11,17 @@ instance failed and why. Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,7 @@ from devmesh.runtime.processes import (
 from devmesh.runtime.progress import Progress, SilentProgress
 from devmesh.workspace import Workspace, read_json
 from proxy.bootstrap import Bootstrap, GatewayListener
+from proxy.health import HealthProbe
 
 SIDECAR_START_TIMEOUT = 15.0
 NO_PROXY = "localhost,127.0.0.1,::1"
@@ -288,16 +292,23 @@ class LocalRuntime:
             await asyncio.sleep(POLL_INTERVAL)
 
     def _start_app(self, record: RuntimeRecord, instance: _Started) -> None:
-        spec = instance.spec
+        instance.app = self._spawn_app(
+            record, instance.spec, instance.outbound_port, instance.app_port
+        )
+        instance.began = time.monotonic()
+
+    def _spawn_app(
+        self, record: RuntimeRecord, spec: InstanceSpec, outbound_port: int, app_port: int
+    ) -> subprocess.Popen[bytes]:
         assert spec.command is not None
         self.progress.begin(f"starting {spec.id}")
-        proxy_url = f"http://127.0.0.1:{instance.outbound_port}"
+        proxy_url = f"http://127.0.0.1:{outbound_port}"
         env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(spec.env)
         env.update(
             {
-                "PORT": str(instance.app_port),
+                "PORT": str(app_port),
                 "HTTP_PROXY": proxy_url,
                 "http_proxy": proxy_url,
                 "NO_PROXY": NO_PROXY,
@@ -308,13 +319,14 @@ class LocalRuntime:
             }
         )
         log_path = self.ws.log_file(spec.id)
-        instance.app = spawn(
+        process = spawn(
             ["/bin/sh", "-c", spec.command], env=env, cwd=self._cwd(), log_path=log_path
         )
-        instance.began = time.monotonic()
-        entry = record_of(instance.app, spec.id, "service", log_path, instance=spec.id)
-        entry.ports = [instance.app_port]
+        entry = record_of(process, spec.id, "service", log_path, instance=spec.id)
+        entry.ports = [app_port]
+        record.processes = [p for p in record.processes if p.name != spec.id]
         record.add(entry)
+        return process
 
     async def _wait_ready(self, client: ControlPlaneClient, batch: list[_Started]) -> None:
         pending = {s.spec.id: s for s in batch}
@@ -352,6 +364,58 @@ class LocalRuntime:
         """Wait until every proxy is connected and holds the latest snapshot."""
         expected = len(plan_instances(self.project)) + (1 if exposed(self.project) else 0)
         await wait_converged(client, expected, f"see the sidecar logs under {self.ws.logs_dir}")
+
+    # -- day two -------------------------------------------------------------------
+
+    async def restart(self, service: str, announce: Callable[[str], None]) -> list[str]:
+        """Stop and start again every instance of ``service`` (sidecars stay); wait till ready."""
+        record = running_record(self.ws)
+        if record is None:
+            raise UsageError(
+                f"no mesh is running for {self.ws.project_dir}", "start it with `devmesh up`"
+            )
+        specs = [s for s in plan_instances(self.project) if s.service == service]
+        restarted = []
+        for spec in specs:
+            app = record.find(spec.id)
+            sidecar = record.find(f"{spec.id}.sidecar")
+            if app is None or sidecar is None or len(sidecar.ports) < 2 or not app.ports:
+                raise UsageError(
+                    f"{spec.id} is not part of the running mesh",
+                    "run `devmesh down`, then `devmesh up`",
+                )
+            stop_all([app])
+            process = self._spawn_app(record, spec, sidecar.ports[1], app.ports[0])
+            began = time.monotonic()
+            await self._probe_until_ready(spec, process, app.ports[0], began)
+            announce(f"restarted {spec.id}")
+            restarted.append(spec.id)
+        return restarted
+
+    async def _probe_until_ready(
+        self, spec: InstanceSpec, process: subprocess.Popen[bytes], port: int, began: float
+    ) -> None:
+        probe = HealthProbe(port, spec.health.path)
+        while True:
+            passed, seen = await probe.check()
+            if passed:
+                return
+            self._check_exit(process, spec.id, self.ws.log_file(spec.id), service=spec)
+            if time.monotonic() - began > spec.health.start_timeout:
+                raise self._failure(
+                    f"{spec.id} did not become ready within {spec.health.start_timeout:g}s "
+                    f"of its restart: {seen}",
+                    self.ws.log_file(spec.id),
+                )
+            await asyncio.sleep(POLL_INTERVAL * 2)
+
+    def kill(self, instance: str) -> None:
+        record = running_record(self.ws)
+        process = record.find(instance) if record is not None else None
+        if process is None or not is_alive(process):
+            raise UsageError(f"{instance} is not running", "see `devmesh status`")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
 
     # -- down ----------------------------------------------------------------------
 

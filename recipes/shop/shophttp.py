@@ -65,7 +65,8 @@ def serve(name: str, routes: dict[str, Route]) -> None:
             self.wfile.write(data)
 
         def log_message(self, format: str, *args: Any) -> None:
-            sys.stderr.write(f"{name}: {format % args}\n")
+            if not self.path.startswith("/healthz"):  # the sidecar probes it every second
+                sys.stderr.write(f"{name}: {format % args}\n")
 
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))

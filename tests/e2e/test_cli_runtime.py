@@ -45,7 +45,7 @@ def test_attached_up_follows_logs_and_ctrl_c_stops_everything(projects: ProjectF
     shop = projects.recipe("shop")
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     process = subprocess.Popen(
-        [sys.executable, "-m", "devmesh", "-C", str(shop.dir), "up"],
+        [sys.executable, "-m", "devmesh", "-C", str(shop.dir), "up", "--runtime", "local"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -76,7 +76,7 @@ def test_attached_up_returns_when_the_mesh_is_stopped_elsewhere(projects: Projec
     shop = projects.recipe("shop")
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     process = subprocess.Popen(
-        [sys.executable, "-m", "devmesh", "-C", str(shop.dir), "up"],
+        [sys.executable, "-m", "devmesh", "-C", str(shop.dir), "up", "--runtime", "local"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -98,7 +98,7 @@ def test_attached_up_returns_when_the_mesh_is_stopped_elsewhere(projects: Projec
 
 def test_logs_of_a_service_prefix_each_instance(projects: ProjectFactory) -> None:
     shop = projects.recipe("shop")
-    assert shop.cli("up", "--detach").returncode == 0
+    assert shop.cli("up", "--detach", "--runtime", "local").returncode == 0
     get_json(shop.url + "/")
 
     catalog = shop.cli("logs", "catalog", "-n", "50")
@@ -141,7 +141,7 @@ def test_an_exposed_service_with_replicas_spreads_host_traffic(projects: Project
 
 def test_counts_are_exact_under_concurrent_load(projects: ProjectFactory) -> None:
     shop = projects.recipe("shop")
-    assert shop.cli("up", "--detach").returncode == 0
+    assert shop.cli("up", "--detach", "--runtime", "local").returncode == 0
     total = 400
 
     def one(_: int) -> int:

@@ -19,7 +19,7 @@ def test_split_survives_a_killed_control_plane_and_traffic_never_stops(
     projects: ProjectFactory,
 ) -> None:
     shop = projects.recipe("shop")
-    assert shop.cli("up", "--detach").returncode == 0
+    assert shop.cli("up", "--detach", "--runtime", "local").returncode == 0
 
     split = shop.cli("split", "catalog", "v1=0", "v2=100")
     assert split.returncode == 0, split.stderr
@@ -40,7 +40,7 @@ def test_split_survives_a_killed_control_plane_and_traffic_never_stops(
     assert "is not answering" in down_status.stderr
     assert "Traceback" not in down_status.stderr
 
-    restarted = shop.cli("up", "--detach")
+    restarted = shop.cli("up", "--detach", "--runtime", "local")
     assert restarted.returncode == 0, restarted.stderr
     assert "restarted the control plane" in restarted.stdout
 
@@ -70,7 +70,7 @@ def test_a_bad_split_is_refused_and_changes_nothing(
     projects: ProjectFactory, args: list[str], message: str
 ) -> None:
     shop = projects.recipe("shop")
-    assert shop.cli("up", "--detach").returncode == 0
+    assert shop.cli("up", "--detach", "--runtime", "local").returncode == 0
     before = shop.status()["snapshot_version"]
     result = shop.cli("split", *args)
     assert result.returncode == 2, result.stdout + result.stderr

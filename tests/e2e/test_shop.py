@@ -89,7 +89,7 @@ def test_shop_up_serves_counts_every_request_and_down_leaves_nothing(
 
 def test_nothing_listens_beyond_loopback(projects: ProjectFactory) -> None:
     shop = projects.recipe("shop")
-    assert shop.cli("up", "--detach").returncode == 0
+    assert shop.cli("up", "--detach", "--runtime", "local").returncode == 0
     pids = set(processes_in(shop.dir))
     listening = _listening_sockets(pids)
     assert listening, "the mesh should be listening somewhere"

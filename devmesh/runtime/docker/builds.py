@@ -1,0 +1,256 @@
+"""Building images: the services' (``build:``) and the one helper every build goes through.
+
+An image is rebuilt only when what goes into it changes: devmesh hashes the
+build context (the files Docker would be sent, after ``.dockerignore``), the
+Dockerfile, the build args and the base image, labels the image with that
+hash, and skips the build when the tagged image already carries it. The
+project's ``.devmesh/`` folder (tokens, logs) is never sent to Docker.
+
+A Dockerfile that declares ``ARG DEVMESH_BASE_IMAGE`` gets devmesh's base image
+in it, so a recipe builds on the same Python image as the sidecar, here and on
+a user's machine alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+
+import docker
+import docker.errors
+from docker.utils.build import create_archive, exclude_paths
+
+from devmesh.config.model import Build, Project
+from devmesh.errors import DevmeshError, UsageError
+from devmesh.plan import plan_instances
+from devmesh.runtime.docker import labels
+from devmesh.runtime.docker.daemon import docker_errors
+
+BASE_IMAGE_ARG = "DEVMESH_BASE_IMAGE"
+ALWAYS_EXCLUDED = (".devmesh",)
+BUILD_LOG_LINES = 15
+
+OnLine = Callable[[str], None]
+
+
+class BuildFailed(DevmeshError):
+    """An image build failed; ``details`` holds its last output lines."""
+
+
+@dataclass
+class BuildJob:
+    """One distinct ``build:`` of the project, and every image name it gives."""
+
+    build: Build
+    context: Path
+    dockerfile: str
+    """Relative to ``context``."""
+    where: str
+    """``devmesh.yaml:12``, the build's place in the config."""
+    tags: list[str] = field(default_factory=list)
+    instances: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+
+
+def build_jobs(project: Project) -> list[BuildJob]:
+    """The distinct builds of a project (versions sharing a ``build:`` share the job)."""
+    root = project.source.parent if project.source is not None else Path.cwd()
+    jobs: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], BuildJob] = {}
+    for spec in plan_instances(project):
+        if spec.image is not None or spec.build is None:
+            continue
+        key = (spec.build.context, spec.build.dockerfile, tuple(sorted(spec.build.args.items())))
+        job = jobs.get(key)
+        if job is None:
+            path = f"services.{spec.service}"
+            where = project.where(
+                f"{path}.versions.{spec.version}.build", f"{path}.build", f"{path}"
+            )
+            job = BuildJob(
+                build=spec.build,
+                context=(root / spec.build.context).resolve(),
+                dockerfile=spec.build.dockerfile or "Dockerfile",
+                where=where,
+            )
+            jobs[key] = job
+        service = project.services[spec.service]
+        tag = labels.image_name(project.name, spec.service, spec.version, service.versioned)
+        if tag not in job.tags:
+            job.tags.append(tag)
+        job.instances.append(spec.id)
+        if spec.service not in job.services:
+            job.services.append(spec.service)
+    return list(jobs.values())
+
+
+def check_job(job: BuildJob) -> None:
+    """Refuse, before building anything, a context or Dockerfile that is not there."""
+    who = ", ".join(job.services)
+    if not job.context.is_dir():
+        raise UsageError(
+            f"the build context {job.context} of {who} is not a folder ({job.where})",
+            "fix `build:` so it names the folder with the Dockerfile",
+        )
+    if not (job.context / job.dockerfile).is_file():
+        raise UsageError(
+            f"there is no {job.dockerfile} in {job.context}, the build context of {who} "
+            f"({job.where})",
+            "add the Dockerfile, or name it with `build: {context: ..., dockerfile: ...}`",
+        )
+
+
+def declares_base_arg(dockerfile: Path) -> bool:
+    pattern = re.compile(rf"^\s*ARG\s+{BASE_IMAGE_ARG}(\s*=.*)?\s*$", re.IGNORECASE | re.MULTILINE)
+    try:
+        return bool(pattern.search(dockerfile.read_text(errors="replace")))
+    except OSError:
+        return False
+
+
+def context_files(job: BuildJob) -> list[str]:
+    """The context's files Docker is sent: ``.dockerignore`` applied, ``.devmesh/`` left out."""
+    ignore = job.context / ".dockerignore"
+    patterns: list[str] = list(ALWAYS_EXCLUDED)
+    if ignore.is_file():
+        lines = ignore.read_text(errors="replace").splitlines()
+        patterns += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    files = exclude_paths(str(job.context), patterns, dockerfile=job.dockerfile)
+    return sorted(f for f in files if (job.context / f).is_file() or (job.context / f).is_dir())
+
+
+def inputs_hash(job: BuildJob, files: list[str], buildargs: Mapping[str, str], base: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([job.dockerfile, sorted(buildargs.items()), base]).encode())
+    for name in files:
+        path = job.context / name
+        digest.update(name.encode() + b"\0")
+        if path.is_file():
+            digest.update(oct(path.stat().st_mode & 0o111).encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def image_inputs(client: docker.DockerClient, tag: str) -> str | None:
+    """The inputs hash the image ``tag`` was built from, or ``None`` if there is no such image."""
+    try:
+        image = client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
+    found = (image.labels or {}).get(labels.INPUTS)
+    return str(found) if found else None
+
+
+def build_service_image(
+    client: docker.DockerClient,
+    project: Project,
+    job: BuildJob,
+    base_image: str,
+    on_line: OnLine,
+) -> tuple[str, bool]:
+    """Build (or find up to date) the image of ``job``; ``(image id, built)``."""
+    check_job(job)
+    buildargs = dict(job.build.args)
+    if BASE_IMAGE_ARG not in buildargs and declares_base_arg(job.context / job.dockerfile):
+        buildargs[BASE_IMAGE_ARG] = base_image
+    files = context_files(job)
+    base_id = base_image_id(client, buildargs.get(BASE_IMAGE_ARG))
+    inputs = inputs_hash(job, files, buildargs, base_id)
+    if all(image_inputs(client, tag) == inputs for tag in job.tags):
+        with docker_errors(f"reading the image {job.tags[0]}"):
+            return str(client.images.get(job.tags[0]).id), False
+    archive = cast(IO[bytes], create_archive(str(job.context), files=files))
+    try:
+        image_id = run_build(
+            client,
+            archive,
+            tag=job.tags[0],
+            dockerfile=job.dockerfile,
+            buildargs=buildargs,
+            image_labels={labels.INPUTS: inputs, labels.PROJECT: project.name},
+            what=f"the image of {', '.join(job.services)}",
+            hint=f"fix {job.context / job.dockerfile} (built for {job.where}) "
+            "and run `devmesh up` again",
+            on_line=on_line,
+        )
+    finally:
+        archive.close()
+    with docker_errors(f"tagging the image {job.tags[0]}"):
+        image = client.images.get(image_id)
+        for tag in job.tags[1:]:
+            repository, _, version = tag.rpartition(":")
+            image.tag(repository, version)
+    return image_id, True
+
+
+def base_image_id(client: docker.DockerClient, name: str | None) -> str:
+    """The id of the base image ``name`` (``""`` for none); ``UsageError`` if it is not here."""
+    if not name:
+        return ""
+    try:
+        return str(client.images.get(name).id)
+    except docker.errors.ImageNotFound:
+        raise UsageError(
+            f"the base image {name} is not on this machine",
+            f"pull it (`docker pull {name}`), or build a local one with "
+            "scripts/build-base-image and pass --base-image",
+        ) from None
+
+
+def run_build(
+    client: docker.DockerClient,
+    context: IO[bytes],
+    *,
+    tag: str,
+    dockerfile: str,
+    buildargs: Mapping[str, str],
+    image_labels: Mapping[str, str],
+    what: str,
+    hint: str,
+    on_line: OnLine,
+) -> str:
+    """Run one build from a tar ``context``, streaming its lines; the new image's id."""
+    seen: list[str] = []
+    image_id: str | None = None
+    with docker_errors(f"building {what}", hint):
+        stream = client.api.build(
+            fileobj=context,
+            custom_context=True,
+            tag=tag,
+            dockerfile=dockerfile,
+            buildargs=dict(buildargs),
+            labels=dict(image_labels),
+            rm=True,
+            forcerm=True,
+            decode=True,
+            pull=False,
+        )
+        for chunk in stream:
+            image_id = _take(chunk, seen, on_line) or image_id
+            if "error" in chunk:
+                raise BuildFailed(
+                    f"building {what} failed: {str(chunk['error']).strip()}",
+                    hint,
+                    [f"last lines of the build of {tag}:"]
+                    + [f"  {line}" for line in seen[-BUILD_LOG_LINES:]],
+                )
+        if image_id is None:
+            image_id = str(client.images.get(tag).id)
+    return image_id
+
+
+def _take(chunk: dict[str, Any], seen: list[str], on_line: OnLine) -> str | None:
+    text = chunk.get("stream")
+    if isinstance(text, str):
+        for line in text.splitlines():
+            if line.strip():
+                seen.append(line.rstrip())
+                on_line(line.strip())
+    aux = chunk.get("aux")
+    if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
+        return str(aux["ID"])
+    return None

@@ -1,0 +1,504 @@
+"""The Docker runtime: every instance a container, each with a sidecar container attached.
+
+``up`` builds what needs building (the sidecar image, the services' images)
+before it touches anything, makes the project network, starts (or keeps) the
+control plane on this machine, then converges the containers to the config:
+kept when unchanged, recreated when changed, removed when gone. Sidecars
+start first, each followed by its interception step; then the services level
+by level in dependency order, each level waited on until ready. If anything
+fails, everything of the project is removed and the error says which
+instance failed and why, with its last log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+
+import docker
+
+from devmesh.client import ControlPlaneClient, Endpoint
+from devmesh.config import dump_project
+from devmesh.config.model import DEFAULT_BASE_IMAGE, DEFAULT_VERSION, Project
+from devmesh.errors import DevmeshError, UsageError
+from devmesh.plan import InstanceSpec, exposed, plan_instances, start_levels
+from devmesh.runtime.controlplane import (
+    StartFailed,
+    connected_proxies,
+    failure,
+    instance_states,
+    start_controlplane,
+    wait_converged,
+)
+from devmesh.runtime.docker import containers, labels, reconcile
+from devmesh.runtime.docker.builds import build_jobs, build_service_image, check_job
+from devmesh.runtime.docker.daemon import connect, docker_errors
+from devmesh.runtime.docker.sidecar_image import ensure_sidecar_image
+from devmesh.runtime.docker.topology import (
+    ContainerSpec,
+    MeshSettings,
+    desired_containers,
+    init_spec,
+)
+from devmesh.runtime.local import port_in_use
+from devmesh.runtime.processes import RuntimeRecord, is_alive, stop_all
+from devmesh.runtime.progress import Progress, SilentProgress
+from devmesh.workspace import Workspace
+
+BASE_IMAGE_ENV = "DEVMESH_BASE_IMAGE"
+SIDECAR_CONNECT_TIMEOUT = 30.0
+POLL = 0.2
+
+
+def resolve_base_image(project: Project, given: str | None) -> str:
+    """The base image: ``--base-image``, else ``$DEVMESH_BASE_IMAGE``, else the config's."""
+    return given or os.environ.get(BASE_IMAGE_ENV) or project.base_image or DEFAULT_BASE_IMAGE
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(
+        self,
+        project: Project,
+        workspace: Workspace,
+        progress: Progress | None = None,
+        base_image: str | None = None,
+    ) -> None:
+        self.project = project
+        self.ws = workspace
+        self.progress: Progress = progress or SilentProgress()
+        self.base_image = resolve_base_image(project, base_image)
+        self.project_dir = str(workspace.project_dir)
+
+    # -- up ------------------------------------------------------------------------
+
+    async def up(self) -> None:
+        check_runnable(self.project)
+        for job in build_jobs(self.project):
+            check_job(job)
+        client = connect()
+        try:
+            await self._up(client)
+        finally:
+            client.close()
+
+    async def _up(self, client: docker.DockerClient) -> None:
+        self.ws.ensure()
+        token = self.ws.token(create=True)
+        self._check_name_is_ours(client)
+        record = self._record()
+        observed = containers.list_project(client, self.project_dir)
+        self._check_ports(observed)
+        images = await asyncio.to_thread(self._images, client)
+        network, created = containers.ensure_network(
+            client, labels.network_name(self.project.name), self._labels()
+        )
+        try:
+            endpoint = await self._controlplane(record, network, fresh_network=created)
+            async with ControlPlaneClient(endpoint) as cp:
+                await cp.apply_project(dump_project(self.project))
+                settings = MeshSettings(
+                    project_dir=self.project_dir,
+                    network=network.name,
+                    sidecar_image=images.pop(""),
+                    controlplane_url=f"http://{network.gateway}:{endpoint.url.rpartition(':')[2]}",
+                    token=token,
+                )
+                desired = desired_containers(self.project, images, settings)
+                plan = reconcile.plan(desired, [f.observed() for f in observed])
+                if plan.unchanged:
+                    self.progress.note(
+                        f"the mesh for {self.project.name} is already up "
+                        f"({len(plan.keep)} containers unchanged)"
+                    )
+                else:
+                    await self._converge(client, cp, plan, settings)
+                await wait_converged(cp, self._expected_proxies(), self._logs_hint())
+        except BaseException:
+            self.progress.note("removing everything that had started")
+            self._teardown(client)
+            raise
+
+    def _record(self) -> RuntimeRecord:
+        record = RuntimeRecord.load(self.ws.runtime_file)
+        if record is not None and record.runtime != self.name:
+            if any(is_alive(p) for p in record.processes):
+                raise UsageError(
+                    f"the mesh for {record.project} is already running on the "
+                    f"{record.runtime} runtime",
+                    "run `devmesh down`, then `devmesh up`",
+                )
+            record = None
+        if record is None:
+            record = RuntimeRecord(self.ws.runtime_file, self.project.name, "", runtime=self.name)
+        record.network = labels.network_name(self.project.name)
+        record.save()
+        return record
+
+    def _check_name_is_ours(self, client: docker.DockerClient) -> None:
+        others = {
+            f.project_dir
+            for f in containers.list_named(client, self.project.name)
+            if f.project_dir != self.project_dir
+        }
+        if others:
+            raise UsageError(
+                f"another folder runs a mesh named {self.project.name}: {sorted(others)[0]}",
+                f"stop it (`devmesh -C {sorted(others)[0]} down`), or give this project "
+                "another `name:` in devmesh.yaml",
+            )
+
+    def _check_ports(self, observed: list[containers.Found]) -> None:
+        """Refuse, before starting anything, an exposed port that something else holds."""
+        gateway_running = any(f.role == "gateway" and f.status == "running" for f in observed)
+        for service, port in exposed(self.project).items():
+            if port_in_use(port) and not gateway_running:
+                raise UsageError(
+                    f"port {port} on 127.0.0.1, where {service} is exposed, is already in use "
+                    f"({self.project.where(f'services.{service}.expose', f'services.{service}')})",
+                    "stop what listens there, or change `expose:` for that service",
+                )
+
+    def _images(self, client: docker.DockerClient) -> dict[str, str]:
+        """The image of every instance by id, and the sidecar image under ``""``."""
+        began = time.monotonic()
+        self.progress.begin(f"sidecar image on {self.base_image}")
+        tag, built = ensure_sidecar_image(client, self.base_image, self._step("sidecar image"))
+        self.progress.done(
+            "sidecar image", f"{tag} {'built' if built else 'up to date'}", _since(began)
+        )
+        images: dict[str, str] = {"": tag}
+        for spec in plan_instances(self.project):
+            if spec.image is not None:
+                images[spec.id] = self._local_image(client, spec)
+        for job in build_jobs(self.project):
+            began = time.monotonic()
+            name = job.tags[0]
+            self.progress.begin(f"building {name}")
+            image_id, built = build_service_image(
+                client, self.project, job, self.base_image, self._step(f"building {name}")
+            )
+            self.progress.done(
+                f"image of {', '.join(job.services)}",
+                f"{name} {'built' if built else 'up to date'}",
+                _since(began),
+            )
+            for instance in job.instances:
+                images[instance] = image_id
+        return images
+
+    def _step(self, what: str) -> Callable[[str], None]:
+        """Show a build's latest output line as the step in progress."""
+        return lambda line: self.progress.begin(f"{what}: {line[:60]}")
+
+    def _local_image(self, client: docker.DockerClient, spec: InstanceSpec) -> str:
+        assert spec.image is not None
+        with docker_errors(f"looking up the image {spec.image}"):
+            try:
+                return str(client.images.get(spec.image).id)
+            except docker.errors.ImageNotFound:
+                pass
+        path = f"services.{spec.service}"
+        where = self.project.where(f"{path}.versions.{spec.version}.image", f"{path}.image", path)
+        raise UsageError(
+            f"the image {spec.image} of {_describe(spec)} is not on this machine ({where})",
+            f"build it, give the service a `build:` instead, or pull it (`docker pull "
+            f"{spec.image}`)",
+        )
+
+    async def _controlplane(
+        self, record: RuntimeRecord, network: containers.Network, *, fresh_network: bool
+    ) -> Endpoint:
+        current = record.find("controlplane")
+        if current is not None and is_alive(current) and not fresh_network:
+            return Endpoint.of(self.ws)
+        port = current.ports[0] if current is not None and current.ports else 0
+        if current is not None:
+            stop_all([current])
+            record.processes = [p for p in record.processes if p is not current]
+        return await start_controlplane(
+            self.ws,
+            record,
+            port,
+            self.progress,
+            listen=[network.gateway],
+            allow=[network.subnet],
+        )
+
+    async def _converge(
+        self,
+        client: docker.DockerClient,
+        cp: ControlPlaneClient,
+        plan: reconcile.Plan,
+        settings: MeshSettings,
+    ) -> None:
+        if plan.remove:
+            containers.remove(client, [o.name for o in plan.remove])
+        proxies = [s for s in plan.create if s.role in ("sidecar", "gateway")]
+        if proxies:
+            began = time.monotonic()
+            self.progress.begin(f"starting {len(proxies)} sidecars")
+            await asyncio.gather(*(self._start_proxy(client, s, settings) for s in proxies))
+            await self._wait_connected(client, cp, proxies)
+            self.progress.done("sidecars", f"{len(proxies)} connected", _since(began))
+        new_services = {s.instance: s for s in plan.create if s.role == "service"}
+        for level in start_levels(self.project):
+            await self._start_level(client, cp, level, new_services)
+
+    async def _start_proxy(
+        self, client: docker.DockerClient, spec: ContainerSpec, settings: MeshSettings
+    ) -> None:
+        await asyncio.to_thread(containers.create, client, spec)
+        if spec.role != "sidecar" or self.project.interception_of(spec.service) != "transparent":
+            return
+        step = init_spec(self.project, spec, settings)
+        code, output = await asyncio.to_thread(containers.run_once, client, step)
+        if code != 0:
+            raise failure(
+                f"could not install the traffic redirect for {spec.instance} (exit code {code})",
+                f"the interception step of {spec.instance}",
+                hint="Docker must allow NET_ADMIN for it; where it may not, set "
+                f"`interception: env` for {spec.service} or for the project in devmesh.yaml",
+                lines=output[-containers.LOG_LINES :],
+            )
+
+    async def _wait_connected(
+        self, client: docker.DockerClient, cp: ControlPlaneClient, proxies: list[ContainerSpec]
+    ) -> None:
+        waiting = {s.instance: s for s in proxies}
+        deadline = time.monotonic() + SIDECAR_CONNECT_TIMEOUT
+        while waiting:
+            for instance in connected_proxies(await cp.status()):
+                waiting.pop(instance, None)
+            if not waiting:
+                return
+            self._check_running(client, [s.name for s in waiting.values()])
+            if time.monotonic() > deadline:
+                spec = next(iter(waiting.values()))
+                raise failure(
+                    f"the sidecar of {spec.instance} did not reach the control plane within "
+                    f"{SIDECAR_CONNECT_TIMEOUT:g}s",
+                    f"docker logs {spec.name}",
+                    lines=containers.logs_of(client, spec.name),
+                    hint="check that containers may reach this machine on the network's "
+                    "gateway address (a firewall?); `devmesh doctor` helps",
+                )
+            await asyncio.sleep(POLL)
+
+    async def _start_level(
+        self,
+        client: docker.DockerClient,
+        cp: ControlPlaneClient,
+        level: list[str],
+        new_services: dict[str, ContainerSpec],
+    ) -> None:
+        specs = [s for s in plan_instances(self.project) if s.service in level]
+        began = time.monotonic()
+        starting = [new_services[s.id] for s in specs if s.id in new_services]
+        for spec in starting:
+            self.progress.begin(f"starting {spec.instance}")
+        await asyncio.gather(*(asyncio.to_thread(containers.create, client, s) for s in starting))
+        await self.wait_ready(client, cp, specs)
+        if starting:
+            for service in level:
+                count = sum(1 for s in specs if s.service == service)
+                self.progress.done(
+                    service, f"{count} instance{'s' if count > 1 else ''} ready", _since(began)
+                )
+
+    async def wait_ready(
+        self, client: docker.DockerClient, cp: ControlPlaneClient, specs: list[InstanceSpec]
+    ) -> None:
+        """Wait until every instance in ``specs`` is ready, failing fast if one exits."""
+        began = time.monotonic()
+        pending = {s.id: s for s in specs}
+        while pending:
+            states = instance_states(await cp.status())
+            names = {
+                labels.container_name(self.project.name, i, role): i
+                for i in pending
+                for role in ("service", "sidecar")
+            }
+            self._check_running(client, list(names))
+            for instance, spec in list(pending.items()):
+                state = states.get(instance, {})
+                if state.get("state") == "ready":
+                    del pending[instance]
+                elif time.monotonic() - began > spec.health.start_timeout:
+                    path = f"services.{spec.service}"
+                    name = labels.container_name(self.project.name, instance, "service")
+                    raise failure(
+                        f"{instance} did not become ready within {spec.health.start_timeout:g}s: "
+                        f"{state.get('detail', 'no report')}",
+                        f"docker logs {name}",
+                        lines=containers.logs_of(client, name),
+                        hint=f"make sure it listens on port {spec.port} in its container, or "
+                        f"give it more time with {path}.health.start_timeout "
+                        f"({self.project.where(f'{path}.health', path)})",
+                    )
+            if pending:
+                await asyncio.sleep(POLL)
+
+    def _check_running(self, client: docker.DockerClient, names: list[str]) -> None:
+        """Raise if one of these containers stopped (its exit code and last log lines)."""
+        wanted = set(names)
+        for found in containers.list_project(client, self.project_dir):
+            if found.name not in wanted or found.status in ("running", "created", "restarting"):
+                continue
+            code = "" if found.exit_code is None else f" with code {found.exit_code}"
+            what = found.name if found.role != "sidecar" else f"the sidecar of {found.instance}"
+            hint = "fix what its log shows and run `devmesh up` again"
+            if found.role == "service":
+                path = f"services.{found.service}"
+                hint = (
+                    f"fix the image or command of {found.service} "
+                    f"({self.project.where(f'{path}.command', f'{path}.image', path)}) "
+                    "and run `devmesh up` again"
+                )
+            raise failure(
+                f"{what} exited{code} before it was ready",
+                f"docker logs {found.name}",
+                lines=containers.logs_of(client, found.name),
+                hint=hint,
+            )
+
+    def _expected_proxies(self) -> int:
+        return len(plan_instances(self.project)) + (1 if exposed(self.project) else 0)
+
+    def _logs_hint(self) -> str:
+        return "see the sidecars' logs with `devmesh logs SERVICE --sidecar`"
+
+    def _labels(self) -> dict[str, str]:
+        return {labels.PROJECT: self.project.name, labels.PROJECT_DIR: self.project_dir}
+
+    def _teardown(self, client: docker.DockerClient) -> None:
+        remove_project(client, self.project_dir)
+        record = RuntimeRecord.load(self.ws.runtime_file)
+        if record is not None:
+            stop_all(record.processes)
+        forget_record(self.ws)
+
+    # -- day two -------------------------------------------------------------------
+
+    async def restart(self, service: str, announce: Callable[[str], None]) -> list[str]:
+        """Restart the service containers of ``service`` (sidecars stay) and wait until ready."""
+        specs = [s for s in plan_instances(self.project) if s.service == service]
+        client = connect()
+        try:
+            async with ControlPlaneClient(Endpoint.of(self.ws)) as cp:
+                await asyncio.gather(*(self._restart_one(client, spec, announce) for spec in specs))
+                await self.wait_ready(client, cp, specs)
+        finally:
+            client.close()
+        return [s.id for s in specs]
+
+    async def _restart_one(
+        self, client: docker.DockerClient, spec: InstanceSpec, announce: Callable[[str], None]
+    ) -> None:
+        name = labels.container_name(self.project.name, spec.id, "service")
+        await asyncio.to_thread(containers.restart, client, name)
+        await self._probe_until_ready(client, spec)
+        announce(f"restarted {spec.id}")
+
+    async def _probe_until_ready(self, client: docker.DockerClient, spec: InstanceSpec) -> None:
+        """Probe the instance from its sidecar (same namespace) until it answers."""
+        if spec.port is None:
+            return
+        sidecar = labels.container_name(self.project.name, spec.id, "sidecar")
+        check = _probe_script(spec.port, spec.health.path)
+        deadline = time.monotonic() + spec.health.start_timeout
+        while True:
+            code, _ = await asyncio.to_thread(
+                containers.exec_in, client, sidecar, ["python3", "-c", check]
+            )
+            if code == 0:
+                return
+            self._check_running(
+                client, [labels.container_name(self.project.name, spec.id, "service")]
+            )
+            if time.monotonic() > deadline:
+                raise StartFailed(
+                    f"{spec.id} did not answer on port {spec.port} within "
+                    f"{spec.health.start_timeout:g}s of its restart",
+                    f"see `devmesh logs {spec.id}`",
+                )
+            await asyncio.sleep(POLL)
+
+    def kill(self, instance: str) -> None:
+        client = connect()
+        try:
+            containers.kill(client, labels.container_name(self.project.name, instance, "service"))
+        finally:
+            client.close()
+
+
+def _probe_script(port: int, path: str | None) -> str:
+    if path:
+        return (
+            "import sys, urllib.request, urllib.error\n"
+            "try:\n"
+            f"    urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2)\n"
+            "except urllib.error.HTTPError as e:\n"
+            "    sys.exit(0 if e.code < 500 else 1)\n"
+            "except OSError:\n"
+            "    sys.exit(1)\n"
+        )
+    return f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2).close()"
+
+
+def check_runnable(project: Project) -> None:
+    """Refuse, before anything starts, an instance with no image and no build."""
+    for spec in plan_instances(project):
+        if spec.image is None and spec.build is None:
+            path = f"services.{spec.service}"
+            raise UsageError(
+                f"{_describe(spec)} has no image or build, and the docker runtime runs images "
+                f"({project.where(f'{path}.versions.{spec.version}', path)})",
+                "add `image:` or `build:` for it, or run the project with `--runtime local`",
+            )
+
+
+def remove_project(client: docker.DockerClient, project_dir: str) -> list[str]:
+    """Remove every container and network devmesh made for ``project_dir``; their names."""
+    found = containers.list_project(client, project_dir)
+    order = {"init": 0, "service": 1, "gateway": 2, "sidecar": 3}
+    found.sort(key=lambda f: (order.get(f.role, 9), f.name))
+    containers.remove(client, [f.name for f in found])
+    return [f.name for f in found] + containers.remove_networks(client, project_dir)
+
+
+def forget_record(workspace: Workspace) -> None:
+    workspace.runtime_file.unlink(missing_ok=True)
+    workspace.controlplane_file.unlink(missing_ok=True)
+
+
+def down(workspace: Workspace) -> list[str]:
+    """Stop the control plane and remove the project's containers and network."""
+    record = RuntimeRecord.load(workspace.runtime_file)
+    stopped = stop_all(record.processes) if record is not None else []
+    try:
+        client = connect()
+    except DevmeshError:
+        if record is not None and record.runtime == "docker":
+            raise
+        forget_record(workspace)
+        return stopped
+    try:
+        removed = remove_project(client, str(workspace.project_dir))
+    finally:
+        client.close()
+    forget_record(workspace)
+    return stopped + removed
+
+
+def _describe(spec: InstanceSpec) -> str:
+    if spec.version == DEFAULT_VERSION:
+        return spec.service
+    return f"{spec.service} version {spec.version}"
+
+
+def _since(began: float) -> float:
+    return time.monotonic() - began

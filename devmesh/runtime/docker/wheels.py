@@ -1,0 +1,127 @@
+"""The sidecar's Python packages, downloaded on the host for the base image's Python.
+
+Containers reach no package index (here, and in many companies), so the host
+downloads wheels that match the base image (its Python version, machine and
+C library, asked of the image itself) and the image build only copies them.
+Downloads are cached per target, so the network is needed once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib.metadata import version as installed_version
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from devmesh.errors import DevmeshError
+from devmesh.runtime.docker.daemon import docker_errors
+
+PROBE = (
+    "import json, platform, sys; "
+    "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], "
+    "'abi': 'cp%d%d' % sys.version_info[:2], 'machine': platform.machine(), "
+    "'libc': platform.libc_ver()[0] or 'musl'}))"
+)
+SIDECAR_PACKAGE = "aiohttp"
+MINIMUM_AIOHTTP = (3, 14, 2)
+"""Older aiohttp releases have HTTP parser CVEs; the sidecar refuses to be built with them."""
+
+
+@dataclass(frozen=True)
+class PythonTarget:
+    version: str
+    """``3.12``"""
+    abi: str
+    """``cp312``"""
+    machine: str
+    """``x86_64``, ``aarch64``"""
+    libc: str
+    """``glibc`` or ``musl``"""
+
+    @property
+    def platforms(self) -> list[str]:
+        if self.libc == "musl":
+            return [f"musllinux_1_2_{self.machine}", f"musllinux_1_1_{self.machine}"]
+        return [
+            f"manylinux_2_28_{self.machine}",
+            f"manylinux_2_17_{self.machine}",
+            f"manylinux2014_{self.machine}",
+        ]
+
+    def key(self) -> str:
+        return f"{self.abi}-{self.machine}-{self.libc}"
+
+
+def requirement() -> str:
+    """The aiohttp the host runs (the one devmesh is tested with), pinned for the sidecar."""
+    host = installed_version(SIDECAR_PACKAGE)
+    parts = tuple(int(p) for p in host.split(".")[:3] if p.isdigit())
+    if parts < MINIMUM_AIOHTTP:
+        wanted = ".".join(str(p) for p in MINIMUM_AIOHTTP)
+        raise DevmeshError(
+            f"this machine has aiohttp {host}, older than {wanted}, which the sidecar needs",
+            f"upgrade it: pip install 'aiohttp>={wanted}'",
+        )
+    return f"{SIDECAR_PACKAGE}=={host}"
+
+
+def python_of(client: docker.DockerClient, image: str) -> PythonTarget:
+    """Ask ``image`` which Python it has."""
+    with docker_errors(f"running {image} to see its Python"):
+        try:
+            output = client.containers.run(
+                image, ["python3", "-c", PROBE], entrypoint=[], remove=True, network_mode="none"
+            )
+        except docker.errors.ContainerError as exc:
+            raise DevmeshError(
+                f"the base image {image} cannot run python3 (exit code {exc.exit_status})",
+                "use a Python image as the base, e.g. python:3.12-slim (--base-image)",
+            ) from None
+    text = output.decode() if isinstance(output, bytes) else str(output)
+    try:
+        data = json.loads(text.strip().splitlines()[-1])
+        return PythonTarget(data["version"], data["abi"], data["machine"], data["libc"])
+    except (ValueError, KeyError, IndexError):
+        raise DevmeshError(
+            f"could not tell which Python the base image {image} has (it printed {text[:80]!r})",
+            "use a Python image as the base, e.g. python:3.12-slim (--base-image)",
+        ) from None
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "devmesh" / "wheels"
+
+
+def fetch_wheels(target: PythonTarget, wanted: str, cache: Path | None = None) -> list[Path]:
+    """Wheels of ``wanted`` and its dependencies for ``target``, from the cache or PyPI."""
+    folder = (cache or cache_dir()) / target.key() / wanted.replace("==", "-")
+    done = folder / "complete"
+    if not done.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:"]
+        for platform in target.platforms:
+            argv += ["--platform", platform]
+        argv += ["--python-version", target.version, "--implementation", "cp"]
+        argv += ["--abi", target.abi, "--dest", str(folder), wanted]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise DevmeshError(
+                f"could not download the sidecar's packages ({wanted}) for Python "
+                f"{target.version} on {target.machine}: {last[0]}",
+                f"check that this machine reaches PyPI, or put the wheels in {folder}",
+            )
+        done.write_text(wanted + "\n")
+    wheels = sorted(folder.glob("*.whl"))
+    if not wheels:
+        raise DevmeshError(
+            f"the wheel cache {folder} is empty", f"remove {folder} and run `devmesh up` again"
+        )
+    return wheels
