@@ -46,6 +46,11 @@ class Workspace:
         return self.root / "runtime.json"
 
     @property
+    def images_file(self) -> Path:
+        """What each image devmesh built for the project was built from (Docker runtime)."""
+        return self.root / "images.json"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +65,14 @@ def port_open(port: int) -> bool:
 class MeshProject:
     dir: Path
     expose: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to the CLI's environment (e.g. the Docker tests' base image)."""
 
     def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """Run ``devmesh -C <dir> ARGS`` as a user would, in a clean proxy-free environment."""
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         env["COLUMNS"] = "200"
+        env.update(self.env)
         return subprocess.run(
             [sys.executable, "-m", "devmesh", "-C", str(self.dir), *args],
             capture_output=True,
@@ -100,13 +103,16 @@ class ProjectFactory:
         self.root = root
         self.made: list[MeshProject] = []
 
-    def recipe(self, name: str) -> MeshProject:
-        """A copy of ``recipes/<name>`` with its host port moved to a free one."""
+    def recipe(self, name: str, project_name: str | None = None) -> MeshProject:
+        """A copy of ``recipes/<name>`` with its host port moved to a free one (and the
+        project renamed to ``project_name``, if given)."""
         target = self.root / name
         shutil.copytree(RECIPES / name, target, ignore=shutil.ignore_patterns(".devmesh"))
         config = target / "devmesh.yaml"
         port = free_port()
         text, count = re.subn(r"expose: \d+", f"expose: {port}", config.read_text(), count=1)
+        if project_name is not None:
+            text = re.sub(r"(?m)^name: .*$", f"name: {project_name}", text, count=1)
         config.write_text(text)
         return self._track(MeshProject(target, port if count else None))
 

@@ -2,9 +2,12 @@
 
 An image is rebuilt only when what goes into it changes: devmesh hashes the
 build context (the files Docker would be sent, after ``.dockerignore``), the
-Dockerfile, the build args and the base image, labels the image with that
-hash, and skips the build when the tagged image already carries it. The
-project's ``.devmesh/`` folder (tokens, logs) is never sent to Docker.
+Dockerfile, the build args and the base image, keeps that hash with the image
+id in ``.devmesh/images.json``, and skips the build while both still match.
+When the inputs change, Docker builds with its layer cache, so a change that
+no step uses (an edited README in the context) gives the same image id and
+no container is recreated for it. The project's ``.devmesh/`` folder (tokens,
+logs) is never sent to Docker.
 
 A Dockerfile that declares ``ARG DEVMESH_BASE_IMAGE`` gets devmesh's base image
 in it, so a recipe builds on the same Python image as the sidecar, here and on
@@ -30,6 +33,7 @@ from devmesh.errors import DevmeshError, UsageError
 from devmesh.plan import plan_instances
 from devmesh.runtime.docker import labels
 from devmesh.runtime.docker.daemon import docker_errors
+from devmesh.workspace import read_json, write_json
 
 BASE_IMAGE_ARG = "DEVMESH_BASE_IMAGE"
 ALWAYS_EXCLUDED = (".devmesh",)
@@ -135,14 +139,11 @@ def inputs_hash(job: BuildJob, files: list[str], buildargs: Mapping[str, str], b
     return digest.hexdigest()[:16]
 
 
-def image_inputs(client: docker.DockerClient, tag: str) -> str | None:
-    """The inputs hash the image ``tag`` was built from, or ``None`` if there is no such image."""
+def _current_id(client: docker.DockerClient, tag: str) -> str | None:
     try:
-        image = client.images.get(tag)
+        return str(client.images.get(tag).id)
     except docker.errors.ImageNotFound:
         return None
-    found = (image.labels or {}).get(labels.INPUTS)
-    return str(found) if found else None
 
 
 def build_service_image(
@@ -151,8 +152,12 @@ def build_service_image(
     job: BuildJob,
     base_image: str,
     on_line: OnLine,
+    built_before: Path,
 ) -> tuple[str, bool]:
-    """Build (or find up to date) the image of ``job``; ``(image id, built)``."""
+    """Build (or find up to date) the image of ``job``; ``(image id, built)``.
+
+    ``built_before`` is the JSON file recording what each tag was built from.
+    """
     check_job(job)
     buildargs = dict(job.build.args)
     if BASE_IMAGE_ARG not in buildargs and declares_base_arg(job.context / job.dockerfile):
@@ -160,9 +165,15 @@ def build_service_image(
     files = context_files(job)
     base_id = base_image_id(client, buildargs.get(BASE_IMAGE_ARG))
     inputs = inputs_hash(job, files, buildargs, base_id)
-    if all(image_inputs(client, tag) == inputs for tag in job.tags):
-        with docker_errors(f"reading the image {job.tags[0]}"):
-            return str(client.images.get(job.tags[0]).id), False
+    record = read_json(built_before)
+    record = record if isinstance(record, dict) else {}
+    with docker_errors(f"reading the image {job.tags[0]}"):
+        ids = {tag: _current_id(client, tag) for tag in job.tags}
+    known = [record.get(tag) for tag in job.tags]
+    if all(k == {"inputs": inputs, "id": ids[t]} for k, t in zip(known, job.tags, strict=True)):
+        image_id = ids[job.tags[0]]
+        assert image_id is not None
+        return image_id, False
     archive = cast(IO[bytes], create_archive(str(job.context), files=files))
     try:
         image_id = run_build(
@@ -171,7 +182,7 @@ def build_service_image(
             tag=job.tags[0],
             dockerfile=job.dockerfile,
             buildargs=buildargs,
-            image_labels={labels.INPUTS: inputs, labels.PROJECT: project.name},
+            image_labels={labels.PROJECT: project.name},
             what=f"the image of {', '.join(job.services)}",
             hint=f"fix {job.context / job.dockerfile} (built for {job.where}) "
             "and run `devmesh up` again",
@@ -184,7 +195,9 @@ def build_service_image(
         for tag in job.tags[1:]:
             repository, _, version = tag.rpartition(":")
             image.tag(repository, version)
-    return image_id, True
+    record.update({tag: {"inputs": inputs, "id": image_id} for tag in job.tags})
+    write_json(built_before, record)
+    return image_id, image_id != ids[job.tags[0]]  # Docker's cache may give the same image
 
 
 def base_image_id(client: docker.DockerClient, name: str | None) -> str:

@@ -179,7 +179,12 @@ class DockerRuntime:
             name = job.tags[0]
             self.progress.begin(f"building {name}")
             image_id, built = build_service_image(
-                client, self.project, job, self.base_image, self._step(f"building {name}")
+                client,
+                self.project,
+                job,
+                self.base_image,
+                self._step(f"building {name}"),
+                self.ws.images_file,
             )
             self.progress.done(
                 f"image of {', '.join(job.services)}",
