@@ -89,14 +89,20 @@ class DockerRuntime:
         self.ws.ensure()
         token = self.ws.token(create=True)
         self._check_name_is_ours(client)
-        record = self._record()
+        previous = self._previous_record()
         observed = containers.list_project(client, self.project_dir)
         self._check_ports(observed)
         images = await asyncio.to_thread(self._images, client)
-        network, created = containers.ensure_network(
-            client, labels.network_name(self.project.name), self._labels()
-        )
+        # Everything above only checked and built; from here on, a failure removes it all.
         try:
+            record = previous or RuntimeRecord(
+                self.ws.runtime_file, self.project.name, "", runtime=self.name
+            )
+            record.network = labels.network_name(self.project.name)
+            record.save()
+            network, created = containers.ensure_network(
+                client, labels.network_name(self.project.name), self._labels()
+            )
             endpoint = await self._controlplane(record, network, fresh_network=created)
             async with ControlPlaneClient(endpoint) as cp:
                 await cp.apply_project(dump_project(self.project))
@@ -122,7 +128,8 @@ class DockerRuntime:
             self._teardown(client)
             raise
 
-    def _record(self) -> RuntimeRecord:
+    def _previous_record(self) -> RuntimeRecord | None:
+        """The record of this project's Docker mesh if one runs; refuses a local one."""
         record = RuntimeRecord.load(self.ws.runtime_file)
         if record is not None and record.runtime != self.name:
             if any(is_alive(p) for p in record.processes):
@@ -131,11 +138,7 @@ class DockerRuntime:
                     f"{record.runtime} runtime",
                     "run `devmesh down`, then `devmesh up`",
                 )
-            record = None
-        if record is None:
-            record = RuntimeRecord(self.ws.runtime_file, self.project.name, "", runtime=self.name)
-        record.network = labels.network_name(self.project.name)
-        record.save()
+            return None
         return record
 
     def _check_name_is_ours(self, client: docker.DockerClient) -> None:
