@@ -1,0 +1,46 @@
+"""`devmesh doctor` against the real daemon: what up would use, and what to fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.docker.conftest import DockerProjects
+
+pytestmark = pytest.mark.docker
+
+
+def test_doctor_names_the_runtime_and_finds_nothing_to_fix(docker_projects: DockerProjects) -> None:
+    shop = docker_projects.docker_recipe("shop")
+    result = shop.cli("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "`devmesh up` uses docker" in result.stdout
+    assert "nothing to fix" in result.stdout
+    report = json.loads(shop.cli("doctor", "--json").stdout)
+    checks = {f["check"]: f["outcome"] for f in report["findings"]}
+    assert checks["docker"] == "ok"
+    assert checks["base image"] == "ok"
+    assert checks[f"port {shop.expose}"] == "ok"
+
+
+def test_doctor_says_what_to_fix(docker_projects: DockerProjects) -> None:
+    shop = docker_projects.docker_recipe("shop")
+    result = shop.cli("doctor", "--base-image", "devmesh-test/absent-base:1")
+    assert result.returncode == 1
+    assert "devmesh-test/absent-base:1 is not on this machine" in result.stdout
+    assert "fix: pull it" in result.stdout
+    assert "scripts/build-base-image" in result.stdout
+
+
+def test_without_a_daemon_up_runs_the_shop_as_local_processes(
+    docker_projects: DockerProjects,
+) -> None:
+    shop = docker_projects.docker_recipe("shop")
+    shop.env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    doctor = shop.cli("doctor")
+    assert "`devmesh up` uses local: no Docker daemon answers" in doctor.stdout
+    up = shop.cli("up", "--detach")
+    assert up.returncode == 0, up.stderr
+    assert "on the local runtime (no Docker daemon answers" in up.stdout
+    assert shop.cli("down").returncode == 0
