@@ -43,6 +43,7 @@ def attach(runner: LocalRuntime | DockerRuntime) -> None:
         follower, stopped, width, stop_mesh = _local(runner)
     console.print("following logs; Ctrl-C stops the mesh")
     reported: set[str] = set()
+    signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop means the same as Ctrl-C
     try:
         while workspace.runtime_file.exists():
             for name, line in follower.poll():
@@ -59,11 +60,16 @@ def attach(runner: LocalRuntime | DockerRuntime) -> None:
     finally:
         follower.close()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         count = stop_mesh()
     finally:
         signal.signal(signal.SIGINT, previous)
     console.print(f"stopped {count} processes and containers")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 Parts = tuple[_Lines, Callable[[], list[str]], int, Callable[[], int]]

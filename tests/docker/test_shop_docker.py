@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 import time
 import urllib.error
 from typing import Any
@@ -165,3 +170,67 @@ def test_logs_show_a_service_and_its_sidecar(docker_projects: DockerProjects) ->
     assert "connected to control plane" in sidecar.stdout
     status = json.loads(shop.cli("status", "--json").stdout)
     assert all(i["state"] == "ready" for s in status["services"] for i in s["instances"])
+
+
+def follow(project: MeshProject, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(project.env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "devmesh", "-C", str(project.dir), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def read_until(process: subprocess.Popen[str], needle: str, seen: list[str]) -> None:
+    assert process.stdout is not None
+    deadline = time.monotonic() + 90
+    for line in process.stdout:
+        seen.append(line)
+        if needle in line:
+            return
+        assert time.monotonic() < deadline, "".join(seen)
+    pytest.fail(f"the output ended before {needle!r}:\n{''.join(seen)}")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_attached_up_follows_the_containers_and_a_stop_signal_removes_them(
+    docker_projects: DockerProjects, stop: signal.Signals
+) -> None:
+    shop = docker_projects.docker_recipe("shop")
+    process = follow(shop, "up")
+    seen: list[str] = []
+    try:
+        read_until(process, "following logs; Ctrl-C stops the mesh", seen)
+        assert get_json(shop.url + "/")["items"]
+        read_until(process, 'frontend: "GET / HTTP/1.1" 200', seen)
+        logs = follow(shop, "logs", "frontend", "-f", "-n", "0")
+        done = threading.Event()
+
+        def traffic() -> None:  # until the follower shows a new line, whenever it starts
+            while not done.wait(0.3):
+                get_json(shop.url + "/")
+
+        sender = threading.Thread(target=traffic, daemon=True)
+        sender.start()
+        try:
+            read_until(logs, 'frontend: "GET / HTTP/1.1" 200', [])
+            logs.send_signal(signal.SIGINT)
+            logs.communicate(timeout=10)
+            assert logs.returncode == 0
+        finally:
+            done.set()
+            sender.join(timeout=10)
+            if logs.poll() is None:
+                logs.kill()
+                logs.communicate()
+        process.send_signal(stop)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "stopping the mesh" in rest
+    assert process.returncode == 0
+    assert leftovers(docker_projects.client, shop.dir) == []

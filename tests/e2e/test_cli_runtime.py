@@ -166,3 +166,33 @@ def test_counts_are_exact_under_concurrent_load(projects: ProjectFactory) -> Non
     assert counts == dict.fromkeys(counts, total)
     status = json.loads(shop.cli("status", "--json").stdout)
     assert status["telemetry"] == {"dropped": 0, "malformed": 0}
+
+
+def test_kill_and_restart_on_the_local_runtime(projects: ProjectFactory) -> None:
+    shop = projects.recipe("shop")
+    assert shop.cli("up", "--detach", "--runtime", "local").returncode == 0
+
+    def state(instance: str) -> str:
+        states = {i["id"]: i["state"] for s in shop.status()["services"] for i in s["instances"]}
+        return str(states[instance])
+
+    killed = shop.cli("kill", "catalog-v1-1")
+    assert killed.returncode == 0, killed.stderr
+    deadline = time.monotonic() + 15
+    while state("catalog-v1-1") == "ready":
+        assert time.monotonic() < deadline, "the mesh never saw catalog-v1-1 go down"
+        time.sleep(0.1)
+    assert {get_json(shop.url + "/")["catalog_version"] for _ in range(10)} == {"v2"}
+
+    restarted = shop.cli("restart", "catalog")
+    assert restarted.returncode == 0, restarted.stderr
+    assert "restarted catalog-v1-1" in restarted.stdout
+    deadline = time.monotonic() + 15
+    while state("catalog-v1-1") != "ready":
+        assert time.monotonic() < deadline, "catalog-v1-1 did not come back"
+        time.sleep(0.1)
+    assert {get_json(shop.url + "/")["catalog_version"] for _ in range(10)} == {"v1", "v2"}
+
+    unknown = shop.cli("kill", "catalog")
+    assert unknown.returncode == 2
+    assert "kill takes one instance of catalog: catalog-v1-1, catalog-v2-1" in unknown.stderr
