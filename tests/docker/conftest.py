@@ -12,7 +12,9 @@ its labels is removed and reported as a leak.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -75,6 +77,24 @@ def remove_leftovers(client: docker.DockerClient, project_dir: Path) -> None:
         network.remove()
 
 
+def remove_images(client: docker.DockerClient, project: MeshProject) -> None:
+    """The images devmesh built for the project (each test's have a unique name)."""
+    config = next(
+        (
+            project.dir / n
+            for n in ("devmesh.yaml", "docker-compose.yml")
+            if (project.dir / n).exists()
+        ),
+        None,
+    )
+    match = re.search(r"(?m)^name: (\S+)", config.read_text()) if config else None
+    if match is None:
+        return
+    for image in client.images.list(filters={"label": f"devmesh.project={match.group(1)}"}):
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(image.id, force=True)
+
+
 class DockerProjects(ProjectFactory):
     """Projects run on the Docker runtime, on the test base image, under unique names."""
 
@@ -102,6 +122,7 @@ class DockerProjects(ProjectFactory):
             if left:
                 leaked += left
                 remove_leftovers(self.client, project.dir)
+            remove_images(self.client, project)
         return leaked
 
 
