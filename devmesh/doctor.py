@@ -26,7 +26,7 @@ from devmesh.runtime.docker.daemon import connect, daemon_address
 from devmesh.runtime.docker.runtime import resolve_base_image
 from devmesh.runtime.docker.sidecar_image import REPOSITORY, inputs_hash
 from devmesh.runtime.docker.wheels import requirement
-from devmesh.runtime.local import port_in_use
+from devmesh.runtime.ports import port_in_use
 from devmesh.runtime.processes import RuntimeRecord, is_alive
 from devmesh.workspace import Workspace
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from devmesh.config.model import Build, Health, Project, Service
+from devmesh.config.model import DEFAULT_VERSION, Build, Health, Project, Service
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,15 @@ def service_instances(service: Service) -> list[InstanceSpec]:
         for version in service.versions
         for index in range(1, version.replicas + 1)
     ]
+
+
+def describe_instance(spec: InstanceSpec) -> str:
+    """``catalog version v2``, or just ``pricing`` for an unversioned service."""
+    return (
+        spec.service
+        if spec.version == DEFAULT_VERSION
+        else f"{spec.service} version {spec.version}"
+    )
 
 
 def plan_instances(project: Project) -> list[InstanceSpec]:

@@ -21,7 +21,7 @@ from devmesh.runtime.docker import containers, labels
 from devmesh.runtime.docker.daemon import connect
 from devmesh.runtime.docker.logs import ContainerLogs
 from devmesh.runtime.docker.runtime import DockerRuntime
-from devmesh.runtime.docker.runtime import down as docker_down
+from devmesh.runtime.docker.teardown import down as docker_down
 from devmesh.runtime.local import LocalRuntime
 from devmesh.runtime.logs import LogFollower
 from devmesh.runtime.processes import RuntimeRecord, is_alive

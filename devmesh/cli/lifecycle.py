@@ -26,7 +26,7 @@ from devmesh.errors import EXIT_USAGE, ConfigError, UsageError
 from devmesh.plan import exposed, plan_instances
 from devmesh.runtime.choice import RuntimeName, choose
 from devmesh.runtime.docker.runtime import DockerRuntime
-from devmesh.runtime.docker.runtime import down as docker_down
+from devmesh.runtime.docker.teardown import down as docker_down
 from devmesh.runtime.local import LocalRuntime, stop_recorded
 from devmesh.runtime.processes import RuntimeRecord
 from devmesh.workspace import Workspace

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,10 +27,16 @@ from typing import Any
 
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config import dump_project
-from devmesh.config.model import DEFAULT_VERSION, Project
+from devmesh.config.model import Project
 from devmesh.controlplane.mesh import GATEWAY_INSTANCE
 from devmesh.errors import UsageError
-from devmesh.plan import InstanceSpec, exposed, plan_instances, start_levels
+from devmesh.plan import (
+    InstanceSpec,
+    describe_instance,
+    exposed,
+    plan_instances,
+    start_levels,
+)
 from devmesh.runtime.controlplane import (
     POLL_INTERVAL,
     PROXY_VARS,
@@ -42,6 +47,7 @@ from devmesh.runtime.controlplane import (
     start_controlplane,
     wait_converged,
 )
+from devmesh.runtime.ports import free_port, port_in_use
 from devmesh.runtime.processes import (
     Role,
     RuntimeRecord,
@@ -75,23 +81,6 @@ class _Started:
 def config_hash(project: Project) -> str:
     text = json.dumps(dump_project(project), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the instance binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-        return False
 
 
 class LocalRuntime:
@@ -140,10 +129,10 @@ class LocalRuntime:
         for spec in plan_instances(self.project):
             if spec.command is None:
                 raise UsageError(
-                    f"{_describe(spec)} has no command, and the local runtime runs commands "
-                    f"({self._where_version(spec)})",
-                    "add `command:` for it (the docker runtime, which runs images, is not "
-                    "available yet)",
+                    f"{describe_instance(spec)} has no command, and the local runtime runs "
+                    f"commands ({self._where_version(spec)})",
+                    "add `command:` for it, or run the project in containers with "
+                    "`--runtime docker`",
                 )
 
     def _check_ports(self) -> None:
@@ -456,7 +445,7 @@ class LocalRuntime:
         hint = "fix what its log shows and run `devmesh up` again"
         if service is not None:
             hint = (
-                f"fix the command of {_describe(service)} "
+                f"fix the command of {describe_instance(service)} "
                 f"({self._where_version(service, 'command')}) and run `devmesh up` again"
             )
         raise self._failure(
@@ -465,15 +454,6 @@ class LocalRuntime:
 
     def _failure(self, message: str, log_path: Path, hint: str | None = None) -> StartFailed:
         return failure(message, log_path, hint)
-
-
-def _describe(spec: InstanceSpec) -> str:
-    """``catalog version v2``, or just ``pricing`` for an unversioned service."""
-    return (
-        spec.service
-        if spec.version == DEFAULT_VERSION
-        else f"{spec.service} version {spec.version}"
-    )
 
 
 def _proxy_name(boot: Bootstrap) -> str:

@@ -21,35 +21,38 @@ import docker
 
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config import dump_project
-from devmesh.config.model import DEFAULT_BASE_IMAGE, DEFAULT_VERSION, Project
-from devmesh.errors import DevmeshError, UsageError
-from devmesh.plan import InstanceSpec, exposed, plan_instances, start_levels
+from devmesh.config.model import DEFAULT_BASE_IMAGE, Project
+from devmesh.errors import UsageError
+from devmesh.plan import (
+    InstanceSpec,
+    describe_instance,
+    exposed,
+    plan_instances,
+    start_levels,
+)
 from devmesh.runtime.controlplane import (
-    StartFailed,
-    connected_proxies,
     failure,
-    instance_states,
     start_controlplane,
     wait_converged,
 )
 from devmesh.runtime.docker import containers, labels, reconcile
 from devmesh.runtime.docker.builds import build_jobs, build_service_image, check_job
 from devmesh.runtime.docker.daemon import connect, docker_errors
+from devmesh.runtime.docker.readiness import Watch
 from devmesh.runtime.docker.sidecar_image import ensure_sidecar_image
+from devmesh.runtime.docker.teardown import forget_record, remove_project
 from devmesh.runtime.docker.topology import (
     ContainerSpec,
     MeshSettings,
     desired_containers,
     init_spec,
 )
-from devmesh.runtime.local import port_in_use
+from devmesh.runtime.ports import port_in_use
 from devmesh.runtime.processes import RuntimeRecord, is_alive, stop_all
 from devmesh.runtime.progress import Progress, SilentProgress
 from devmesh.workspace import Workspace
 
 BASE_IMAGE_ENV = "DEVMESH_BASE_IMAGE"
-SIDECAR_CONNECT_TIMEOUT = 30.0
-POLL = 0.2
 
 
 def resolve_base_image(project: Project, given: str | None) -> str:
@@ -212,7 +215,7 @@ class DockerRuntime:
         path = f"services.{spec.service}"
         where = self.project.where(f"{path}.versions.{spec.version}.image", f"{path}.image", path)
         raise UsageError(
-            f"the image {spec.image} of {_describe(spec)} is not on this machine ({where})",
+            f"the image {spec.image} of {describe_instance(spec)} is not on this machine ({where})",
             f"build it, give the service a `build:` instead, or pull it (`docker pull "
             f"{spec.image}`)",
         )
@@ -250,7 +253,7 @@ class DockerRuntime:
             began = time.monotonic()
             self.progress.begin(f"starting {len(proxies)} sidecars")
             await asyncio.gather(*(self._start_proxy(client, s, settings) for s in proxies))
-            await self._wait_connected(client, cp, proxies)
+            await Watch(client, self.project, self.project_dir).connected(cp, proxies)
             self.progress.done("sidecars", f"{len(proxies)} connected", _since(began))
         new_services = {s.instance: s for s in plan.create if s.role == "service"}
         for level in start_levels(self.project):
@@ -273,29 +276,6 @@ class DockerRuntime:
                 lines=output[-containers.LOG_LINES :],
             )
 
-    async def _wait_connected(
-        self, client: docker.DockerClient, cp: ControlPlaneClient, proxies: list[ContainerSpec]
-    ) -> None:
-        waiting = {s.instance: s for s in proxies}
-        deadline = time.monotonic() + SIDECAR_CONNECT_TIMEOUT
-        while waiting:
-            for instance in connected_proxies(await cp.status()):
-                waiting.pop(instance, None)
-            if not waiting:
-                return
-            self._check_running(client, [s.name for s in waiting.values()])
-            if time.monotonic() > deadline:
-                spec = next(iter(waiting.values()))
-                raise failure(
-                    f"the sidecar of {spec.instance} did not reach the control plane within "
-                    f"{SIDECAR_CONNECT_TIMEOUT:g}s",
-                    f"docker logs {spec.name}",
-                    lines=containers.logs_of(client, spec.name),
-                    hint="check that containers may reach this machine on the network's "
-                    "gateway address (a firewall?); `devmesh doctor` helps",
-                )
-            await asyncio.sleep(POLL)
-
     async def _start_level(
         self,
         client: docker.DockerClient,
@@ -309,69 +289,13 @@ class DockerRuntime:
         for spec in starting:
             self.progress.begin(f"starting {spec.instance}")
         await asyncio.gather(*(asyncio.to_thread(containers.create, client, s) for s in starting))
-        await self.wait_ready(client, cp, specs)
+        await Watch(client, self.project, self.project_dir).ready(cp, specs)
         if starting:
             for service in level:
                 count = sum(1 for s in specs if s.service == service)
                 self.progress.done(
                     service, f"{count} instance{'s' if count > 1 else ''} ready", _since(began)
                 )
-
-    async def wait_ready(
-        self, client: docker.DockerClient, cp: ControlPlaneClient, specs: list[InstanceSpec]
-    ) -> None:
-        """Wait until every instance in ``specs`` is ready, failing fast if one exits."""
-        began = time.monotonic()
-        pending = {s.id: s for s in specs}
-        while pending:
-            states = instance_states(await cp.status())
-            names = {
-                labels.container_name(self.project.name, i, role): i
-                for i in pending
-                for role in ("service", "sidecar")
-            }
-            self._check_running(client, list(names))
-            for instance, spec in list(pending.items()):
-                state = states.get(instance, {})
-                if state.get("state") == "ready":
-                    del pending[instance]
-                elif time.monotonic() - began > spec.health.start_timeout:
-                    path = f"services.{spec.service}"
-                    name = labels.container_name(self.project.name, instance, "service")
-                    raise failure(
-                        f"{instance} did not become ready within {spec.health.start_timeout:g}s: "
-                        f"{state.get('detail', 'no report')}",
-                        f"docker logs {name}",
-                        lines=containers.logs_of(client, name),
-                        hint=f"make sure it listens on port {spec.port} in its container, or "
-                        f"give it more time with {path}.health.start_timeout "
-                        f"({self.project.where(f'{path}.health', path)})",
-                    )
-            if pending:
-                await asyncio.sleep(POLL)
-
-    def _check_running(self, client: docker.DockerClient, names: list[str]) -> None:
-        """Raise if one of these containers stopped (its exit code and last log lines)."""
-        wanted = set(names)
-        for found in containers.list_project(client, self.project_dir):
-            if found.name not in wanted or found.status in ("running", "created", "restarting"):
-                continue
-            code = "" if found.exit_code is None else f" with code {found.exit_code}"
-            what = found.name if found.role != "sidecar" else f"the sidecar of {found.instance}"
-            hint = "fix what its log shows and run `devmesh up` again"
-            if found.role == "service":
-                path = f"services.{found.service}"
-                hint = (
-                    f"fix the image or command of {found.service} "
-                    f"({self.project.where(f'{path}.command', f'{path}.image', path)}) "
-                    "and run `devmesh up` again"
-                )
-            raise failure(
-                f"{what} exited{code} before it was ready",
-                f"docker logs {found.name}",
-                lines=containers.logs_of(client, found.name),
-                hint=hint,
-            )
 
     def _expected_proxies(self) -> int:
         return len(plan_instances(self.project)) + (1 if exposed(self.project) else 0)
@@ -396,44 +320,20 @@ class DockerRuntime:
         specs = [s for s in plan_instances(self.project) if s.service == service]
         client = connect()
         try:
+            watch = Watch(client, self.project, self.project_dir)
             async with ControlPlaneClient(Endpoint.of(self.ws)) as cp:
-                await asyncio.gather(*(self._restart_one(client, spec, announce) for spec in specs))
-                await self.wait_ready(client, cp, specs)
+                await asyncio.gather(*(self._restart_one(watch, spec, announce) for spec in specs))
+                await watch.ready(cp, specs)
         finally:
             client.close()
         return [s.id for s in specs]
 
     async def _restart_one(
-        self, client: docker.DockerClient, spec: InstanceSpec, announce: Callable[[str], None]
+        self, watch: Watch, spec: InstanceSpec, announce: Callable[[str], None]
     ) -> None:
-        name = labels.container_name(self.project.name, spec.id, "service")
-        await asyncio.to_thread(containers.restart, client, name)
-        await self._probe_until_ready(client, spec)
+        await asyncio.to_thread(containers.restart, watch.client, watch.name(spec.id, "service"))
+        await watch.answers(spec)
         announce(f"restarted {spec.id}")
-
-    async def _probe_until_ready(self, client: docker.DockerClient, spec: InstanceSpec) -> None:
-        """Probe the instance from its sidecar (same namespace) until it answers."""
-        if spec.port is None:
-            return
-        sidecar = labels.container_name(self.project.name, spec.id, "sidecar")
-        check = _probe_script(spec.port, spec.health.path)
-        deadline = time.monotonic() + spec.health.start_timeout
-        while True:
-            code, _ = await asyncio.to_thread(
-                containers.exec_in, client, sidecar, ["python3", "-c", check]
-            )
-            if code == 0:
-                return
-            self._check_running(
-                client, [labels.container_name(self.project.name, spec.id, "service")]
-            )
-            if time.monotonic() > deadline:
-                raise StartFailed(
-                    f"{spec.id} did not answer on port {spec.port} within "
-                    f"{spec.health.start_timeout:g}s of its restart",
-                    f"see `devmesh logs {spec.id}`",
-                )
-            await asyncio.sleep(POLL)
 
     def kill(self, instance: str) -> None:
         client = connect()
@@ -443,69 +343,16 @@ class DockerRuntime:
             client.close()
 
 
-def _probe_script(port: int, path: str | None) -> str:
-    if path:
-        return (
-            "import sys, urllib.request, urllib.error\n"
-            "try:\n"
-            f"    urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2)\n"
-            "except urllib.error.HTTPError as e:\n"
-            "    sys.exit(0 if e.code < 500 else 1)\n"
-            "except OSError:\n"
-            "    sys.exit(1)\n"
-        )
-    return f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2).close()"
-
-
 def check_runnable(project: Project) -> None:
     """Refuse, before anything starts, an instance with no image and no build."""
     for spec in plan_instances(project):
         if spec.image is None and spec.build is None:
             path = f"services.{spec.service}"
             raise UsageError(
-                f"{_describe(spec)} has no image or build, and the docker runtime runs images "
-                f"({project.where(f'{path}.versions.{spec.version}', path)})",
+                f"{describe_instance(spec)} has no image or build, and the docker runtime runs "
+                f"images ({project.where(f'{path}.versions.{spec.version}', path)})",
                 "add `image:` or `build:` for it, or run the project with `--runtime local`",
             )
-
-
-def remove_project(client: docker.DockerClient, project_dir: str) -> list[str]:
-    """Remove every container and network devmesh made for ``project_dir``; their names."""
-    found = containers.list_project(client, project_dir)
-    order = {"init": 0, "service": 1, "gateway": 2, "sidecar": 3}
-    found.sort(key=lambda f: (order.get(f.role, 9), f.name))
-    containers.remove(client, [f.name for f in found])
-    return [f.name for f in found] + containers.remove_networks(client, project_dir)
-
-
-def forget_record(workspace: Workspace) -> None:
-    workspace.runtime_file.unlink(missing_ok=True)
-    workspace.controlplane_file.unlink(missing_ok=True)
-
-
-def down(workspace: Workspace) -> list[str]:
-    """Stop the control plane and remove the project's containers and network."""
-    record = RuntimeRecord.load(workspace.runtime_file)
-    stopped = stop_all(record.processes) if record is not None else []
-    try:
-        client = connect()
-    except DevmeshError:
-        if record is not None and record.runtime == "docker":
-            raise
-        forget_record(workspace)
-        return stopped
-    try:
-        removed = remove_project(client, str(workspace.project_dir))
-    finally:
-        client.close()
-    forget_record(workspace)
-    return stopped + removed
-
-
-def _describe(spec: InstanceSpec) -> str:
-    if spec.version == DEFAULT_VERSION:
-        return spec.service
-    return f"{spec.service} version {spec.version}"
 
 
 def _since(began: float) -> float:
