@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from rich.text import Text
 
@@ -23,16 +22,10 @@ from devmesh.runtime.docker.logs import ContainerLogs
 from devmesh.runtime.docker.runtime import DockerRuntime
 from devmesh.runtime.docker.teardown import down as docker_down
 from devmesh.runtime.local import LocalRuntime
-from devmesh.runtime.logs import LogFollower
+from devmesh.runtime.logs import LineSource, LogFollower
 from devmesh.runtime.processes import RuntimeRecord, is_alive
 
 POLL = 0.2
-
-
-class _Lines(Protocol):
-    def poll(self) -> list[tuple[str, str]]: ...
-
-    def close(self) -> None: ...
 
 
 def attach(runner: LocalRuntime | DockerRuntime) -> None:
@@ -72,7 +65,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-Parts = tuple[_Lines, Callable[[], list[str]], int, Callable[[], int]]
+Parts = tuple[LineSource, Callable[[], list[str]], int, Callable[[], int]]
 
 
 def _local(runner: LocalRuntime) -> Parts:

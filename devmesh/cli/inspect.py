@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from devmesh.runtime.docker import labels
 from devmesh.runtime.docker.daemon import connect
 from devmesh.runtime.docker.labels import Role
 from devmesh.runtime.docker.logs import ContainerLogs, read_all
-from devmesh.runtime.logs import LogFollower
+from devmesh.runtime.logs import LineSource, LogFollower
 from devmesh.runtime.processes import RuntimeRecord, tail
 from devmesh.workspace import Workspace
 
@@ -90,15 +91,7 @@ def _container_logs(names: dict[str, str], lines: int, follow: bool) -> None:
                 _print_line(name, line, width)
             return
         stream = ContainerLogs(client, names, tail=lines)
-        try:
-            while not stream.done():
-                for name, line in stream.poll():
-                    _print_line(name, line, width)
-                time.sleep(0.1)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stream.close()
+        _pump(stream, width, stream.done)
     finally:
         client.close()
 
@@ -123,13 +116,20 @@ def _print_line(name: str, line: str, width: int) -> None:
 
 
 def _follow(files: dict[str, Path], width: int) -> None:
-    follower = LogFollower(files, from_end=True)
+    _pump(LogFollower(files, from_end=True), width)
+
+
+def _pump(source: LineSource, width: int, done: Callable[[], bool] = lambda: False) -> None:
+    """Print what ``source`` has, until Ctrl-C (or until ``done``), then close it."""
     try:
         while True:
-            for name, line in follower.poll():
+            finished = done()
+            for name, line in source.poll():
                 _print_line(name, line, width)
-            time.sleep(0.2)
+            if finished:
+                return
+            time.sleep(0.1)
     except KeyboardInterrupt:
         pass
     finally:
-        follower.close()
+        source.close()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
+
+
+class LineSource(Protocol):
+    """New complete log lines as ``(whose, line)``: log files, or containers' logs."""
+
+    def poll(self) -> list[tuple[str, str]]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
