@@ -1,0 +1,112 @@
+"""devmesh.runtime.docker.wheels: wheel targets and the per-target cache, without pip or PyPI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from devmesh.errors import DevmeshError
+from devmesh.runtime.docker.wheels import PythonTarget, fetch_wheels
+
+GLIBC = PythonTarget(version="3.12", abi="cp312", machine="x86_64", libc="glibc")
+MUSL = PythonTarget(version="3.12", abi="cp312", machine="aarch64", libc="musl")
+WANTED = "aiohttp==3.14.5"
+
+
+@pytest.fixture(autouse=True)
+def pip_cannot_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Should ``fetch_wheels`` run pip after all, it fails at once instead of reaching PyPI."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels-here"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+
+
+def fill_cache(cache: Path, target: PythonTarget, wanted: str, wheels: list[str]) -> Path:
+    """A cache folder as a finished download leaves it: the wheels and the ``complete`` marker."""
+    folder = cache / target.key() / wanted.replace("==", "-")
+    folder.mkdir(parents=True)
+    for name in wheels:
+        (folder / name).write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    (folder / "complete").write_text(wanted + "\n")
+    return folder
+
+
+def test_glibc_platforms_are_manylinux_tags_for_the_machine() -> None:
+    assert GLIBC.platforms == [
+        "manylinux_2_28_x86_64",
+        "manylinux_2_17_x86_64",
+        "manylinux2014_x86_64",
+    ]
+
+
+def test_musl_platforms_are_musllinux_tags_for_the_machine() -> None:
+    assert MUSL.platforms == ["musllinux_1_2_aarch64", "musllinux_1_1_aarch64"]
+
+
+def test_key_tells_apart_every_abi_machine_and_libc() -> None:
+    targets = [
+        GLIBC,
+        MUSL,
+        PythonTarget("3.12", "cp312", "aarch64", "glibc"),
+        PythonTarget("3.11", "cp311", "x86_64", "glibc"),
+    ]
+    keys = [target.key() for target in targets]
+    assert len(set(keys)) == len(keys)
+    assert GLIBC.key() == "cp312-x86_64-glibc"
+    assert all("/" not in key for key in keys)  # one folder per target
+
+
+def test_a_complete_cache_is_used_without_running_pip(tmp_path: Path) -> None:
+    folder = fill_cache(
+        tmp_path / "cache",
+        GLIBC,
+        WANTED,
+        [
+            "yarl-1.9.4-cp312-cp312-manylinux_2_17_x86_64.whl",
+            "aiohttp-3.14.5-cp312-cp312-manylinux_2_17_x86_64.whl",
+        ],
+    )
+    (folder / "notes.txt").write_text("not a wheel\n")
+    wheels = fetch_wheels(GLIBC, WANTED, cache=tmp_path / "cache")
+    assert wheels == [
+        folder / "aiohttp-3.14.5-cp312-cp312-manylinux_2_17_x86_64.whl",
+        folder / "yarl-1.9.4-cp312-cp312-manylinux_2_17_x86_64.whl",
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "aiohttp-3.14.5-cp312-cp312-manylinux_2_17_x86_64.whl",
+        "complete",
+        "notes.txt",
+        "yarl-1.9.4-cp312-cp312-manylinux_2_17_x86_64.whl",
+    ]
+
+
+def test_the_cache_is_kept_per_target_and_requirement(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    fill_cache(cache, GLIBC, "aiohttp==3.14.4", ["aiohttp-3.14.4-cp312-glibc.whl"])
+    fill_cache(cache, MUSL, WANTED, ["aiohttp-3.14.5-cp312-musl.whl"])
+    fill_cache(cache, GLIBC, WANTED, ["aiohttp-3.14.5-cp312-glibc.whl"])
+    assert [p.name for p in fetch_wheels(GLIBC, WANTED, cache=cache)] == [
+        "aiohttp-3.14.5-cp312-glibc.whl"
+    ]
+    assert [p.name for p in fetch_wheels(MUSL, WANTED, cache=cache)] == [
+        "aiohttp-3.14.5-cp312-musl.whl"
+    ]
+
+
+def test_the_default_cache_is_under_xdg_cache_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder = fill_cache(tmp_path / "xdg" / "devmesh" / "wheels", MUSL, WANTED, ["a.whl"])
+    assert fetch_wheels(MUSL, WANTED) == [folder / "a.whl"]
+
+
+def test_an_empty_complete_cache_is_an_error_saying_what_to_remove(tmp_path: Path) -> None:
+    folder = fill_cache(tmp_path / "cache", GLIBC, WANTED, [])
+    with pytest.raises(DevmeshError) as caught:
+        fetch_wheels(GLIBC, WANTED, cache=tmp_path / "cache")
+    assert str(folder) in caught.value.message
+    assert caught.value.hint is not None
+    assert str(folder) in caught.value.hint
