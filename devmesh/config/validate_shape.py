@@ -50,11 +50,16 @@ class RunSettings:
     replicas: int | None = None
 
     def under(self, version: RunSettings) -> RunSettings:
-        """These service settings with ``version``'s on top (``env`` merged key by key)."""
+        """These service settings with ``version``'s on top (``env`` merged key by key).
+
+        ``image`` and ``build`` say together where the image comes from: a version
+        that gives either replaces both of the service's.
+        """
+        own_image = version.image is not None or version.build is not None
         return RunSettings(
             command=version.command if version.command is not None else self.command,
-            image=version.image if version.image is not None else self.image,
-            build=version.build if version.build is not None else self.build,
+            image=version.image if own_image else self.image,
+            build=version.build if own_image else self.build,
             env={**self.env, **version.env},
             replicas=version.replicas if version.replicas is not None else self.replicas,
         )

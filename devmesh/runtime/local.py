@@ -154,6 +154,12 @@ class LocalRuntime:
         if not any(alive.values()):
             self._forget()
             return False
+        if existing.runtime != self.name:
+            raise UsageError(
+                f"the mesh for {existing.project} is already running on the "
+                f"{existing.runtime} runtime",
+                "run `devmesh down`, then `devmesh up --runtime local`",
+            )
         workers_alive = all(alive[p.name] for p in existing.processes if p.role != "controlplane")
         if existing.config_hash != config_hash(self.project) or not workers_alive:
             why = (

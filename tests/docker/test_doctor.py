@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.docker.conftest import DockerProjects
+from tests.e2e.conftest import MeshProject
 
 pytestmark = pytest.mark.docker
 
@@ -44,3 +45,23 @@ def test_without_a_daemon_up_runs_the_shop_as_local_processes(
     assert up.returncode == 0, up.stderr
     assert "on the local runtime (no Docker daemon answers" in up.stdout
     assert shop.cli("down").returncode == 0
+
+
+def test_a_docker_mesh_is_not_started_again_on_the_local_runtime(
+    docker_projects: DockerProjects,
+) -> None:
+    shop = docker_projects.docker_recipe("shop")
+    assert shop.cli("up", "--detach").returncode == 0
+    local = shop.cli("up", "--detach", "--runtime", "local")
+    assert local.returncode == 2
+    assert "already running on the docker runtime" in local.stderr
+    assert "devmesh down" in local.stderr
+    assert shop.status()["project"] == _name(shop)
+
+
+def _name(project: MeshProject) -> str:
+    return next(
+        line.split(": ", 1)[1]
+        for line in (project.dir / "devmesh.yaml").read_text().splitlines()
+        if line.startswith("name: ")
+    )

@@ -320,11 +320,6 @@ def test_a_dockerignore_exception_cannot_bring_back_the_devmesh_folder_by_accide
     assert not {f for f in files if f.startswith(".devmesh")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="only a .devmesh/ at the root of the context is left out: with a context above "
-    "the project folder (`build: ..`), the project's .devmesh/token is sent to Docker",
-)
 def test_the_projects_devmesh_folder_is_left_out_of_a_context_above_it(tmp_path: Path) -> None:
     write(tmp_path / "lib" / "util.py", "X = 1\n")
     write(tmp_path / "app" / "Dockerfile", "FROM scratch\nCOPY . /src\n")
@@ -416,3 +411,39 @@ def test_inputs_hash_ignores_the_devmesh_folder(tmp_path: Path) -> None:
     write(tmp_path / ".devmesh" / "token", "a new token\n")
     write(tmp_path / ".devmesh" / "images.json", "{}\n")
     assert hash_of(job) == before
+
+
+def test_a_version_with_its_own_build_is_built_though_the_service_names_an_image(
+    tmp_path: Path,
+) -> None:
+    jobs = jobs_of(
+        tmp_path,
+        """\
+        name: shop
+        services:
+          catalog:
+            image: shop/catalog:stable
+            versions:
+              v1: {}
+              v2: {build: .}
+        """,
+    )
+    assert [job.tags for job in jobs] == [["shop-catalog:v2"]]
+
+
+def test_build_and_image_together_build_and_tag_as_the_image(tmp_path: Path) -> None:
+    jobs = jobs_of(
+        tmp_path,
+        """\
+        name: shop
+        services:
+          web:
+            build: .
+            image: shop/web:dev
+          api:
+            build: ./
+        """,
+    )
+    assert [job.tags for job in jobs] == [["shop/web:dev", "shop-api:latest"]], (
+        "`.` and `./` are one context, built once"
+    )

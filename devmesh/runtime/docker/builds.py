@@ -36,7 +36,8 @@ from devmesh.runtime.docker.daemon import docker_errors
 from devmesh.workspace import read_json, write_json
 
 BASE_IMAGE_ARG = "DEVMESH_BASE_IMAGE"
-ALWAYS_EXCLUDED = (".devmesh",)
+ALWAYS_EXCLUDED = (".devmesh", "**/.devmesh")
+"""A project's ``.devmesh/`` (its token!) is never sent, wherever it is in the context."""
 BUILD_LOG_LINES = 15
 
 OnLine = Callable[[str], None]
@@ -64,26 +65,26 @@ class BuildJob:
 def build_jobs(project: Project) -> list[BuildJob]:
     """The distinct builds of a project (versions sharing a ``build:`` share the job)."""
     root = project.source.parent if project.source is not None else Path.cwd()
-    jobs: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], BuildJob] = {}
+    jobs: dict[tuple[Path, str, tuple[tuple[str, str], ...]], BuildJob] = {}
     for spec in plan_instances(project):
-        if spec.image is not None or spec.build is None:
+        if spec.build is None:
             continue
-        key = (spec.build.context, spec.build.dockerfile, tuple(sorted(spec.build.args.items())))
+        context = (root / spec.build.context).resolve()
+        dockerfile = spec.build.dockerfile or "Dockerfile"
+        key = (context, dockerfile, tuple(sorted(spec.build.args.items())))
         job = jobs.get(key)
         if job is None:
             path = f"services.{spec.service}"
             where = project.where(
                 f"{path}.versions.{spec.version}.build", f"{path}.build", f"{path}"
             )
-            job = BuildJob(
-                build=spec.build,
-                context=(root / spec.build.context).resolve(),
-                dockerfile=spec.build.dockerfile or "Dockerfile",
-                where=where,
-            )
+            job = BuildJob(build=spec.build, context=context, dockerfile=dockerfile, where=where)
             jobs[key] = job
         service = project.services[spec.service]
-        tag = labels.image_name(project.name, spec.service, spec.version, service.versioned)
+        # As in Compose: with both `build:` and `image:`, the build is tagged as the image.
+        tag = spec.image or labels.image_name(
+            project.name, spec.service, spec.version, service.versioned
+        )
         if tag not in job.tags:
             job.tags.append(tag)
         job.instances.append(spec.id)
@@ -109,7 +110,8 @@ def check_job(job: BuildJob) -> None:
 
 
 def declares_base_arg(dockerfile: Path) -> bool:
-    pattern = re.compile(rf"^\s*ARG\s+{BASE_IMAGE_ARG}(\s*=.*)?\s*$", re.IGNORECASE | re.MULTILINE)
+    # The instruction is case-insensitive; the argument's name is not.
+    pattern = re.compile(rf"(?m)^\s*(?i:ARG)\s+{BASE_IMAGE_ARG}(\s*=.*)?\s*$")
     try:
         return bool(pattern.search(dockerfile.read_text(errors="replace")))
     except OSError:

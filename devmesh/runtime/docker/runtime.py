@@ -178,7 +178,7 @@ class DockerRuntime:
         )
         images: dict[str, str] = {"": tag}
         for spec in plan_instances(self.project):
-            if spec.image is not None:
+            if spec.image is not None and spec.build is None:
                 images[spec.id] = self._local_image(client, spec)
         for job in build_jobs(self.project):
             began = time.monotonic()

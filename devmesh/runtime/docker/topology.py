@@ -151,11 +151,18 @@ def sidecar_spec(project: Project, instance: InstanceSpec, settings: MeshSetting
         user=f"{PROXY_UID}:{PROXY_UID}",
         extra_labels={
             **project_labels(project, settings),
-            # Part of the hash: a change to either needs a new init step, so a new sidecar.
-            "devmesh.interception": project.interception_of(instance.service),
-            "devmesh.redirect-ports": ",".join(str(p) for p in redirect_ports(project)),
+            **_interception_labels(project, instance),
         },
     )
+
+
+def _interception_labels(project: Project, instance: InstanceSpec) -> dict[str, str]:
+    """Part of the sidecar's hash: a change to these needs a new init step, so a new sidecar."""
+    mode = project.interception_of(instance.service)
+    if mode != "transparent":
+        return {"devmesh.interception": mode}
+    ports = ",".join(str(p) for p in redirect_ports(project))
+    return {"devmesh.interception": mode, "devmesh.redirect-ports": ports}
 
 
 def service_spec(
