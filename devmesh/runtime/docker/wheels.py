@@ -72,7 +72,14 @@ def requirement() -> str:
 
 
 def python_of(client: docker.DockerClient, image: str) -> PythonTarget:
-    """Ask ``image`` which Python it has."""
+    """Ask ``image`` (which must be on this machine: nothing is pulled) which Python it has."""
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise DevmeshError(
+            f"the base image {image} is not on this machine",
+            f"pull it (`docker pull {image}`), or build one with scripts/build-base-image",
+        ) from None
     with docker_errors(f"running {image} to see its Python"):
         try:
             output = client.containers.run(
@@ -125,3 +132,35 @@ def fetch_wheels(target: PythonTarget, wanted: str, cache: Path | None = None) -
             f"the wheel cache {folder} is empty", f"remove {folder} and run `devmesh up` again"
         )
     return wheels
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m devmesh.runtime.docker.wheels IMAGE``: fill the cache ahead of time.
+
+    For CI and offline machines: afterwards, building the sidecar image on IMAGE
+    needs no network.
+    """
+    import argparse
+
+    from devmesh.runtime.docker.daemon import connect
+
+    parser = argparse.ArgumentParser(prog="python -m devmesh.runtime.docker.wheels")
+    parser.add_argument("image", help="the base image the sidecar image will be built on")
+    args = parser.parse_args(argv)
+    try:
+        client = connect()
+        try:
+            target = python_of(client, args.image)
+        finally:
+            client.close()
+        wheels = fetch_wheels(target, requirement())
+    except DevmeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    where = wheels[0].parent
+    print(f"{len(wheels)} wheels for Python {target.version} on {target.machine} in {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
