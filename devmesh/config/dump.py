@@ -55,6 +55,8 @@ def _service(service: Service) -> dict[str, object]:
         data["health"] = _health(service.health)
     if service.interception is not None:
         data["interception"] = service.interception
+    if service.protocol != "http":
+        data["protocol"] = service.protocol
     return data
 
 

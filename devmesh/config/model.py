@@ -19,6 +19,11 @@ DEFAULT_VERSION = "default"
 """The version name of a service that declares no ``versions:``."""
 
 RETRY_ON_VALUES = ("5xx", "gateway-error", "reset", "connect-failure")
+PROTOCOLS = ("http", "tcp")
+"""What a service speaks: ``http`` is routed, counted and shaped by the mesh; ``tcp``
+(a database, a broker) is run and health-checked, and its traffic passes untouched."""
+RESERVED_PORTS = range(15000, 15100)
+"""Ports the sidecar uses in an instance's network namespace (as Istio reserves 15000-15090)."""
 INTERCEPTION_MODES = ("transparent", "env")
 """How the Docker runtime sends a service's calls through its sidecar: iptables
 redirects (no change to the service), or ``HTTP_PROXY`` (no NET_ADMIN needed)."""
@@ -103,6 +108,7 @@ class Service:
     health: Health = field(default_factory=Health)
     interception: str | None = None
     """``transparent`` or ``env`` for this service; ``None``: the project's setting."""
+    protocol: str = "http"
     line: int | None = None
 
     @property

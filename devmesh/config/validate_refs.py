@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from devmesh.config.model import Policy, Service
+from devmesh.config.model import RESERVED_PORTS, Policy, Service
 from devmesh.config.report import Problems, did_you_mean, quoted_list
 from devmesh.config.validate_shape import Shape
 
@@ -31,6 +31,7 @@ def check_references(problems: Problems, shape: Shape) -> None:
     _check_expose(problems, services)
     for service in services.values():
         _check_runnable(problems, service)
+        _check_ports(problems, service)
 
 
 def _check_depends_on(problems: Problems, services: Mapping[str, Service]) -> None:
@@ -120,6 +121,34 @@ def _check_expose(problems: Problems, services: Mapping[str, Service]) -> None:
             )
         else:
             owners[port] = service.name
+
+
+def _check_ports(problems: Problems, service: Service) -> None:
+    path = f"services.{service.name}"
+    if service.port in RESERVED_PORTS and not problems.any_under(f"{path}.port"):
+        problems.add(
+            f"{path}.port",
+            f"port {service.port} of {service.name} is reserved for devmesh's sidecar "
+            f"({RESERVED_PORTS.start}-{RESERVED_PORTS.stop - 1})",
+            "have the service listen on another port",
+        )
+    if service.protocol != "tcp":
+        return
+    if service.health.path is not None:
+        problems.add(
+            f"{path}.health.path",
+            f"{service.name} speaks tcp, so it has no HTTP health check",
+            "remove `path:` (devmesh then checks that its port accepts connections), "
+            "or set `protocol: http`",
+        )
+    instances = sum(version.replicas for version in service.versions)
+    if service.expose is not None and instances > 1:
+        problems.add(
+            f"{path}.expose",
+            f"{service.name} speaks tcp and runs {instances} instances, but a tcp port can be "
+            "exposed for one instance only",
+            "run one instance of it, or remove `expose:`",
+        )
 
 
 def _check_runnable(problems: Problems, service: Service) -> None:

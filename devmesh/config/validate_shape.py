@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from devmesh.config.model import (
     DEFAULT_VERSION,
     INTERCEPTION_MODES,
+    PROTOCOLS,
     Build,
     Health,
     Policy,
@@ -32,7 +33,16 @@ PROJECT_KEYS = ("name", "services", "policies", "base_image", "interception")
 EXTENSION_PREFIX = "x-"
 """Top-level keys starting with this are ignored, as in Compose: a place for YAML anchors."""
 RUN_KEYS = ("command", "image", "build", "env", "replicas")
-SERVICE_KEYS = (*RUN_KEYS, "port", "expose", "depends_on", "health", "versions", "interception")
+SERVICE_KEYS = (
+    *RUN_KEYS,
+    "port",
+    "expose",
+    "depends_on",
+    "health",
+    "versions",
+    "interception",
+    "protocol",
+)
 BUILD_KEYS = ("context", "dockerfile", "args")
 HEALTH_KEYS = ("path", "start_timeout")
 _ADD_SERVICE_HINT = "add at least one service, e.g. `web: {command: python3 -m http.server}`"
@@ -197,6 +207,7 @@ def _service(problems: Problems, name: str, raw: object) -> Service:
         interception=section.choice(
             "interception", INTERCEPTION_MODES, example="interception: env"
         ),
+        protocol=section.choice("protocol", PROTOCOLS, example="protocol: tcp") or "http",
         line=line,
     )
 
@@ -287,7 +298,7 @@ def _health(section: Section, service: str) -> Health:
 
 _VERSION_MISPLACED = {
     key: f"`{key}:` applies to the whole service: move it up, next to `versions:`"
-    for key in ("port", "expose", "depends_on", "health", "versions", "interception")
+    for key in ("port", "expose", "depends_on", "health", "versions", "interception", "protocol")
 }
 
 

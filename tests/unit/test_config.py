@@ -122,7 +122,7 @@ BAD = [
         "services.web.restart",
         "unknown key 'restart' in service web",
         "the keys service web accepts are: build, command, depends_on, env, expose, health, "
-        "image, interception, port, replicas, versions",
+        "image, interception, port, protocol, replicas, versions",
     ),
     (
         "bad_interception.yaml",
@@ -130,6 +130,27 @@ BAD = [
         "services.web.interception",
         "interception of service web must be one of transparent, env, not 'proxy'",
         "write e.g. `interception: env`",
+    ),
+    (
+        "bad_reserved_port.yaml",
+        5,
+        "services.web.port",
+        "port 15001 of web is reserved for devmesh's sidecar (15000-15099)",
+        "have the service listen on another port",
+    ),
+    (
+        "bad_tcp_health_path.yaml",
+        7,
+        "services.db.health.path",
+        "db speaks tcp, so it has no HTTP health check",
+        "remove `path:`",
+    ),
+    (
+        "bad_tcp_exposed_replicas.yaml",
+        7,
+        "services.db.expose",
+        "db speaks tcp and runs 2 instances, but a tcp port can be exposed for one instance only",
+        "run one instance of it, or remove `expose:`",
     ),
     (
         "bad_version_port.yaml",
@@ -757,3 +778,22 @@ def problems_in_path(path: Path) -> list[Problem]:
     with pytest.raises(ConfigError) as caught:
         load_project(path)
     return caught.value.problems
+
+
+def test_a_tcp_service_round_trips_and_http_is_the_default() -> None:
+    data = {
+        "name": "shop",
+        "services": {
+            "web": {"image": "shop/web:dev", "port": 8000},
+            "db": {"image": "postgres:16", "port": 5432, "expose": 5432, "protocol": "tcp"},
+        },
+    }
+    project = parse_project(data)
+    assert project.services["web"].protocol == "http"
+    assert project.services["db"].protocol == "tcp"
+    dumped = dump_project(project)
+    services = dumped["services"]
+    assert isinstance(services, dict)
+    assert services["db"]["protocol"] == "tcp"
+    assert "protocol" not in services["web"]
+    assert parse_project(dumped) == project
