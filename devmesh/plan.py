@@ -86,3 +86,29 @@ def start_levels(project: Project) -> list[list[str]]:
 def exposed(project: Project) -> dict[str, int]:
     """Host port per exposed service."""
     return {name: s.expose for name, s in project.services.items() if s.expose is not None}
+
+
+def gateway_routes(project: Project) -> dict[str, int]:
+    """Host port per exposed HTTP service: what the ingress gateway listens for.
+
+    An exposed tcp service is published directly (its traffic is not HTTP).
+    """
+    return {
+        name: port
+        for name, port in exposed(project).items()
+        if project.services[name].protocol == "http"
+    }
+
+
+def expected_proxies(project: Project) -> int:
+    """How many proxies connect to the control plane: every sidecar, and the gateway."""
+    return len(plan_instances(project)) + (1 if gateway_routes(project) else 0)
+
+
+def url_of(project: Project, service: str) -> str | None:
+    """Where an exposed service is reached from this machine."""
+    svc = project.services[service]
+    if svc.expose is None:
+        return None
+    scheme = "tcp" if svc.protocol == "tcp" else "http"
+    return f"{scheme}://127.0.0.1:{svc.expose}"

@@ -23,7 +23,7 @@ from devmesh.config.compose import (
 from devmesh.config.loader import default_project_name
 from devmesh.config.model import Project
 from devmesh.errors import EXIT_USAGE, ConfigError, UsageError
-from devmesh.plan import exposed, plan_instances
+from devmesh.plan import exposed, plan_instances, url_of
 from devmesh.runtime.choice import RuntimeName, choose
 from devmesh.runtime.docker.runtime import DockerRuntime
 from devmesh.runtime.docker.teardown import down as docker_down
@@ -214,8 +214,8 @@ def make_runtime(
 
 
 def _print_endpoints(project: Project) -> None:
-    for service, port in exposed(project).items():
-        console.print(f"  {service:<12} http://127.0.0.1:{port}")
+    for service in exposed(project):
+        console.print(f"  {service:<12} {url_of(project, service)}")
 
 
 @app.command()

@@ -29,6 +29,7 @@ from devmesh.config.compose_syntax import (
 )
 from devmesh.config.loader import default_project_name
 from devmesh.config.model import Project
+from devmesh.config.protocols import not_http
 from devmesh.config.readers import describe
 from devmesh.config.report import parent_path
 from devmesh.config.validate import parse_project
@@ -40,6 +41,7 @@ COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-c
 """Compose's own order of preference."""
 
 _SILENT_TOP = ("name", "services", "version")
+
 _RUN_KEYS = ("image", "build", "command", "environment")
 _SERVICE_KEYS = (*_RUN_KEYS, "depends_on", "ports", "expose", "deploy", "scale")
 _BUILD_KEYS = ("context", "dockerfile", "args")
@@ -268,6 +270,7 @@ class _Converter:
             else:
                 out[key] = raw[key]
         self.ports(raw, path, out)
+        self.protocol(name, path, out)
         if raw.get("depends_on") is not None:
             self.mark(f"{path}.depends_on", f"{path}.depends_on")
             out["depends_on"] = self.depends_on(raw["depends_on"], path)
@@ -392,6 +395,21 @@ class _Converter:
                 f"binds to {port.host_ip or 'every address'}, "
                 "but devmesh binds exposed ports to 127.0.0.1 only",
             )
+
+    def protocol(self, name: str, path: str, out: dict[str, object]) -> None:
+        """A database or broker (by its port or image) speaks tcp, not HTTP: say so."""
+        port, image = out.get("port"), out.get("image")
+        known = not_http(port if isinstance(port, int) else None, str(image or ""))
+        if known is None:
+            return
+        out["protocol"] = "tcp"
+        self.mark(f"{path}.protocol", path)
+        self.warn(
+            path,
+            f"looks like {known} (not HTTP), so devmesh runs {name} with `protocol: tcp`: "
+            "its traffic passes through the mesh untouched and uncounted",
+            "set `protocol: http` for it in devmesh.yaml if it speaks HTTP",
+        )
 
     def replicas(self, raw: dict[str, object], path: str, out: dict[str, object]) -> None:
         deploy, given = raw.get("deploy"), []

@@ -17,7 +17,7 @@ from devmesh.config.model import Project
 from devmesh.controlplane.metrics import WINDOW_S, Metrics
 from devmesh.controlplane.store import StateStore, StoredState
 from devmesh.errors import UsageError
-from devmesh.plan import plan_instances
+from devmesh.plan import plan_instances, url_of
 from proxy.snapshot import Endpoint, Route, Snapshot
 
 GATEWAY_INSTANCE = "ingress"
@@ -181,7 +181,7 @@ class Mesh:
             services = [
                 {
                     "name": name,
-                    "url": f"http://127.0.0.1:{svc.expose}" if svc.expose else None,
+                    "url": url_of(project, name),
                     "versions": [v.name for v in svc.versions],
                     "split": self.split_for(name),
                     "instances": by_service[name],

@@ -33,7 +33,9 @@ from devmesh.errors import UsageError
 from devmesh.plan import (
     InstanceSpec,
     describe_instance,
+    expected_proxies,
     exposed,
+    gateway_routes,
     plan_instances,
     start_levels,
 )
@@ -200,11 +202,13 @@ class LocalRuntime:
                 spec.service,
                 spec.version,
                 controlplane,
-                app_port=free_port(),
+                app_port=self._app_port(spec),
                 health_path=spec.health.path,
             )
             pending.append((boot, self._spawn_proxy(record, boot, "sidecar"), spec))
-        listeners = tuple(GatewayListener(port, svc) for svc, port in exposed(self.project).items())
+        listeners = tuple(
+            GatewayListener(port, svc) for svc, port in gateway_routes(self.project).items()
+        )
         if listeners:
             boot = self._bootstrap(
                 GATEWAY_INSTANCE,
@@ -228,6 +232,14 @@ class LocalRuntime:
         record.save()
         self.progress.done("sidecars", f"{len(pending)} listening", time.monotonic() - began)
         return started
+
+    def _app_port(self, spec: InstanceSpec) -> int:
+        """A port of the instance's own; an exposed tcp service listens on its host port
+        itself (there is no gateway for tcp)."""
+        service = self.project.services[spec.service]
+        if service.protocol == "tcp" and service.expose is not None:
+            return service.expose
+        return free_port()
 
     def _bootstrap(
         self,
@@ -357,7 +369,7 @@ class LocalRuntime:
 
     async def _wait_converged(self, client: ControlPlaneClient) -> None:
         """Wait until every proxy is connected and holds the latest snapshot."""
-        expected = len(plan_instances(self.project)) + (1 if exposed(self.project) else 0)
+        expected = expected_proxies(self.project)
         await wait_converged(client, expected, f"see the sidecar logs under {self.ws.logs_dir}")
 
     # -- day two -------------------------------------------------------------------

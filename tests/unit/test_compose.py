@@ -81,7 +81,11 @@ def test_find_compose_ignores_a_folder_of_that_name(tmp_path: Path) -> None:
 def test_full_file_becomes_the_equivalent_project(tmp_path: Path) -> None:
     path = copy("full.yml", tmp_path)
     project, warnings = load_compose(path)
-    assert warnings == []
+    assert warnings == [
+        "docker-compose.yml:36: services.db looks like PostgreSQL (not HTTP), so devmesh runs db "
+        "with `protocol: tcp`: its traffic passes through the mesh untouched and uncounted — "
+        "set `protocol: http` for it in devmesh.yaml if it speaks HTTP"
+    ]
     assert project.source == path
     assert dump_project(project) == {
         "name": "shop",
@@ -111,7 +115,7 @@ def test_full_file_becomes_the_equivalent_project(tmp_path: Path) -> None:
                 "port": 8000,
                 "depends_on": ["db"],
             },
-            "db": {"image": "postgres:16", "port": 5432, "expose": 5433},
+            "db": {"image": "postgres:16", "port": 5432, "expose": 5433, "protocol": "tcp"},
         },
     }
 
@@ -164,7 +168,8 @@ def test_recipe_dockerfiles_take_devmeshs_base_image() -> None:
 
 def test_each_unsupported_key_gets_one_warning_with_file_line_and_path(tmp_path: Path) -> None:
     _, warnings = load_compose(copy("unsupported.yml", tmp_path))
-    assert warnings == [
+    assert warnings[0].startswith("docker-compose.yml:2: services.db looks like postgres")
+    assert warnings[1:] == [
         "docker-compose.yml:4: services.db.container_name is not supported by devmesh and is "
         "ignored",
         "docker-compose.yml:5: services.db.volumes is not supported by devmesh and is ignored",
@@ -705,3 +710,27 @@ def test_rendered_values_that_look_like_other_types_stay_strings(tmp_path: Path)
     target = tmp_path / "devmesh.yaml"
     target.write_text(render_devmesh_yaml(imported, FILE))
     assert load_project(target).services["web"].versions[0].env == environment
+
+
+@pytest.mark.parametrize(
+    ("compose", "what"),
+    [
+        ({"image": "redis:7"}, "redis"),
+        ({"image": "docker.io/library/mysql:8@sha256:abc"}, "mysql"),
+        ({"image": "shop/cache:1", "ports": ["6380:6379"]}, "Redis"),
+        ({"image": "shop/db:1", "expose": ["5432"]}, "PostgreSQL"),
+    ],
+)
+def test_a_database_or_broker_runs_as_tcp_with_a_warning(
+    compose: dict[str, object], what: str
+) -> None:
+    data, warnings = service(compose)
+    assert data["protocol"] == "tcp"
+    assert len(warnings) == 1
+    assert f"looks like {what} (not HTTP)" in warnings[0]
+
+
+def test_an_http_service_keeps_the_default_protocol() -> None:
+    data, warnings = service({"image": "nginx:1", "ports": ["8080:80"]})
+    assert "protocol" not in data
+    assert warnings == []

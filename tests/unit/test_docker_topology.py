@@ -193,6 +193,7 @@ def test_service_env_is_its_own_plus_who_it_is_and_no_proxy_when_transparent() -
     env = dict(service(shop(), "frontend-1").env)
     assert env == {
         "LOG_LEVEL": "debug",
+        "PORT": "8000",  # its port, as the local runtime gives $PORT
         "DEVMESH_SERVICE": "frontend",
         "DEVMESH_VERSION": "default",
         "DEVMESH_INSTANCE": "frontend-1",
@@ -475,3 +476,24 @@ def test_image_names_carry_the_version_only_for_versioned_services() -> None:
 
 def test_project_filter_selects_by_the_project_label() -> None:
     assert labels.project_filter("shop") == {"label": ["devmesh.project=shop"]}
+
+
+def test_a_tcp_service_is_published_by_its_sidecar_and_its_traffic_not_redirected() -> None:
+    project = parse_project(
+        {
+            "name": "shop",
+            "services": {
+                "web": {"image": "shop/web:1", "port": 8000, "expose": 8080},
+                "db": {"image": "postgres:16", "port": 5432, "expose": 5432, "protocol": "tcp"},
+            },
+        }
+    )
+    assert redirect_ports(project) == (80, 8000), "a database's port is not sent to the HTTP proxy"
+    specs = {s.name: s for s in desired_containers(project, image_ids(project), SETTINGS)}
+    assert specs["shop-db-1-sidecar"].ports == {5432: 5432}
+    gateway = specs["shop-ingress"]
+    assert gateway.ports == {15080: 8080}, "the HTTP gateway does not take the tcp port"
+    step = init_spec(project, specs["shop-db-1-sidecar"], SETTINGS)
+    assert step.command is not None
+    assert "--app-port" not in step.command, "inbound tcp is not redirected to the HTTP listener"
+    assert specs["shop-db-1"].env["PORT"] == "5432"

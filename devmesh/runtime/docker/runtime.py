@@ -26,6 +26,7 @@ from devmesh.errors import UsageError
 from devmesh.plan import (
     InstanceSpec,
     describe_instance,
+    expected_proxies,
     exposed,
     plan_instances,
     start_levels,
@@ -298,7 +299,7 @@ class DockerRuntime:
                 )
 
     def _expected_proxies(self) -> int:
-        return len(plan_instances(self.project)) + (1 if exposed(self.project) else 0)
+        return expected_proxies(self.project)
 
     def _logs_hint(self) -> str:
         return "see the sidecars' logs with `devmesh logs SERVICE --sidecar`"

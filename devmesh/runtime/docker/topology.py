@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from devmesh.config.model import Project
-from devmesh.plan import InstanceSpec, exposed, plan_instances
+from devmesh.plan import InstanceSpec, gateway_routes, plan_instances
 from devmesh.runtime.docker import labels
 from proxy.bootstrap import AUTO, BOOTSTRAP_ENV, TOKEN_ENV, Bootstrap, GatewayListener
 from proxy.interception import PROXY_UID
@@ -87,8 +87,11 @@ class MeshSettings:
 
 
 def redirect_ports(project: Project) -> tuple[int, ...]:
-    """The destination ports whose outbound TCP goes through the sidecar."""
-    ports = {HTTP_PORT} | {s.port for s in project.services.values() if s.port is not None}
+    """The destination ports whose outbound TCP goes through the sidecar: every HTTP
+    service's port, and 80. A tcp service's traffic (a database's) passes untouched."""
+    ports = {HTTP_PORT} | {
+        s.port for s in project.services.values() if s.port is not None and s.protocol == "http"
+    }
     return tuple(sorted(ports))
 
 
@@ -138,6 +141,12 @@ def sidecar_spec(project: Project, instance: InstanceSpec, settings: MeshSetting
     aliases = [instance.service, instance.id]
     if service.versioned:
         aliases.insert(1, f"{instance.service}-{instance.version}")
+    # A tcp service's exposed port is published by the namespace owner itself.
+    published = (
+        {instance.port: service.expose}
+        if service.protocol == "tcp" and service.expose is not None and instance.port is not None
+        else {}
+    )
     return ContainerSpec(
         name=labels.container_name(project.name, instance.id, "sidecar"),
         role="sidecar",
@@ -148,6 +157,7 @@ def sidecar_spec(project: Project, instance: InstanceSpec, settings: MeshSetting
         env=_bootstrap_env(boot, settings.token),
         network=settings.network,
         aliases=tuple(aliases),
+        ports=published,
         user=f"{PROXY_UID}:{PROXY_UID}",
         extra_labels={
             **project_labels(project, settings),
@@ -173,6 +183,8 @@ def service_spec(
     settings: MeshSettings,
 ) -> ContainerSpec:
     env = dict(instance.env)
+    if instance.port is not None:
+        env.setdefault("PORT", str(instance.port))  # as the local runtime gives it
     env.update(
         {
             "DEVMESH_SERVICE": instance.service,
@@ -213,7 +225,7 @@ def init_spec(project: Project, sidecar: ContainerSpec, settings: MeshSettings) 
         "--proxy-uid",
         str(PROXY_UID),
     ]
-    if service.port is not None:
+    if service.port is not None and service.protocol == "http":
         command += ["--app-port", str(service.port)]
     return ContainerSpec(
         name=labels.container_name(project.name, sidecar.instance, "init"),
@@ -232,7 +244,7 @@ def init_spec(project: Project, sidecar: ContainerSpec, settings: MeshSettings) 
 
 
 def gateway_spec(project: Project, settings: MeshSettings) -> ContainerSpec | None:
-    ports = exposed(project)
+    ports = gateway_routes(project)
     if not ports:
         return None
     listeners = tuple(
