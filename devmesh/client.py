@@ -47,6 +47,10 @@ class Endpoint:
             ) from exc
         return cls(url=str(info["url"]), token=token, pid=info.get("pid"))
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rpartition(":")[2])
+
 
 class ControlPlaneClient:
     def __init__(self, endpoint: Endpoint) -> None:

@@ -8,7 +8,7 @@ daemon, the images, the host ports, the control plane).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,11 +17,11 @@ import docker.errors
 
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config.model import Project
-from devmesh.errors import DevmeshError
+from devmesh.errors import DevmeshError, UsageError
 from devmesh.plan import exposed, plan_instances
 from devmesh.runtime.choice import RuntimeName, choose
 from devmesh.runtime.docker import containers, labels
-from devmesh.runtime.docker.builds import build_jobs, check_job
+from devmesh.runtime.docker.builds import base_image_id, build_jobs, check_job, image_exists
 from devmesh.runtime.docker.daemon import connect, daemon_address
 from devmesh.runtime.docker.runtime import resolve_base_image
 from devmesh.runtime.docker.sidecar_image import REPOSITORY, inputs_hash
@@ -70,9 +70,16 @@ def examine(
         found.append(Finding("docker", "fail" if docker_needed else "warn", exc.message, exc.hint))
     else:
         try:
-            found += _docker(client, project, workspace, base_image)
+            docker_found = _docker(client, project, workspace, base_image)
+        except DevmeshError as exc:
+            docker_found = [Finding("docker", "fail", exc.message, exc.hint)]
         finally:
             client.close()
+        if not docker_needed:  # `up` would not use Docker: nothing there stops it
+            docker_found = [
+                replace(f, outcome="warn") if f.outcome == "fail" else f for f in docker_found
+            ]
+        found += docker_found
     found += _ports(project, workspace)
     found.append(_controlplane(workspace))
     return found
@@ -84,9 +91,8 @@ def _docker(
     version = client.version().get("Version", "?")
     found = [Finding("docker", "ok", f"Docker Engine {version} answers at {daemon_address()}")]
     base = resolve_base_image(project, given)
-    try:
-        base_id = str(client.images.get(base).id)
-    except docker.errors.ImageNotFound:
+    base_id = _id_of(client, base)
+    if base_id is None:
         found.append(
             Finding(
                 "base image",
@@ -96,15 +102,13 @@ def _docker(
                 "scripts/build-base-image and pass --base-image (or set $DEVMESH_BASE_IMAGE)",
             )
         )
-        base_id = ""
     else:
         found.append(Finding("base image", "ok", f"{base} is here"))
     if base_id:
         tag = f"{REPOSITORY}:{inputs_hash(base_id, requirement())}"
-        try:
-            client.images.get(tag)
+        if image_exists(client, tag):
             found.append(Finding("sidecar image", "ok", f"{tag} is built and up to date"))
-        except docker.errors.ImageNotFound:
+        else:
             found.append(
                 Finding(
                     "sidecar image",
@@ -114,12 +118,11 @@ def _docker(
                 )
             )
     for spec in plan_instances(project):
-        if spec.image is None:
+        if spec.image is None or spec.build is not None:  # with build:, the image is built
             continue
-        try:
-            client.images.get(spec.image)
+        if image_exists(client, spec.image):
             found.append(Finding(f"image of {spec.id}", "ok", f"{spec.image} is here"))
-        except docker.errors.ImageNotFound:
+        else:
             found.append(
                 Finding(
                     f"image of {spec.id}",
@@ -157,6 +160,13 @@ def _docker(
             )
         )
     return found
+
+
+def _id_of(client: docker.DockerClient, image: str) -> str | None:
+    try:
+        return base_image_id(client, image)
+    except UsageError:
+        return None
 
 
 def _ports(project: Project, workspace: Workspace) -> list[Finding]:

@@ -15,6 +15,7 @@ from devmesh.cli.app import app, context
 from devmesh.cli.output import console, print_json, status_tables
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config.report import did_you_mean
+from devmesh.controlplane.mesh import GATEWAY_INSTANCE
 from devmesh.errors import UsageError
 from devmesh.plan import plan_instances
 from devmesh.runtime.docker import labels
@@ -49,7 +50,10 @@ def status(
 def logs(
     ctx: typer.Context,
     service: Annotated[
-        str, typer.Argument(help="A service, or one instance of it (catalog-v1-1).")
+        str,
+        typer.Argument(
+            help="A service, one instance of it (catalog-v1-1), or ingress (the gateway)."
+        ),
     ],
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
@@ -63,14 +67,15 @@ def logs(
     app_ctx = context(ctx)
     workspace = app_ctx.workspace
     project = app_ctx.load()
-    instances = _instances_of(project, service)
+    gateway = service == GATEWAY_INSTANCE
+    instances = [GATEWAY_INSTANCE] if gateway else _instances_of(project, service)
+    role: Role = "gateway" if gateway else "sidecar" if sidecar else "service"
     record = RuntimeRecord.load(workspace.runtime_file)
     if record is not None and record.runtime == "docker":
-        role: Role = "sidecar" if sidecar else "service"
         names = {i: labels.container_name(project.name, i, role) for i in instances}
         _container_logs(names, lines, follow)
         return
-    files = {i: workspace.log_file(i, sidecar=sidecar) for i in instances}
+    files = {i: workspace.log_file(i, sidecar=role == "sidecar") for i in instances}
     if not any(path.exists() for path in files.values()):
         raise UsageError(f"there are no logs for {service} yet", "start the mesh with `devmesh up`")
     prefix = len(files) > 1

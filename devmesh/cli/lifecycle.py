@@ -28,7 +28,7 @@ from devmesh.runtime.choice import RuntimeName, choose
 from devmesh.runtime.docker.runtime import DockerRuntime
 from devmesh.runtime.docker.teardown import down as docker_down
 from devmesh.runtime.local import LocalRuntime, stop_recorded
-from devmesh.runtime.processes import RuntimeRecord
+from devmesh.runtime.processes import RuntimeRecord, is_alive
 from devmesh.workspace import Workspace
 
 STARTER = """\
@@ -186,7 +186,7 @@ def up(
     app_ctx = context(ctx)
     project = app_ctx.load(warn=print_warning)
     workspace = app_ctx.workspace
-    choice = choose(project, runtime)
+    choice = choose(project, runtime, running_runtime(workspace))
     count = len(plan_instances(project))
     console.print(
         f"starting project {project.name}: {count} instances on the {choice.name} runtime "
@@ -203,6 +203,14 @@ def up(
         console.print("stop it with `devmesh down`; see it with `devmesh status`")
         return
     attach(runner)
+
+
+def running_runtime(workspace: Workspace) -> str | None:
+    """The runtime of the project's mesh, if its control plane runs."""
+    record = RuntimeRecord.load(workspace.runtime_file)
+    if record is None or not any(is_alive(p) for p in record.processes):
+        return None
+    return record.runtime
 
 
 def make_runtime(

@@ -28,9 +28,12 @@ class Choice:
     reason: str
 
 
-def choose(project: Project, requested: RuntimeName) -> Choice:
+def choose(project: Project, requested: RuntimeName, running: str | None = None) -> Choice:
+    """``running``: the runtime of this project's mesh if one is up (``up`` converges it)."""
     if requested is not RuntimeName.auto:
         return Choice(requested, f"--runtime {requested.value}")
+    if running is not None:
+        return Choice(RuntimeName(running), f"the mesh already runs on the {running} runtime")
     specs = plan_instances(project)
     imageless = [s.service for s in specs if s.image is None and s.build is None]
     commandless = [s.service for s in specs if s.command is None]

@@ -9,7 +9,6 @@ start around it, not in this.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.errors import DevmeshError
+from devmesh.runtime.environment import infra_env
 from devmesh.runtime.processes import RuntimeRecord, record_of, spawn, tail
 from devmesh.runtime.progress import Progress
 from devmesh.workspace import Workspace, read_json
@@ -26,16 +26,6 @@ CONTROLPLANE_START_TIMEOUT = 15.0
 CONVERGE_TIMEOUT = 15.0
 POLL_INTERVAL = 0.05
 LOG_LINES_ON_FAILURE = 12
-PROXY_VARS = (
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-)
 
 
 class StartFailed(DevmeshError):
@@ -57,13 +47,6 @@ def failure(
     return StartFailed(
         message, hint or "fix what its log shows and run `devmesh up` again", details
     )
-
-
-def infra_env() -> dict[str, str]:
-    """The environment for devmesh's own processes: no proxy settings, unbuffered output."""
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 async def start_controlplane(

@@ -41,14 +41,13 @@ from devmesh.plan import (
 )
 from devmesh.runtime.controlplane import (
     POLL_INTERVAL,
-    PROXY_VARS,
     StartFailed,
     failure,
-    infra_env,
     instance_states,
     start_controlplane,
     wait_converged,
 )
+from devmesh.runtime.environment import infra_env, proxy_env, without_proxy_settings
 from devmesh.runtime.ports import free_port, port_in_use
 from devmesh.runtime.processes import (
     Role,
@@ -65,7 +64,6 @@ from proxy.bootstrap import Bootstrap, GatewayListener
 from proxy.health import HealthProbe
 
 SIDECAR_START_TIMEOUT = 15.0
-NO_PROXY = "localhost,127.0.0.1,::1"
 
 
 @dataclass
@@ -310,16 +308,13 @@ class LocalRuntime:
         assert spec.command is not None
         self.progress.begin(f"starting {spec.id}")
         proxy_url = f"http://127.0.0.1:{outbound_port}"
-        env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+        env = without_proxy_settings()
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(spec.env)
+        env.update(proxy_env(proxy_url))
         env.update(
             {
                 "PORT": str(app_port),
-                "HTTP_PROXY": proxy_url,
-                "http_proxy": proxy_url,
-                "NO_PROXY": NO_PROXY,
-                "no_proxy": NO_PROXY,
                 "DEVMESH_SERVICE": spec.service,
                 "DEVMESH_VERSION": spec.version,
                 "DEVMESH_INSTANCE": spec.id,

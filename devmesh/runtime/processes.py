@@ -51,8 +51,6 @@ class RuntimeRecord:
     config_hash: str
     processes: list[ProcessRecord] = field(default_factory=list)
     runtime: str = "local"
-    network: str | None = None
-    """The Docker network of the project (Docker runtime)."""
 
     @classmethod
     def load(cls, path: Path) -> RuntimeRecord | None:
@@ -66,7 +64,6 @@ class RuntimeRecord:
                 config_hash=str(data["config_hash"]),
                 processes=[ProcessRecord(**p) for p in data["processes"]],
                 runtime=str(data.get("runtime", "local")),
-                network=data.get("network"),
             )
         except (KeyError, TypeError):
             return None
@@ -79,7 +76,6 @@ class RuntimeRecord:
                 "project": self.project,
                 "config_hash": self.config_hash,
                 "processes": [asdict(p) for p in self.processes],
-                "network": self.network,
             },
         )
 

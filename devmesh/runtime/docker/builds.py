@@ -39,6 +39,8 @@ BASE_IMAGE_ARG = "DEVMESH_BASE_IMAGE"
 ALWAYS_EXCLUDED = (".devmesh", "**/.devmesh")
 """A project's ``.devmesh/`` (its token!) is never sent, wherever it is in the context."""
 BUILD_LOG_LINES = 15
+BUILD_TIMEOUT = 3600
+"""Seconds a build may print nothing (a long compile step) before devmesh gives up on it."""
 
 OnLine = Callable[[str], None]
 
@@ -118,13 +120,56 @@ def declares_base_arg(dockerfile: Path) -> bool:
         return False
 
 
+_ARG = re.compile(r"(?i:ARG)\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?\s*$")
+_FROM = re.compile(r"(?i:FROM)\s+(?:--\S+\s+)*(\S+)(?:\s+(?i:AS)\s+(\S+))?\s*$")
+_VARIABLE = re.compile(
+    r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def from_images(dockerfile: str, buildargs: Mapping[str, str]) -> list[str]:
+    """The images a Dockerfile's ``FROM`` lines name (not ``scratch``, not its own stages),
+    with ``ARG`` defaults and build args substituted, as the builder would."""
+    args: dict[str, str] = {}
+    stages: set[str] = set()
+    images: list[str] = []
+    for raw in dockerfile.replace("\\\n", " ").splitlines():
+        line = raw.strip()
+        if (match := _ARG.match(line)) is not None and not images:  # only ARGs before FROM
+            name, default = match.groups()
+            args[name] = buildargs.get(name, default or "")
+        elif (match := _FROM.match(line)) is not None:
+            image = _VARIABLE.sub(lambda m: args.get(m[1] or m[3], "") or (m[2] or ""), match[1])
+            if image.lower() != "scratch" and image not in stages and image not in images:
+                images.append(image)
+            if match[2]:
+                stages.add(match[2])
+    return images
+
+
+def check_from_images(
+    client: docker.DockerClient, job: BuildJob, buildargs: Mapping[str, str]
+) -> None:
+    """Refuse a build whose ``FROM`` image is not here: the builder would try to pull it."""
+    text = (job.context / job.dockerfile).read_text(errors="replace")
+    for image in from_images(text, buildargs):
+        if not image_exists(client, image):
+            raise UsageError(
+                f"{job.context / job.dockerfile} builds FROM {image}, which is not on this "
+                f"machine ({job.where})",
+                f"pull it (`docker pull {image}`) or build it first; devmesh never pulls. "
+                f"A recipe can build on devmesh's base image with `ARG {BASE_IMAGE_ARG}`",
+            )
+
+
 def context_files(job: BuildJob) -> list[str]:
     """The context's files Docker is sent: ``.dockerignore`` applied, ``.devmesh/`` left out."""
     ignore = job.context / ".dockerignore"
-    patterns: list[str] = list(ALWAYS_EXCLUDED)
+    patterns: list[str] = []
     if ignore.is_file():
         lines = ignore.read_text(errors="replace").splitlines()
         patterns += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    patterns += ALWAYS_EXCLUDED  # last, so that no `!pattern` of the user's brings it back
     files = exclude_paths(str(job.context), patterns, dockerfile=job.dockerfile)
     return sorted(f for f in files if (job.context / f).is_file() or (job.context / f).is_dir())
 
@@ -142,10 +187,11 @@ def inputs_hash(job: BuildJob, files: list[str], buildargs: Mapping[str, str], b
 
 
 def _current_id(client: docker.DockerClient, tag: str) -> str | None:
-    try:
-        return str(client.images.get(tag).id)
-    except docker.errors.ImageNotFound:
-        return None
+    with docker_errors(f"looking up the image {tag}"):
+        try:
+            return str(client.images.get(tag).id)
+        except docker.errors.ImageNotFound:
+            return None
 
 
 def build_service_image(
@@ -165,6 +211,7 @@ def build_service_image(
     if BASE_IMAGE_ARG not in buildargs and declares_base_arg(job.context / job.dockerfile):
         buildargs[BASE_IMAGE_ARG] = base_image
     files = context_files(job)
+    check_from_images(client, job, buildargs)
     base_id = base_image_id(client, buildargs.get(BASE_IMAGE_ARG))
     inputs = inputs_hash(job, files, buildargs, base_id)
     record = read_json(built_before)
@@ -202,18 +249,22 @@ def build_service_image(
     return image_id, image_id != ids[job.tags[0]]  # Docker's cache may give the same image
 
 
+def image_exists(client: docker.DockerClient, name: str) -> bool:
+    return _current_id(client, name) is not None
+
+
 def base_image_id(client: docker.DockerClient, name: str | None) -> str:
     """The id of the base image ``name`` (``""`` for none); ``UsageError`` if it is not here."""
     if not name:
         return ""
-    try:
-        return str(client.images.get(name).id)
-    except docker.errors.ImageNotFound:
+    found = _current_id(client, name)
+    if found is None:
         raise UsageError(
             f"the base image {name} is not on this machine",
             f"pull it (`docker pull {name}`), or build a local one with "
             "scripts/build-base-image and pass --base-image",
-        ) from None
+        )
+    return found
 
 
 def run_build(
@@ -233,6 +284,7 @@ def run_build(
     image_id: str | None = None
     with docker_errors(f"building {what}", hint):
         stream = client.api.build(
+            timeout=BUILD_TIMEOUT,
             fileobj=context,
             custom_context=True,
             tag=tag,

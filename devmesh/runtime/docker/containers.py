@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import docker
@@ -46,6 +47,8 @@ class Found:
     exit_code: int | None
     spec_hash: str
     project_dir: str
+    published: tuple[int, ...] = ()
+    """Host ports it publishes."""
 
     def observed(self) -> Observed:
         return Observed(self.name, self.role, self.spec_hash, self.status == "running")
@@ -78,6 +81,9 @@ def _list(client: docker.DockerClient, filters: dict[str, list[str]]) -> list[Fo
                 exit_code=_exit_code(str(item.get("Status", ""))),
                 spec_hash=tags.get(labels.SPEC_HASH, ""),
                 project_dir=tags.get(labels.PROJECT_DIR, ""),
+                published=tuple(
+                    int(p["PublicPort"]) for p in item.get("Ports") or () if p.get("PublicPort")
+                ),
             )
         )
     return found
@@ -121,11 +127,16 @@ def ensure_network(
 
 
 def remove_networks(client: docker.DockerClient, project_dir: str) -> list[str]:
+    """Remove the project's networks, first disconnecting containers devmesh did not make
+    (a debugging container someone ran on it): those are left running."""
     removed = []
     with docker_errors("removing the project's network"):
         for network in client.networks.list(
             filters={"label": [f"{labels.PROJECT_DIR}={project_dir}"]}
         ):
+            network.reload()
+            for container in network.containers:
+                network.disconnect(container, force=True)
             network.remove()
             removed.append(str(network.name))
     return removed
@@ -180,6 +191,17 @@ def run_once(client: docker.DockerClient, spec: ContainerSpec) -> tuple[int, lis
         return int(result.get("StatusCode", -1)), output
     finally:
         remove(client, [spec.name])
+
+
+def stop(client: docker.DockerClient, names: list[str], timeout: int = STOP_TIMEOUT) -> None:
+    """SIGTERM these containers (all at once), SIGKILL what still runs after ``timeout`` s."""
+
+    def stop_one(name: str) -> None:
+        with contextlib.suppress(docker.errors.DockerException):
+            client.api.stop(name, timeout=timeout)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(names)))) as pool:
+        list(pool.map(stop_one, names))
 
 
 def remove(client: docker.DockerClient, names: Iterable[str]) -> None:

@@ -1,9 +1,9 @@
 """The names and labels of everything devmesh creates in Docker.
 
 Every container and network carries ``devmesh.project`` and
-``devmesh.project-dir``: ``down`` removes exactly what has both, so it never
-touches what devmesh did not make, nor another checkout's mesh of the same
-name. Containers also say which service, version, instance and role they
+``devmesh.project-dir``: ``down`` removes exactly what carries the project
+folder's label, so it never touches what devmesh did not make, nor another
+checkout's mesh of the same name. Containers also say which service, version, instance and role they
 are, and carry a hash of their spec, so ``up`` can tell what changed.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-PREFIX = "devmesh."
 PROJECT = "devmesh.project"
 PROJECT_DIR = "devmesh.project-dir"
 SERVICE = "devmesh.service"

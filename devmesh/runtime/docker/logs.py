@@ -8,10 +8,11 @@ when their container goes away or ``close`` is called.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import docker
 import docker.errors
@@ -31,6 +32,8 @@ class ContainerLogs:
         self._client = client
         self._lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self._stop = threading.Event()
+        self._streams: list[Any] = []
+        self._lock = threading.Lock()
         self._threads = [
             threading.Thread(
                 target=self._read,
@@ -49,14 +52,19 @@ class ContainerLogs:
             stream = self._client.api.logs(
                 container, stream=True, follow=follow, tail=tail, stdout=True, stderr=True
             )
+            with self._lock:
+                if self._stop.is_set():
+                    stream.close()
+                    return
+                self._streams.append(stream)
             for chunk in stream:
                 if self._stop.is_set():
                     return
                 *complete, partial = (partial + chunk).split(b"\n")
                 for raw in complete:
                     self._lines.put((shown, raw.decode("utf-8", "replace")))
-        except (docker.errors.DockerException, requests.RequestException, OSError):
-            return  # the container went away; nothing more to show
+        except (docker.errors.DockerException, requests.RequestException, OSError, ValueError):
+            return  # the container went away, or close() closed the stream
         if partial:
             self._lines.put((shown, partial.decode("utf-8", "replace")))
 
@@ -73,7 +81,13 @@ class ContainerLogs:
         return not any(thread.is_alive() for thread in self._threads)
 
     def close(self) -> None:
-        self._stop.set()
+        """Stop every stream: closing one ends its thread's blocking read."""
+        with self._lock:
+            self._stop.set()
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                stream.close()
 
 
 def read_all(

@@ -149,7 +149,7 @@ def probe_script(port: int, path: str | None) -> str:
         return (
             "import sys, urllib.request, urllib.error\n"
             "try:\n"
-            f"    urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2)\n"
+            f"    urllib.request.urlopen({f'http://127.0.0.1:{port}{path}'!r}, timeout=2)\n"
             "except urllib.error.HTTPError as e:\n"
             "    sys.exit(0 if e.code < 500 else 1)\n"
             "except OSError:\n"

@@ -38,7 +38,8 @@ class Plan:
         return not self.create and not self.remove
 
 
-_REMOVE_ORDER = {"init": 0, "service": 1, "gateway": 2, "sidecar": 3}
+REMOVE_ORDER = {"init": 0, "service": 1, "gateway": 2, "sidecar": 3}
+"""Services go before the sidecars whose network namespace they share."""
 
 
 def plan(desired: Iterable[ContainerSpec], observed: Iterable[Observed]) -> Plan:
@@ -57,7 +58,7 @@ def plan(desired: Iterable[ContainerSpec], observed: Iterable[Observed]) -> Plan
         if spec.role == "sidecar":
             recreated_sidecars.add(spec.name)
         result.create.append(spec)
-    result.remove = sorted(have.values(), key=lambda o: (_REMOVE_ORDER.get(o.role, 9), o.name))
+    result.remove = sorted(have.values(), key=lambda o: (REMOVE_ORDER.get(o.role, 9), o.name))
     result.create = desired_order(result.create)
     return result
 

@@ -13,16 +13,19 @@ instance failed and why, with its last log lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import docker
 
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config import dump_project
 from devmesh.config.model import DEFAULT_BASE_IMAGE, Project
-from devmesh.errors import UsageError
+from devmesh.errors import DevmeshError, UsageError
 from devmesh.plan import (
     InstanceSpec,
     describe_instance,
@@ -54,6 +57,7 @@ from devmesh.runtime.progress import Progress, SilentProgress
 from devmesh.workspace import Workspace
 
 BASE_IMAGE_ENV = "DEVMESH_BASE_IMAGE"
+T = TypeVar("T")
 
 
 def resolve_base_image(project: Project, given: str | None) -> str:
@@ -76,6 +80,18 @@ class DockerRuntime:
         self.progress: Progress = progress or SilentProgress()
         self.base_image = resolve_base_image(project, base_image)
         self.project_dir = str(workspace.project_dir)
+        self._pool: ThreadPoolExecutor | None = None
+        self._created: list[str] = []
+        """Containers this run created (to remove them, and only them, if it fails)."""
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking Docker call on the runtime's threads (all joined before a teardown)."""
+        assert self._pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _create(self, client: docker.DockerClient, spec: ContainerSpec) -> None:
+        self._created.append(spec.name)
+        await self._call(containers.create, client, spec)
 
     # -- up ------------------------------------------------------------------------
 
@@ -84,9 +100,11 @@ class DockerRuntime:
         for job in build_jobs(self.project):
             check_job(job)
         client = connect()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="devmesh-docker")
         try:
             await self._up(client)
         finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
             client.close()
 
     async def _up(self, client: docker.DockerClient) -> None:
@@ -97,12 +115,13 @@ class DockerRuntime:
         observed = containers.list_project(client, self.project_dir)
         self._check_ports(observed)
         images = await asyncio.to_thread(self._images, client)
-        # Everything above only checked and built; from here on, a failure removes it all.
+        running = previous is not None and bool(observed)
+        # Everything above only checked and built; from here on, a failure removes what this
+        # run started (on a mesh that was down: all of it, control plane included).
         try:
             record = previous or RuntimeRecord(
                 self.ws.runtime_file, self.project.name, "", runtime=self.name
             )
-            record.network = labels.network_name(self.project.name)
             record.save()
             network, created = containers.ensure_network(
                 client, labels.network_name(self.project.name), self._labels()
@@ -114,7 +133,7 @@ class DockerRuntime:
                     project_dir=self.project_dir,
                     network=network.name,
                     sidecar_image=images.pop(""),
-                    controlplane_url=f"http://{network.gateway}:{endpoint.url.rpartition(':')[2]}",
+                    controlplane_url=f"http://{network.gateway}:{endpoint.port}",
                     token=token,
                 )
                 desired = desired_containers(self.project, images, settings)
@@ -128,8 +147,15 @@ class DockerRuntime:
                     await self._converge(client, cp, plan, settings)
                 await wait_converged(cp, self._expected_proxies(), self._logs_hint())
         except BaseException:
-            self.progress.note("removing everything that had started")
-            self._teardown(client)
+            assert self._pool is not None
+            self._pool.shutdown(wait=True, cancel_futures=True)  # no create is still on its way
+            if running:
+                self.progress.note("removing what this run started; the rest is left as it was")
+                with contextlib.suppress(DevmeshError):
+                    containers.remove(client, reversed(self._created))
+            else:
+                self.progress.note("removing everything that had started")
+                self._teardown(client)
             raise
 
     def _previous_record(self) -> RuntimeRecord | None:
@@ -160,9 +186,9 @@ class DockerRuntime:
 
     def _check_ports(self, observed: list[containers.Found]) -> None:
         """Refuse, before starting anything, an exposed port that something else holds."""
-        gateway_running = any(f.role == "gateway" and f.status == "running" for f in observed)
+        ours = {port for f in observed if f.status == "running" for port in f.published}
         for service, port in exposed(self.project).items():
-            if port_in_use(port) and not gateway_running:
+            if port not in ours and port_in_use(port):
                 raise UsageError(
                     f"port {port} on 127.0.0.1, where {service} is exposed, is already in use "
                     f"({self.project.where(f'services.{service}.expose', f'services.{service}')})",
@@ -253,21 +279,23 @@ class DockerRuntime:
         if proxies:
             began = time.monotonic()
             self.progress.begin(f"starting {len(proxies)} sidecars")
-            await asyncio.gather(*(self._start_proxy(client, s, settings) for s in proxies))
+            await _all(self._start_proxy(client, s, settings) for s in proxies)
             await Watch(client, self.project, self.project_dir).connected(cp, proxies)
             self.progress.done("sidecars", f"{len(proxies)} connected", _since(began))
         new_services = {s.instance: s for s in plan.create if s.role == "service"}
+        kept = {s.name for s in plan.keep if s.role == "sidecar"}
         for level in start_levels(self.project):
-            await self._start_level(client, cp, level, new_services)
+            await self._start_level(client, cp, level, new_services, kept)
 
     async def _start_proxy(
         self, client: docker.DockerClient, spec: ContainerSpec, settings: MeshSettings
     ) -> None:
-        await asyncio.to_thread(containers.create, client, spec)
+        await self._create(client, spec)
         if spec.role != "sidecar" or self.project.interception_of(spec.service) != "transparent":
             return
         step = init_spec(self.project, spec, settings)
-        code, output = await asyncio.to_thread(containers.run_once, client, step)
+        self._created.append(step.name)
+        code, output = await self._call(containers.run_once, client, step)
         if code != 0:
             raise failure(
                 f"could not install the traffic redirect for {spec.instance} (exit code {code})",
@@ -283,14 +311,22 @@ class DockerRuntime:
         cp: ControlPlaneClient,
         level: list[str],
         new_services: dict[str, ContainerSpec],
+        kept_sidecars: set[str],
     ) -> None:
         specs = [s for s in plan_instances(self.project) if s.service in level]
         began = time.monotonic()
         starting = [new_services[s.id] for s in specs if s.id in new_services]
         for spec in starting:
             self.progress.begin(f"starting {spec.instance}")
-        await asyncio.gather(*(asyncio.to_thread(containers.create, client, s) for s in starting))
-        await Watch(client, self.project, self.project_dir).ready(cp, specs)
+        await _all(self._create(client, s) for s in starting)
+        watch = Watch(client, self.project, self.project_dir)
+        # A kept sidecar still reports how the old container was: ask the new one directly.
+        await _all(
+            watch.answers(spec)
+            for spec in specs
+            if spec.id in new_services and new_services[spec.id].join in kept_sidecars
+        )
+        await watch.ready(cp, specs)
         if starting:
             for service in level:
                 count = sum(1 for s in specs if s.service == service)
@@ -308,7 +344,9 @@ class DockerRuntime:
         return {labels.PROJECT: self.project.name, labels.PROJECT_DIR: self.project_dir}
 
     def _teardown(self, client: docker.DockerClient) -> None:
-        remove_project(client, self.project_dir)
+        """Best effort: a step that fails does not keep the others from running."""
+        with contextlib.suppress(DevmeshError):
+            remove_project(client, self.project_dir)
         record = RuntimeRecord.load(self.ws.runtime_file)
         if record is not None:
             stop_all(record.processes)
@@ -354,6 +392,14 @@ def check_runnable(project: Project) -> None:
                 f"images ({project.where(f'{path}.versions.{spec.version}', path)})",
                 "add `image:` or `build:` for it, or run the project with `--runtime local`",
             )
+
+
+async def _all(awaitables: Iterable[Awaitable[object]]) -> None:
+    """Run all to their end, then raise the first failure: none is left running behind it."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _since(began: float) -> float:

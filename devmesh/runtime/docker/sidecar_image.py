@@ -21,7 +21,7 @@ import docker.errors
 
 import proxy
 from devmesh.runtime.docker import labels
-from devmesh.runtime.docker.builds import OnLine, base_image_id, run_build
+from devmesh.runtime.docker.builds import OnLine, base_image_id, image_exists, run_build
 from devmesh.runtime.docker.wheels import fetch_wheels, python_of, requirement
 from proxy.interception import PROXY_UID
 
@@ -64,11 +64,8 @@ def ensure_sidecar_image(
     base_id = base_image_id(client, base_image)
     wanted = requirement()
     tag = f"{REPOSITORY}:{inputs_hash(base_id, wanted)}"
-    try:
-        client.images.get(tag)
+    if image_exists(client, tag):
         return tag, False
-    except docker.errors.ImageNotFound:
-        pass
     on_line(f"asking {base_image} which Python it has")
     target = python_of(client, base_image)
     on_line(f"fetching {wanted} for Python {target.version} on {target.machine}")

@@ -12,17 +12,16 @@ import docker
 from devmesh.errors import DevmeshError
 from devmesh.runtime.docker import containers
 from devmesh.runtime.docker.daemon import connect
+from devmesh.runtime.docker.reconcile import REMOVE_ORDER
 from devmesh.runtime.processes import RuntimeRecord, stop_all
 from devmesh.workspace import Workspace
-
-_ORDER = {"init": 0, "service": 1, "gateway": 2, "sidecar": 3}
-"""Services go before the sidecars whose network namespace they share."""
 
 
 def remove_project(client: docker.DockerClient, project_dir: str) -> list[str]:
     """Remove every container and network devmesh made for ``project_dir``; their names."""
     found = containers.list_project(client, project_dir)
-    found.sort(key=lambda f: (_ORDER.get(f.role, 9), f.name))
+    found.sort(key=lambda f: (REMOVE_ORDER.get(f.role, 9), f.name))
+    containers.stop(client, [f.name for f in found if f.role == "service"])
     containers.remove(client, [f.name for f in found])
     return [f.name for f in found] + containers.remove_networks(client, project_dir)
 

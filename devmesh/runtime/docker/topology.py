@@ -21,6 +21,7 @@ from pathlib import Path
 from devmesh.config.model import Project
 from devmesh.plan import InstanceSpec, gateway_routes, plan_instances
 from devmesh.runtime.docker import labels
+from devmesh.runtime.environment import proxy_env
 from proxy.bootstrap import AUTO, BOOTSTRAP_ENV, TOKEN_ENV, Bootstrap, GatewayListener
 from proxy.interception import PROXY_UID
 
@@ -28,7 +29,6 @@ OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 GATEWAY_PORT_BASE = 15080
 STATE_DIR = "/var/lib/devmesh"
-NO_PROXY = "localhost,127.0.0.1,::1"
 HTTP_PORT = 80
 """Always redirected: a service calls another as ``http://catalog/`` whatever its port."""
 
@@ -194,9 +194,7 @@ def service_spec(
     )
     if project.interception_of(instance.service) == "env":
         proxy = f"http://127.0.0.1:{OUTBOUND_PORT}"
-        env.update(
-            {"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY}
-        )
+        env.update(proxy_env(proxy))
     return ContainerSpec(
         name=labels.container_name(project.name, instance.id, "service"),
         role="service",

@@ -20,6 +20,8 @@ import docker
 import docker.errors
 
 from devmesh.errors import DevmeshError
+from devmesh.runtime.docker import labels
+from devmesh.runtime.docker.builds import base_image_id
 from devmesh.runtime.docker.daemon import docker_errors
 
 PROBE = (
@@ -73,24 +75,31 @@ def requirement() -> str:
 
 def python_of(client: docker.DockerClient, image: str) -> PythonTarget:
     """Ask ``image`` (which must be on this machine: nothing is pulled) which Python it has."""
-    try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
-        raise DevmeshError(
-            f"the base image {image} is not on this machine",
-            f"pull it (`docker pull {image}`), or build one with scripts/build-base-image",
-        ) from None
+    base_image_id(client, image)  # says so if it is not here: the API would pull it
+    not_python = DevmeshError(
+        f"the base image {image} cannot run python3",
+        "use a Python image as the base, e.g. python:3.12-slim (--base-image)",
+    )
+    api = client.api
     with docker_errors(f"running {image} to see its Python"):
+        created = api.create_container(
+            image,
+            ["python3", "-c", PROBE],
+            entrypoint=[],
+            labels={labels.ROLE: "probe"},
+            host_config=api.create_host_config(network_mode="none"),
+        )
         try:
-            output = client.containers.run(
-                image, ["python3", "-c", PROBE], entrypoint=[], remove=True, network_mode="none"
-            )
-        except docker.errors.ContainerError as exc:
-            raise DevmeshError(
-                f"the base image {image} cannot run python3 (exit code {exc.exit_status})",
-                "use a Python image as the base, e.g. python:3.12-slim (--base-image)",
-            ) from None
-    text = output.decode() if isinstance(output, bytes) else str(output)
+            try:
+                api.start(created["Id"])
+            except docker.errors.APIError as exc:  # "executable file not found"
+                raise not_python from exc
+            code = api.wait(created["Id"], timeout=60).get("StatusCode", -1)
+            text = api.logs(created["Id"], stdout=True, stderr=False).decode("utf-8", "replace")
+        finally:
+            api.remove_container(created["Id"], force=True)
+    if code != 0:
+        raise not_python
     try:
         data = json.loads(text.strip().splitlines()[-1])
         return PythonTarget(data["version"], data["abi"], data["machine"], data["libc"])
