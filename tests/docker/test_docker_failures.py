@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import socket
+import tarfile
 import urllib.request
 
 import pytest
@@ -173,3 +175,76 @@ def test_interception_env_needs_no_net_admin_and_still_counts_every_call(
 
     wait_until(lambda: calls() >= 5, 10, "the web -> api calls to be counted")
     assert calls() == 5
+
+
+def test_a_from_image_that_is_not_here_is_named_and_nothing_is_pulled(
+    docker_projects: DockerProjects,
+) -> None:
+    project = docker_projects.docker_yaml(
+        "services:\n  web:\n    build: .\n    port: 8000\n",
+        **{"app.py": APP, "Dockerfile": "FROM devmesh-test/absent-base:1\nCOPY app.py /app.py\n"},
+    )
+    result = project.cli("up", "--detach")
+    assert_user_error(
+        result, 2, "builds FROM devmesh-test/absent-base:1, which is not on this machine"
+    )
+    assert "devmesh never pulls" in result.stderr
+    assert_nothing_left(docker_projects, project)
+
+
+def test_a_base_image_without_python_is_refused_clearly(docker_projects: DockerProjects) -> None:
+    client = docker_projects.client
+    tag = "devmesh-test/no-python:1"
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        data = b"FROM scratch\nCOPY marker /marker\n"
+        for name, content in (("Dockerfile", data), ("marker", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    try:
+        project = docker_projects.docker_yaml("services:\n  web:\n    image: busybox-absent:1\n")
+        project.env["DEVMESH_BASE_IMAGE"] = tag
+        result = project.cli("up", "--detach")
+        assert_user_error(result, 1, f"the base image {tag} cannot run python3")
+        assert_nothing_left(docker_projects, project)
+        probes = client.containers.list(all=True, filters={"ancestor": tag})
+        assert probes == [], "the probe container was left behind"
+    finally:
+        client.images.remove(tag, force=True)
+
+
+def test_a_failed_change_to_a_running_mesh_leaves_the_rest_running(
+    docker_projects: DockerProjects,
+) -> None:
+    project = docker_projects.docker_yaml(
+        "services:\n"
+        "  api:\n    build: .\n    port: 8000\n"
+        "  worker:\n    build: .\n    port: 8000\n",
+        **{"app.py": APP, "Dockerfile": DOCKERFILE},
+    )
+    assert project.cli("up", "--detach").returncode == 0
+    client = docker_projects.client
+    label = {"label": [f"devmesh.project-dir={project.dir}"]}
+    before = {c.name: c.id for c in client.containers.list(filters=label)}
+
+    config = project.dir / "devmesh.yaml"
+    config.write_text(
+        config.read_text()
+        + "    command: python3 -c \"raise SystemExit('worker has bad settings')\"\n"
+    )
+    failed = project.cli("up", "--detach")
+    assert_user_error(
+        failed, 1, "exited with code 1 before it was ready", "worker has bad settings"
+    )
+    assert "the rest is left as it was" in failed.stdout
+
+    after = {c.name: c.id for c in client.containers.list(filters=label)}
+    kept = {name: cid for name, cid in before.items() if "worker" not in name}
+    assert {name: after.get(name) for name in kept} == kept, "api was not touched"
+    assert not [name for name in after if name.endswith("-worker-1")], "the failed one is gone"
+    status = project.status()
+    api = next(s for s in status["services"] if s["name"] == "api")
+    assert api["instances"][0]["state"] == "ready", "the control plane still runs"

@@ -65,3 +65,27 @@ def _name(project: MeshProject) -> str:
         for line in (project.dir / "devmesh.yaml").read_text().splitlines()
         if line.startswith("name: ")
     )
+
+
+def test_doctor_on_a_project_of_commands_only_does_not_fail_on_docker_findings(
+    docker_projects: DockerProjects,
+) -> None:
+    project = docker_projects.docker_yaml(
+        "services:\n  web:\n    command: python3 -m http.server $PORT\n    port: 8000\n"
+    )
+    result = project.cli("doctor", "--base-image", "devmesh-test/absent-base:1")
+    assert result.returncode == 0, result.stdout
+    assert "`devmesh up` uses local" in result.stdout
+    assert "! base image" in result.stdout, "a warning, not a failure: up would not use Docker"
+
+
+def test_doctor_does_not_ask_to_pull_an_image_the_project_builds(
+    docker_projects: DockerProjects,
+) -> None:
+    project = docker_projects.docker_yaml(
+        "services:\n  web:\n    build: .\n    image: devmesh-test/web:dev\n    port: 8000\n",
+        Dockerfile="ARG DEVMESH_BASE_IMAGE\nFROM ${DEVMESH_BASE_IMAGE}\n",
+    )
+    result = project.cli("doctor")
+    assert result.returncode == 0, result.stdout
+    assert "docker pull devmesh-test/web:dev" not in result.stdout

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -234,3 +235,24 @@ def test_attached_up_follows_the_containers_and_a_stop_signal_removes_them(
     assert "stopping the mesh" in rest
     assert process.returncode == 0
     assert leftovers(docker_projects.client, shop.dir) == []
+
+
+def test_moving_an_exposed_port_to_a_taken_one_is_refused_and_changes_nothing(
+    docker_projects: DockerProjects,
+) -> None:
+    shop = docker_projects.docker_recipe("shop")
+    assert shop.cli("up", "--detach").returncode == 0
+    before = {n: c.id for n, c in containers_of(docker_projects.client, shop).items()}
+    config = shop.dir / "devmesh.yaml"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        config.write_text(config.read_text().replace(f"expose: {shop.expose}", f"expose: {taken}"))
+        moved = shop.cli("up", "--detach")
+    assert moved.returncode == 2, moved.stdout + moved.stderr
+    assert (
+        f"port {taken} on 127.0.0.1, where frontend is exposed, is already in use" in moved.stderr
+    )
+    assert {n: c.id for n, c in containers_of(docker_projects.client, shop).items()} == before
+    assert get_json(shop.url + "/")["items"], "the mesh still answers on its old port"

@@ -15,6 +15,7 @@ from devmesh.runtime.docker.builds import (
     check_job,
     context_files,
     declares_base_arg,
+    from_images,
     inputs_hash,
 )
 
@@ -447,3 +448,50 @@ def test_build_and_image_together_build_and_tag_as_the_image(tmp_path: Path) -> 
     assert [job.tags for job in jobs] == [["shop/web:dev", "shop-api:latest"]], (
         "`.` and `./` are one context, built once"
     )
+
+
+def test_a_dockerignore_negation_never_brings_the_devmesh_folder_back(tmp_path: Path) -> None:
+    write(tmp_path / "app" / "Dockerfile", "FROM scratch\nCOPY . /src\n")
+    write(tmp_path / "app" / ".devmesh" / "token", "s3cret\n")
+    write(tmp_path / ".dockerignore", "*\n!app\n")
+    job = only_job(
+        tmp_path / "app",
+        """\
+        name: shop
+        services:
+          web:
+            build: {context: .., dockerfile: app/Dockerfile}
+        """,
+    )
+    files = context_files(job)
+    assert "app/Dockerfile" in files
+    assert not [f for f in files if ".devmesh" in f], files
+
+
+# -- from_images -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "args", "images"),
+    [
+        ("FROM python:3.12-slim\n", {}, ["python:3.12-slim"]),
+        (
+            "ARG DEVMESH_BASE_IMAGE=python:3.12-slim\nFROM ${DEVMESH_BASE_IMAGE}\n",
+            {"DEVMESH_BASE_IMAGE": "devmesh/python-base:bookworm"},
+            ["devmesh/python-base:bookworm"],
+        ),
+        ("ARG V=3.12\nFROM python:${V}-slim\n", {}, ["python:3.12-slim"]),
+        ("ARG B\nFROM ${B:-debian:12}\n", {}, ["debian:12"]),
+        (
+            "FROM golang:1.22 AS build\nRUN go build\nFROM build AS test\n"
+            "FROM scratch\nCOPY --from=build /app /app\n",
+            {},
+            ["golang:1.22"],
+        ),
+        ("from --platform=linux/amd64 alpine:3 as base\n", {}, ["alpine:3"]),
+    ],
+)
+def test_from_images_are_the_images_a_build_needs(
+    dockerfile: str, args: dict[str, str], images: list[str]
+) -> None:
+    assert from_images(dockerfile, args) == images

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from proxy.interception import INBOUND_CHAIN, OUTBOUND_CHAIN, Plan, rules
+from pathlib import Path
+
+import pytest
+
+from proxy.interception import INBOUND_CHAIN, OUTBOUND_CHAIN, InterceptionError, Plan, apply, rules
 
 
 def joined(plan: Plan) -> list[str]:
@@ -48,3 +52,23 @@ def test_many_ports_are_split_into_rules_multiport_accepts() -> None:
     assert len(redirects) == 3
     listed = [p for line in redirects for p in line.split("--dports ")[1].split()[0].split(",")]
     assert sorted(int(p) for p in listed) == list(ports)
+
+
+def test_a_failing_iptables_is_reported_with_the_command(tmp_path: Path) -> None:
+    failing = tmp_path / "iptables"
+    failing.write_text(
+        "#!/bin/sh\necho 'iptables: Permission denied (you must be root)' >&2\nexit 4\n"
+    )
+    failing.chmod(0o755)
+    with pytest.raises(
+        InterceptionError,
+        match=r"`iptables -t nat -F DEVMESH_OUTBOUND` failed: "
+        r"iptables: Permission denied",
+    ):
+        apply(Plan(15001, 15006, (80,)), iptables=str(failing))
+
+
+def test_no_iptables_in_the_image_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(InterceptionError, match="interception: env"):
+        apply(Plan(15001, 15006, (80,)))
