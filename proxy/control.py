@@ -86,16 +86,20 @@ class ControlLink:
         backoff = BACKOFF_MIN
         async with aiohttp.ClientSession() as session:
             while True:
-                try:
-                    await self._session(session)
-                    backoff = BACKOFF_MIN
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    log.info("control plane unreachable (%s); retrying", exc)
-                except KeyError as exc:
-                    log.error("no project token: $%s is not set", exc.args[0])
-                finally:
-                    self.connected.clear()
-                    self._ws = None
+                token = self._token()
+                if token is not None:
+                    try:
+                        await self._session(session, token)
+                        backoff = BACKOFF_MIN
+                    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        log.info("control plane unreachable (%s); retrying", exc)
+                    except Exception:
+                        # A fault of this sidecar's (a bug in handling a message): say so,
+                        # and stay linked rather than route on a stale snapshot for good.
+                        log.exception("control plane link failed; dialling again")
+                    finally:
+                        self.connected.clear()
+                        self._ws = None
                 await asyncio.sleep(backoff * (0.5 + random.random() / 2))
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -104,8 +108,21 @@ class ControlLink:
         if self._ws is not None and not self._ws.closed:
             await self._send_pending(self._ws)
 
-    async def _session(self, session: aiohttp.ClientSession) -> None:
-        token = self.boot.token()
+    def _token(self) -> str | None:
+        """The project token, read before each dial (``up`` may have written a new one)."""
+        try:
+            return self.boot.token()
+        except KeyError as exc:
+            log.error("no project token: $%s is not set", exc.args[0])
+        except OSError as exc:
+            log.error(
+                "no project token: cannot read %s (%s)",
+                self.boot.token_file,
+                exc.strerror or exc,
+            )
+        return None
+
+    async def _session(self, session: aiohttp.ClientSession, token: str) -> None:
         async with session.ws_connect(
             self.boot.control_plane + STREAM_PATH,
             headers={"Authorization": f"Bearer {token}"},

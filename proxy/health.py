@@ -3,6 +3,12 @@
 The sidecar probes its own instance on localhost (like a kubelet readiness
 probe) and reports the state to the control plane, which only routes to ready
 instances. The runtime's ``up`` waits on the same state.
+
+Traffic is a probe too (passive health checking, as Envoy's outlier
+detection): when the inbound listener finds the app refusing connections, the
+sidecar says so with ``observed_failure`` and the instance turns unhealthy at
+once instead of after ``FAILURES_BEFORE_UNHEALTHY`` probes; probing goes on and
+turns it ready again once the app answers.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class HealthProbe:
         self.on_change = on_change
         self._failures = 0
         self._intervals = (interval_starting, interval_ready)
+        self._observed = 0
+        """How many failures traffic reported (a probe that ran across one is out of date)."""
 
     def describe(self) -> str:
         if self.app_port is None:
@@ -72,9 +80,26 @@ class HealthProbe:
         if self.app_port is None:
             return
         while True:
+            observed = self._observed
             passed, detail = await self.check()
-            self._observe(passed, detail)
+            if observed == self._observed:
+                self._observe(passed, detail)
             await asyncio.sleep(self._intervals[self.state == "ready"])
+
+    def observed_failure(self, detail: str) -> None:
+        """Traffic found the app not answering (a request's connection was refused).
+
+        A ready instance turns unhealthy now, with ``detail``, and ``on_change``
+        reports it; a starting or unhealthy one is left to the probes. A probe
+        that was under way when this happened has its result ignored: it may have
+        passed just before the app went away.
+        """
+        if self.app_port is None or self.state != "ready":
+            return
+        self._observed += 1
+        self._failures = FAILURES_BEFORE_UNHEALTHY
+        self.state, self.detail = "unhealthy", detail
+        self.on_change()
 
     def _observe(self, passed: bool, detail: str) -> None:
         before = (self.state, self.detail if self.state != "ready" else "")

@@ -26,6 +26,7 @@ class Router:
         self._snapshot = snapshot
         self._rand = rand
         self._next: dict[tuple[str, str | None], int] = {}
+        self._next_other: dict[tuple[str, str | None, str], int] = {}
 
     @property
     def snapshot(self) -> Snapshot:
@@ -59,18 +60,39 @@ class Router:
             return NoEndpoint(f"{service} is not a service of this mesh")
         if version is None:
             version = self._pick_version(route)
-        candidates = (
-            route.endpoints
-            if version is None
-            else tuple(e for e in route.endpoints if e.version == version)
-        )
+        candidates = _of_version(route, version)
         if not candidates:
-            which = service if version is None else f"{service} version {version}"
-            return NoEndpoint(f"no healthy instance of {which}")
+            return NoEndpoint(f"no healthy instance of {_which(service, version)}")
         key = (service, version)
         index = self._next.get(key, 0)
         self._next[key] = index + 1
         return candidates[index % len(candidates)]
+
+    def pick_other(
+        self, service: str, avoid: Endpoint, version: str | None = None
+    ) -> Endpoint | NoEndpoint:
+        """An endpoint other than ``avoid``, for a second try of a request ``avoid`` never took.
+
+        It stays within ``version`` if one was asked for, and within ``avoid``'s if
+        the split chose it; otherwise any endpoint of the service will do. The
+        endpoints left take turns with second tries from ``avoid``; the round robin
+        of first tries goes on as if there had been none, so an endpoint that
+        takes nothing gets no more first tries than its share.
+        """
+        route = self._snapshot.routes.get(service)
+        if route is None:
+            return NoEndpoint(f"{service} is not a service of this mesh")
+        if version is None and route.split:
+            version = avoid.version
+        others = tuple(e for e in _of_version(route, version) if e.instance != avoid.instance)
+        if not others:
+            return NoEndpoint(
+                f"no healthy instance of {_which(service, version)} other than {avoid.instance}"
+            )
+        key = (service, version, avoid.instance)
+        index = self._next_other.get(key, 0)
+        self._next_other[key] = index + 1
+        return others[index % len(others)]
 
     def _pick_version(self, route: Route) -> str | None:
         if not route.split:
@@ -86,3 +108,13 @@ class Router:
             if point < total:
                 break
         return chosen
+
+
+def _of_version(route: Route, version: str | None) -> tuple[Endpoint, ...]:
+    if version is None:
+        return route.endpoints
+    return tuple(e for e in route.endpoints if e.version == version)
+
+
+def _which(service: str, version: str | None) -> str:
+    return service if version is None else f"{service} version {version}"

@@ -27,8 +27,11 @@ class SidecarRunner:
             log.info("starting from last good snapshot %d kept on disk", snapshot.version)
         self.router = Router(snapshot or EMPTY)
         self.telemetry = TelemetryBuffer()
-        self.sidecar = Sidecar(boot, self.router, self.telemetry)
         self.health = HealthProbe(boot.app_port, boot.health_path)
+        # A request the app refused is reported at once, not after three failed probes.
+        self.sidecar = Sidecar(
+            boot, self.router, self.telemetry, on_app_refused=self.health.observed_failure
+        )
         self.link: ControlLink | None = None
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -9,10 +9,17 @@ Three kinds of listener, one handler each:
 
 Bodies are streamed both ways and upstream connections are pooled. Every
 request ends in exactly one telemetry ``Record``.
+
+A request that never reached an app (the endpoint's sidecar could not be
+reached, or it answered that it could not reach its app) and has no body to
+resend is tried once more on another endpoint of the service, as Envoy does
+for connect failures by default. A request with a body is never sent twice:
+its body was streamed to the first endpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +39,7 @@ from proxy.headers import (
 )
 from proxy.origdst import original_destination
 from proxy.router import NoEndpoint, Router
+from proxy.snapshot import Endpoint
 from proxy.telemetry import Direction, Record, TelemetryBuffer
 
 log = logging.getLogger("devmesh.proxy")
@@ -66,13 +74,36 @@ class _Outcome:
     version: str = ""
 
 
+@dataclass(frozen=True)
+class _NoAnswer:
+    """The upstream gave no response; the mesh answers 503 in its place."""
+
+    code: str
+    """``connect-failure`` (nothing was sent) or ``reset``."""
+    message: str
+    refused: bool = False
+    """The connection was refused: nothing listens on the upstream's port."""
+
+
+_Sent = aiohttp.ClientResponse | _NoAnswer
+
+
 class Sidecar:
     """The data plane of one instance (or of the gateway)."""
 
-    def __init__(self, boot: Bootstrap, router: Router, telemetry: TelemetryBuffer) -> None:
+    def __init__(
+        self,
+        boot: Bootstrap,
+        router: Router,
+        telemetry: TelemetryBuffer,
+        on_app_refused: Callable[[str], None] = lambda detail: None,
+    ) -> None:
+        """``on_app_refused(detail)`` is called when the instance's app refuses a
+        connection the inbound listener opens for a request (passive health)."""
         self.boot = boot
         self.router = router
         self.telemetry = telemetry
+        self.on_app_refused = on_app_refused
         self.ports = BoundPorts()
         self._runners: list[web.BaseRunner] = []
         self._session: aiohttp.ClientSession | None = None
@@ -155,7 +186,13 @@ class Sidecar:
             url = URL(
                 f"http://127.0.0.1:{self.boot.app_port}{request.url.raw_path_qs}", encoded=True
             )
-            response = await self._forward(request, url, headers, outcome, trusted=False)
+            await _answer_expect_continue(request, headers)
+            sent = await self._send(request, url, headers, self.boot.instance)
+            if isinstance(sent, _NoAnswer) and sent.refused:
+                self.on_app_refused(
+                    f"connection refused on 127.0.0.1:{self.boot.app_port} by a request"
+                )
+            response = await self._relay(request, sent, outcome, trusted=False)
         self._record(request, "inbound", source, self.boot.service, outcome, start)
         return response
 
@@ -175,16 +212,42 @@ class Sidecar:
             response = await self._reply(request, 503, "no-healthy-upstream", endpoint.reason)
             outcome.status, outcome.error = 503, "no-healthy-upstream"
         else:
-            outcome.instance, outcome.version = endpoint.instance, endpoint.version
             headers = forwardable(request.headers, drop_mesh=True)
             headers[SOURCE_HEADER] = source
             headers["Host"] = _target(request).raw_authority
             if source == GATEWAY_SOURCE:
                 append_forwarded_for(headers, request.remote)
-            url = URL(f"http://{endpoint.address}{request.url.raw_path_qs}", encoded=True)
-            response = await self._forward(request, url, headers, outcome)
+            await _answer_expect_continue(request, headers)
+            resendable = _has_no_body(request)  # before the first try reads it
+            sent = await self._send_to(request, endpoint, headers, outcome)
+            if resendable and _never_reached_an_app(sent):
+                other = self.router.pick_other(service, endpoint, version)
+                if isinstance(other, Endpoint):
+                    log.info(
+                        "%s did not take %s %s for %s (connect-failure); trying %s",
+                        endpoint.instance,
+                        request.method,
+                        request.path[:_MAX_PATH_IN_RECORD],
+                        source,
+                        other.instance,
+                    )
+                    await _discard(sent)
+                    sent = await self._send_to(request, other, headers, outcome)
+            response = await self._relay(request, sent, outcome, trusted=True)
         self._record(request, "outbound", source, service, outcome, start)
         return response
+
+    async def _send_to(
+        self,
+        request: web.BaseRequest,
+        endpoint: Endpoint,
+        headers: CIMultiDict[str],
+        outcome: _Outcome,
+    ) -> _Sent:
+        """Send ``request`` to ``endpoint``'s sidecar; ``outcome`` names the endpoint tried."""
+        outcome.instance, outcome.version = endpoint.instance, endpoint.version
+        url = URL(f"http://{endpoint.address}{request.url.raw_path_qs}", encoded=True)
+        return await self._send(request, url, headers, endpoint.instance)
 
     async def _passthrough(self, request: web.BaseRequest, target: URL) -> web.StreamResponse:
         """A destination outside the mesh is called directly, as Istio's ALLOW_ANY does.
@@ -215,21 +278,22 @@ class Sidecar:
         *,
         trusted: bool = True,
     ) -> web.StreamResponse:
-        """Send ``request`` to ``url`` and stream the answer back.
+        """Send ``request`` to ``url`` and stream the answer back (see ``_relay``)."""
+        await _answer_expect_continue(request, headers)
+        sent = await self._send(request, url, headers, outcome.instance)
+        return await self._relay(request, sent, outcome, trusted=trusted)
 
-        ``trusted`` says the upstream is another sidecar, whose ``x-devmesh-*``
-        response headers (a mesh-made error) pass on; an app's or an outside
-        host's are removed so that they can never pass for the mesh's.
+    async def _send(
+        self, request: web.BaseRequest, url: URL, headers: CIMultiDict[str], instance: str = ""
+    ) -> _Sent:
+        """Send ``request`` (streaming its body) to ``url``; the response head, or why none came.
+
+        Nothing is written to the caller yet: the caller of ``_send`` may still try
+        elsewhere (``_discard`` the answer first) or pass it on with ``_relay``.
         """
         assert self._session is not None, "Sidecar.start() was not called"
-        # As Envoy does by default: answer "100 Continue" here and do not pass
-        # the expectation on (an upstream that never answers it would leave
-        # the client library waiting for a 100 that does not come).
-        headers.popall("Expect", None)
-        if request.body_exists and _expects_continue(request):
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
-            upstream = await self._session.request(
+            return await self._session.request(
                 request.method,
                 url,
                 headers=headers,
@@ -238,20 +302,29 @@ class Sidecar:
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
             )
         except aiohttp.ClientConnectorError as exc:
-            outcome.status, outcome.error = 503, "connect-failure"
-            where = f"{outcome.instance} at " if outcome.instance else ""
-            return await self._reply(
-                request,
-                503,
+            where = f"{instance} at " if instance else ""
+            return _NoAnswer(
                 "connect-failure",
                 f"upstream connect error: {where}{url.host}:{url.port}: "
                 f"{exc.os_error.strerror or exc}",
+                refused=exc.os_error.errno == errno.ECONNREFUSED,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            outcome.status, outcome.error = 503, "reset"
-            return await self._reply(
-                request, 503, "reset", f"upstream reset before response: {type(exc).__name__}"
-            )
+            return _NoAnswer("reset", f"upstream reset before response: {type(exc).__name__}")
+
+    async def _relay(
+        self, request: web.BaseRequest, sent: _Sent, outcome: _Outcome, *, trusted: bool
+    ) -> web.StreamResponse:
+        """Stream the upstream's answer back to the caller, or the mesh's 503 if none came.
+
+        ``trusted`` says the upstream is another sidecar, whose ``x-devmesh-*``
+        response headers (a mesh-made error) pass on; an app's or an outside
+        host's are removed so that they can never pass for the mesh's.
+        """
+        if isinstance(sent, _NoAnswer):
+            outcome.status, outcome.error = 503, sent.code
+            return await self._reply(request, 503, sent.code, sent.message)
+        upstream = sent
         try:
             response = web.StreamResponse(
                 status=upstream.status,
@@ -333,6 +406,44 @@ def _target(request: web.BaseRequest) -> URL:
     if raw[:7].lower() == "http://":
         return URL(raw, encoded=True)
     return URL.build(scheme="http", authority=request.host).join(request.rel_url)
+
+
+async def _answer_expect_continue(request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
+    """As Envoy does by default: answer "100 Continue" here and do not pass the
+    expectation on (an upstream that never answers it would leave the client
+    library waiting for a 100 that does not come). Once per request."""
+    headers.popall("Expect", None)
+    if request.body_exists and _expects_continue(request):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _has_no_body(request: web.BaseRequest) -> bool:
+    """Whether the request can be sent again: it has no body, or one known to be empty
+    (a chunked body that already ended without a byte)."""
+    if not request.body_exists:
+        return True
+    content = request.content
+    return content.at_eof() and content.total_bytes == 0
+
+
+def _never_reached_an_app(sent: _Sent) -> bool:
+    """Nothing was sent (the endpoint's sidecar refused the connection), or the endpoint's
+    sidecar answered that it could not connect to its app (a trusted, mesh-made 503)."""
+    if isinstance(sent, _NoAnswer):
+        return sent.code == "connect-failure"
+    return sent.status == 503 and sent.headers.get(ERROR_HEADER) == "connect-failure"
+
+
+async def _discard(sent: _Sent) -> None:
+    """Let go of an answer that will not be passed on, keeping its connection if it can be."""
+    if isinstance(sent, _NoAnswer):
+        return
+    try:
+        await sent.read()  # a sidecar's short error text; read whole, the connection is kept
+    except (aiohttp.ClientError, TimeoutError):
+        pass
+    finally:
+        sent.release()
 
 
 def _expects_continue(request: web.BaseRequest) -> bool:

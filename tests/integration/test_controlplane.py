@@ -266,6 +266,91 @@ async def test_only_ready_instances_get_traffic(controlplane: ControlPlane) -> N
         assert "TCP connect to 127.0.0.1:1 failed" in detail
 
 
+class KillableApp:
+    """A stand-in for an instance that can be killed and started again on the same port."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = 0
+        self._runner: web.ServerRunner | None = None
+
+    async def start(self) -> None:
+        async def handle(request: web.BaseRequest) -> web.Response:
+            return web.Response(text=self.name)
+
+        self._runner = web.ServerRunner(web.Server(handle), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def kill(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def catalog_endpoints(runner: SidecarRunner) -> set[str]:
+    route = runner.router.snapshot.routes.get("catalog")
+    return {e.instance for e in route.endpoints} if route is not None else set()
+
+
+async def test_a_killed_app_is_reported_at_once_and_its_callers_fail_over(
+    controlplane: ControlPlane,
+) -> None:
+    v1 = KillableApp("catalog-v1")
+    await v1.start()
+    try:
+        async with (
+            app_server("catalog-v2") as v2_port,
+            sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1.port) as v1_sidecar,
+            sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+            sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+            controlplane.client() as client,
+        ):
+            both = {"catalog-v1-1", "catalog-v2-1"}
+            await wait_until(
+                lambda: catalog_endpoints(frontend) == both, "the frontend knows both instances"
+            )
+            changes: list[tuple[str, str]] = []
+            report = v1_sidecar.health.on_change
+
+            def changed() -> None:
+                changes.append((v1_sidecar.health.state, v1_sidecar.health.detail))
+                report()
+
+            v1_sidecar.health.on_change = changed
+
+            await v1.kill()
+            # The frontend still routes to catalog-v1-1: its requests go to catalog-v2-1.
+            answers = [await call_through(frontend, "catalog") for _ in range(2)]
+            assert answers == [(200, "catalog-v2")] * 2
+            # catalog-v1-1's sidecar saw its app refuse a request: unhealthy at once, not
+            # after three failed probes a second apart.
+            assert changes[:1] == [
+                ("unhealthy", f"connection refused on 127.0.0.1:{v1.port} by a request")
+            ]
+
+            async def reported(state: str) -> bool:
+                return instance_state(await client.status(), "catalog-v1-1") == state
+
+            await wait_until(lambda: reported("unhealthy"), "the control plane sees it unhealthy")
+            await wait_until(
+                lambda: catalog_endpoints(frontend) == {"catalog-v2-1"},
+                "the frontend no longer routes to catalog-v1-1",
+            )
+
+            await v1.start()  # the app is back on its port
+            await wait_until(lambda: reported("ready"), "the probe finds the app ready again")
+            await wait_until(
+                lambda: catalog_endpoints(frontend) == both, "the frontend routes to it again"
+            )
+            answers = [await call_through(frontend, "catalog") for _ in range(4)]
+            assert sorted(answers) == [(200, "catalog-v1")] * 2 + [(200, "catalog-v2")] * 2
+    finally:
+        await v1.kill()
+
+
 async def test_split_is_applied_live_and_survives_a_restart(controlplane: ControlPlane) -> None:
     async with (
         app_server("catalog-v1") as v1_port,

@@ -181,3 +181,121 @@ def test_a_version_host_goes_to_that_version_whatever_the_split() -> None:
         chosen = router.pick("catalog", "rc-2")
         assert isinstance(chosen, Endpoint)
         assert chosen.instance == "c-rc-2-1"
+
+
+# -- another endpoint than the one a request could not reach ------------------------
+
+
+def answered_with_failover(router: Router, service: str, dead: str, n: int) -> list[str]:
+    """Who answers ``n`` requests when ``dead`` takes none: a pick, then ``pick_other``."""
+    out = []
+    for _ in range(n):
+        chosen = router.pick(service)
+        assert isinstance(chosen, Endpoint), chosen
+        if chosen.instance == dead:
+            chosen = router.pick_other(service, chosen)
+            assert isinstance(chosen, Endpoint), chosen
+        out.append(chosen.instance)
+    return out
+
+
+def test_pick_other_never_gives_the_endpoint_to_avoid() -> None:
+    route = Route(endpoints=(ep("a-1", port=1), ep("a-2", port=2), ep("a-3", port=3)))
+    router = Router(snapshot(catalog=route))
+    for avoid in route.endpoints:
+        for _ in range(6):
+            other = router.pick_other("catalog", avoid)
+            assert isinstance(other, Endpoint), other
+            assert other.instance != avoid.instance
+
+
+def test_the_endpoints_left_share_the_load_of_one_that_takes_none() -> None:
+    route = Route(endpoints=(ep("a-1", port=1), ep("a-2", port=2), ep("a-3", port=3)))
+    router = Router(snapshot(catalog=route))
+    answered = answered_with_failover(router, "catalog", "a-1", 12)
+    assert Counter(answered) == Counter({"a-2": 6, "a-3": 6})
+
+
+def test_second_tries_leave_the_round_robin_of_first_tries_as_it_was() -> None:
+    # An endpoint that takes nothing is tried first only as often as without second tries.
+    route = Route(endpoints=(ep("a-1", port=1), ep("a-2", port=2)))
+    router = Router(snapshot(catalog=route))
+    firsts = []
+    for _ in range(6):
+        first = router.pick("catalog")
+        assert isinstance(first, Endpoint)
+        firsts.append(first.instance)
+        if first.instance == "a-1":
+            router.pick_other("catalog", first)
+    assert firsts == ["a-1", "a-2"] * 3
+
+
+def test_pick_other_of_the_only_endpoint_is_no_endpoint_naming_it() -> None:
+    router = Router(snapshot(catalog=Route(endpoints=(ep("c-1"),))))
+    only = router.pick("catalog")
+    assert isinstance(only, Endpoint)
+    result = router.pick_other("catalog", only)
+    assert isinstance(result, NoEndpoint)
+    assert "catalog" in result.reason
+    assert "c-1" in result.reason
+
+
+def test_pick_other_knows_an_endpoint_by_its_instance() -> None:
+    # The snapshot changed between the two tries: the same instance at another address
+    # is still the instance that did not take the request.
+    router = Router(snapshot(catalog=Route(endpoints=(ep("c-1", port=9), ep("c-2", port=2)))))
+    moved = ep("c-1", port=1)
+    for _ in range(4):
+        other = router.pick_other("catalog", moved)
+        assert isinstance(other, Endpoint)
+        assert other.instance == "c-2"
+
+
+def test_pick_other_without_a_split_may_go_to_another_version() -> None:
+    route = Route(endpoints=(ep("c-v1-1", "v1", 1), ep("c-v2-1", "v2", 2)), versions=("v1", "v2"))
+    router = Router(snapshot(catalog=route))
+    other = router.pick_other("catalog", route.endpoints[0])
+    assert isinstance(other, Endpoint)
+    assert other.instance == "c-v2-1"
+
+
+def test_pick_other_stays_within_the_version_the_split_chose() -> None:
+    # SPLIT_ROUTE: v1 is c-v1-1 and c-v1-2, v2 only c-v2-1; pick_other draws no random number.
+    router = Router(snapshot(catalog=SPLIT_ROUTE), rand=sequence([0.0]))
+    first = router.pick("catalog")
+    assert isinstance(first, Endpoint)
+    assert first.instance == "c-v1-1"
+    for _ in range(4):
+        other = router.pick_other("catalog", first)
+        assert isinstance(other, Endpoint)
+        assert other.instance == "c-v1-2"
+    v2 = SPLIT_ROUTE.endpoints[1]
+    result = router.pick_other("catalog", v2)
+    assert isinstance(result, NoEndpoint), "the split chose v2: another version will not do"
+    assert "version v2" in result.reason
+
+
+def test_pick_other_stays_within_the_version_a_host_named() -> None:
+    route = Route(
+        endpoints=(ep("c-v1-1", "v1", 1), ep("c-rc-1", "rc", 2), ep("c-rc-2", "rc", 3)),
+        versions=("v1", "rc"),
+    )
+    router = Router(snapshot(catalog=route))
+    avoid = route.endpoints[1]
+    for _ in range(4):
+        other = router.pick_other("catalog", avoid, "rc")
+        assert isinstance(other, Endpoint)
+        assert other.instance == "c-rc-2"
+    alone = router.pick_other("catalog", route.endpoints[0], "v1")
+    assert isinstance(alone, NoEndpoint)
+    assert "version v1" in alone.reason
+
+
+def test_pick_other_of_a_service_gone_from_the_snapshot_is_no_endpoint() -> None:
+    router = Router(snapshot(1, catalog=Route(endpoints=(ep("c-1"), ep("c-2")))))
+    first = router.pick("catalog")
+    assert isinstance(first, Endpoint)
+    router.update(snapshot(2, pricing=Route(endpoints=(ep("p-1"),))))
+    result = router.pick_other("catalog", first)
+    assert isinstance(result, NoEndpoint)
+    assert "catalog" in result.reason
