@@ -142,6 +142,10 @@ def test_killing_one_of_two_replicas_the_mesh_routes_around_it(
                     return str(entry["state"])
         raise AssertionError(f"no instance {instance}")
 
+    # At once, before any health check could notice: a request the dead instance's
+    # sidecar cannot hand over fails over to another instance.
+    for _ in range(20):
+        assert get_json(shop.url + "/")["items"]
     wait_until(lambda: state("catalog-v1-1") != "ready", 15, "the mesh to see catalog-v1-1 down")
     for _ in range(20):
         assert get_json(shop.url + "/")["items"]
