@@ -10,20 +10,8 @@ from devmesh.config import parse_project
 from devmesh.config.model import Project
 from devmesh.plan import plan_instances
 from devmesh.runtime.docker.reconcile import Observed, Plan, plan
-from devmesh.runtime.docker.topology import (
-    ContainerSpec,
-    MeshSettings,
-    desired_containers,
-    init_spec,
-)
-
-SETTINGS = MeshSettings(
-    project_dir="/home/dev/shop",
-    network="shop-mesh",
-    sidecar_image="devmesh/sidecar:0123abcd",
-    controlplane_url="http://host.docker.internal:41000",
-    token="s3cret-token",
-)
+from devmesh.runtime.docker.topology import ContainerSpec, desired_containers, init_spec
+from tests.unit.test_docker_topology import SETTINGS
 
 SHOP: dict[str, Any] = {
     "name": "shop",
