@@ -1,4 +1,5 @@
-"""Parsing and printing the units users type: durations such as ``200ms`` or ``2m``."""
+"""Parsing and printing the units users type: durations such as ``200ms`` or ``2m``, and
+sizes such as ``64kB``."""
 
 from __future__ import annotations
 
@@ -40,3 +41,43 @@ def format_duration(seconds: float) -> str:
 def _number(value: float) -> str:
     """Plain decimal notation (never ``1e+06``), without trailing zeros."""
     return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_SCALE = {
+    "B": 1,
+    "kB": 1000,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``"64kB"``, ``"1.5MB"``, ``"512KiB"`` or a bare number of bytes.
+
+    Raises ``ValueError`` with a sentence fit to show a user.
+    """
+    hint = "write it like 512B, 64kB or 1MB"
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size; {hint}")
+    if isinstance(value, int | float):
+        size = float(value)
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = float(match.group(1)) * _SIZE_SCALE[match.group(2) or "B"]
+    else:
+        raise ValueError(f"{value!r} is not a size; {hint}")
+    if size < 0:
+        raise ValueError(f"{value!r} is negative; a size must be 0 or more")
+    return round(size)
+
+
+def format_size(size: int) -> str:
+    """A short form that ``parse_size`` reads back: ``512B``, ``64kB``, ``1.5MB``."""
+    for unit, scale in (("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
+        if size >= scale and (size * 1000) % scale == 0:
+            return f"{_number(size / scale)}{unit}"
+    return f"{size}B"

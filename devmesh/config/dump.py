@@ -7,8 +7,8 @@ defaults left out, ``versions:`` only for a versioned service.
 
 from __future__ import annotations
 
-from devmesh.config.model import Build, Health, Policy, Project, Service, Version
-from devmesh.units import format_duration, parse_duration
+from devmesh.config.model import Build, FaultSpec, Health, Policy, Project, Service, Version
+from devmesh.units import format_duration, format_size, parse_duration
 
 
 def dump_project(project: Project) -> dict[str, object]:
@@ -116,4 +116,49 @@ def _policy(policy: Policy) -> dict[str, object]:
         }
     if policy.split is not None:
         data["split"] = dict(policy.split)
+    if policy.lb is not None:
+        data["lb"] = policy.lb
+    if policy.pool is not None:
+        data["pool"] = {
+            "max_connections": policy.pool.max_connections,
+            "max_pending": policy.pool.max_pending,
+            "max_requests": policy.pool.max_requests,
+        }
+    if policy.faults:
+        data["faults"] = [dump_fault(fault) for fault in policy.faults]
+    return data
+
+
+def dump_fault(fault: FaultSpec) -> dict[str, object]:
+    """A fault as `devmesh.yaml` writes it (Istio's shape)."""
+    data: dict[str, object] = {}
+    if fault.delay is not None:
+        delay: dict[str, object] = {"fixed": dump_duration(fault.delay)}
+        if fault.jitter:
+            delay["jitter"] = dump_duration(fault.jitter)
+        if fault.delay_percent != 100:
+            delay["percent"] = fault.delay_percent
+        data["delay"] = delay
+    if fault.abort_status is not None or fault.abort_reset:
+        abort: dict[str, object] = (
+            {"reset": True} if fault.abort_reset else {"http_status": fault.abort_status}
+        )
+        if fault.abort_percent != 100:
+            abort["percent"] = fault.abort_percent
+        data["abort"] = abort
+    if fault.bandwidth is not None:
+        data["bandwidth"] = format_size(fault.bandwidth)
+    if fault.hang is not None:
+        data["hang"] = dump_duration(fault.hang)
+    match: dict[str, object] = {}
+    if fault.match.path is not None:
+        match["path"] = fault.match.path
+    if fault.match.method is not None:
+        match["method"] = fault.match.method
+    if fault.match.headers:
+        match["headers"] = dict(fault.match.headers)
+    if fault.match.source is not None:
+        match["source"] = fault.match.source
+    if match:
+        data["match"] = match
     return data

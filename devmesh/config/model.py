@@ -85,15 +85,60 @@ class BreakerPolicy:
     max_ejection_percent: float = 10.0
 
 
+LB_POLICIES = ("round-robin", "least-request")
+
+
+@dataclass(frozen=True)
+class PoolPolicy:
+    """Connection-pool limits of a caller towards a service, Envoy's defaults."""
+
+    max_connections: int = 1024
+    max_pending: int = 1024
+    max_requests: int = 1024
+
+
+@dataclass(frozen=True)
+class FaultMatch:
+    """Which requests a fault applies to (all of these must hold; none given: every request)."""
+
+    path: str | None = None
+    """A path prefix."""
+    method: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    source: str | None = None
+    """The calling service."""
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A fault, Istio's shape: a delay and an abort, each with its own percentage, plus
+    Toxiproxy-like connection faults (a bandwidth limit on the response, a hang)."""
+
+    delay: float | None = None
+    jitter: float = 0.0
+    delay_percent: float = 100.0
+    abort_status: int | None = None
+    abort_reset: bool = False
+    abort_percent: float = 100.0
+    bandwidth: int | None = None
+    """Bytes per second."""
+    hang: float | None = None
+    match: FaultMatch = field(default_factory=FaultMatch)
+
+
 @dataclass(frozen=True)
 class Policy:
-    """Traffic policy for calls *to* one service. Parsed now, enforced by the sidecar later."""
+    """Traffic policy for calls *to* one service."""
 
     timeout: float | None = None
     retries: RetryPolicy | None = None
     breaker: BreakerPolicy | None = None
     split: Mapping[str, float] | None = None
     """Weight (0-100, summing to 100) per version name."""
+    lb: str | None = None
+    """``round-robin`` (the default) or ``least-request``."""
+    pool: PoolPolicy | None = None
+    faults: tuple[FaultSpec, ...] = ()
 
 
 @dataclass(frozen=True)

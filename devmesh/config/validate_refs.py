@@ -187,6 +187,17 @@ def _check_policy(
             ),
         )
         return
+    for index, fault in enumerate(policy.faults):
+        source = fault.match.source
+        if source is not None and source not in services and source != "ingress":
+            at = f"{path}.faults[{index}].match.source"
+            if not problems.any_under(at):
+                problems.add(
+                    at,
+                    f"a fault of the policy for {name} matches calls from '{source}', "
+                    "which is not a service",
+                    did_you_mean(source, services, f"the services are: {quoted_list(services)}"),
+                )
     split = policy.split
     if split is None or problems.any_under(f"services.{name}.versions"):
         return

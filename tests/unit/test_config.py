@@ -17,8 +17,11 @@ from devmesh.config.model import (
     DEFAULT_VERSION,
     BreakerPolicy,
     Build,
+    FaultMatch,
+    FaultSpec,
     Health,
     Policy,
+    PoolPolicy,
     Project,
     RetryPolicy,
 )
@@ -151,6 +154,48 @@ BAD = [
         "services.db.expose",
         "db speaks tcp and runs 2 instances, but a tcp port can be exposed for one instance only",
         "run one instance of it, or remove `expose:`",
+    ),
+    (
+        "bad_fault_does_nothing.yaml",
+        7,
+        "policies.web.faults[0]",
+        "fault 1 of the policy for web does nothing",
+        "give it a delay, an abort, a bandwidth or a hang",
+    ),
+    (
+        "bad_fault_abort_both.yaml",
+        7,
+        "policies.web.faults[0].abort",
+        "the abort of fault 1 of the policy for web needs one of http_status and reset",
+        "write `abort: {http_status: 503}` or `abort: {reset: true}`",
+    ),
+    (
+        "bad_fault_percent.yaml",
+        9,
+        "policies.web.faults[0].delay.percent",
+        "percent of the delay of fault 1 of the policy for web must be from 0 to 100, not 120",
+        "percent: 50",
+    ),
+    (
+        "bad_fault_bandwidth.yaml",
+        8,
+        "policies.web.faults[0].bandwidth",
+        "bandwidth of fault 1 of the policy for web must be a size, not the text 'fast'",
+        "64kB",
+    ),
+    (
+        "bad_fault_source.yaml",
+        11,
+        "policies.web.faults[0].match.source",
+        "a fault of the policy for web matches calls from 'fronted', which is not a service",
+        "did you mean 'frontend'?",
+    ),
+    (
+        "bad_lb.yaml",
+        7,
+        "policies.web.lb",
+        "lb of the policy for web must be one of round-robin, least-request, not 'random'",
+        "write e.g. `lb: least-request`",
     ),
     (
         "bad_version_port.yaml",
@@ -533,7 +578,7 @@ def test_policy_values_are_in_seconds(full: Project) -> None:
         ),
         split={"v1": 90.0, "v2": 10.0},
     )
-    assert full.policy("pricing") == Policy(timeout=1.5)
+    assert full.policy("pricing").timeout == 1.5
     assert full.policy("frontend") == Policy()
 
 
@@ -797,3 +842,20 @@ def test_a_tcp_service_round_trips_and_http_is_the_default() -> None:
     assert services["db"]["protocol"] == "tcp"
     assert "protocol" not in services["web"]
     assert parse_project(dumped) == project
+
+
+def test_faults_lb_and_pool_of_a_policy(full: Project) -> None:
+    policy = full.policy("pricing")
+    assert policy.lb == "least-request"
+    assert policy.pool == PoolPolicy(max_requests=100)
+    first, second, third = policy.faults
+    assert first == FaultSpec(
+        delay=0.2,
+        jitter=0.05,
+        delay_percent=50.0,
+        abort_status=503,
+        abort_percent=12.5,
+        match=FaultMatch(path="/prices", method="GET", headers={"x-test": "1"}, source="catalog"),
+    )
+    assert second == FaultSpec(abort_reset=True, bandwidth=64_000)
+    assert third == FaultSpec(hang=5.0)

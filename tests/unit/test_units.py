@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from devmesh.units import format_duration, parse_duration
+from devmesh.units import format_duration, format_size, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
@@ -84,3 +84,25 @@ def test_format_duration_reads_back_as_the_same_value() -> None:
         if not math.isclose(back, seconds, rel_tol=1e-12, abs_tol=1e-12):
             failures.append(f"{seconds!r} -> {text!r} -> {back!r}")
     assert not failures, "format_duration does not read back:\n" + "\n".join(failures[:20])
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("512", 512),
+        ("512B", 512),
+        ("64kB", 64_000),
+        ("1.5MB", 1_500_000),
+        ("2KiB", 2048),
+        (100, 100),
+    ],
+)
+def test_sizes_are_read_in_bytes_and_written_back(text: object, size: int) -> None:
+    assert parse_size(text) == size
+    assert parse_size(format_size(size)) == size
+
+
+@pytest.mark.parametrize("text", ["fast", "-1", "1 TB", True, "kB"])
+def test_a_size_that_is_not_one_says_how_to_write_it(text: object) -> None:
+    with pytest.raises(ValueError, match="write it like 512B, 64kB or 1MB"):
+        parse_size(text)
