@@ -97,6 +97,40 @@ class ControlPlaneClient:
         result: dict[str, Any] = await self._call("DELETE", f"/v1/services/{service}/split")
         return result
 
+    async def faults(self) -> list[dict[str, Any]]:
+        result: dict[str, Any] = await self._call("GET", "/v1/faults")
+        return list(result["faults"])
+
+    async def add_fault(
+        self, service: str, fault: Mapping[str, Any], lasts: float | None = None
+    ) -> dict[str, Any]:
+        body = {"service": service, "fault": dict(fault), "for": lasts}
+        result: dict[str, Any] = await self._call("POST", "/v1/faults", json=body)
+        return dict(result["fault"])
+
+    async def remove_fault(self, fault_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("DELETE", f"/v1/faults/{fault_id}")
+        return result
+
+    async def reset_faults(self, service: str | None = None) -> list[str]:
+        path = "/v1/faults" + (f"?service={service}" if service else "")
+        result: dict[str, Any] = await self._call("DELETE", path)
+        return list(result["removed"])
+
+    async def policy(self, service: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/v1/services/{service}/policy")
+        return result
+
+    async def set_policy(self, service: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "PUT", f"/v1/services/{service}/policy", json={"settings": dict(settings)}
+        )
+        return result
+
+    async def clear_policy(self, service: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("DELETE", f"/v1/services/{service}/policy")
+        return result
+
     async def _call(self, method: str, path: str, json: Any = None) -> Any:
         if self._session is None:
             raise RuntimeError("use `async with ControlPlaneClient(...)`")

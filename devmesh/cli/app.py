@@ -25,6 +25,8 @@ COMMAND_ORDER = (
     "status",
     "logs",
     "split",
+    "fault",
+    "policy",
     "restart",
     "kill",
     "doctor",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 # Importing the command modules registers their commands on ``app``.
-from devmesh.cli import doctor, inspect, instances, lifecycle, traffic  # noqa: F401
+from devmesh.cli import doctor, faults, inspect, instances, lifecycle, policy, traffic  # noqa: F401
 from devmesh.cli.app import app
 from devmesh.cli.output import print_error
 from devmesh.errors import EXIT_FAILURE, DevmeshError

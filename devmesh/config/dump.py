@@ -25,7 +25,7 @@ def dump_project(project: Project) -> dict[str, object]:
     if project.interception != "transparent":
         data["interception"] = project.interception
     if project.policies:
-        data["policies"] = {name: _policy(policy) for name, policy in project.policies.items()}
+        data["policies"] = {name: dump_policy(policy) for name, policy in project.policies.items()}
     return data
 
 
@@ -93,7 +93,7 @@ def _health(health: Health) -> dict[str, object]:
     return data
 
 
-def _policy(policy: Policy) -> dict[str, object]:
+def dump_policy(policy: Policy) -> dict[str, object]:
     data: dict[str, object] = {}
     if policy.timeout is not None:
         data["timeout"] = dump_duration(policy.timeout)

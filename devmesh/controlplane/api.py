@@ -7,18 +7,22 @@ Errors are JSON: ``{"error": "...", "hint": "...", "problems": [...]}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from devmesh.config import dump_project
+from devmesh.config.dump import dump_policy
 from devmesh.config.model import Project
 from devmesh.controlplane.mesh import Mesh, Proxy, UnknownService
+from devmesh.controlplane.overrides import UnknownFault
 from devmesh.errors import ConfigError, DevmeshError
 from proxy.control import STREAM_PATH
 from proxy.snapshot import Snapshot, snapshot_to_wire
@@ -26,6 +30,7 @@ from proxy.snapshot import Snapshot, snapshot_to_wire
 log = logging.getLogger("devmesh.controlplane")
 
 HELLO_TIMEOUT = 10.0
+EXPIRY_CHECK = 0.25
 MESH_KEY = web.AppKey("mesh", Mesh)
 
 
@@ -48,6 +53,14 @@ class ControlPlaneAPI:
         app.router.add_put("/v1/project", self.put_project)
         app.router.add_put("/v1/services/{service}/split", self.put_split)
         app.router.add_delete("/v1/services/{service}/split", self.delete_split)
+        app.router.add_get("/v1/services/{service}/policy", self.get_policy)
+        app.router.add_put("/v1/services/{service}/policy", self.put_policy)
+        app.router.add_delete("/v1/services/{service}/policy", self.delete_policy)
+        app.router.add_get("/v1/faults", self.get_faults)
+        app.router.add_post("/v1/faults", self.post_fault)
+        app.router.add_delete("/v1/faults", self.delete_faults)
+        app.router.add_delete("/v1/faults/{fault}", self.delete_fault)
+        app.cleanup_ctx.append(self._expiry)
         app.router.add_get(STREAM_PATH, self.sidecar_stream)
         app.on_shutdown.append(self._close_sockets)
         return app
@@ -92,8 +105,17 @@ class ControlPlaneAPI:
             response: web.StreamResponse = await handler(request)
             return response
         except ConfigError as exc:
-            return _error(400, exc.message, exc.hint, problems=[str(p) for p in exc.problems])
-        except UnknownService as exc:
+            if request.path == "/v1/project":
+                return _error(400, exc.message, exc.hint, problems=[str(p) for p in exc.problems])
+            # A runtime change: its problems in its own words, no file to point at.
+            first = exc.problems[0]
+            return _error(
+                400,
+                "; ".join(p.message for p in exc.problems),
+                first.hint,
+                problems=[f"{p.path}: {p.message}" for p in exc.problems],
+            )
+        except (UnknownService, UnknownFault) as exc:
             return _error(404, exc.message, exc.hint)
         except DevmeshError as exc:
             return _error(400, exc.message, exc.hint)
@@ -133,6 +155,78 @@ class ControlPlaneAPI:
         self.mesh.clear_split(service)
         await self.publish()
         return web.json_response({"service": service, "split": self.mesh.split_for(service)})
+
+    # -- policy and faults ---------------------------------------------------------
+
+    def _policy_reply(self, service: str) -> web.Response:
+        return web.json_response(
+            {
+                "service": service,
+                "policy": dump_policy(self.mesh.policy(service)),
+                "overrides": self.mesh.policy_overrides(service),
+            }
+        )
+
+    async def get_policy(self, request: web.Request) -> web.Response:
+        return self._policy_reply(request.match_info["service"])
+
+    async def put_policy(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        settings = body.get("settings") if isinstance(body, dict) else None
+        if not isinstance(settings, dict):
+            raise DevmeshError('the body must be {"settings": {"timeout": "2s", ...}}')
+        service = request.match_info["service"]
+        self.mesh.set_policy(service, settings)
+        await self.publish()
+        return self._policy_reply(service)
+
+    async def delete_policy(self, request: web.Request) -> web.Response:
+        service = request.match_info["service"]
+        self.mesh.clear_policy(service)
+        await self.publish()
+        return self._policy_reply(service)
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        now = time.time()
+        return web.json_response({"faults": [f.to_json(now) for f in self.mesh.faults()]})
+
+    async def post_fault(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("service"), str):
+            raise DevmeshError('the body must be {"service": "...", "fault": {...}, "for": null}')
+        fault, lasts = body.get("fault"), body.get("for")
+        if not isinstance(fault, dict):
+            raise DevmeshError("the fault must be an object, in devmesh.yaml's shape")
+        if lasts is not None and (not isinstance(lasts, int | float) or lasts <= 0):
+            raise DevmeshError("`for` must be a number of seconds above 0")
+        added = self.mesh.add_fault(body["service"], fault, lasts)
+        await self.publish()
+        return web.json_response({"fault": added.to_json(time.time())}, status=201)
+
+    async def delete_fault(self, request: web.Request) -> web.Response:
+        removed = self.mesh.remove_fault(request.match_info["fault"])
+        await self.publish()
+        return web.json_response({"removed": [removed.to_json(time.time())]})
+
+    async def delete_faults(self, request: web.Request) -> web.Response:
+        removed = self.mesh.reset_faults(request.query.get("service"))
+        await self.publish()
+        return web.json_response({"removed": removed})
+
+    async def _expiry(self, app: web.Application) -> AsyncIterator[None]:
+        """Time-boxed faults remove themselves: checked a few times a second."""
+
+        async def run() -> None:
+            while True:
+                await asyncio.sleep(EXPIRY_CHECK)
+                if self.mesh.expire_faults():
+                    await self.publish()
+
+        task = asyncio.create_task(run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     # -- sidecar stream ------------------------------------------------------------
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devmesh.config import dump_project, parse_project
-from devmesh.config.model import Project
+from devmesh.config.model import Policy, Project
 from devmesh.controlplane.metrics import WINDOW_S, Metrics
+from devmesh.controlplane.overrides import ActiveFault, Overrides
 from devmesh.controlplane.store import StateStore, StoredState
 from devmesh.errors import UsageError
 from devmesh.plan import plan_instances, url_of
@@ -57,6 +58,7 @@ class Mesh:
         self._seen: set[str] = set()
         self.metrics = Metrics()
         self.snapshot = Snapshot(version=self._state.snapshot_version)
+        self.overrides = Overrides(self._state.overrides)
 
     # -- desired state ---------------------------------------------------------
 
@@ -71,8 +73,63 @@ class Mesh:
             for svc, weights in self._state.splits.items()
             if svc in project.services and all(project.services[svc].version(v) for v in weights)
         }
+        self.overrides.forget_unknown(project)
         self._store.save(self._state)
         return project
+
+    # -- faults and policy settings ------------------------------------------------
+
+    def add_fault(self, service: str, fault: dict[str, Any], lasts: float | None) -> ActiveFault:
+        self._service(service)
+        added = self.overrides.add_fault(self._project(), service, fault, lasts)
+        self._store.save(self._state)
+        return added
+
+    def remove_fault(self, fault_id: str) -> ActiveFault:
+        removed = self.overrides.remove_fault(self._project(), fault_id)
+        self._store.save(self._state)
+        return removed
+
+    def reset_faults(self, service: str | None) -> list[str]:
+        if service is not None:
+            self._service(service)
+        removed = self.overrides.reset_faults(service)
+        self._store.save(self._state)
+        return removed
+
+    def expire_faults(self) -> list[str]:
+        """Remove the time-boxed faults whose time is up; their ids (persisted if any)."""
+        gone = self.overrides.expire()
+        if gone:
+            self._store.save(self._state)
+        return gone
+
+    def faults(self) -> list[ActiveFault]:
+        return self.overrides.active(self.project) if self.project is not None else []
+
+    def policy(self, service: str) -> Policy:
+        self._service(service)
+        return self.overrides.policy(self._project(), service)
+
+    def policy_overrides(self, service: str) -> dict[str, Any]:
+        return dict(self.overrides.state["policies"].get(service, {}))
+
+    def set_policy(self, service: str, settings: dict[str, Any]) -> Policy:
+        self._service(service)
+        policy = self.overrides.set_policy(self._project(), service, settings)
+        self._store.save(self._state)
+        return policy
+
+    def clear_policy(self, service: str) -> Policy:
+        self._service(service)
+        if self.overrides.clear_policy(service):
+            self._store.save(self._state)
+        return self.policy(service)
+
+    def _project(self) -> Project:
+        if self.project is None:
+            raise UnknownService("no project is applied yet", "run `devmesh up`")
+        return self.project
 
     def set_split(self, service: str, weights: Mapping[str, float]) -> None:
         svc = self._service(service)

@@ -1,7 +1,7 @@
 """The control plane's persisted state: what must survive a control-plane restart.
 
 That is the desired project (as the CLI last applied it), the runtime
-overrides the user made (splits now; faults and policies later), and the
+overrides the user made (splits, faults, policy settings), and the
 snapshot version counter, so versions never go backwards across a restart.
 """
 
@@ -24,6 +24,8 @@ class StoredState:
     splits: dict[str, dict[str, float]] = field(default_factory=dict)
     """Runtime split overrides, by service; they win over ``policies.<svc>.split``."""
     snapshot_version: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Runtime faults and policy settings (see ``overrides.Overrides``), in config form."""
 
 
 class StateStore:
@@ -47,6 +49,7 @@ class StateStore:
                 for svc, weights in (data.get("splits") or {}).items()
             },
             snapshot_version=int(data.get("snapshot_version", 0)),
+            overrides=dict(data.get("overrides") or {}),
         )
 
     def save(self, state: StoredState) -> None:
@@ -57,5 +60,6 @@ class StateStore:
                 "project": state.project,
                 "splits": state.splits,
                 "snapshot_version": state.snapshot_version,
+                "overrides": state.overrides,
             },
         )

@@ -1,0 +1,198 @@
+"""What the user changes at run time on top of devmesh.yaml: faults and policy settings.
+
+Both are kept in the control plane's persisted state in config form (the same
+dicts devmesh.yaml holds), so they survive a restart and are validated by the
+very code that validates devmesh.yaml: a change is applied to a copy of the
+project's config and parsed; if that fails, nothing changes and every problem
+is reported.
+
+A runtime fault has an id (``f1``, ``f2``...) and may be time-boxed: it
+expires by itself (``expire``). A fault declared in devmesh.yaml has the id
+``<service>-config-<n>`` and lasts as long as the config says it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from devmesh.config import dump_project, parse_project
+from devmesh.config.dump import dump_fault, dump_policy
+from devmesh.config.model import FaultSpec, Policy, Project
+from devmesh.errors import UsageError
+
+OVERRIDABLE = ("timeout", "retries", "breaker", "lb", "pool")
+"""The policy settings `devmesh policy` may change (the split has its own command)."""
+
+
+class UnknownFault(UsageError):
+    """A fault id that does not exist."""
+
+
+@dataclass(frozen=True)
+class ActiveFault:
+    id: str
+    service: str
+    spec: FaultSpec
+    origin: str
+    """``cli`` (added at run time) or ``config`` (declared in devmesh.yaml)."""
+    expires_at: float | None = None
+    """Wall-clock time it removes itself, if time-boxed."""
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "service": self.service,
+            "origin": self.origin,
+            "fault": dump_fault(self.spec),
+            "expires_in": None if self.expires_at is None else max(0.0, self.expires_at - now),
+        }
+
+
+class Overrides:
+    """Runtime faults and policy settings, over a project; ``state`` is the persisted dict part.
+
+    ``state`` holds ``faults`` ({id: {service, fault, expires_at}}), ``next_fault``
+    and ``policies`` ({service: {setting: value}}), all JSON.
+    """
+
+    def __init__(self, state: dict[str, Any], clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.state.setdefault("faults", {})
+        self.state.setdefault("next_fault", 1)
+        self.state.setdefault("policies", {})
+        self._clock = clock
+
+    # -- policies ----------------------------------------------------------------
+
+    def policy(self, project: Project, service: str) -> Policy:
+        """The policy in force for calls to ``service``: devmesh.yaml's, then the overrides."""
+        return self._candidate(project).policy(service)
+
+    def set_policy(self, project: Project, service: str, settings: dict[str, Any]) -> Policy:
+        """Override some of ``service``'s policy settings (config form); validated first."""
+        unknown = [key for key in settings if key not in OVERRIDABLE]
+        if unknown:
+            raise UsageError(
+                f"{unknown[0]!r} is not a policy setting devmesh policy changes",
+                f"change one of: {', '.join(OVERRIDABLE)}",
+            )
+        current = dump_policy(self.policy(project, service))
+        merged = dict(self.state["policies"].get(service, {}))
+        for key, value in settings.items():
+            before = current.get(key)
+            if isinstance(value, dict) and isinstance(before, dict):
+                value = {**before, **value}  # --retries 3 keeps the per-try timeout
+            merged[key] = value
+        candidate = self._candidate(project, policies={service: merged})
+        self.state["policies"][service] = merged
+        return candidate.policy(service)
+
+    def clear_policy(self, service: str) -> bool:
+        return self.state["policies"].pop(service, None) is not None
+
+    # -- faults ------------------------------------------------------------------
+
+    def add_fault(
+        self, project: Project, service: str, fault: dict[str, Any], lasts: float | None
+    ) -> ActiveFault:
+        """Add a fault (config form) on calls to ``service``, optionally for ``lasts`` seconds."""
+        fault_id = f"f{self.state['next_fault']}"
+        entry = {
+            "service": service,
+            "fault": fault,
+            "expires_at": None if lasts is None else self._clock() + lasts,
+        }
+        self._candidate(project, faults={**self.state["faults"], fault_id: entry})
+        self.state["faults"][fault_id] = entry
+        self.state["next_fault"] += 1
+        return next(f for f in self.active(project) if f.id == fault_id)
+
+    def remove_fault(self, project: Project, fault_id: str) -> ActiveFault:
+        found = next((f for f in self.active(project) if f.id == fault_id), None)
+        if found is None:
+            raise UnknownFault(f"there is no fault {fault_id!r}", "see `devmesh fault ls`")
+        if found.origin == "config":
+            raise UsageError(
+                f"fault {fault_id} is declared in devmesh.yaml",
+                f"remove it from policies.{found.service}.faults there, and run `devmesh up`",
+            )
+        del self.state["faults"][fault_id]
+        return found
+
+    def reset_faults(self, service: str | None = None) -> list[str]:
+        """Remove every runtime fault (of ``service``, if given); their ids."""
+        gone = [
+            fault_id
+            for fault_id, entry in self.state["faults"].items()
+            if service is None or entry["service"] == service
+        ]
+        for fault_id in gone:
+            del self.state["faults"][fault_id]
+        return gone
+
+    def expire(self) -> list[str]:
+        """Remove the time-boxed faults whose time is up; their ids."""
+        now = self._clock()
+        gone = [
+            fault_id
+            for fault_id, entry in self.state["faults"].items()
+            if entry["expires_at"] is not None and entry["expires_at"] <= now
+        ]
+        for fault_id in gone:
+            del self.state["faults"][fault_id]
+        return gone
+
+    def active(self, project: Project) -> list[ActiveFault]:
+        """Every fault in force: devmesh.yaml's, then the runtime ones in the order added."""
+        found = [
+            ActiveFault(f"{service}-config-{index}", service, spec, "config")
+            for service, policy in project.policies.items()
+            for index, spec in enumerate(policy.faults, start=1)
+        ]
+        parsed = self._candidate(project, with_config_faults=False)
+        by_service: dict[str, list[FaultSpec]] = {
+            service: list(policy.faults) for service, policy in parsed.policies.items()
+        }
+        for fault_id, entry in self.state["faults"].items():
+            spec = by_service[entry["service"]].pop(0)
+            found.append(ActiveFault(fault_id, entry["service"], spec, "cli", entry["expires_at"]))
+        return found
+
+    def forget_unknown(self, project: Project) -> None:
+        """Drop overrides of services the project no longer has (after a config change)."""
+        for fault_id in [
+            i for i, e in self.state["faults"].items() if e["service"] not in project.services
+        ]:
+            del self.state["faults"][fault_id]
+        for service in [s for s in self.state["policies"] if s not in project.services]:
+            del self.state["policies"][service]
+
+    # -- the one validation path --------------------------------------------------
+
+    def _candidate(
+        self,
+        project: Project,
+        *,
+        policies: dict[str, dict[str, Any]] | None = None,
+        faults: dict[str, dict[str, Any]] | None = None,
+        with_config_faults: bool = True,
+    ) -> Project:
+        """The project with the overrides (and the proposed change) applied, parsed.
+
+        Raises ``ConfigError`` naming the setting, as for devmesh.yaml.
+        """
+        data = copy.deepcopy(dump_project(project))
+        config_policies: dict[str, Any] = data.setdefault("policies", {})  # type: ignore[assignment]
+        for service, settings in {**self.state["policies"], **(policies or {})}.items():
+            config_policies.setdefault(service, {}).update(settings)
+        if not with_config_faults:
+            for policy in config_policies.values():
+                policy.pop("faults", None)
+        for entry in (faults if faults is not None else self.state["faults"]).values():
+            policy = config_policies.setdefault(entry["service"], {})
+            policy.setdefault("faults", []).append(entry["fault"])
+        return parse_project(data, default_name=project.name)
