@@ -1,0 +1,160 @@
+"""devmesh.controlplane.overrides: runtime faults and policy settings over devmesh.yaml."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from devmesh.config import parse_project
+from devmesh.config.model import FaultMatch, FaultSpec, RetryPolicy
+from devmesh.controlplane.overrides import Overrides, UnknownFault
+from devmesh.errors import ConfigError, UsageError
+
+PROJECT = parse_project(
+    {
+        "name": "shop",
+        "services": {
+            "frontend": {"image": "f:1", "port": 8000},
+            "catalog": {"image": "c:1", "port": 8000},
+            "pricing": {"image": "p:1", "port": 8000},
+        },
+        "policies": {
+            "pricing": {
+                "timeout": "1s",
+                "retries": {"attempts": 2, "per_try_timeout": "300ms"},
+                "faults": [{"delay": "100ms"}],
+            }
+        },
+    }
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def overrides(state: dict[str, Any] | None = None) -> tuple[Overrides, Clock]:
+    clock = Clock()
+    return Overrides(state if state is not None else {}, clock), clock
+
+
+def test_a_fault_gets_an_id_and_applies_with_the_configs_own() -> None:
+    live, _ = overrides()
+    added = live.add_fault(
+        PROJECT, "catalog", {"abort": {"http_status": 503, "percent": 20}}, lasts=None
+    )
+    assert added.id == "f1"
+    assert added.spec == FaultSpec(abort_status=503, abort_percent=20.0)
+    active = {f.id: f for f in live.active(PROJECT)}
+    assert set(active) == {"pricing-config-1", "f1"}
+    assert active["pricing-config-1"].spec == FaultSpec(delay=0.1)
+    assert active["pricing-config-1"].origin == "config"
+    assert active["f1"].origin == "cli"
+
+
+def test_ids_never_repeat_after_a_removal() -> None:
+    live, _ = overrides()
+    first = live.add_fault(PROJECT, "catalog", {"abort": 503}, None)
+    live.remove_fault(PROJECT, first.id)
+    assert live.add_fault(PROJECT, "catalog", {"abort": 503}, None).id == "f2"
+
+
+def test_a_time_boxed_fault_expires_by_the_clock() -> None:
+    live, clock = overrides()
+    fault = live.add_fault(PROJECT, "catalog", {"hang": "5s"}, lasts=5.0)
+    assert fault.expires_at == 1005.0
+    clock.now = 1004.9
+    assert live.expire() == []
+    clock.now = 1005.0
+    assert live.expire() == ["f1"]
+    assert [f.id for f in live.active(PROJECT)] == ["pricing-config-1"]
+    assert fault.to_json(1003.0)["expires_in"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ({"abort": {"http_status": 503, "percent": 120}}, "must be from 0 to 100, not 120"),
+        ({"delay": "banana"}, "must be a duration"),
+        ({"match": {"path": "/x"}}, "does nothing"),
+        ({"abort": 503, "match": {"source": "fronted"}}, "'fronted', which is not a service"),
+    ],
+)
+def test_a_bad_fault_is_refused_and_changes_nothing(fault: dict[str, Any], message: str) -> None:
+    state: dict[str, Any] = {}
+    live, _ = overrides(state)
+    with pytest.raises(ConfigError) as caught:
+        live.add_fault(PROJECT, "catalog", fault, None)
+    assert message in caught.value.message
+    assert state["faults"] == {}
+    assert state["next_fault"] == 1
+
+
+def test_a_config_fault_cannot_be_removed_at_run_time_and_an_unknown_one_says_so() -> None:
+    live, _ = overrides()
+    with pytest.raises(UsageError, match=r"declared in devmesh\.yaml"):
+        live.remove_fault(PROJECT, "pricing-config-1")
+    with pytest.raises(UnknownFault, match="there is no fault 'f9'"):
+        live.remove_fault(PROJECT, "f9")
+
+
+def test_reset_removes_runtime_faults_of_one_service_or_all() -> None:
+    live, _ = overrides()
+    for service in ("catalog", "pricing", "catalog"):
+        live.add_fault(PROJECT, service, {"abort": 503}, None)
+    assert live.reset_faults("catalog") == ["f1", "f3"]
+    assert live.reset_faults() == ["f2"]
+    assert [f.origin for f in live.active(PROJECT)] == ["config"]
+
+
+def test_a_policy_setting_overrides_devmesh_yaml_and_keeps_its_other_values() -> None:
+    live, _ = overrides()
+    policy = live.set_policy(
+        PROJECT, "pricing", {"retries": {"attempts": 4}, "lb": "least-request"}
+    )
+    assert policy.timeout == 1.0, "untouched settings stay as devmesh.yaml says"
+    assert policy.retries == RetryPolicy(
+        attempts=4, per_try_timeout=0.3, retry_on=RetryPolicy().retry_on
+    ), "--retries 4 keeps the per-try timeout"
+    assert policy.lb == "least-request"
+    assert live.clear_policy("pricing")
+    assert live.policy(PROJECT, "pricing").retries == RetryPolicy(attempts=2, per_try_timeout=0.3)
+
+
+def test_a_bad_policy_setting_is_refused_and_changes_nothing() -> None:
+    state: dict[str, Any] = {}
+    live, _ = overrides(state)
+    with pytest.raises(ConfigError, match="must be one of round-robin, least-request"):
+        live.set_policy(PROJECT, "catalog", {"lb": "random"})
+    with pytest.raises(UsageError, match="'split' is not a policy setting"):
+        live.set_policy(PROJECT, "catalog", {"split": {"v1": 100}})
+    assert state["policies"] == {}
+
+
+def test_overrides_of_a_service_that_is_gone_are_forgotten() -> None:
+    live, _ = overrides()
+    live.add_fault(PROJECT, "catalog", {"abort": 503}, None)
+    live.set_policy(PROJECT, "catalog", {"timeout": "2s"})
+    smaller = parse_project({"name": "shop", "services": {"pricing": {"image": "p:1"}}})
+    live.forget_unknown(smaller)
+    assert live.state["faults"] == {}
+    assert live.state["policies"] == {}
+
+
+def test_the_state_is_plain_json_so_it_survives_a_restart() -> None:
+
+    state: dict[str, Any] = {}
+    live, _ = overrides(state)
+    live.add_fault(
+        PROJECT, "catalog", {"delay": "50ms", "match": {"headers": {"x-test": "1"}}}, 60.0
+    )
+    restored, _ = overrides(json.loads(json.dumps(state)))
+    [fault] = [f for f in restored.active(PROJECT) if f.origin == "cli"]
+    assert fault.spec == FaultSpec(delay=0.05, match=FaultMatch(headers={"x-test": "1"}))
+    assert fault.expires_at == 1060.0
