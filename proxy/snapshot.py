@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proxy.policy import DEFAULT as DEFAULT_POLICY
+from proxy.policy import PolicyError, RoutePolicy, parse_policy, policy_to_wire
+
 
 class SnapshotError(ValueError):
     """A snapshot does not match the schema; the message says where."""
@@ -52,6 +55,8 @@ class Route:
     """Weight per version (summing to 100); ``None`` spreads over all endpoints."""
     versions: tuple[str, ...] = ()
     """The service's named versions: ``<service>-<version>`` is a host for each of them."""
+    policy: RoutePolicy = DEFAULT_POLICY
+    """How calls to it are handled: timeout, retries, breaker, pool, balancing, faults."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,11 @@ def snapshot_to_wire(snapshot: Snapshot) -> dict[str, Any]:
                 ],
                 **({"split": dict(route.split)} if route.split is not None else {}),
                 **({"versions": list(route.versions)} if route.versions else {}),
+                **(
+                    {"policy": policy_to_wire(route.policy)}
+                    if route.policy != DEFAULT_POLICY
+                    else {}
+                ),
             }
             for name, route in snapshot.routes.items()
         },
@@ -132,7 +142,11 @@ def _parse_route(data: object, where: str) -> Route:
     if not isinstance(versions_raw, list):
         raise SnapshotError(f"{where}.versions must be a list")
     versions = tuple(_name(v, f"{where}.versions") for v in versions_raw)
-    return Route(endpoints=endpoints, split=split, versions=versions)
+    try:
+        policy = parse_policy(obj.get("policy", {}), f"{where}.policy")
+    except PolicyError as exc:
+        raise SnapshotError(str(exc)) from None
+    return Route(endpoints=endpoints, split=split, versions=versions, policy=policy)
 
 
 def _parse_endpoint(data: object, where: str) -> Endpoint:

@@ -16,6 +16,7 @@ from devmesh.config import dump_project, parse_project
 from devmesh.config.model import Policy, Project
 from devmesh.controlplane.metrics import WINDOW_S, Metrics
 from devmesh.controlplane.overrides import ActiveFault, Overrides
+from devmesh.controlplane.routepolicy import route_policy
 from devmesh.controlplane.store import StateStore, StoredState
 from devmesh.errors import UsageError
 from devmesh.plan import plan_instances, url_of
@@ -203,6 +204,7 @@ class Mesh:
             return {}
         planned = {spec.id for spec in plan_instances(self.project)}
         routes = {}
+        effective, faults = self.overrides.resolve(self.project)
         for name in self.project.services:
             endpoints = sorted(
                 (
@@ -222,6 +224,10 @@ class Mesh:
                 endpoints=tuple(endpoints),
                 split=dict(split) if split is not None else None,
                 versions=tuple(v.name for v in service.versions) if service.versioned else (),
+                policy=route_policy(
+                    effective.policy(name),
+                    [f for f in faults if f.service == name],
+                ),
             )
         return routes
 

@@ -65,12 +65,25 @@ class Overrides:
         self.state.setdefault("next_fault", 1)
         self.state.setdefault("policies", {})
         self._clock = clock
+        self._revision = 0
+        self._resolved: tuple[tuple[int, int], Project, list[ActiveFault]] | None = None
+
+    def resolve(self, project: Project) -> tuple[Project, list[ActiveFault]]:
+        """The project with the overrides applied, and the faults in force (cached until the
+        next change: the control plane asks for them on every snapshot)."""
+        key = (id(project), self._revision)
+        if self._resolved is None or self._resolved[0] != key:
+            self._resolved = (key, self._candidate(project), self._active(project))
+        return self._resolved[1], self._resolved[2]
+
+    def _changed(self) -> None:
+        self._revision += 1
 
     # -- policies ----------------------------------------------------------------
 
     def policy(self, project: Project, service: str) -> Policy:
         """The policy in force for calls to ``service``: devmesh.yaml's, then the overrides."""
-        return self._candidate(project).policy(service)
+        return self.resolve(project)[0].policy(service)
 
     def set_policy(self, project: Project, service: str, settings: dict[str, Any]) -> Policy:
         """Override some of ``service``'s policy settings (config form); validated first."""
@@ -89,9 +102,11 @@ class Overrides:
             merged[key] = value
         candidate = self._candidate(project, policies={service: merged})
         self.state["policies"][service] = merged
+        self._changed()
         return candidate.policy(service)
 
     def clear_policy(self, service: str) -> bool:
+        self._changed()
         return self.state["policies"].pop(service, None) is not None
 
     # -- faults ------------------------------------------------------------------
@@ -109,6 +124,7 @@ class Overrides:
         self._candidate(project, faults={**self.state["faults"], fault_id: entry})
         self.state["faults"][fault_id] = entry
         self.state["next_fault"] += 1
+        self._changed()
         return next(f for f in self.active(project) if f.id == fault_id)
 
     def remove_fault(self, project: Project, fault_id: str) -> ActiveFault:
@@ -121,6 +137,7 @@ class Overrides:
                 f"remove it from policies.{found.service}.faults there, and run `devmesh up`",
             )
         del self.state["faults"][fault_id]
+        self._changed()
         return found
 
     def reset_faults(self, service: str | None = None) -> list[str]:
@@ -132,6 +149,7 @@ class Overrides:
         ]
         for fault_id in gone:
             del self.state["faults"][fault_id]
+        self._changed()
         return gone
 
     def expire(self) -> list[str]:
@@ -144,10 +162,15 @@ class Overrides:
         ]
         for fault_id in gone:
             del self.state["faults"][fault_id]
+        if gone:
+            self._changed()
         return gone
 
     def active(self, project: Project) -> list[ActiveFault]:
         """Every fault in force: devmesh.yaml's, then the runtime ones in the order added."""
+        return list(self.resolve(project)[1])
+
+    def _active(self, project: Project) -> list[ActiveFault]:
         found = [
             ActiveFault(f"{service}-config-{index}", service, spec, "config")
             for service, policy in project.policies.items()
@@ -170,6 +193,7 @@ class Overrides:
             del self.state["faults"][fault_id]
         for service in [s for s in self.state["policies"] if s not in project.services]:
             del self.state["policies"][service]
+        self._changed()
 
     # -- the one validation path --------------------------------------------------
 
