@@ -28,6 +28,10 @@ SOURCE_HEADER = "x-devmesh-source"
 """Set by the calling sidecar: the service the request comes from."""
 ERROR_HEADER = "x-devmesh-error"
 """Set on a response the mesh made itself (no endpoint, connect failure, ...)."""
+FAULT_HEADER = "x-devmesh-fault"
+"""Set on a response a fault shaped (the ids of the faults): injected, not real."""
+VERSION_HEADER = "x-devmesh-version"
+"""Sent by a caller to pin one request to a version of the destination (``v2``)."""
 MESH_PREFIX = "x-devmesh-"
 
 

@@ -27,6 +27,7 @@ class Router:
         self._rand = rand
         self._next: dict[tuple[str, str | None], int] = {}
         self._next_other: dict[tuple[str, str | None, str], int] = {}
+        self._listeners: list[Callable[[Snapshot], None]] = []
 
     @property
     def snapshot(self) -> Snapshot:
@@ -34,6 +35,12 @@ class Router:
 
     def update(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        for listener in self._listeners:
+            listener(snapshot)
+
+    def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
+        """Have ``listener`` called with every new snapshot (after it is in force)."""
+        self._listeners.append(listener)
 
     def knows(self, service: str) -> bool:
         return service in self._snapshot.routes
@@ -51,6 +58,24 @@ class Router:
             service, sep, rest = service.rpartition("-")
             version = f"{rest}-{version}"
         return None
+
+    def target(
+        self, service: str, version: str | None = None
+    ) -> tuple[str | None, tuple[Endpoint, ...]] | NoEndpoint:
+        """The version a call goes to (the one asked for, else the split's draw) and that
+        version's endpoints; the breaker and balancer choose among them."""
+        route = self._snapshot.routes.get(service)
+        if route is None:
+            return NoEndpoint(f"{service} is not a service of this mesh")
+        if version is None:
+            version = self._pick_version(route)
+        elif version not in route.versions:
+            known = ", ".join(route.versions) or "none"
+            return NoEndpoint(f"{service} has no version {version!r} (its versions: {known})")
+        candidates = _of_version(route, version)
+        if not candidates:
+            return NoEndpoint(f"no healthy instance of {_which(service, version)}")
+        return version, candidates
 
     def pick(self, service: str, version: str | None = None) -> Endpoint | NoEndpoint:
         """Round robin over the service's endpoints, within the version the split picks

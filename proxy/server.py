@@ -19,7 +19,6 @@ its body was streamed to the first endpoint.
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,16 +30,17 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.bootstrap import Bootstrap
+from proxy.destinations import Destinations
 from proxy.headers import (
-    ERROR_HEADER,
     SOURCE_HEADER,
     append_forwarded_for,
     forwardable,
 )
 from proxy.origdst import original_destination
-from proxy.router import NoEndpoint, Router
-from proxy.snapshot import Endpoint
+from proxy.outbound import Call, OutboundCalls
+from proxy.router import Router
 from proxy.telemetry import Direction, Record, TelemetryBuffer
+from proxy.upstream import NoAnswer, Outcome, relay, reply, send
 
 log = logging.getLogger("devmesh.proxy")
 
@@ -49,8 +49,6 @@ GATEWAY_SOURCE = "ingress"
 EXTERNAL_SOURCE = "external"
 """The source name of inbound traffic that did not come through a sidecar."""
 
-# Headers aiohttp's client would add on its own; a proxy must not invent them.
-_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _CONNECT_TIMEOUT = 10.0
 _MAX_PATH_IN_RECORD = 256
 
@@ -64,30 +62,6 @@ class BoundPorts:
     gateway: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
-class _Outcome:
-    """What happened to one forwarded request, for its telemetry record."""
-
-    status: int = 0
-    error: str | None = None
-    instance: str = ""
-    version: str = ""
-
-
-@dataclass(frozen=True)
-class _NoAnswer:
-    """The upstream gave no response; the mesh answers 503 in its place."""
-
-    code: str
-    """``connect-failure`` (nothing was sent) or ``reset``."""
-    message: str
-    refused: bool = False
-    """The connection was refused: nothing listens on the upstream's port."""
-
-
-_Sent = aiohttp.ClientResponse | _NoAnswer
-
-
 class Sidecar:
     """The data plane of one instance (or of the gateway)."""
 
@@ -97,6 +71,7 @@ class Sidecar:
         router: Router,
         telemetry: TelemetryBuffer,
         on_app_refused: Callable[[str], None] = lambda detail: None,
+        destinations: Destinations | None = None,
     ) -> None:
         """``on_app_refused(detail)`` is called when the instance's app refuses a
         connection the inbound listener opens for a request (passive health)."""
@@ -104,9 +79,19 @@ class Sidecar:
         self.router = router
         self.telemetry = telemetry
         self.on_app_refused = on_app_refused
+        if destinations is None:
+            destinations = Destinations()
+            destinations.sync(router.snapshot)
+            router.subscribe(destinations.sync)
+        self.destinations = destinations
+        self.calls = OutboundCalls(self._client, router, destinations)
         self.ports = BoundPorts()
         self._runners: list[web.BaseRunner] = []
         self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Sidecar.start() was not called"
+        return self._session
 
     async def start(self) -> BoundPorts:
         """Bind every listener; raises ``OSError`` (port taken) with nothing left bound."""
@@ -174,12 +159,14 @@ class Sidecar:
     async def _inbound(self, request: web.BaseRequest) -> web.StreamResponse:
         start = time.perf_counter()
         source = request.headers.get(SOURCE_HEADER, EXTERNAL_SOURCE)
-        outcome = _Outcome(instance=self.boot.instance, version=self.boot.version)
+        outcome = Outcome(instance=self.boot.instance, version=self.boot.version)
         if self.boot.app_port is None:
-            response = await self._reply(
-                request, 503, "no-port", f"{self.boot.service} declares no port to receive calls on"
+            response = await relay(
+                request,
+                NoAnswer("no-port", f"{self.boot.service} declares no port to receive calls on"),
+                outcome,
+                trusted=False,
             )
-            outcome.status, outcome.error = 503, "no-port"
         else:
             headers = forwardable(request.headers)
             headers.popall(SOURCE_HEADER, None)
@@ -187,12 +174,13 @@ class Sidecar:
                 f"http://127.0.0.1:{self.boot.app_port}{request.url.raw_path_qs}", encoded=True
             )
             await _answer_expect_continue(request, headers)
-            sent = await self._send(request, url, headers, self.boot.instance)
-            if isinstance(sent, _NoAnswer) and sent.refused:
+            body = request.content if request.body_exists else None
+            sent = await send(self._client(), request, url, headers, body, self.boot.instance)
+            if isinstance(sent, NoAnswer) and sent.refused:
                 self.on_app_refused(
                     f"connection refused on 127.0.0.1:{self.boot.app_port} by a request"
                 )
-            response = await self._relay(request, sent, outcome, trusted=False)
+            response = await relay(request, sent, outcome, trusted=False)
         self._record(request, "inbound", source, self.boot.service, outcome, start)
         return response
 
@@ -206,48 +194,16 @@ class Sidecar:
         self, request: web.BaseRequest, service: str, source: str, version: str | None = None
     ) -> web.StreamResponse:
         start = time.perf_counter()
-        outcome = _Outcome()
-        endpoint = self.router.pick(service, version)
-        if isinstance(endpoint, NoEndpoint):
-            response = await self._reply(request, 503, "no-healthy-upstream", endpoint.reason)
-            outcome.status, outcome.error = 503, "no-healthy-upstream"
-        else:
-            headers = forwardable(request.headers, drop_mesh=True)
-            headers[SOURCE_HEADER] = source
-            headers["Host"] = _target(request).raw_authority
-            if source == GATEWAY_SOURCE:
-                append_forwarded_for(headers, request.remote)
-            await _answer_expect_continue(request, headers)
-            resendable = _has_no_body(request)  # before the first try reads it
-            sent = await self._send_to(request, endpoint, headers, outcome)
-            if resendable and _never_reached_an_app(sent):
-                other = self.router.pick_other(service, endpoint, version)
-                if isinstance(other, Endpoint):
-                    log.info(
-                        "%s did not take %s %s for %s (connect-failure); trying %s",
-                        endpoint.instance,
-                        request.method,
-                        request.path[:_MAX_PATH_IN_RECORD],
-                        source,
-                        other.instance,
-                    )
-                    await _discard(sent)
-                    sent = await self._send_to(request, other, headers, outcome)
-            response = await self._relay(request, sent, outcome, trusted=True)
+        outcome = Outcome()
+        headers = forwardable(request.headers, drop_mesh=True)
+        headers[SOURCE_HEADER] = source
+        headers["Host"] = _target(request).raw_authority
+        if source == GATEWAY_SOURCE:
+            append_forwarded_for(headers, request.remote)
+        await _answer_expect_continue(request, headers)
+        response = await self.calls.call(Call(request, service, source, headers, version), outcome)
         self._record(request, "outbound", source, service, outcome, start)
         return response
-
-    async def _send_to(
-        self,
-        request: web.BaseRequest,
-        endpoint: Endpoint,
-        headers: CIMultiDict[str],
-        outcome: _Outcome,
-    ) -> _Sent:
-        """Send ``request`` to ``endpoint``'s sidecar; ``outcome`` names the endpoint tried."""
-        outcome.instance, outcome.version = endpoint.instance, endpoint.version
-        url = URL(f"http://{endpoint.address}{request.url.raw_path_qs}", encoded=True)
-        return await self._send(request, url, headers, endpoint.instance)
 
     async def _passthrough(self, request: web.BaseRequest, target: URL) -> web.StreamResponse:
         """A destination outside the mesh is called directly, as Istio's ALLOW_ANY does.
@@ -256,107 +212,18 @@ class Sidecar:
         original destination), whatever its ``Host`` says.
         """
         start = time.perf_counter()
-        outcome = _Outcome()
+        outcome = Outcome()
         headers = forwardable(request.headers, drop_mesh=True)
         headers["Host"] = target.raw_authority
         url = target
         original = original_destination(request.transport)
         if original is not None:
             url = target.with_host(original[0]).with_port(original[1])
-        response = await self._forward(request, url, headers, outcome, trusted=False)
-        self._record(request, "outbound", self.boot.service, target.host or "", outcome, start)
-        return response
-
-    # -- forwarding -----------------------------------------------------------
-
-    async def _forward(
-        self,
-        request: web.BaseRequest,
-        url: URL,
-        headers: CIMultiDict[str],
-        outcome: _Outcome,
-        *,
-        trusted: bool = True,
-    ) -> web.StreamResponse:
-        """Send ``request`` to ``url`` and stream the answer back (see ``_relay``)."""
         await _answer_expect_continue(request, headers)
-        sent = await self._send(request, url, headers, outcome.instance)
-        return await self._relay(request, sent, outcome, trusted=trusted)
-
-    async def _send(
-        self, request: web.BaseRequest, url: URL, headers: CIMultiDict[str], instance: str = ""
-    ) -> _Sent:
-        """Send ``request`` (streaming its body) to ``url``; the response head, or why none came.
-
-        Nothing is written to the caller yet: the caller of ``_send`` may still try
-        elsewhere (``_discard`` the answer first) or pass it on with ``_relay``.
-        """
-        assert self._session is not None, "Sidecar.start() was not called"
-        try:
-            return await self._session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=request.content if request.body_exists else None,
-                allow_redirects=False,
-                skip_auto_headers=_SKIP_AUTO_HEADERS,
-            )
-        except aiohttp.ClientConnectorError as exc:
-            where = f"{instance} at " if instance else ""
-            return _NoAnswer(
-                "connect-failure",
-                f"upstream connect error: {where}{url.host}:{url.port}: "
-                f"{exc.os_error.strerror or exc}",
-                refused=exc.os_error.errno == errno.ECONNREFUSED,
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return _NoAnswer("reset", f"upstream reset before response: {type(exc).__name__}")
-
-    async def _relay(
-        self, request: web.BaseRequest, sent: _Sent, outcome: _Outcome, *, trusted: bool
-    ) -> web.StreamResponse:
-        """Stream the upstream's answer back to the caller, or the mesh's 503 if none came.
-
-        ``trusted`` says the upstream is another sidecar, whose ``x-devmesh-*``
-        response headers (a mesh-made error) pass on; an app's or an outside
-        host's are removed so that they can never pass for the mesh's.
-        """
-        if isinstance(sent, _NoAnswer):
-            outcome.status, outcome.error = 503, sent.code
-            return await self._reply(request, 503, sent.code, sent.message)
-        upstream = sent
-        try:
-            response = web.StreamResponse(
-                status=upstream.status,
-                reason=upstream.reason,
-                headers=forwardable(upstream.headers, drop_mesh=not trusted),
-            )
-            outcome.status = upstream.status
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-        except ConnectionResetError:
-            # Writing to the caller failed: it went away. Caught first, because
-            # aiohttp's ClientConnectionResetError is also a ClientError.
-            outcome.error = "downstream-reset"
-        except (aiohttp.ClientError, TimeoutError):
-            # The upstream failed mid-body. Finishing the response normally
-            # would hand the caller a truncated body that looks complete.
-            outcome.error = "reset"
-            if request.transport is not None:
-                request.transport.abort()
-        finally:
-            upstream.release()
-        return response
-
-    async def _reply(
-        self, request: web.BaseRequest, status: int, code: str, message: str
-    ) -> web.StreamResponse:
-        """A response the mesh makes itself, marked so that it is never taken for the app's."""
-        response = web.Response(status=status, text=message + "\n", headers={ERROR_HEADER: code})
-        await response.prepare(request)
-        await response.write_eof()
+        body = request.content if request.body_exists else None
+        sent = await send(self._client(), request, url, headers, body)
+        response = await relay(request, sent, outcome, trusted=False)
+        self._record(request, "outbound", self.boot.service, target.host or "", outcome, start)
         return response
 
     async def _local_reply(
@@ -369,8 +236,8 @@ class Sidecar:
         message: str,
     ) -> web.StreamResponse:
         start = time.perf_counter()
-        response = await self._reply(request, status, code, message)
-        outcome = _Outcome(status=status, error=code)
+        response = await reply(request, status, code, message)
+        outcome = Outcome(status=status, error=code)
         self._record(request, direction, self.boot.service, destination, outcome, start)
         return response
 
@@ -380,7 +247,7 @@ class Sidecar:
         direction: Direction,
         source: str,
         destination: str,
-        outcome: _Outcome,
+        outcome: Outcome,
         start: float,
     ) -> None:
         self.telemetry.add(
@@ -396,6 +263,8 @@ class Sidecar:
                 method=request.method,
                 path=request.path[:_MAX_PATH_IN_RECORD],
                 error=outcome.error,
+                fault=outcome.fault,
+                retries=outcome.retries,
             )
         )
 
@@ -415,35 +284,6 @@ async def _answer_expect_continue(request: web.BaseRequest, headers: CIMultiDict
     headers.popall("Expect", None)
     if request.body_exists and _expects_continue(request):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-
-def _has_no_body(request: web.BaseRequest) -> bool:
-    """Whether the request can be sent again: it has no body, or one known to be empty
-    (a chunked body that already ended without a byte)."""
-    if not request.body_exists:
-        return True
-    content = request.content
-    return content.at_eof() and content.total_bytes == 0
-
-
-def _never_reached_an_app(sent: _Sent) -> bool:
-    """Nothing was sent (the endpoint's sidecar refused the connection), or the endpoint's
-    sidecar answered that it could not connect to its app (a trusted, mesh-made 503)."""
-    if isinstance(sent, _NoAnswer):
-        return sent.code == "connect-failure"
-    return sent.status == 503 and sent.headers.get(ERROR_HEADER) == "connect-failure"
-
-
-async def _discard(sent: _Sent) -> None:
-    """Let go of an answer that will not be passed on, keeping its connection if it can be."""
-    if isinstance(sent, _NoAnswer):
-        return
-    try:
-        await sent.read()  # a sidecar's short error text; read whole, the connection is kept
-    except (aiohttp.ClientError, TimeoutError):
-        pass
-    finally:
-        sent.release()
 
 
 def _expects_continue(request: web.BaseRequest) -> bool:

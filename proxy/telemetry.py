@@ -32,6 +32,10 @@ class Record:
     path: str
     error: str | None = None
     """What the mesh saw go wrong (``connect-failure``, ``no-healthy-upstream``, ``reset``)."""
+    fault: str | None = None
+    """Ids of the injected faults that shaped the answer: an injected failure, not a real one."""
+    retries: int = 0
+    """Attempts beyond the first."""
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)

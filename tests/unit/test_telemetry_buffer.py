@@ -90,4 +90,6 @@ def test_records_go_to_the_wire_as_plain_dicts() -> None:
         "method",
         "path",
         "error",
+        "fault",
+        "retries",
     }

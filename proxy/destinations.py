@@ -1,0 +1,103 @@
+"""What a calling sidecar keeps about each destination service between requests.
+
+Per destination: the outlier detector over its endpoints (the circuit
+breaker), a balancer per version (round robin or least-request, over the
+endpoints not ejected) and the connection-pool gate. ``sync`` brings them in
+line with a new snapshot without losing what was learnt: an endpoint that
+stays keeps its ejection history; settings change for the next request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from proxy.balancer import Balancer, Unavailable
+from proxy.outlier import BreakerSummary, OutlierDetector
+from proxy.pool import PoolGate
+from proxy.snapshot import Endpoint, Route, Snapshot
+
+BreakerListener = Callable[[str, BreakerSummary], None]
+
+
+@dataclass
+class Destination:
+    service: str
+    route: Route
+    detector: OutlierDetector
+    gate: PoolGate
+    balancers: dict[str | None, Balancer] = field(default_factory=dict)
+
+    def pick(
+        self, candidates: Iterable[Endpoint], version: str | None, avoid: Iterable[str] = ()
+    ) -> Endpoint | Unavailable:
+        """An endpoint among ``candidates`` that the breaker lets through, preferring ones
+        not in ``avoid`` (those a retry already tried)."""
+        pool = list(candidates)
+        skipped = set(avoid)
+        if skipped and any(e.instance not in skipped for e in pool):
+            pool = [e for e in pool if e.instance not in skipped]
+        balancer = self.balancers.get(version)
+        if balancer is None:
+            balancer = self.balancers[version] = Balancer(self.route.policy.lb)
+        chosen = balancer.pick([e.instance for e in pool], self.detector.ejected())
+        if isinstance(chosen, Unavailable):
+            return chosen
+        return next(e for e in pool if e.instance == chosen)
+
+    def started(self, endpoint: Endpoint, version: str | None) -> None:
+        balancer = self.balancers.get(version)
+        if balancer is not None:
+            balancer.started(endpoint.instance)
+
+    def finished(self, endpoint: Endpoint, version: str | None) -> None:
+        balancer = self.balancers.get(version)
+        if balancer is not None:
+            balancer.finished(endpoint.instance)
+
+
+class Destinations:
+    def __init__(
+        self,
+        on_breaker_change: BreakerListener = lambda service, summary: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._by_service: dict[str, Destination] = {}
+        self._on_change = on_breaker_change
+        self._clock = clock
+
+    def get(self, service: str) -> Destination | None:
+        return self._by_service.get(service)
+
+    def sync(self, snapshot: Snapshot) -> None:
+        """Follow a new snapshot: new destinations, changed endpoints and settings."""
+        for service in [s for s in self._by_service if s not in snapshot.routes]:
+            del self._by_service[service]
+        for service, route in snapshot.routes.items():
+            instances = [e.instance for e in route.endpoints]
+            found = self._by_service.get(service)
+            if found is None:
+                detector = OutlierDetector(
+                    self._clock,
+                    route.policy.outlier,
+                    instances,
+                    on_change=self._listener(service),
+                )
+                self._by_service[service] = Destination(
+                    service, route, detector, PoolGate(route.policy.pool)
+                )
+                continue
+            found.route = route
+            found.detector.set_settings(route.policy.outlier)
+            found.detector.set_endpoints(instances)
+            found.gate.set_limits(route.policy.pool)
+            for balancer in found.balancers.values():
+                balancer.policy = route.policy.lb
+
+    def _listener(self, service: str) -> Callable[[BreakerSummary], None]:
+        return lambda summary: self._on_change(service, summary)
+
+    def breakers(self) -> dict[str, BreakerSummary]:
+        """Each destination's breaker, as the user reads it (closed, open, half-open)."""
+        return {service: d.detector.tick() for service, d in self._by_service.items()}

@@ -1,0 +1,289 @@
+"""A call to a mesh service, under its route policy: the heart of the calling sidecar.
+
+In order, for one request to ``catalog``:
+
+1. the version: ``x-devmesh-version`` pins one, a ``catalog-v2`` host names one,
+   else the split draws one;
+2. the connection pool admits the request, queues it, or overflows (503);
+3. attempts, as many as the retry policy allows (a request whose body cannot be
+   replayed gets one), each on an endpoint the breaker lets through (a retry
+   prefers one not tried yet): faults are rolled per attempt and act as the
+   destination failing would (delays count against the per-try timeout, and
+   retries and the breaker react to injected aborts — unlike Istio, where
+   faults bypass both); every attempt's result feeds the outlier detector;
+4. the answer is relayed (at the fault's bandwidth, if one limits it), all
+   within the route's timeout.
+
+A request that never reached an app (connect failure) and can be replayed is
+tried once more on another endpoint even without a retry policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.balancer import Unavailable
+from proxy.destinations import Destination, Destinations
+from proxy.faults import NO_FAULT, Decision, RequestInfo, Throttle, decide
+from proxy.headers import ERROR_HEADER, VERSION_HEADER
+from proxy.outlier import Outcome as AttemptResult
+from proxy.policy import Retries
+from proxy.pool import Overflow
+from proxy.router import NoEndpoint, Router
+from proxy.snapshot import Endpoint
+from proxy.upstream import Injected, NoAnswer, Outcome, Sent, discard, relay, send
+
+log = logging.getLogger("devmesh.proxy")
+
+REPLAYABLE_BODY = 64 * 1024
+"""Bodies up to this size (with a Content-Length) are kept so that a retry can resend them."""
+_GATEWAY_ERRORS = (502, 503, 504)
+
+
+@dataclass
+class Call:
+    """One request to a service, as the outbound pipeline sees it."""
+
+    request: web.BaseRequest
+    service: str
+    source: str
+    headers: CIMultiDict[str]
+    version: str | None
+
+
+class OutboundCalls:
+    def __init__(
+        self,
+        session: Callable[[], aiohttp.ClientSession],
+        router: Router,
+        destinations: Destinations,
+        rand: random.Random | None = None,
+    ) -> None:
+        self._session = session
+        self.router = router
+        self.destinations = destinations
+        self._rand = rand or random.Random()
+
+    async def call(self, call: Call, outcome: Outcome) -> web.StreamResponse:
+        request = call.request
+        pinned = request.headers.get(VERSION_HEADER)
+        target = self.router.target(call.service, call.version or pinned or None)
+        destination = self.destinations.get(call.service)
+        if isinstance(target, NoEndpoint) or destination is None:
+            reason = target.reason if isinstance(target, NoEndpoint) else "no route yet"
+            return await relay(
+                request, NoAnswer("no-healthy-upstream", reason), outcome, trusted=True
+            )
+        version, candidates = target
+        policy = destination.route.policy
+        body = await _body(request, policy.retries is not None)
+        try:
+            await destination.gate.acquire()
+        except Overflow:
+            limits = policy.pool
+            return await relay(
+                request,
+                NoAnswer(
+                    "overflow",
+                    f"too many requests to {call.service} at once (pool limits: "
+                    f"{limits.max_connections} connections, {limits.max_pending} pending)",
+                ),
+                outcome,
+                trusted=True,
+            )
+        try:
+            async with asyncio.timeout(policy.timeout):
+                sent, decision = await self._attempts(
+                    call, destination, version, candidates, body, outcome
+                )
+                throttle = Throttle(decision.bandwidth) if decision.bandwidth else None
+                return await relay(request, sent, outcome, trusted=True, throttle=throttle)
+        except TimeoutError:
+            if outcome.response is not None:  # the answer had begun: it cannot end normally
+                if request.transport is not None:
+                    request.transport.abort()
+                outcome.error = "timeout"
+                return outcome.response
+            return await relay(
+                request,
+                NoAnswer(
+                    "timeout",
+                    f"upstream request timeout: {call.service} did not answer within "
+                    f"{policy.timeout:g}s",
+                    status=504,
+                ),
+                outcome,
+                trusted=True,
+            )
+        finally:
+            destination.gate.release()
+
+    async def _attempts(
+        self,
+        call: Call,
+        destination: Destination,
+        version: str | None,
+        candidates: tuple[Endpoint, ...],
+        body: bytes | aiohttp.StreamReader | None,
+        outcome: Outcome,
+    ) -> tuple[Sent, Decision]:
+        policy = destination.route.policy
+        replayable = not isinstance(body, aiohttp.StreamReader)
+        attempts = policy.retries.attempts if policy.retries is not None and replayable else 1
+        failover = 1 if replayable else 0  # one more try when nothing reached an app
+        tried: list[str] = []
+        fired: list[str] = []
+        while True:
+            endpoint = destination.pick(candidates, version, avoid=tried)
+            if isinstance(endpoint, Unavailable):
+                what = call.service if version is None else f"{call.service} version {version}"
+                code = "breaker-open" if endpoint.why == "all-ejected" else "no-healthy-upstream"
+                sent: Sent = NoAnswer(code, endpoint.describe(what, time.monotonic()))
+                decision = NO_FAULT
+                break
+            tried.append(endpoint.instance)
+            outcome.instance, outcome.version = endpoint.instance, endpoint.version
+            decision = self._decide(call, destination)
+            fired += [f for f in decision.fired if f not in fired]
+            sent = await self._attempt(call, destination, version, endpoint, body, decision)
+            destination.detector.record(endpoint.instance, _result(sent))
+            left = attempts - len(tried)
+            if left > 0 and _should_retry(sent, policy.retries):
+                outcome.retries += 1
+            elif failover and _never_reached_an_app(sent) and len(candidates) > 1:
+                failover = 0
+                outcome.retries += 1
+            else:
+                break
+            log.info(
+                "retrying %s %s to %s (after %s on %s)",
+                call.request.method,
+                call.request.path,
+                call.service,
+                _describe(sent),
+                endpoint.instance,
+            )
+            await discard(sent)
+        outcome.fault = ",".join(fired) or None
+        return sent, decision
+
+    def _decide(self, call: Call, destination: Destination) -> Decision:
+        faults = destination.route.policy.faults
+        if not faults:
+            return NO_FAULT
+        request = call.request
+        info = RequestInfo(request.method, request.path, request.headers, call.source)
+        return decide(faults, info, self._rand, time.time())
+
+    async def _attempt(
+        self,
+        call: Call,
+        destination: Destination,
+        version: str | None,
+        endpoint: Endpoint,
+        body: bytes | aiohttp.StreamReader | None,
+        decision: Decision,
+    ) -> Sent:
+        retries = destination.route.policy.retries
+        per_try = retries.per_try_timeout if retries is not None else None
+        fault = ",".join(decision.fired)
+        try:
+            async with asyncio.timeout(per_try):
+                if decision.delay:
+                    await asyncio.sleep(decision.delay)
+                if decision.abort_reset:
+                    return NoAnswer("reset", f"fault {fault} injected a reset", fault=fault)
+                if decision.abort_status is not None:
+                    return Injected(decision.abort_status, fault)
+                if decision.hang is not None:
+                    await asyncio.sleep(decision.hang)
+                    return NoAnswer("reset", f"fault {fault} hung the request", fault=fault)
+                destination.started(endpoint, version)
+                try:
+                    url = URL(
+                        f"http://{endpoint.address}{call.request.url.raw_path_qs}", encoded=True
+                    )
+                    return await send(
+                        self._session(), call.request, url, call.headers, body, endpoint.instance
+                    )
+                finally:
+                    destination.finished(endpoint, version)
+        except TimeoutError:  # this attempt's own: the route's would not be caught here
+            return NoAnswer(
+                "timeout", f"{endpoint.instance} did not answer within {per_try:g}s", status=504
+            )
+
+
+async def _body(request: web.BaseRequest, keep: bool) -> bytes | aiohttp.StreamReader | None:
+    """The body to send: none, the bytes (kept for a retry), or the stream (sent once)."""
+    if not request.body_exists:
+        return None
+    content = request.content
+    if content.at_eof() and content.total_bytes == 0:
+        return b""
+    length = request.content_length
+    if keep and length is not None and length <= REPLAYABLE_BODY:
+        return await request.read()
+    return content
+
+
+def _result(sent: Sent) -> AttemptResult:
+    if isinstance(sent, Injected):
+        return AttemptResult.status(sent.status)
+    if isinstance(sent, NoAnswer):
+        if sent.code == "connect-failure":
+            return AttemptResult.local_failure("connect-failure")
+        if sent.code == "timeout":
+            return AttemptResult.local_failure("timeout")
+        return AttemptResult.local_failure("reset")
+    return AttemptResult.status(sent.status)
+
+
+def _status(sent: Sent) -> int | None:
+    if isinstance(sent, Injected):
+        return sent.status
+    if isinstance(sent, NoAnswer):
+        return None
+    return sent.status
+
+
+def _should_retry(sent: Sent, retries: Retries | None) -> bool:
+    """Envoy's retry_on conditions, for what this attempt got."""
+    if retries is None:
+        return False
+    on = retries.retry_on
+    status = _status(sent)
+    lost = isinstance(sent, NoAnswer) and sent.code in ("reset", "timeout")
+    if "5xx" in on and (isinstance(sent, NoAnswer) or (status is not None and status >= 500)):
+        return True
+    if "gateway-error" in on and (lost or status in _GATEWAY_ERRORS):
+        return True
+    if "reset" in on and lost:
+        return True
+    return "connect-failure" in on and _never_reached_an_app(sent)
+
+
+def _never_reached_an_app(sent: Sent) -> bool:
+    """Nothing was sent (the endpoint's sidecar refused the connection), or the endpoint's
+    sidecar answered that it could not connect to its app (a trusted, mesh-made 503)."""
+    if isinstance(sent, NoAnswer):
+        return sent.code == "connect-failure"
+    if isinstance(sent, Injected):
+        return False
+    return sent.status == 503 and sent.headers.get(ERROR_HEADER) == "connect-failure"
+
+
+def _describe(sent: Sent) -> str:
+    if isinstance(sent, NoAnswer):
+        return sent.code
+    return str(_status(sent))
