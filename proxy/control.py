@@ -22,12 +22,14 @@ import json
 import logging
 import random
 import socket
+import time
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from proxy.bootstrap import AUTO, Bootstrap
+from proxy.destinations import Destinations
 from proxy.health import HealthProbe
 from proxy.router import Router
 from proxy.server import BoundPorts
@@ -40,6 +42,7 @@ STREAM_PATH = "/v1/sidecar/stream"
 FLUSH_INTERVAL = 0.1
 BATCH_LIMIT = 1000
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
+BREAKER_REFRESH = 1.0
 
 
 class ControlLink:
@@ -50,18 +53,25 @@ class ControlLink:
         router: Router,
         telemetry: TelemetryBuffer,
         health: HealthProbe,
+        destinations: Destinations | None = None,
     ) -> None:
         self.boot = boot
         self.ports = ports
         self.router = router
         self.telemetry = telemetry
         self.health = health
+        self.destinations = destinations
         self.connected = asyncio.Event()
         self._health_dirty = True
+        self._breakers_dirty = True
+        self._breakers_sent = 0.0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     def health_changed(self) -> None:
         self._health_dirty = True
+
+    def breakers_changed(self) -> None:
+        self._breakers_dirty = True
 
     def hello(self) -> dict[str, Any]:
         host = self.boot.advertise_host
@@ -183,6 +193,7 @@ class ControlLink:
             await ws.send_json(
                 {"type": "health", "state": self.health.state, "detail": self.health.detail}
             )
+        await self._send_breakers(ws)
         while len(self.telemetry):
             batch = self.telemetry.take(BATCH_LIMIT)
             dropped, self.telemetry.dropped = self.telemetry.dropped, 0
@@ -198,6 +209,26 @@ class ControlLink:
                 self.telemetry.put_back(batch)
                 self.telemetry.dropped += dropped
                 raise
+
+    async def _send_breakers(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The breaker of every destination: at once on a change, and each second while one
+        is not closed (its countdown moves on; open turns half-open with no request)."""
+        if self.destinations is None:
+            return
+        now = time.monotonic()
+        breakers = self.destinations.breakers()  # also moves the breakers' clocks on
+        troubled = any(s.state != "closed" for s in breakers.values())
+        due = troubled and now - self._breakers_sent >= BREAKER_REFRESH
+        if not (self._breakers_dirty or due):
+            return
+        self._breakers_dirty = False
+        self._breakers_sent = now
+        await ws.send_json(
+            {
+                "type": "breakers",
+                "breakers": {name: summary.to_json(now) for name, summary in breakers.items()},
+            }
+        )
 
 
 def _address_towards(url: str) -> str:

@@ -10,7 +10,9 @@ import logging
 
 from proxy.bootstrap import Bootstrap
 from proxy.control import ControlLink
+from proxy.destinations import Destinations
 from proxy.health import HealthProbe
+from proxy.outlier import BreakerSummary
 from proxy.router import Router
 from proxy.server import BoundPorts, Sidecar
 from proxy.snapshot import EMPTY, load_snapshot
@@ -28,9 +30,16 @@ class SidecarRunner:
         self.router = Router(snapshot or EMPTY)
         self.telemetry = TelemetryBuffer()
         self.health = HealthProbe(boot.app_port, boot.health_path)
+        self.destinations = Destinations(on_breaker_change=self._breaker_changed)
+        self.destinations.sync(self.router.snapshot)
+        self.router.subscribe(self.destinations.sync)
         # A request the app refused is reported at once, not after three failed probes.
         self.sidecar = Sidecar(
-            boot, self.router, self.telemetry, on_app_refused=self.health.observed_failure
+            boot,
+            self.router,
+            self.telemetry,
+            on_app_refused=self.health.observed_failure,
+            destinations=self.destinations,
         )
         self.link: ControlLink | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -41,13 +50,20 @@ class SidecarRunner:
         Raises ``OSError`` if a listener cannot bind; nothing is left running then.
         """
         ports = await self.sidecar.start()
-        self.link = ControlLink(self.boot, ports, self.router, self.telemetry, self.health)
+        self.link = ControlLink(
+            self.boot, ports, self.router, self.telemetry, self.health, self.destinations
+        )
         self.health.on_change = self.link.health_changed
         self._tasks = [
             asyncio.create_task(self.link.run()),
             asyncio.create_task(self.health.run()),
         ]
         return ports
+
+    def _breaker_changed(self, service: str, summary: BreakerSummary) -> None:
+        log.info("breaker to %s: %s (%s)", service, summary.state, summary.reason or "")
+        if self.link is not None:
+            self.link.breakers_changed()
 
     async def stop(self) -> None:
         """Stop listening, hand the control plane what is buffered, then disconnect."""

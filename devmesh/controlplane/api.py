@@ -278,6 +278,13 @@ class ControlPlaneAPI:
                 changed: bool = state != proxy.health
                 proxy.health, proxy.detail = state, str(message.get("detail", ""))
                 return changed
+        elif kind == "breakers":
+            breakers = message.get("breakers")
+            if isinstance(breakers, dict):
+                proxy.breakers = {
+                    str(k): v for k, v in breakers.items() if isinstance(v, dict) and "state" in v
+                }
+                proxy.breakers_at = time.time()
         elif kind == "ack":
             proxy.acked_version, proxy.rejected = message.get("version"), None
         elif kind == "nack":

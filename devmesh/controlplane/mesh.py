@@ -45,6 +45,10 @@ class Proxy:
     rejected: str | None = None
     """Why it refused the last snapshot, if it did."""
     connected_at: float = field(default_factory=time.time)
+    breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Its breaker towards each destination, as last reported, by destination service."""
+    breakers_at: float = 0.0
+    """When they were reported (``retry_in`` counts from then)."""
 
 
 class Mesh:
@@ -252,7 +256,12 @@ class Mesh:
                 for name, svc in project.services.items()
             ]
         edges = [
-            {"source": src, "destination": dst, **series.view(now).to_json()}
+            {
+                "source": src,
+                "destination": dst,
+                **series.view(now).to_json(),
+                "breaker": self.breaker(src, dst, now),
+            }
             for (src, dst), series in sorted(self.metrics.edges.items())
         ]
         return {
@@ -273,6 +282,21 @@ class Mesh:
             ],
             "telemetry": {"dropped": self.metrics.dropped, "malformed": self.metrics.malformed},
         }
+
+    def breaker(self, source: str, destination: str, now: float) -> dict[str, Any]:
+        """The edge's breaker: the worst of its callers' (open, then half-open, then closed),
+        with the reason and the time until it tries again."""
+        rank = {"open": 2, "half-open": 1, "closed": 0}
+        worst: dict[str, Any] = {"state": "closed", "reason": None, "retry_in": None}
+        for proxy in self.proxies.values():
+            if proxy.service != source or destination not in proxy.breakers:
+                continue
+            reported = dict(proxy.breakers[destination])
+            if reported.get("retry_in") is not None:
+                reported["retry_in"] = max(0.0, reported["retry_in"] - (now - proxy.breakers_at))
+            if rank.get(reported.get("state", ""), 0) > rank[worst["state"]]:
+                worst = reported
+        return worst
 
     def _instance_status(self, instance: str, version: str, now: float) -> dict[str, Any]:
         proxy = self.proxies.get(instance)

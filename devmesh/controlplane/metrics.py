@@ -68,6 +68,9 @@ class _Second:
 class SeriesView:
     requests: int
     errors: int
+    injected: int
+    """Of the errors, those an injected fault caused (told apart from real failures)."""
+    retries: int
     rps: float
     success_rate: float | None
     p50_ms: float | None
@@ -77,6 +80,8 @@ class SeriesView:
         return {
             "requests": self.requests,
             "errors": self.errors,
+            "injected": self.injected,
+            "retries": self.retries,
             "rps": round(self.rps, 3),
             "success_rate": None if self.success_rate is None else round(self.success_rate, 5),
             "p50_ms": None if self.p50_ms is None else round(self.p50_ms, 3),
@@ -90,12 +95,18 @@ class Series:
     def __init__(self) -> None:
         self.requests = 0
         self.errors = 0
+        self.injected = 0
+        self.retries = 0
         self._seconds: dict[int, _Second] = {}
         self._newest = 0
 
-    def add(self, ts: float, latency_ms: float, error: bool) -> None:
+    def add(
+        self, ts: float, latency_ms: float, error: bool, injected: bool = False, retries: int = 0
+    ) -> None:
         self.requests += 1
         self.errors += error
+        self.injected += error and injected
+        self.retries += retries
         second = int(ts)
         if second > self._newest:
             self._newest = second
@@ -121,6 +132,8 @@ class Series:
         return SeriesView(
             requests=self.requests,
             errors=self.errors,
+            injected=self.injected,
+            retries=self.retries,
             rps=requests / WINDOW_S,
             success_rate=None if requests == 0 else 1.0 - errors / requests,
             p50_ms=latency.quantile(0.50),
@@ -163,7 +176,14 @@ class Metrics:
                 series = self.instances.get(instance) or self.instances.setdefault(
                     instance, Series()
                 )
-            series.add(record["ts"], record["latency_ms"], error)
+            retries = record.get("retries")
+            series.add(
+                record["ts"],
+                record["latency_ms"],
+                error,
+                injected=bool(record.get("fault")),
+                retries=retries if isinstance(retries, int) else 0,
+            )
 
 
 def _valid(raw: object) -> Mapping[str, Any] | None:
