@@ -8,9 +8,10 @@ In order, for one request to ``catalog``:
 3. attempts, as many as the retry policy allows (a request whose body cannot be
    replayed gets one), each on an endpoint the breaker lets through (a retry
    prefers one not tried yet): faults are rolled per attempt and act as the
-   destination failing would (delays count against the per-try timeout, and
-   retries and the breaker react to injected aborts — unlike Istio, where
-   faults bypass both); every attempt's result feeds the outlier detector;
+   destination failing would for the caller (delays count against the per-try
+   timeout, and retries react to injected aborts — unlike Istio, where faults
+   turn retries off); every real attempt's result feeds the outlier detector
+   (an injected failure says nothing of the endpoint's health, as in Envoy);
 4. the answer is relayed (at the fault's bandwidth, if one limits it), all
    within the route's timeout.
 
@@ -34,7 +35,7 @@ from yarl import URL
 
 from proxy.balancer import Unavailable
 from proxy.destinations import Destination, Destinations
-from proxy.faults import NO_FAULT, Decision, RequestInfo, Throttle, decide
+from proxy.faults import NO_FAULT, Decision, RequestInfo, Throttle, decide, reset_connection
 from proxy.headers import ERROR_HEADER, VERSION_HEADER
 from proxy.outlier import Outcome as AttemptResult
 from proxy.policy import Retries
@@ -106,6 +107,11 @@ class OutboundCalls:
                 sent, decision = await self._attempts(
                     call, destination, version, candidates, body, outcome
                 )
+                if isinstance(sent, NoAnswer) and sent.fault is not None:
+                    # An injected reset or hang ends as the real thing would: a reset.
+                    outcome.error = "reset"
+                    reset_connection(request.transport)
+                    return web.StreamResponse()
                 throttle = Throttle(decision.bandwidth) if decision.bandwidth else None
                 return await relay(request, sent, outcome, trusted=True, throttle=throttle)
         except TimeoutError:
@@ -156,7 +162,8 @@ class OutboundCalls:
             decision = self._decide(call, destination)
             fired += [f for f in decision.fired if f not in fired]
             sent = await self._attempt(call, destination, version, endpoint, body, decision)
-            destination.detector.record(endpoint.instance, _result(sent))
+            if not decision:  # an injected failure says nothing of the endpoint's health
+                destination.detector.record(endpoint.instance, _result(sent))
             left = attempts - len(tried)
             if left > 0 and _should_retry(sent, policy.retries):
                 outcome.retries += 1
