@@ -76,6 +76,19 @@ class RichProgress:
         return time.monotonic() - self._began
 
 
+BREAKER_STYLE = {"closed": "green", "half-open": "yellow", "open": "bold red"}
+
+
+def breaker_text(breaker: dict[str, Any]) -> Text:
+    """``closed``, ``half-open``, or ``open (retry in 12s)``: red means open, everywhere."""
+    state = str(breaker.get("state") or "closed")
+    text = Text(state, style=BREAKER_STYLE.get(state, ""))
+    retry_in = breaker.get("retry_in")
+    if state == "open" and retry_in is not None:
+        text += Text(f" (retry in {retry_in:.0f}s)", style="red")
+    return text
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
@@ -108,10 +121,14 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
         title=f"traffic (rates over the last {format_duration(status['window_s'])})",
         title_justify="left",
     )
-    for column in ("SOURCE", "DESTINATION", "RPS", "SUCCESS", "P50", "P99", "REQUESTS", "ERRORS"):
-        edges.add_column(column, justify="left" if column in ("SOURCE", "DESTINATION") else "right")
+    columns = ("SOURCE", "DESTINATION", "RPS", "SUCCESS", "P50", "P99", "REQUESTS", "ERRORS")
+    for column in (*columns, "BREAKER"):
+        edges.add_column(
+            column, justify="left" if column in ("SOURCE", "DESTINATION", "BREAKER") else "right"
+        )
     for edge in status["edges"]:
         rate = edge["success_rate"]
+        injected = edge.get("injected") or 0
         edges.add_row(
             edge["source"],
             edge["destination"],
@@ -120,6 +137,7 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
             _ms(edge["p50_ms"]),
             _ms(edge["p99_ms"]),
             str(edge["requests"]),
-            str(edge["errors"]),
+            f"{edge['errors']} ({injected} injected)" if injected else str(edge["errors"]),
+            breaker_text(edge.get("breaker") or {}),
         )
     return [services, edges] if status["edges"] else [services]

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -38,8 +39,32 @@ def call(url: str) -> Any:
         raise UpstreamError(url, 502, str(exc)) from exc
 
 
+class Breakage:
+    """A real failure to demonstrate the mesh's breaker with: ``POST /admin/fail?seconds=30``
+    makes every answer but the health check a 500 for that long; ``POST /admin/heal`` ends it.
+    (An injected fault is the mesh's, and does not open a breaker: this is the service's.)"""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+
+    def admin(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        if path == "/admin/fail":
+            seconds = float(query.get("seconds", ["30"])[0])
+            self.until = time.monotonic() + seconds
+            return 200, {"failing_for": seconds}
+        if path == "/admin/heal":
+            self.until = 0.0
+            return 200, {"failing_for": 0}
+        return 404, {"error": f"no {path}"}
+
+    @property
+    def broken(self) -> bool:
+        return time.monotonic() < self.until
+
+
 def serve(name: str, routes: dict[str, Route]) -> None:
     routes = {"/healthz": lambda query: (200, {"status": "ok"}), **routes}
+    breakage = Breakage()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, so the sidecar can pool connections
@@ -47,16 +72,26 @@ def serve(name: str, routes: dict[str, Route]) -> None:
         # body back until the peer's delayed ACK (40 ms) on a kept-alive connection.
         disable_nagle_algorithm = True
 
+        def do_POST(self) -> None:
+            url = urlsplit(self.path)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.answer(*breakage.admin(url.path, parse_qs(url.query)))
+
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             route = routes.get(url.path)
-            if route is None:
+            if breakage.broken and url.path != "/healthz":
+                status, body = 500, {"error": f"{name} is broken (POST /admin/heal mends it)"}
+            elif route is None:
                 status, body = 404, {"error": f"{name} has no {url.path}"}
             else:
                 try:
                     status, body = route(parse_qs(url.query))
                 except UpstreamError as exc:
                     status, body = 502, {"error": f"{name} could not call {exc}"}
+            self.answer(status, body)
+
+        def answer(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
