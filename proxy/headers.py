@@ -6,6 +6,9 @@ RFC 9110 §7.6.1: a proxy removes the hop-by-hop headers, and every header the
 
 from __future__ import annotations
 
+import re
+import secrets
+import uuid
 from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -74,3 +77,28 @@ def without(headers: CIMultiDict[str], names: Iterable[str]) -> CIMultiDict[str]
     for name in names:
         headers.popall(name, None)
     return headers
+
+
+TRACEPARENT = "traceparent"
+REQUEST_ID = "x-request-id"
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def trace_hop(headers: CIMultiDict[str]) -> str:
+    """Make this hop a span of the request's W3C trace; the trace id (started if absent).
+
+    A valid ``traceparent`` keeps its trace id and flags and gets this hop's new
+    span id as parent; an absent or malformed one starts a trace. An
+    ``x-request-id`` is kept, or one is started.
+    """
+    found = _TRACEPARENT.match(headers.get(TRACEPARENT, "").strip().lower())
+    span = secrets.token_hex(8)
+    if found is not None and found.group(1) != "ff" and set(found.group(2)) != {"0"}:
+        trace, flags = found.group(2), found.group(4)
+    else:
+        trace, flags = secrets.token_hex(16), "01"
+    headers.popall(TRACEPARENT, None)
+    headers[TRACEPARENT] = f"00-{trace}-{span}-{flags}"
+    if not headers.get(REQUEST_ID):
+        headers[REQUEST_ID] = str(uuid.uuid4())
+    return trace

@@ -35,6 +35,7 @@ from proxy.headers import (
     SOURCE_HEADER,
     append_forwarded_for,
     forwardable,
+    trace_hop,
 )
 from proxy.origdst import original_destination
 from proxy.outbound import Call, OutboundCalls
@@ -200,6 +201,12 @@ class Sidecar:
         headers["Host"] = _target(request).raw_authority
         if source == GATEWAY_SOURCE:
             append_forwarded_for(headers, request.remote)
+        outcome.trace_id = trace_hop(headers)
+        too_big = _too_big(request)
+        if too_big is not None:
+            response = await relay(request, too_big, outcome, trusted=True)
+            self._record(request, "outbound", source, service, outcome, start)
+            return response
         await _answer_expect_continue(request, headers)
         response = await self.calls.call(Call(request, service, source, headers, version), outcome)
         self._record(request, "outbound", source, service, outcome, start)
@@ -265,6 +272,7 @@ class Sidecar:
                 error=outcome.error,
                 fault=outcome.fault,
                 retries=outcome.retries,
+                trace_id=outcome.trace_id,
             )
         )
 
@@ -284,6 +292,21 @@ async def _answer_expect_continue(request: web.BaseRequest, headers: CIMultiDict
     headers.popall("Expect", None)
     if request.body_exists and _expects_continue(request):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+MAX_BODY = 64 * 1024 * 1024
+"""The largest request body a sidecar passes on (by its Content-Length)."""
+
+
+def _too_big(request: web.BaseRequest) -> NoAnswer | None:
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        return NoAnswer(
+            "body-too-large",
+            f"the request body ({length} bytes) is over the mesh's limit of {MAX_BODY} bytes",
+            status=413,
+        )
+    return None
 
 
 def _expects_continue(request: web.BaseRequest) -> bool:

@@ -36,6 +36,8 @@ class Record:
     """Ids of the injected faults that shaped the answer: an injected failure, not a real one."""
     retries: int = 0
     """Attempts beyond the first."""
+    trace_id: str | None = None
+    """The W3C trace the request belongs to."""
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)

@@ -60,6 +60,7 @@ class Outcome:
     fault: str | None = None
     """Ids of the injected faults that shaped the answer."""
     retries: int = 0
+    trace_id: str | None = None
     response: web.StreamResponse | None = None
     """The caller's response once it has begun (prepared): it can no longer be replaced."""
 

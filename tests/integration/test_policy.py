@@ -367,3 +367,31 @@ async def test_a_new_snapshot_applies_to_new_requests_while_one_in_flight_finish
         m.route(RoutePolicy(faults=(fault(abort_status=503),)))
         assert (await m.get("/"))[0] == 503, "a new request sees the new snapshot"
         assert (await in_flight)[0] == 200, "the one in flight finished under the old one"
+
+
+async def test_each_hop_is_a_span_of_the_callers_trace(tmp_path: Path) -> None:
+    async with mesh(tmp_path, ["v1"]) as m:
+        incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        assert (await m.get("/", traceparent=incoming))[0] == 200
+        assert (await m.get("/"))[0] == 200
+        first, second = m.catalogs[0].app.requests
+        assert first.headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+        assert second.headers["traceparent"].startswith("00-")
+        assert first.headers["x-request-id"] != second.headers["x-request-id"]
+        records = m.records()
+        assert records[0].trace_id == "0af7651916cd43dd8448eb211c80319c"
+
+
+async def test_a_body_over_the_limit_is_refused_with_413(tmp_path: Path) -> None:
+    async with mesh(tmp_path, ["v1"]) as m:
+        reader, writer = await asyncio.open_connection(LOCALHOST, m.caller.ports.outbound)
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: catalog\r\nContent-Length: 999999999999\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 413")
+        assert b"x-devmesh-error: body-too-large" in head.lower()
+        assert m.served() == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.headers import HOP_BY_HOP, append_forwarded_for, forwardable, without
+from proxy.headers import HOP_BY_HOP, append_forwarded_for, forwardable, trace_hop, without
 
 
 def headers(*pairs: tuple[str, str]) -> CIMultiDict[str]:
@@ -101,3 +101,37 @@ def test_forwarded_for_is_untouched_without_a_peer(peer: str | None) -> None:
 def test_without_removes_every_occurrence() -> None:
     h = headers(("A", "1"), ("a", "2"), ("B", "3"))
     assert names(without(h, ["a", "missing"])) == {"b"}
+
+
+def test_a_hop_starts_a_trace_and_a_request_id_when_there_are_none() -> None:
+    headers: CIMultiDict[str] = CIMultiDict()
+    trace = trace_hop(headers)
+    version, trace_id, span, flags = headers["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", trace, "01")
+    assert len(trace) == 32 and len(span) == 16  # noqa: PT018
+    assert len(headers["x-request-id"]) == 36
+
+
+def test_a_hop_keeps_the_trace_and_request_id_and_becomes_the_parent() -> None:
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = CIMultiDict({"traceparent": incoming, "X-Request-Id": "abc"})
+    assert trace_hop(headers) == "0af7651916cd43dd8448eb211c80319c"
+    assert headers.getall("traceparent") == [headers["traceparent"]], "exactly one"
+    assert headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert not headers["traceparent"].endswith("-b7ad6b7169203331-01"), "a new parent span"
+    assert headers["x-request-id"] == "abc"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "junk",
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "ff-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    ],
+)
+def test_a_malformed_traceparent_starts_a_new_trace(bad: str) -> None:
+    headers = CIMultiDict({"traceparent": bad})
+    trace = trace_hop(headers)
+    assert headers["traceparent"] != bad
+    assert trace not in bad

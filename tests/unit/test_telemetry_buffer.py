@@ -92,4 +92,5 @@ def test_records_go_to_the_wire_as_plain_dicts() -> None:
         "error",
         "fault",
         "retries",
+        "trace_id",
     }
