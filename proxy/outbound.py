@@ -35,13 +35,14 @@ from yarl import URL
 
 from proxy.balancer import Unavailable
 from proxy.destinations import Destination, Destinations
-from proxy.faults import NO_FAULT, Decision, RequestInfo, Throttle, decide, reset_connection
+from proxy.faults import NO_FAULT, Decision, RequestInfo, decide
 from proxy.headers import ERROR_HEADER, VERSION_HEADER
 from proxy.outlier import Outcome as AttemptResult
 from proxy.policy import Retries
 from proxy.pool import Overflow
 from proxy.router import NoEndpoint, Router
 from proxy.snapshot import Endpoint
+from proxy.toxics import Throttle, reset_connection
 from proxy.upstream import Injected, NoAnswer, Outcome, Sent, discard, relay, send
 
 log = logging.getLogger("devmesh.proxy")

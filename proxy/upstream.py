@@ -16,8 +16,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.faults import Throttle
 from proxy.headers import ERROR_HEADER, FAULT_HEADER, forwardable
+from proxy.toxics import Throttle
 
 # Headers aiohttp's client would add on its own; a proxy must not invent them.
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.faults import Throttle, hang, reset_connection
+from proxy.toxics import Throttle, hang, reset_connection
 from tests.helpers import LOCALHOST
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: catalog\r\n\r\n"

@@ -25,7 +25,6 @@ from proxy.faults import (
     FaultError,
     Match,
     RequestInfo,
-    Throttle,
     check_bandwidth,
     check_hang,
     check_path_prefix,
@@ -33,13 +32,12 @@ from proxy.faults import (
     check_seconds,
     check_status,
     decide,
-    delay,
     fault_to_wire,
     faults_to_wire,
-    hang,
     parse_fault,
     parse_faults,
 )
+from proxy.toxics import Throttle, delay, hang
 
 GET = RequestInfo("GET", "/items/42", {}, "frontend")
 
