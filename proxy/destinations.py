@@ -28,23 +28,31 @@ class Destination:
     detector: OutlierDetector
     gate: PoolGate
     balancers: dict[str | None, Balancer] = field(default_factory=dict)
+    retry_turns: dict[str | None, Balancer] = field(default_factory=dict)
+    """Round robin of retries, apart: a retry does not move the first tries' turn, so an
+    endpoint that takes nothing is tried first no more often than its share."""
 
     def pick(
         self, candidates: Iterable[Endpoint], version: str | None, avoid: Iterable[str] = ()
     ) -> Endpoint | Unavailable:
         """An endpoint among ``candidates`` that the breaker lets through, preferring ones
         not in ``avoid`` (those a retry already tried)."""
-        pool = list(candidates)
-        skipped = set(avoid)
-        if skipped and any(e.instance not in skipped for e in pool):
-            pool = [e for e in pool if e.instance not in skipped]
+        endpoints = {e.instance: e for e in candidates}
+        ejected = self.detector.ejected()
         balancer = self.balancers.get(version)
         if balancer is None:
             balancer = self.balancers[version] = Balancer(self.route.policy.lb)
-        chosen = balancer.pick([e.instance for e in pool], self.detector.ejected())
+        # The tried ones are skipped like ejected ones while another is eligible.
+        tried = {i: 0.0 for i in avoid if i in endpoints and i not in ejected}
+        skipped = {**ejected, **tried}
+        if all(i in skipped for i in endpoints):
+            skipped = ejected
+        elif tried and balancer.policy == "round-robin":
+            balancer = self.retry_turns.setdefault(version, Balancer("round-robin"))
+        chosen = balancer.pick(list(endpoints), skipped)
         if isinstance(chosen, Unavailable):
             return chosen
-        return next(e for e in pool if e.instance == chosen)
+        return endpoints[chosen]
 
     def started(self, endpoint: Endpoint, version: str | None) -> None:
         balancer = self.balancers.get(version)

@@ -1,8 +1,9 @@
-"""Choosing an endpoint for a destination service. Pure logic, no I/O.
+"""Which service and version a call goes to, under the snapshot in force. Pure logic, no I/O.
 
 The router holds the snapshot in force. ``update`` swaps it in one assignment,
-so a request that already picked its endpoint finishes under the old snapshot
-and the next one uses the new.
+so a request that already chose its endpoints finishes under the old snapshot
+and the next one uses the new. Which endpoint of that version takes the call
+is the destination's balancer's and breaker's choice (``proxy.destinations``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ class Router:
     def __init__(self, snapshot: Snapshot = EMPTY, rand: Callable[[], float] = random.random):
         self._snapshot = snapshot
         self._rand = rand
-        self._next: dict[tuple[str, str | None], int] = {}
-        self._next_other: dict[tuple[str, str | None, str], int] = {}
         self._listeners: list[Callable[[Snapshot], None]] = []
 
     @property
@@ -41,9 +40,6 @@ class Router:
     def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
         """Have ``listener`` called with every new snapshot (after it is in force)."""
         self._listeners.append(listener)
-
-    def knows(self, service: str) -> bool:
-        return service in self._snapshot.routes
 
     def resolve(self, host: str) -> tuple[str, str | None] | None:
         """The service (and version) a host name means: ``catalog``, or ``catalog-v2``."""
@@ -76,48 +72,6 @@ class Router:
         if not candidates:
             return NoEndpoint(f"no healthy instance of {_which(service, version)}")
         return version, candidates
-
-    def pick(self, service: str, version: str | None = None) -> Endpoint | NoEndpoint:
-        """Round robin over the service's endpoints, within the version the split picks
-        (or the one asked for)."""
-        route = self._snapshot.routes.get(service)
-        if route is None:
-            return NoEndpoint(f"{service} is not a service of this mesh")
-        if version is None:
-            version = self._pick_version(route)
-        candidates = _of_version(route, version)
-        if not candidates:
-            return NoEndpoint(f"no healthy instance of {_which(service, version)}")
-        key = (service, version)
-        index = self._next.get(key, 0)
-        self._next[key] = index + 1
-        return candidates[index % len(candidates)]
-
-    def pick_other(
-        self, service: str, avoid: Endpoint, version: str | None = None
-    ) -> Endpoint | NoEndpoint:
-        """An endpoint other than ``avoid``, for a second try of a request ``avoid`` never took.
-
-        It stays within ``version`` if one was asked for, and within ``avoid``'s if
-        the split chose it; otherwise any endpoint of the service will do. The
-        endpoints left take turns with second tries from ``avoid``; the round robin
-        of first tries goes on as if there had been none, so an endpoint that
-        takes nothing gets no more first tries than its share.
-        """
-        route = self._snapshot.routes.get(service)
-        if route is None:
-            return NoEndpoint(f"{service} is not a service of this mesh")
-        if version is None and route.split:
-            version = avoid.version
-        others = tuple(e for e in _of_version(route, version) if e.instance != avoid.instance)
-        if not others:
-            return NoEndpoint(
-                f"no healthy instance of {_which(service, version)} other than {avoid.instance}"
-            )
-        key = (service, version, avoid.instance)
-        index = self._next_other.get(key, 0)
-        self._next_other[key] = index + 1
-        return others[index % len(others)]
 
     def _pick_version(self, route: Route) -> str | None:
         if not route.split:
