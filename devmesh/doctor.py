@@ -17,11 +17,11 @@ import docker.errors
 
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config.model import Project
-from devmesh.errors import DevmeshError, UsageError
+from devmesh.errors import DevmeshError
 from devmesh.plan import exposed, plan_instances
 from devmesh.runtime.choice import RuntimeName, choose
 from devmesh.runtime.docker import containers, labels
-from devmesh.runtime.docker.builds import base_image_id, build_jobs, check_job, image_exists
+from devmesh.runtime.docker.builds import build_jobs, check_job, image_exists, local_image_id
 from devmesh.runtime.docker.daemon import connect, daemon_address
 from devmesh.runtime.docker.runtime import resolve_base_image
 from devmesh.runtime.docker.sidecar_image import REPOSITORY, inputs_hash
@@ -91,7 +91,7 @@ def _docker(
     version = client.version().get("Version", "?")
     found = [Finding("docker", "ok", f"Docker Engine {version} answers at {daemon_address()}")]
     base = resolve_base_image(project, given)
-    base_id = _id_of(client, base)
+    base_id = local_image_id(client, base)
     if base_id is None:
         found.append(
             Finding(
@@ -160,13 +160,6 @@ def _docker(
             )
         )
     return found
-
-
-def _id_of(client: docker.DockerClient, image: str) -> str | None:
-    try:
-        return base_image_id(client, image)
-    except UsageError:
-        return None
 
 
 def _ports(project: Project, workspace: Workspace) -> list[Finding]:

@@ -64,7 +64,7 @@ class ControlLink:
         self.connected = asyncio.Event()
         self._health_dirty = True
         self._breakers_dirty = True
-        self._breakers_sent = 0.0
+        self._breakers_looked = 0.0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     def health_changed(self) -> None:
@@ -216,13 +216,14 @@ class ControlLink:
         if self.destinations is None:
             return
         now = time.monotonic()
+        if not self._breakers_dirty and now - self._breakers_looked < BREAKER_REFRESH:
+            return  # this runs every flush: look at the breakers only when it may send
+        self._breakers_looked = now
         breakers = self.destinations.breakers()  # also moves the breakers' clocks on
         troubled = any(s.state != "closed" for s in breakers.values())
-        due = troubled and now - self._breakers_sent >= BREAKER_REFRESH
-        if not (self._breakers_dirty or due):
+        if not (self._breakers_dirty or troubled):
             return
         self._breakers_dirty = False
-        self._breakers_sent = now
         await ws.send_json(
             {
                 "type": "breakers",

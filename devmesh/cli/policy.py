@@ -16,27 +16,17 @@ from rich.table import Table
 from devmesh.cli.app import app, context
 from devmesh.cli.faults import call_api, parse_flag_duration
 from devmesh.cli.output import console, print_json
-from devmesh.config.model import LB_POLICIES, RETRY_ON_VALUES, BreakerPolicy, PoolPolicy
+from devmesh.config.dump import dump_policy
+from devmesh.config.model import LB_POLICIES, RETRY_ON_VALUES, BreakerPolicy, Policy, PoolPolicy
 from devmesh.config.report import did_you_mean
 from devmesh.errors import UsageError
 
 DEFAULTS: dict[str, Any] = {
     "timeout": "none",
     "retries": "none",
-    "breaker": {
-        "consecutive_5xx": BreakerPolicy().consecutive_5xx,
-        "interval": "10s",
-        "base_ejection_time": "30s",
-        "max_ejection_time": "5m",
-        "max_ejection_percent": BreakerPolicy().max_ejection_percent,
-    },
-    "lb": "round-robin",
-    "pool": {
-        "max_connections": PoolPolicy().max_connections,
-        "max_pending": PoolPolicy().max_pending,
-        "max_requests": PoolPolicy().max_requests,
-    },
+    **dump_policy(Policy(breaker=BreakerPolicy(), lb=LB_POLICIES[0], pool=PoolPolicy())),
 }
+"""What each setting is when neither devmesh.yaml nor `devmesh policy` gives it."""
 
 
 def settings_from_flags(**flags: Any) -> dict[str, Any]:

@@ -186,7 +186,8 @@ def inputs_hash(job: BuildJob, files: list[str], buildargs: Mapping[str, str], b
     return digest.hexdigest()[:16]
 
 
-def _current_id(client: docker.DockerClient, tag: str) -> str | None:
+def local_image_id(client: docker.DockerClient, tag: str) -> str | None:
+    """The id of the image ``tag`` on this machine, or ``None`` (never pulled)."""
     with docker_errors(f"looking up the image {tag}"):
         try:
             return str(client.images.get(tag).id)
@@ -217,7 +218,7 @@ def build_service_image(
     record = read_json(built_before)
     record = record if isinstance(record, dict) else {}
     with docker_errors(f"reading the image {job.tags[0]}"):
-        ids = {tag: _current_id(client, tag) for tag in job.tags}
+        ids = {tag: local_image_id(client, tag) for tag in job.tags}
     known = [record.get(tag) for tag in job.tags]
     if all(k == {"inputs": inputs, "id": ids[t]} for k, t in zip(known, job.tags, strict=True)):
         image_id = ids[job.tags[0]]
@@ -250,14 +251,14 @@ def build_service_image(
 
 
 def image_exists(client: docker.DockerClient, name: str) -> bool:
-    return _current_id(client, name) is not None
+    return local_image_id(client, name) is not None
 
 
 def base_image_id(client: docker.DockerClient, name: str | None) -> str:
     """The id of the base image ``name`` (``""`` for none); ``UsageError`` if it is not here."""
     if not name:
         return ""
-    found = _current_id(client, name)
+    found = local_image_id(client, name)
     if found is None:
         raise UsageError(
             f"the base image {name} is not on this machine",

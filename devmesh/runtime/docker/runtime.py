@@ -40,8 +40,8 @@ from devmesh.runtime.controlplane import (
     wait_converged,
 )
 from devmesh.runtime.docker import containers, labels, reconcile
-from devmesh.runtime.docker.builds import build_jobs, build_service_image, check_job
-from devmesh.runtime.docker.daemon import connect, docker_errors
+from devmesh.runtime.docker.builds import build_jobs, build_service_image, check_job, local_image_id
+from devmesh.runtime.docker.daemon import connect
 from devmesh.runtime.docker.readiness import Watch
 from devmesh.runtime.docker.sidecar_image import ensure_sidecar_image
 from devmesh.runtime.docker.teardown import forget_record, remove_project
@@ -234,11 +234,9 @@ class DockerRuntime:
 
     def _local_image(self, client: docker.DockerClient, spec: InstanceSpec) -> str:
         assert spec.image is not None
-        with docker_errors(f"looking up the image {spec.image}"):
-            try:
-                return str(client.images.get(spec.image).id)
-            except docker.errors.ImageNotFound:
-                pass
+        found = local_image_id(client, spec.image)
+        if found is not None:
+            return found
         path = f"services.{spec.service}"
         where = self.project.where(f"{path}.versions.{spec.version}.image", f"{path}.image", path)
         raise UsageError(
