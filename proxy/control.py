@@ -24,9 +24,7 @@ import random
 import socket
 import time
 from typing import Any
-
-import aiohttp
-from yarl import URL
+from urllib.parse import urlsplit
 
 from proxy.bootstrap import AUTO, Bootstrap
 from proxy.destinations import Destinations
@@ -35,6 +33,7 @@ from proxy.router import Router
 from proxy.server import BoundPorts
 from proxy.snapshot import SnapshotError, parse_snapshot, save_snapshot
 from proxy.telemetry import TelemetryBuffer
+from proxy.websocket import WebSocket, WebSocketError, connect
 
 log = logging.getLogger("devmesh.proxy.control")
 
@@ -43,6 +42,9 @@ FLUSH_INTERVAL = 0.1
 BATCH_LIMIT = 1000
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
 BREAKER_REFRESH = 1.0
+SILENCE_LIMIT = 25.0
+"""The control plane pings every 10 s: this long without a word from it, the link is dead."""
+POLICY_VIOLATION = 1008
 
 
 class ControlLink:
@@ -65,7 +67,7 @@ class ControlLink:
         self._health_dirty = True
         self._breakers_dirty = True
         self._breakers_looked = 0.0
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ws: WebSocket | None = None
 
     def health_changed(self) -> None:
         self._health_dirty = True
@@ -94,24 +96,25 @@ class ControlLink:
     async def run(self) -> None:
         """Stay connected until cancelled."""
         backoff = BACKOFF_MIN
-        async with aiohttp.ClientSession() as session:
-            while True:
-                token = self._token()
-                if token is not None:
-                    try:
-                        await self._session(session, token)
-                        backoff = BACKOFF_MIN
-                    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                        log.info("control plane unreachable (%s); retrying", exc)
-                    except Exception:
-                        # A fault of this sidecar's (a bug in handling a message): say so,
-                        # and stay linked rather than route on a stale snapshot for good.
-                        log.exception("control plane link failed; dialling again")
-                    finally:
-                        self.connected.clear()
-                        self._ws = None
-                await asyncio.sleep(backoff * (0.5 + random.random() / 2))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+        while True:
+            token = self._token()
+            if token is not None:
+                try:
+                    await self._session(token)
+                    backoff = BACKOFF_MIN
+                except (WebSocketError, OSError, TimeoutError) as exc:
+                    log.info("control plane unreachable (%s); retrying", exc or type(exc).__name__)
+                except Exception:
+                    # A fault of this sidecar's (a bug in handling a message): say so,
+                    # and stay linked rather than route on a stale snapshot for good.
+                    log.exception("control plane link failed; dialling again")
+                finally:
+                    self.connected.clear()
+                    if self._ws is not None:
+                        await self._ws.close()
+                    self._ws = None
+            await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+            backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def flush(self) -> None:
         """Send what is buffered now, if connected (used on shutdown)."""
@@ -132,34 +135,29 @@ class ControlLink:
             )
         return None
 
-    async def _session(self, session: aiohttp.ClientSession, token: str) -> None:
-        async with session.ws_connect(
-            self.boot.control_plane + STREAM_PATH,
-            headers={"Authorization": f"Bearer {token}"},
-            heartbeat=10.0,
-            autoping=True,
-        ) as ws:
-            self._ws = ws
-            await ws.send_json(self.hello())
-            self._health_dirty = True
-            self.connected.set()
-            log.info("connected to control plane %s", self.boot.control_plane)
-            sender = asyncio.create_task(self._send_loop(ws))
-            try:
-                async for message in ws:
-                    if message.type == aiohttp.WSMsgType.TEXT:
-                        await self._handle(ws, message.data)
-                    elif message.type == aiohttp.WSMsgType.ERROR:
-                        break
-            finally:
-                sender.cancel()
-                # gather() returns the sender's own CancelledError as a value but
-                # still raises if *this* task is being cancelled.
-                await asyncio.gather(sender, return_exceptions=True)
-            if ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION:
-                log.error("control plane refused this sidecar: %s", ws.exception() or "bad token")
+    async def _session(self, token: str) -> None:
+        ws = self._ws = await connect(
+            self.boot.control_plane + STREAM_PATH, {"Authorization": f"Bearer {token}"}
+        )
+        await _send_json(ws, self.hello())
+        self._health_dirty = True
+        self.connected.set()
+        log.info("connected to control plane %s", self.boot.control_plane)
+        sender = asyncio.create_task(self._send_loop(ws))
+        try:
+            while (data := await ws.receive()) is not None:
+                await self._handle(ws, data)
+        finally:
+            sender.cancel()
+            # gather() returns the sender's own CancelledError as a value but
+            # still raises if *this* task is being cancelled.
+            results = await asyncio.gather(sender, return_exceptions=True)
+        if isinstance(results[0], TimeoutError):
+            raise results[0]
+        if ws.close_code == POLICY_VIOLATION:
+            log.error("control plane refused this sidecar: %s", ws.close_reason or "bad token")
 
-    async def _handle(self, ws: aiohttp.ClientWebSocketResponse, data: str) -> None:
+    async def _handle(self, ws: WebSocket, data: str) -> None:
         try:
             message = json.loads(data)
         except ValueError:
@@ -173,44 +171,48 @@ class ControlLink:
             snapshot = parse_snapshot(raw)
         except SnapshotError as exc:
             log.warning("rejected snapshot %s: %s", version, exc)
-            await ws.send_json({"type": "nack", "version": version, "error": str(exc)})
+            await _send_json(ws, {"type": "nack", "version": version, "error": str(exc)})
             return
         self.router.update(snapshot)
         try:
             save_snapshot(snapshot, self.boot.snapshot_file)
         except OSError as exc:
             log.warning("could not keep snapshot %s on disk: %s", snapshot.version, exc)
-        await ws.send_json({"type": "ack", "version": snapshot.version})
+        await _send_json(ws, {"type": "ack", "version": snapshot.version})
 
-    async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _send_loop(self, ws: WebSocket) -> None:
         while True:
             await self._send_pending(ws)
             await asyncio.sleep(FLUSH_INTERVAL)
+            if time.monotonic() - ws.last_received > SILENCE_LIMIT:
+                await ws.close()
+                raise TimeoutError(f"no word from the control plane in {SILENCE_LIMIT:g}s")
 
-    async def _send_pending(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _send_pending(self, ws: WebSocket) -> None:
         if self._health_dirty:
             self._health_dirty = False
-            await ws.send_json(
-                {"type": "health", "state": self.health.state, "detail": self.health.detail}
+            await _send_json(
+                ws, {"type": "health", "state": self.health.state, "detail": self.health.detail}
             )
         await self._send_breakers(ws)
         while len(self.telemetry):
             batch = self.telemetry.take(BATCH_LIMIT)
             dropped, self.telemetry.dropped = self.telemetry.dropped, 0
             try:
-                await ws.send_json(
+                await _send_json(
+                    ws,
                     {
                         "type": "telemetry",
                         "records": [r.to_wire() for r in batch],
                         "dropped": dropped,
-                    }
+                    },
                 )
             except BaseException:
                 self.telemetry.put_back(batch)
                 self.telemetry.dropped += dropped
                 raise
 
-    async def _send_breakers(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _send_breakers(self, ws: WebSocket) -> None:
         """The breaker of every destination: at once on a change, and each second while one
         is not closed (its countdown moves on; open turns half-open with no request)."""
         if self.destinations is None:
@@ -224,18 +226,23 @@ class ControlLink:
         if not (self._breakers_dirty or troubled):
             return
         self._breakers_dirty = False
-        await ws.send_json(
+        await _send_json(
+            ws,
             {
                 "type": "breakers",
                 "breakers": {name: summary.to_json(now) for name, summary in breakers.items()},
-            }
+            },
         )
 
 
 def _address_towards(url: str) -> str:
     """This host's address on the route to ``url`` (a UDP "connect" sends no packet)."""
-    target = URL(url)
+    target = urlsplit(url)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.connect((target.host or "127.0.0.1", target.port or 80))
+        sock.connect((target.hostname or "127.0.0.1", target.port or 80))
         address: str = sock.getsockname()[0]
         return address
+
+
+async def _send_json(ws: WebSocket, message: dict[str, Any]) -> None:
+    await ws.send_text(json.dumps(message, separators=(",", ":")))

@@ -18,7 +18,8 @@ import os
 from collections.abc import Callable
 from typing import Literal
 
-import aiohttp
+from proxy.body import BodyError
+from proxy.httpclient import Pool, UpstreamReset
 
 State = Literal["starting", "ready", "unhealthy"]
 
@@ -58,22 +59,28 @@ class HealthProbe:
         assert self.app_port is not None
         try:
             if self.path:
-                timeout = aiohttp.ClientTimeout(total=_PROBE_TIMEOUT)
-                async with (
-                    aiohttp.ClientSession(timeout=timeout) as session,
-                    session.get(
-                        f"http://127.0.0.1:{self.app_port}{self.path}", allow_redirects=False
-                    ) as response,
-                ):
-                    await response.read()
-                    return response.status < 500, f"{self.describe()} answered {response.status}"
+                return await self._get(self.app_port, self.path)
             _, writer = await asyncio.wait_for(
                 asyncio.open_connection("127.0.0.1", self.app_port), _PROBE_TIMEOUT
             )
             writer.close()
             return True, f"{self.describe()} succeeded"
-        except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+        except (OSError, BodyError, TimeoutError) as exc:
             return False, f"{self.describe()} failed: {_reason(exc)}"
+
+    async def _get(self, port: int, path: str) -> tuple[bool, str]:
+        pool = Pool(connect_timeout=_PROBE_TIMEOUT)
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT):
+                headers = [("Host", f"127.0.0.1:{port}"), ("Connection", "close")]
+                response = await pool.request("127.0.0.1", port, "GET", path, headers, None)
+                try:
+                    await response.body.read_all()
+                finally:
+                    response.release()
+        finally:
+            pool.close()
+        return response.status < 500, f"{self.describe()} answered {response.status}"
 
     async def run(self) -> None:
         """Probe forever (cancel to stop), reporting each change of state."""
@@ -117,7 +124,9 @@ class HealthProbe:
 
 def _reason(exc: BaseException) -> str:
     """``Connection refused``, not asyncio's strerror ``Connect call failed ('127.0.0.1', 80)``."""
-    errno = getattr(exc, "errno", None)  # aiohttp's connector errors carry the OSError's errno
+    if isinstance(exc, UpstreamReset):
+        return str(exc)
+    errno = getattr(exc, "errno", None)
     if isinstance(errno, int) and errno:
         return os.strerror(errno)
     return str(exc) or type(exc).__name__

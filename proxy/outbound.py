@@ -25,18 +25,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.balancer import Unavailable
+from proxy.body import Body
 from proxy.destinations import Destination, Destinations
 from proxy.faults import NO_FAULT, Decision, RequestInfo, decide
 from proxy.headers import ERROR_HEADER, VERSION_HEADER
+from proxy.httpclient import Pool, RequestBody
+from proxy.httpserver import Request
 from proxy.outlier import Outcome as AttemptResult
 from proxy.policy import Retries
 from proxy.pool import Overflow
@@ -56,7 +55,7 @@ _GATEWAY_ERRORS = (502, 503, 504)
 class Call:
     """One request to a service, as the outbound pipeline sees it."""
 
-    request: web.BaseRequest
+    request: Request
     service: str
     source: str
     headers: CIMultiDict[str]
@@ -66,26 +65,25 @@ class Call:
 class OutboundCalls:
     def __init__(
         self,
-        session: Callable[[], aiohttp.ClientSession],
+        pool: Pool,
         router: Router,
         destinations: Destinations,
         rand: random.Random | None = None,
     ) -> None:
-        self._session = session
+        self._pool = pool
         self.router = router
         self.destinations = destinations
         self._rand = rand or random.Random()
 
-    async def call(self, call: Call, outcome: Outcome) -> web.StreamResponse:
+    async def call(self, call: Call, outcome: Outcome) -> None:
         request = call.request
         pinned = request.headers.get(VERSION_HEADER)
         target = self.router.target(call.service, call.version or pinned or None)
         destination = self.destinations.get(call.service)
         if isinstance(target, NoEndpoint) or destination is None:
             reason = target.reason if isinstance(target, NoEndpoint) else "no route yet"
-            return await relay(
-                request, NoAnswer("no-healthy-upstream", reason), outcome, trusted=True
-            )
+            await relay(request, NoAnswer("no-healthy-upstream", reason), outcome, trusted=True)
+            return
         version, candidates = target
         policy = destination.route.policy
         body = await _body(request, policy.retries is not None)
@@ -93,7 +91,7 @@ class OutboundCalls:
             await destination.gate.acquire()
         except Overflow:
             limits = policy.pool
-            return await relay(
+            await relay(
                 request,
                 NoAnswer(
                     "overflow",
@@ -103,6 +101,7 @@ class OutboundCalls:
                 outcome,
                 trusted=True,
             )
+            return
         try:
             async with asyncio.timeout(policy.timeout):
                 sent, decision = await self._attempts(
@@ -112,16 +111,16 @@ class OutboundCalls:
                     # An injected reset or hang ends as the real thing would: a reset.
                     outcome.error = "reset"
                     reset_connection(request.transport)
-                    return web.StreamResponse()
+                    request.finished = True
+                    return
                 throttle = Throttle(decision.bandwidth) if decision.bandwidth else None
-                return await relay(request, sent, outcome, trusted=True, throttle=throttle)
+                await relay(request, sent, outcome, trusted=True, throttle=throttle)
         except TimeoutError:
-            if outcome.response is not None:  # the answer had begun: it cannot end normally
-                if request.transport is not None:
-                    request.transport.abort()
+            if request.started:  # the answer had begun: it cannot end normally
+                request.abort()
                 outcome.error = "timeout"
-                return outcome.response
-            return await relay(
+                return
+            await relay(
                 request,
                 NoAnswer(
                     "timeout",
@@ -141,11 +140,11 @@ class OutboundCalls:
         destination: Destination,
         version: str | None,
         candidates: tuple[Endpoint, ...],
-        body: bytes | aiohttp.StreamReader | None,
+        body: RequestBody,
         outcome: Outcome,
     ) -> tuple[Sent, Decision]:
         policy = destination.route.policy
-        replayable = not isinstance(body, aiohttp.StreamReader)
+        replayable = not isinstance(body, Body)
         attempts = policy.retries.attempts if policy.retries is not None and replayable else 1
         failover = 1 if replayable else 0  # one more try when nothing reached an app
         tried: list[str] = []
@@ -199,7 +198,7 @@ class OutboundCalls:
         destination: Destination,
         version: str | None,
         endpoint: Endpoint,
-        body: bytes | aiohttp.StreamReader | None,
+        body: RequestBody,
         decision: Decision,
     ) -> Sent:
         retries = destination.route.policy.retries
@@ -218,11 +217,15 @@ class OutboundCalls:
                     return NoAnswer("reset", f"fault {fault} hung the request", fault=fault)
                 destination.started(endpoint, version)
                 try:
-                    url = URL(
-                        f"http://{endpoint.address}{call.request.url.raw_path_qs}", encoded=True
-                    )
+                    host, _, port = endpoint.address.rpartition(":")
                     return await send(
-                        self._session(), call.request, url, call.headers, body, endpoint.instance
+                        self._pool,
+                        call.request,
+                        host,
+                        int(port),
+                        call.headers,
+                        body,
+                        endpoint.instance,
                     )
                 finally:
                     destination.finished(endpoint, version)
@@ -232,17 +235,16 @@ class OutboundCalls:
             )
 
 
-async def _body(request: web.BaseRequest, keep: bool) -> bytes | aiohttp.StreamReader | None:
+async def _body(request: Request, keep: bool) -> RequestBody:
     """The body to send: none, the bytes (kept for a retry), or the stream (sent once)."""
-    if not request.body_exists:
+    body = request.body
+    if body.length == 0:
         return None
-    content = request.content
-    if content.at_eof() and content.total_bytes == 0:
-        return b""
-    length = request.content_length
-    if keep and length is not None and length <= REPLAYABLE_BODY:
-        return await request.read()
-    return content
+    if body.complete and body.received == 0:
+        return b""  # a chunked body that had ended empty on arrival: nothing to stream
+    if keep and body.length is not None and body.length <= REPLAYABLE_BODY:
+        return await body.read_all()
+    return body
 
 
 def _result(sent: Sent) -> AttemptResult:

@@ -24,10 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.bootstrap import Bootstrap
 from proxy.destinations import Destinations
@@ -37,6 +34,8 @@ from proxy.headers import (
     forwardable,
     trace_hop,
 )
+from proxy.httpclient import Pool
+from proxy.httpserver import MAX_BODY, Listener, Request
 from proxy.origdst import original_destination
 from proxy.outbound import Call, OutboundCalls
 from proxy.router import Router
@@ -53,7 +52,7 @@ EXTERNAL_SOURCE = "external"
 _CONNECT_TIMEOUT = 10.0
 _MAX_PATH_IN_RECORD = 256
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+Handler = Callable[[Request], Awaitable[None]]
 
 
 @dataclass
@@ -85,23 +84,13 @@ class Sidecar:
             destinations.sync(router.snapshot)
             router.subscribe(destinations.sync)
         self.destinations = destinations
-        self.calls = OutboundCalls(self._client, router, destinations)
+        self.pool = Pool(connect_timeout=_CONNECT_TIMEOUT)
+        self.calls = OutboundCalls(self.pool, router, destinations)
         self.ports = BoundPorts()
-        self._runners: list[web.BaseRunner] = []
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "Sidecar.start() was not called"
-        return self._session
+        self._listeners: list[Listener] = []
 
     async def start(self) -> BoundPorts:
         """Bind every listener; raises ``OSError`` (port taken) with nothing left bound."""
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=10),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
         try:
             if self.boot.role == "sidecar":
                 self.ports.outbound = await self._listen(
@@ -120,30 +109,23 @@ class Sidecar:
         return self.ports
 
     async def stop(self) -> None:
-        for runner in reversed(self._runners):
-            await runner.cleanup()
-        self._runners.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for listener in reversed(self._listeners):
+            await listener.stop()
+        self._listeners.clear()
+        self.pool.close()
 
     async def _listen(self, handler: Handler, host: str, port: int) -> int:
-        server = web.Server(handler, access_log=None)
-        runner = web.ServerRunner(server, handle_signals=False)
-        await runner.setup()
-        self._runners.append(runner)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        bound: int = runner.addresses[-1][1]
+        listener = Listener(handler)
+        bound = await listener.start(host, port)
+        self._listeners.append(listener)
         return bound
 
     # -- handlers -------------------------------------------------------------
 
-    async def _outbound(self, request: web.BaseRequest) -> web.StreamResponse:
-        target = _target(request)
-        host = (target.host or "").lower()
+    async def _outbound(self, request: Request) -> None:
+        _, host, _ = _target(request)
         if request.method == "CONNECT":
-            return await self._local_reply(
+            self._local_reply(
                 request,
                 "outbound",
                 host,
@@ -151,18 +133,20 @@ class Sidecar:
                 "tunnel-unsupported",
                 "devmesh proxies plain HTTP; CONNECT tunnels are not supported",
             )
+            return
         resolved = self.router.resolve(host)
         if resolved is not None:
             service, version = resolved
-            return await self._to_service(request, service, self.boot.service, version)
-        return await self._passthrough(request, target)
+            await self._to_service(request, service, self.boot.service, version)
+            return
+        await self._passthrough(request)
 
-    async def _inbound(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _inbound(self, request: Request) -> None:
         start = time.perf_counter()
         source = request.headers.get(SOURCE_HEADER, EXTERNAL_SOURCE)
         outcome = Outcome(instance=self.boot.instance, version=self.boot.version)
         if self.boot.app_port is None:
-            response = await relay(
+            await relay(
                 request,
                 NoAnswer("no-port", f"{self.boot.service} declares no port to receive calls on"),
                 outcome,
@@ -171,48 +155,49 @@ class Sidecar:
         else:
             headers = forwardable(request.headers)
             headers.popall(SOURCE_HEADER, None)
-            url = URL(
-                f"http://127.0.0.1:{self.boot.app_port}{request.url.raw_path_qs}", encoded=True
+            _answer_expect_continue(request, headers)
+            sent = await send(
+                self.pool,
+                request,
+                "127.0.0.1",
+                self.boot.app_port,
+                headers,
+                request.body if request.has_body else None,
+                self.boot.instance,
             )
-            await _answer_expect_continue(request, headers)
-            body = request.content if request.body_exists else None
-            sent = await send(self._client(), request, url, headers, body, self.boot.instance)
             if isinstance(sent, NoAnswer) and sent.refused:
                 self.on_app_refused(
                     f"connection refused on 127.0.0.1:{self.boot.app_port} by a request"
                 )
-            response = await relay(request, sent, outcome, trusted=False)
+            await relay(request, sent, outcome, trusted=False)
         self._record(request, "inbound", source, self.boot.service, outcome, start)
-        return response
 
     def _gateway_handler(self, service: str) -> Handler:
-        async def handle(request: web.BaseRequest) -> web.StreamResponse:
-            return await self._to_service(request, service, GATEWAY_SOURCE)
+        async def handle(request: Request) -> None:
+            await self._to_service(request, service, GATEWAY_SOURCE)
 
         return handle
 
     async def _to_service(
-        self, request: web.BaseRequest, service: str, source: str, version: str | None = None
-    ) -> web.StreamResponse:
+        self, request: Request, service: str, source: str, version: str | None = None
+    ) -> None:
         start = time.perf_counter()
         outcome = Outcome()
         headers = forwardable(request.headers, drop_mesh=True)
         headers[SOURCE_HEADER] = source
-        headers["Host"] = _target(request).raw_authority
+        headers["Host"] = _target(request)[0]
         if source == GATEWAY_SOURCE:
             append_forwarded_for(headers, request.remote)
         outcome.trace_id = trace_hop(headers)
         too_big = _too_big(request)
         if too_big is not None:
-            response = await relay(request, too_big, outcome, trusted=True)
-            self._record(request, "outbound", source, service, outcome, start)
-            return response
-        await _answer_expect_continue(request, headers)
-        response = await self.calls.call(Call(request, service, source, headers, version), outcome)
+            await relay(request, too_big, outcome, trusted=True)
+        else:
+            _answer_expect_continue(request, headers)
+            await self.calls.call(Call(request, service, source, headers, version), outcome)
         self._record(request, "outbound", source, service, outcome, start)
-        return response
 
-    async def _passthrough(self, request: web.BaseRequest, target: URL) -> web.StreamResponse:
+    async def _passthrough(self, request: Request) -> None:
         """A destination outside the mesh is called directly, as Istio's ALLOW_ANY does.
 
         A connection that iptables redirected here goes where it was going (its
@@ -220,37 +205,42 @@ class Sidecar:
         """
         start = time.perf_counter()
         outcome = Outcome()
+        authority, host, port = _target(request)
         headers = forwardable(request.headers, drop_mesh=True)
-        headers["Host"] = target.raw_authority
-        url = target
+        headers["Host"] = authority
+        address = (host, port)
         original = original_destination(request.transport)
         if original is not None:
-            url = target.with_host(original[0]).with_port(original[1])
-        await _answer_expect_continue(request, headers)
-        body = request.content if request.body_exists else None
-        sent = await send(self._client(), request, url, headers, body)
-        response = await relay(request, sent, outcome, trusted=False)
-        self._record(request, "outbound", self.boot.service, target.host or "", outcome, start)
-        return response
+            address = original
+        _answer_expect_continue(request, headers)
+        sent = await send(
+            self.pool,
+            request,
+            address[0],
+            address[1],
+            headers,
+            request.body if request.has_body else None,
+        )
+        await relay(request, sent, outcome, trusted=False)
+        self._record(request, "outbound", self.boot.service, host, outcome, start)
 
-    async def _local_reply(
+    def _local_reply(
         self,
-        request: web.BaseRequest,
+        request: Request,
         direction: Direction,
         destination: str,
         status: int,
         code: str,
         message: str,
-    ) -> web.StreamResponse:
+    ) -> None:
         start = time.perf_counter()
-        response = await reply(request, status, code, message)
+        reply(request, status, code, message)
         outcome = Outcome(status=status, error=code)
         self._record(request, direction, self.boot.service, destination, outcome, start)
-        return response
 
     def _record(
         self,
-        request: web.BaseRequest,
+        request: Request,
         direction: Direction,
         source: str,
         destination: str,
@@ -277,29 +267,42 @@ class Sidecar:
         )
 
 
-def _target(request: web.BaseRequest) -> URL:
-    """Where the caller asked to go: the absolute-form target, else ``Host`` (RFC 9112 3.2.2)."""
-    raw = request.raw_path  # the request-target as sent
-    if raw[:7].lower() == "http://":
-        return URL(raw, encoded=True)
-    return URL.build(scheme="http", authority=request.host).join(request.rel_url)
+def _target(request: Request) -> tuple[str, str, int]:
+    """Where the caller asked to go, as ``(authority, host, port)``: the absolute-form
+    target, else ``Host`` (RFC 9112 3.2.2). The host is lower-cased."""
+    authority = request.headers.get("Host", "")
+    if request.target[:7].lower() == "http://":
+        authority = request.target[7:].split("/", 1)[0].split("?", 1)[0]
+    host, port = _split_authority(authority)
+    return authority, host, port
 
 
-async def _answer_expect_continue(request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
+def _split_authority(authority: str) -> tuple[str, int]:
+    host, port = authority, 80
+    if authority.startswith("["):  # an IPv6 literal
+        end = authority.find("]")
+        host, rest = authority[1:end], authority[end + 1 :]
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    elif ":" in authority:
+        name, _, digits = authority.rpartition(":")
+        if digits.isdigit():
+            host, port = name, int(digits)
+    if "@" in host:
+        host = host.rpartition("@")[2]
+    return host.lower(), port
+
+
+def _answer_expect_continue(request: Request, headers: CIMultiDict[str]) -> None:
     """As Envoy does by default: answer "100 Continue" here and do not pass the
     expectation on (an upstream that never answers it would leave the client
     library waiting for a 100 that does not come). Once per request."""
     headers.popall("Expect", None)
-    if request.body_exists and _expects_continue(request):
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.send_continue()
 
 
-MAX_BODY = 64 * 1024 * 1024
-"""The largest request body a sidecar passes on (by its Content-Length)."""
-
-
-def _too_big(request: web.BaseRequest) -> NoAnswer | None:
-    length = request.content_length
+def _too_big(request: Request) -> NoAnswer | None:
+    length = request.body.length
     if length is not None and length > MAX_BODY:
         return NoAnswer(
             "body-too-large",
@@ -307,10 +310,3 @@ def _too_big(request: web.BaseRequest) -> NoAnswer | None:
             status=413,
         )
     return None
-
-
-def _expects_continue(request: web.BaseRequest) -> bool:
-    return (
-        request.version >= aiohttp.HttpVersion11
-        and request.headers.get("Expect", "").lower() == "100-continue"
-    )

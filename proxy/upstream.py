@@ -11,16 +11,13 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
+from proxy.body import BodyError
 from proxy.headers import ERROR_HEADER, FAULT_HEADER, forwardable
+from proxy.httpclient import ConnectFailed, Pool, RequestBody, Response, UpstreamReset
+from proxy.httpserver import Request, ResponseError
 from proxy.toxics import Throttle
-
-# Headers aiohttp's client would add on its own; a proxy must not invent them.
-_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
 @dataclass(frozen=True)
@@ -46,7 +43,7 @@ class Injected:
     fault: str
 
 
-Sent = aiohttp.ClientResponse | NoAnswer | Injected
+Sent = Response | NoAnswer | Injected
 
 
 @dataclass
@@ -61,47 +58,41 @@ class Outcome:
     """Ids of the injected faults that shaped the answer."""
     retries: int = 0
     trace_id: str | None = None
-    response: web.StreamResponse | None = None
-    """The caller's response once it has begun (prepared): it can no longer be replaced."""
 
 
 async def send(
-    session: aiohttp.ClientSession,
-    request: web.BaseRequest,
-    url: URL,
+    pool: Pool,
+    request: Request,
+    host: str,
+    port: int,
     headers: CIMultiDict[str],
-    body: bytes | aiohttp.StreamReader | None,
+    body: RequestBody,
     instance: str = "",
 ) -> Sent:
-    """Send ``request`` (with ``body``: bytes to replay, or its stream) to ``url``."""
+    """Send ``request`` (with ``body``: bytes to replay, or its stream) to ``host:port``."""
     try:
-        return await session.request(
-            request.method,
-            url,
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
+        return await pool.request(
+            host, port, request.method, request.path_qs, headers.items(), body
         )
-    except aiohttp.ClientConnectorError as exc:
+    except ConnectFailed as exc:
         where = f"{instance} at " if instance else ""
         return NoAnswer(
             "connect-failure",
-            f"upstream connect error: {where}{url.host}:{url.port}: {exc.os_error.strerror or exc}",
-            refused=exc.os_error.errno == errno.ECONNREFUSED,
+            f"upstream connect error: {where}{host}:{port}: {exc.strerror or exc}",
+            refused=exc.errno == errno.ECONNREFUSED,
         )
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return NoAnswer("reset", f"upstream reset before response: {type(exc).__name__}")
+    except UpstreamReset as exc:
+        return NoAnswer("reset", f"upstream reset before response: {exc}")
 
 
 async def relay(
-    request: web.BaseRequest,
+    request: Request,
     sent: Sent,
     outcome: Outcome,
     *,
     trusted: bool,
     throttle: Throttle | None = None,
-) -> web.StreamResponse:
+) -> None:
     """Stream the upstream's answer back to the caller, or the mesh's own if none came.
 
     ``trusted`` says the upstream is another sidecar, whose ``x-devmesh-*``
@@ -110,71 +101,72 @@ async def relay(
     """
     if isinstance(sent, Injected):
         outcome.status = sent.status
-        return await reply(
+        reply(
             request,
             sent.status,
             None,
             f"fault {sent.fault} injected by devmesh",
             {FAULT_HEADER: sent.fault},
         )
+        return
     if isinstance(sent, NoAnswer):
         outcome.status, outcome.error = sent.status, sent.code
-        return await reply(request, sent.status, sent.code, sent.message)
+        reply(request, sent.status, sent.code, sent.message)
+        return
     upstream = sent
+    body = upstream.body
+    headers = forwardable(upstream.headers, drop_mesh=not trusted).items()
+    outcome.status = upstream.status
     try:
-        response = web.StreamResponse(
-            status=upstream.status,
-            reason=upstream.reason,
-            headers=forwardable(upstream.headers, drop_mesh=not trusted),
-        )
-        outcome.status = upstream.status
-        await response.prepare(request)
-        outcome.response = response
-        async for chunk in upstream.content.iter_any():
-            if throttle is not None:
-                await throttle.write(chunk, response.write)
-            else:
-                await response.write(chunk)
-        await response.write_eof()
-    except ConnectionResetError:
-        # Writing to the caller failed: it went away. Caught first, because
-        # aiohttp's ClientConnectionResetError is also a ClientError.
+        if body.complete and throttle is None:
+            # The whole answer is here (most are): one write to the caller.
+            request.respond(upstream.status, upstream.reason, headers, body.take())
+        else:
+            request.start(upstream.status, upstream.reason, headers, body.length)
+            while chunk := await body.read():
+                if throttle is not None:
+                    await throttle.write(chunk, request.write)
+                else:
+                    await request.write(chunk)
+            request.end()
+    except ResponseError:
         outcome.error = "downstream-reset"
-    except (aiohttp.ClientError, TimeoutError):
+        request.abort()
+    except BodyError:
         # The upstream failed mid-body. Finishing the response normally
         # would hand the caller a truncated body that looks complete.
         outcome.error = "reset"
-        if request.transport is not None:
-            request.transport.abort()
+        request.abort()
     finally:
         upstream.release()
-    return response
 
 
 async def discard(sent: Sent) -> None:
     """Let go of an answer that will not be passed on, keeping its connection if it can be."""
-    if not isinstance(sent, aiohttp.ClientResponse):
+    if not isinstance(sent, Response):
         return
     try:
-        await sent.read()  # an error's short text; read whole, the connection is kept
-    except (aiohttp.ClientError, TimeoutError):
+        if sent.body.length is not None and sent.body.length <= 64 * 1024:
+            await sent.body.read_all()  # an error's short text; read whole, the connection is kept
+    except BodyError:
         pass
     finally:
         sent.release()
 
 
-async def reply(
-    request: web.BaseRequest,
+def reply(
+    request: Request,
     status: int,
     code: str | None,
     message: str,
     headers: dict[str, str] | None = None,
-) -> web.StreamResponse:
+) -> None:
     """A response the mesh makes itself, marked so that it is never taken for the app's."""
-    marks = dict(headers or {})
+    marks = [("Content-Type", "text/plain; charset=utf-8")]
+    marks += (headers or {}).items()
     if code is not None:
-        marks[ERROR_HEADER] = code
-    response = web.Response(status=status, text=message + "\n", headers=marks)
-    await response.prepare(request)
-    await response.write_eof()
-    return response
+        marks.append((ERROR_HEADER, code))
+    try:
+        request.respond(status, "", marks, (message + "\n").encode())
+    except ResponseError:
+        request.abort()

@@ -70,14 +70,18 @@ def test_the_breaker_opens_when_pricing_fails_and_closes_after_it_recovers(
         assert tuned.returncode == 0, tuned.stderr
     admin(shop, "pricing-1", "fail?seconds=600")
 
+    seen: dict[str, Any] = {}
+
     def opened() -> bool:
         status_of(shop.url + "/")
-        return edge(shop, "catalog", "pricing")["breaker"]["state"] == "open"
+        seen.update(edge(shop, "catalog", "pricing")["breaker"])
+        return seen["state"] == "open"
 
     wait_until(opened, 15, "the breaker on catalog -> pricing to open")
-    breaker = edge(shop, "catalog", "pricing")["breaker"]
-    assert "3 consecutive 5xx" in breaker["reason"]
-    assert 0 < breaker["retry_in"] <= 2
+    # Read from the status that showed it open: a later one may already be half-open.
+    assert "3 consecutive 5xx" in seen["reason"]
+    assert seen["retry_in"] is not None, seen
+    assert 0 <= seen["retry_in"] <= 2, seen
     shown = shop.cli("status")
     assert "open" in shown.stdout
 

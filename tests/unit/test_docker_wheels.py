@@ -12,7 +12,7 @@ from devmesh.runtime.docker.wheels import PythonTarget, fetch_wheels
 
 GLIBC = PythonTarget(version="3.12", abi="cp312", machine="x86_64", libc="glibc")
 MUSL = PythonTarget(version="3.12", abi="cp312", machine="aarch64", libc="musl")
-WANTED = "aiohttp==3.14.5"
+WANTED = ("httptools==0.9.0", "multidict==7.2.1")
 
 
 @pytest.fixture(autouse=True)
@@ -23,13 +23,15 @@ def pip_cannot_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
 
 
-def fill_cache(cache: Path, target: PythonTarget, wanted: str, wheels: list[str]) -> Path:
+def fill_cache(
+    cache: Path, target: PythonTarget, wanted: tuple[str, ...], wheels: list[str]
+) -> Path:
     """A cache folder as a finished download leaves it: the wheels and the ``complete`` marker."""
-    folder = cache / target.key() / wanted.replace("==", "-")
+    folder = cache / target.key() / "_".join(w.replace("==", "-") for w in wanted)
     folder.mkdir(parents=True)
     for name in wheels:
         (folder / name).write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
-    (folder / "complete").write_text(wanted + "\n")
+    (folder / "complete").write_text(" ".join(wanted) + "\n")
     return folder
 
 
@@ -64,34 +66,35 @@ def test_a_complete_cache_is_used_without_running_pip(tmp_path: Path) -> None:
         GLIBC,
         WANTED,
         [
-            "yarl-1.9.4-cp312-cp312-manylinux_2_17_x86_64.whl",
-            "aiohttp-3.14.5-cp312-cp312-manylinux_2_17_x86_64.whl",
+            "multidict-7.2.1-cp312-cp312-manylinux_2_17_x86_64.whl",
+            "httptools-0.9.0-cp312-cp312-manylinux_2_17_x86_64.whl",
         ],
     )
     (folder / "notes.txt").write_text("not a wheel\n")
     wheels = fetch_wheels(GLIBC, WANTED, cache=tmp_path / "cache")
     assert wheels == [
-        folder / "aiohttp-3.14.5-cp312-cp312-manylinux_2_17_x86_64.whl",
-        folder / "yarl-1.9.4-cp312-cp312-manylinux_2_17_x86_64.whl",
+        folder / "httptools-0.9.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+        folder / "multidict-7.2.1-cp312-cp312-manylinux_2_17_x86_64.whl",
     ]
     assert sorted(p.name for p in folder.iterdir()) == [
-        "aiohttp-3.14.5-cp312-cp312-manylinux_2_17_x86_64.whl",
         "complete",
+        "httptools-0.9.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+        "multidict-7.2.1-cp312-cp312-manylinux_2_17_x86_64.whl",
         "notes.txt",
-        "yarl-1.9.4-cp312-cp312-manylinux_2_17_x86_64.whl",
     ]
 
 
 def test_the_cache_is_kept_per_target_and_requirement(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    fill_cache(cache, GLIBC, "aiohttp==3.14.4", ["aiohttp-3.14.4-cp312-glibc.whl"])
-    fill_cache(cache, MUSL, WANTED, ["aiohttp-3.14.5-cp312-musl.whl"])
-    fill_cache(cache, GLIBC, WANTED, ["aiohttp-3.14.5-cp312-glibc.whl"])
+    older = ("httptools==0.8.0", "multidict==7.2.1")
+    fill_cache(cache, GLIBC, older, ["httptools-0.8.0-cp312-glibc.whl"])
+    fill_cache(cache, MUSL, WANTED, ["httptools-0.9.0-cp312-musl.whl"])
+    fill_cache(cache, GLIBC, WANTED, ["httptools-0.9.0-cp312-glibc.whl"])
     assert [p.name for p in fetch_wheels(GLIBC, WANTED, cache=cache)] == [
-        "aiohttp-3.14.5-cp312-glibc.whl"
+        "httptools-0.9.0-cp312-glibc.whl"
     ]
     assert [p.name for p in fetch_wheels(MUSL, WANTED, cache=cache)] == [
-        "aiohttp-3.14.5-cp312-musl.whl"
+        "httptools-0.9.0-cp312-musl.whl"
     ]
 
 

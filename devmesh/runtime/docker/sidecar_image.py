@@ -1,9 +1,9 @@
 """The sidecar image: devmesh's ``proxy/`` package and its wheels, on a Python base image.
 
 Built locally, never pulled: the context holds the installed ``proxy`` package
-and aiohttp's wheels unpacked for the base image's Python (see ``wheels``), so
+and its wheels (httptools, multidict) unpacked for the base image's Python (see ``wheels``), so
 the build needs no package index. It holds nothing else of devmesh. The tag
-names the hash of its inputs (base image, proxy sources, aiohttp version,
+names the hash of its inputs (base image, proxy sources, package versions,
 Dockerfile), so an image is built once per change and reused after.
 """
 
@@ -49,9 +49,10 @@ def proxy_sources() -> list[Path]:
     return sorted(root.glob("*.py"))
 
 
-def inputs_hash(base_id: str, wanted: str) -> str:
+def inputs_hash(base_id: str, wanted: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
-    digest.update(DOCKERFILE.encode() + b"\0" + base_id.encode() + b"\0" + wanted.encode())
+    pins = " ".join(wanted).encode()
+    digest.update(DOCKERFILE.encode() + b"\0" + base_id.encode() + b"\0" + pins)
     for path in proxy_sources():
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
@@ -68,7 +69,7 @@ def ensure_sidecar_image(
         return tag, False
     on_line(f"asking {base_image} which Python it has")
     target = python_of(client, base_image)
-    on_line(f"fetching {wanted} for Python {target.version} on {target.machine}")
+    on_line(f"fetching {', '.join(wanted)} for Python {target.version} on {target.machine}")
     wheels = fetch_wheels(target, wanted)
     context = build_context(wheels)
     run_build(

@@ -30,9 +30,9 @@ PROBE = (
     "'abi': 'cp%d%d' % sys.version_info[:2], 'machine': platform.machine(), "
     "'libc': platform.libc_ver()[0] or 'musl'}))"
 )
-SIDECAR_PACKAGE = "aiohttp"
-MINIMUM_AIOHTTP = (3, 14, 2)
-"""Older aiohttp releases have HTTP parser CVEs; the sidecar refuses to be built with them."""
+SIDECAR_PACKAGES = {"httptools": (0, 6, 4), "multidict": (6, 0, 0)}
+"""What the sidecar runs on besides the standard library, with the oldest release it accepts
+(httptools before 0.6.4 bundles an llhttp with known request-smuggling fixes missing)."""
 
 
 @dataclass(frozen=True)
@@ -60,17 +60,20 @@ class PythonTarget:
         return f"{self.abi}-{self.machine}-{self.libc}"
 
 
-def requirement() -> str:
-    """The aiohttp the host runs (the one devmesh is tested with), pinned for the sidecar."""
-    host = installed_version(SIDECAR_PACKAGE)
-    parts = tuple(int(p) for p in host.split(".")[:3] if p.isdigit())
-    if parts < MINIMUM_AIOHTTP:
-        wanted = ".".join(str(p) for p in MINIMUM_AIOHTTP)
-        raise DevmeshError(
-            f"this machine has aiohttp {host}, older than {wanted}, which the sidecar needs",
-            f"upgrade it: pip install 'aiohttp>={wanted}'",
-        )
-    return f"{SIDECAR_PACKAGE}=={host}"
+def requirement() -> tuple[str, ...]:
+    """The sidecar's packages as the host runs them (the ones devmesh is tested with), pinned."""
+    pins = []
+    for package, minimum in SIDECAR_PACKAGES.items():
+        host = installed_version(package)
+        parts = tuple(int(p) for p in host.split(".")[:3] if p.isdigit())
+        if parts < minimum:
+            wanted = ".".join(str(p) for p in minimum)
+            raise DevmeshError(
+                f"this machine has {package} {host}, older than {wanted}, which the sidecar needs",
+                f"upgrade it: pip install '{package}>={wanted}'",
+            )
+        pins.append(f"{package}=={host}")
+    return tuple(pins)
 
 
 def python_of(client: docker.DockerClient, image: str) -> PythonTarget:
@@ -115,9 +118,11 @@ def cache_dir() -> Path:
     return Path(root) / "devmesh" / "wheels"
 
 
-def fetch_wheels(target: PythonTarget, wanted: str, cache: Path | None = None) -> list[Path]:
-    """Wheels of ``wanted`` and its dependencies for ``target``, from the cache or PyPI."""
-    folder = (cache or cache_dir()) / target.key() / wanted.replace("==", "-")
+def fetch_wheels(
+    target: PythonTarget, wanted: tuple[str, ...], cache: Path | None = None
+) -> list[Path]:
+    """Wheels of ``wanted`` and their dependencies for ``target``, from the cache or PyPI."""
+    folder = (cache or cache_dir()) / target.key() / "_".join(w.replace("==", "-") for w in wanted)
     done = folder / "complete"
     if not done.exists():
         folder.mkdir(parents=True, exist_ok=True)
@@ -125,16 +130,16 @@ def fetch_wheels(target: PythonTarget, wanted: str, cache: Path | None = None) -
         for platform in target.platforms:
             argv += ["--platform", platform]
         argv += ["--python-version", target.version, "--implementation", "cp"]
-        argv += ["--abi", target.abi, "--dest", str(folder), wanted]
+        argv += ["--abi", target.abi, "--dest", str(folder), *wanted]
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise DevmeshError(
-                f"could not download the sidecar's packages ({wanted}) for Python "
+                f"could not download the sidecar's packages ({', '.join(wanted)}) for Python "
                 f"{target.version} on {target.machine}: {last[0]}",
                 f"check that this machine reaches PyPI, or put the wheels in {folder}",
             )
-        done.write_text(wanted + "\n")
+        done.write_text(" ".join(wanted) + "\n")
     wheels = sorted(folder.glob("*.whl"))
     if not wheels:
         raise DevmeshError(
