@@ -17,6 +17,7 @@ import asyncio
 import os
 import time
 from collections.abc import Iterable
+from typing import cast
 
 import httptools
 from multidict import CIMultiDict
@@ -85,8 +86,7 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -196,6 +196,9 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(head + body if body else head)
         try:
             return await self._head
+        except BaseException:
+            self.close()  # broken, or given up on (cancelled): never reused
+            raise
         finally:
             self._head = None
             if pump is not None and not pump.done():

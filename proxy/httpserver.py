@@ -25,6 +25,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from typing import cast
 from urllib.parse import unquote
 
 import httptools
@@ -262,6 +263,7 @@ class ServerConnection(asyncio.Protocol):
         self.idle_since: float | None = time.monotonic()
         self._parsing: Request | None = None
         self._current: Request | None = None
+        self._task: asyncio.Task[None] | None = None
         self._pending: deque[Request] = deque()
         self._upgraded = False
         self._paused_reading = False
@@ -271,8 +273,7 @@ class ServerConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self.listener.connections.add(self)
@@ -416,7 +417,7 @@ class ServerConnection(asyncio.Protocol):
 
     def _begin(self, request: Request) -> None:
         self._current = request
-        task = asyncio.get_running_loop().create_task(self._run(request))
+        task = self._task = asyncio.get_running_loop().create_task(self._run(request))
         self.listener.tasks.add(task)
         task.add_done_callback(self.listener.tasks.discard)
 
@@ -472,7 +473,14 @@ class ServerConnection(asyncio.Protocol):
         self._upgraded = True  # read nothing more
         if transport is None or transport.is_closing():
             return
-        if self._current is None:
+        current = self._current
+        if current is not None and not current.started and self._task is not None:
+            # Its body broke (a bad chunk): whatever of it went on is cut off by cancelling
+            # its handling (an upstream sees a request break off, never a whole one).
+            current.started = current.finished = True
+            self._task.cancel()
+            current = None
+        if current is None:
             body = (message + "\n").encode()
             transport.write(
                 (
