@@ -7,7 +7,7 @@
 
 Needs (it says which is missing and exits 2): Linux (/proc), Debian's
 ``haproxy`` and ``wrk`` (``apt-get install -y haproxy wrk``), and the project's
-virtualenv (aiohttp, for the sidecars). The open-loop generator
+virtualenv (httptools, for the sidecars). The open-loop generator
 (bench/openloop.py) is standard-library Python. No Docker. About 80 s a round.
 
 One origin serves every path: an HAProxy process (one thread) that answers
@@ -95,10 +95,11 @@ def check_requirements() -> None:
         if shutil.which(tool) is None:
             problems.append(f"`{tool}`: apt-get install -y {tool}")
     try:
-        import aiohttp  # noqa: F401
+        import aiohttp  # noqa: F401  (the stand-in control plane of --telemetry sink)
+        import httptools  # noqa: F401
     except ImportError:
         problems.append(
-            f"aiohttp for the sidecars: run with the project's virtualenv "
+            f"the project's packages: run with the project's virtualenv "
             f"(. {REPO}/.venv/bin/activate; pip install -e .)"
         )
     if problems:
@@ -305,7 +306,7 @@ def _describe(args: argparse.Namespace) -> list[str]:
     hap = _output(["haproxy", "-v"]).split()
     sidecar = _output([args.sidecar_python, "-c", SIDECAR_PYTHON_PROBE])
     if not sidecar:
-        raise Missing(f"{args.sidecar_python} cannot import aiohttp (for the sidecars)")
+        raise Missing(f"{args.sidecar_python} cannot import httptools (for the sidecars)")
     telemetry = (
         "drained every 100 ms by a stand-in control plane (bench/telemetry_sink.py)"
         if args.telemetry == "sink"
@@ -329,8 +330,8 @@ def _describe(args: argparse.Namespace) -> list[str]:
 
 
 SIDECAR_PYTHON_PROBE = (
-    "import platform, aiohttp; "
-    "print('Python', platform.python_version(), 'aiohttp', aiohttp.__version__)"
+    "import platform, httptools; "
+    "print('Python', platform.python_version(), 'httptools', httptools.__version__)"
 )
 
 
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sidecar-python",
         default=sys.executable,
-        help="the interpreter that runs the sidecars (default: this one); it needs aiohttp",
+        help="the interpreter that runs the sidecars (default: this one); it needs httptools",
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
