@@ -6,9 +6,7 @@ RFC 9110 §7.6.1: a proxy removes the hop-by-hop headers, and every header the
 
 from __future__ import annotations
 
-import re
-import secrets
-import uuid
+import random
 from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -54,7 +52,7 @@ def forwardable(headers: Headers, *, drop_mesh: bool = False) -> CIMultiDict[str
     With ``drop_mesh``, the ``x-devmesh-*`` headers are removed too, so that an
     application cannot forge what the mesh asserts (its source identity).
     """
-    drop = HOP_BY_HOP | _connection_tokens(headers)
+    drop = HOP_BY_HOP | _connection_tokens(headers) if "connection" in headers else HOP_BY_HOP
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lower = name.lower()
@@ -81,7 +79,10 @@ def without(headers: CIMultiDict[str], names: Iterable[str]) -> CIMultiDict[str]
 
 TRACEPARENT = "traceparent"
 REQUEST_ID = "x-request-id"
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_HEX = frozenset("0123456789abcdef")
+_random_bits = random.getrandbits
+"""Trace, span and request ids need to be unique, not secret (as OpenTelemetry's SDKs
+make them): the fast generator, no system call per request."""
 
 
 def trace_hop(headers: CIMultiDict[str]) -> str:
@@ -89,16 +90,39 @@ def trace_hop(headers: CIMultiDict[str]) -> str:
 
     A valid ``traceparent`` keeps its trace id and flags and gets this hop's new
     span id as parent; an absent or malformed one starts a trace. An
-    ``x-request-id`` is kept, or one is started.
+    ``x-request-id`` is kept, or one is started (a UUID 4).
     """
-    found = _TRACEPARENT.match(headers.get(TRACEPARENT, "").strip().lower())
-    span = secrets.token_hex(8)
-    if found is not None and found.group(1) != "ff" and set(found.group(2)) != {"0"}:
-        trace, flags = found.group(2), found.group(4)
+    found = _parse_traceparent(headers.get(TRACEPARENT, ""))
+    span = f"{_random_bits(64) or 1:016x}"
+    if found is not None:
+        trace, flags = found
     else:
-        trace, flags = secrets.token_hex(16), "01"
+        trace, flags = f"{_random_bits(128) or 1:032x}", "01"
     headers.popall(TRACEPARENT, None)
     headers[TRACEPARENT] = f"00-{trace}-{span}-{flags}"
     if not headers.get(REQUEST_ID):
-        headers[REQUEST_ID] = str(uuid.uuid4())
+        headers[REQUEST_ID] = _uuid4()
     return trace
+
+
+def _parse_traceparent(value: str) -> tuple[str, str] | None:
+    """``(trace id, flags)`` of a valid version-00-shaped ``traceparent``, else ``None``."""
+    parts = value.strip().lower().split("-")
+    if len(parts) != 4:
+        return None
+    version, trace, parent, flags = parts
+    if (len(version), len(trace), len(parent), len(flags)) != (2, 32, 16, 2):
+        return None
+    if not _HEX.issuperset(version + trace + parent + flags) or version == "ff":
+        return None
+    if trace == "0" * 32:
+        return None
+    return trace, flags
+
+
+def _uuid4() -> str:
+    """A random UUID (version 4, RFC 4122 variant), as ``uuid.uuid4()`` makes, without
+    its system call."""
+    value = (_random_bits(128) & ~(0xC000 << 48 | 0xF000 << 64)) | (0x8000 << 48 | 0x4000 << 64)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

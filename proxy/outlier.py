@@ -202,6 +202,10 @@ class OutlierDetector:
             return None
         if outcome.kind == "overflow" or ep.state == "open":
             return self._state(instance, ep)
+        if not outcome.failed and ep.state == "closed":
+            ep.consecutive = 0  # the common case, which changes no state: nothing to report
+            ep.local_in_run = False
+            return self._state(instance, ep)
         if not outcome.failed:
             if ep.state == "half-open":
                 ep.state = "closed"
