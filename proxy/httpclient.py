@@ -22,7 +22,7 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict
 
-from proxy.body import Body, BodyError
+from proxy.body import Body, BodyError, read_buffer
 
 IDLE_TIMEOUT = 30.0
 """A pooled connection unused for this long is closed rather than reused."""
@@ -64,10 +64,11 @@ class Response:
         self._conn.release(self.body.at_eof and self.body.complete)
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(asyncio.BufferedProtocol):
     def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
         self.pool = pool
         self.key = key
+        self.loop = asyncio.get_running_loop()  # once: each look-up is a system call on 3.11
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.used_at = time.monotonic()
@@ -100,7 +101,13 @@ class ClientConnection(asyncio.Protocol):
         self._fail("the upstream closed the connection")
         return False
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return read_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(read_buffer()[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         self._got_bytes = True
         try:
             self._parser.feed_data(data)
@@ -121,7 +128,7 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is None:
             raise UpstreamReset("the upstream closed the connection")
         if self._paused_writing:
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = self.loop.create_future()
             try:
                 await self._drain
             finally:
@@ -176,7 +183,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def send(self, head: bytes, body: RequestBody, head_only: bool) -> Response:
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._head = loop.create_future()
         self._head_only = head_only
         self._got_bytes = False

@@ -31,7 +31,7 @@ from urllib.parse import unquote
 import httptools
 from multidict import CIMultiDict
 
-from proxy.body import Body, BodyError
+from proxy.body import Body, BodyError, read_buffer
 
 log = logging.getLogger("devmesh.proxy")
 
@@ -82,11 +82,13 @@ class Request:
         "finished",
         "headers",
         "keep_alive",
+        "loop",
         "method",
         "path",
         "path_qs",
         "started",
         "target",
+        "task",
         "version",
     )
 
@@ -116,6 +118,9 @@ class Request:
         path = self.path_qs.partition("?")[0]
         self.path = unquote(path) if "%" in path else path
         """The path, percent-decoded, without the query."""
+        self.loop = conn.loop
+        self.task: asyncio.Task[None] | None = None
+        """The task handling it (set when its handling begins)."""
         self.started = False
         """The response's head is written: it can no longer be replaced."""
         self.finished = False
@@ -246,11 +251,12 @@ class _Refuse(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(asyncio.BufferedProtocol):
     """One downstream connection."""
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
+        self.loop = asyncio.get_running_loop()  # once: each look-up is a system call on 3.11
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
         self._parser = httptools.HttpRequestParser(self)
@@ -287,7 +293,13 @@ class ServerConnection(asyncio.Protocol):
             self._drain.set_exception(ResponseError("the caller closed the connection"))
             self._drain.exception()  # retrieved here: nobody else may be waiting
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return read_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(read_buffer()[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if self._upgraded:
             return  # after an upgrade request: its answer closes the connection
         in_head = self.head_since is not None or self._parsing is None
@@ -337,7 +349,7 @@ class ServerConnection(asyncio.Protocol):
             raise ResponseError("the caller closed the connection")
         if not self._paused_writing:
             return
-        self._drain = asyncio.get_running_loop().create_future()
+        self._drain = self.loop.create_future()
         try:
             await self._drain
         finally:
@@ -417,7 +429,7 @@ class ServerConnection(asyncio.Protocol):
 
     def _begin(self, request: Request) -> None:
         self._current = request
-        task = self._task = asyncio.get_running_loop().create_task(self._run(request))
+        task = self._task = request.task = self.loop.create_task(self._run(request))
         self.listener.tasks.add(task)
         task.add_done_callback(self.listener.tasks.discard)
 

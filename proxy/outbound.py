@@ -31,6 +31,7 @@ from multidict import CIMultiDict
 
 from proxy.balancer import Unavailable
 from proxy.body import Body
+from proxy.deadline import deadline
 from proxy.destinations import Destination, Destinations
 from proxy.faults import NO_FAULT, Decision, RequestInfo, decide
 from proxy.headers import ERROR_HEADER, VERSION_HEADER
@@ -103,7 +104,7 @@ class OutboundCalls:
             )
             return
         try:
-            async with asyncio.timeout(policy.timeout):
+            with deadline(request.loop, _task(request), policy.timeout):
                 sent, decision = await self._attempts(
                     call, destination, version, candidates, body, outcome
                 )
@@ -205,7 +206,7 @@ class OutboundCalls:
         per_try = retries.per_try_timeout if retries is not None else None
         fault = ",".join(decision.fired)
         try:
-            async with asyncio.timeout(per_try):
+            with deadline(call.request.loop, _task(call.request), per_try):
                 if decision.delay:
                     await asyncio.sleep(decision.delay)
                 if decision.abort_reset:
@@ -245,6 +246,11 @@ async def _body(request: Request, keep: bool) -> RequestBody:
     if keep and body.length is not None and body.length <= REPLAYABLE_BODY:
         return await body.read_all()
     return body
+
+
+def _task(request: Request) -> asyncio.Task[None]:
+    assert request.task is not None, "a request is handled in its own task"
+    return request.task
 
 
 def _result(sent: Sent) -> AttemptResult:
