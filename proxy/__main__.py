@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 
 from proxy.bootstrap import Bootstrap, BootstrapError
@@ -79,7 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     except BootstrapError as exc:
         log.error("%s", exc)
         return 2
-    return asyncio.run(serve(boot))
+    return run(serve(boot))
+
+
+def run(main: Coroutine[None, None, int]) -> int:
+    """On uvloop (libuv's event loop) where it is installed, as it is in the sidecar image: the
+    same sidecar spends a fifth to a third less CPU per request on it than on asyncio's own
+    loop (bench/README.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        log.info("uvloop is not installed: running on asyncio's own event loop")
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 if __name__ == "__main__":

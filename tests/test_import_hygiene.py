@@ -1,6 +1,6 @@
 """The boundaries between the three parts hold (see DESIGN.md, "Dependency direction").
 
-* ``proxy/`` imports only the standard library, httptools and multidict: it
+* ``proxy/`` imports only the standard library, httptools, multidict and uvloop: it
   ships alone in the sidecar image, and never loads aiohttp (whose import alone
   would be most of a sidecar's memory).
 * ``tui/`` reaches the mesh only through the control plane's API client.
@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
-SIDECAR_PACKAGES = {"httptools", "multidict"}
+SIDECAR_PACKAGES = {"httptools", "multidict", "uvloop"}
 
 
 def imports_of(package: str) -> dict[str, set[str]]:
@@ -35,7 +35,7 @@ def imports_of(package: str) -> dict[str, set[str]]:
     return found
 
 
-def test_proxy_imports_only_the_standard_library_httptools_and_multidict() -> None:
+def test_proxy_imports_only_the_standard_library_and_its_three_packages() -> None:
     for path, names in imports_of("proxy").items():
         allowed = STDLIB | SIDECAR_PACKAGES | {"proxy"}
         foreign = {n for n in names if n.split(".")[0] not in allowed}

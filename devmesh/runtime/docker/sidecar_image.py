@@ -1,9 +1,9 @@
 """The sidecar image: devmesh's ``proxy/`` package and its wheels, on a Python base image.
 
 Built locally, never pulled: the context holds the installed ``proxy`` package
-and its wheels (httptools, multidict) unpacked for the base image's Python (see ``wheels``), so
-the build needs no package index. It holds nothing else of devmesh. The tag
-names the hash of its inputs (base image, proxy sources, package versions,
+and its wheels (httptools, multidict, uvloop) unpacked for the base image's
+Python (see ``wheels``), so the build needs no package index. It holds nothing
+else of devmesh. The tag names the hash of its inputs (base image, proxy sources, package versions,
 Dockerfile), so an image is built once per change and reused after.
 """
 

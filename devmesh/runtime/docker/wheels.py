@@ -30,7 +30,7 @@ PROBE = (
     "'abi': 'cp%d%d' % sys.version_info[:2], 'machine': platform.machine(), "
     "'libc': platform.libc_ver()[0] or 'musl'}))"
 )
-SIDECAR_PACKAGES = {"httptools": (0, 6, 4), "multidict": (6, 0, 0)}
+SIDECAR_PACKAGES = {"httptools": (0, 6, 4), "multidict": (6, 0, 0), "uvloop": (0, 19, 0)}
 """What the sidecar runs on besides the standard library, with the oldest release it accepts
 (httptools before 0.6.4 bundles an llhttp with known request-smuggling fixes missing)."""
 
