@@ -40,7 +40,7 @@ from proxy.origdst import original_destination
 from proxy.outbound import Call, OutboundCalls
 from proxy.router import Router
 from proxy.telemetry import Direction, Record, TelemetryBuffer
-from proxy.upstream import NoAnswer, Outcome, relay, reply, send
+from proxy.upstream import NoAnswer, Outcome, Sent, relay, reply, send
 
 log = logging.getLogger("devmesh.proxy")
 
@@ -212,17 +212,37 @@ class Sidecar:
         original = original_destination(request.transport)
         if original is not None:
             address = original
-        _answer_expect_continue(request, headers)
-        sent = await send(
-            self.pool,
-            request,
-            address[0],
-            address[1],
-            headers,
-            request.body if request.has_body else None,
-        )
+        if self._is_own_listener(request, address):
+            sent: Sent = NoAnswer(
+                "loop",
+                f"{authority} is this sidecar's own listener: the request would loop; "
+                "name a service of the mesh or an outside host",
+                status=508,
+            )
+        else:
+            _answer_expect_continue(request, headers)
+            sent = await send(
+                self.pool,
+                request,
+                address[0],
+                address[1],
+                headers,
+                request.body if request.has_body else None,
+            )
         await relay(request, sent, outcome, trusted=False)
         self._record(request, "outbound", self.boot.service, host, outcome, start)
+
+    def _is_own_listener(self, request: Request, address: tuple[str, int]) -> bool:
+        ports = {self.ports.inbound, self.ports.outbound, *self.ports.gateway.values()}
+        if address[1] not in ports:
+            return False
+        transport = request.transport
+        here = transport.get_extra_info("sockname") if transport is not None else None
+        local = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", self.boot.listen_host}
+        local.add(self.boot.outbound_host)
+        if isinstance(here, tuple):
+            local.add(here[0])
+        return address[0] in local
 
     def _local_reply(
         self,

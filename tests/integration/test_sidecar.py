@@ -635,6 +635,16 @@ async def test_a_host_outside_the_mesh_is_called_directly(tmp_path: Path) -> Non
         }
 
 
+async def test_a_request_naming_the_sidecar_itself_is_508_not_a_loop(tmp_path: Path) -> None:
+    async with mesh(tmp_path) as m:
+        itself = f"{LOCALHOST}:{m.outbound_port}"
+        async with m.client.get(m.outbound + "/", headers={"Host": itself}) as r:
+            assert r.status == 508
+            assert r.headers[ERROR_HEADER] == "loop"
+        recs = await wait_records(m.caller, 1)
+        assert [(r.status, r.error) for r in recs] == [(508, "loop")]
+
+
 # -- responses without a body ------------------------------------------------------------
 
 
