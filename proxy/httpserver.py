@@ -272,6 +272,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         self._task: asyncio.Task[None] | None = None
         self._pending: deque[Request] = deque()
         self._upgraded = False
+        self._eof = False
         self._paused_reading = False
         self._paused_writing = False
         self._drain: asyncio.Future[None] | None = None
@@ -308,11 +309,9 @@ class ServerConnection(asyncio.BufferedProtocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._upgraded = True  # CONNECT or Upgrade: answered as a plain request, then closed
-            if self._parsing is not None:
-                self._parsing.keep_alive = False
-                self._parsing.body.finish()
-                self._parsing = None
+            # CONNECT or Upgrade: answered as a plain request (on_headers_complete made it
+            # the connection's last), and what follows its head is not HTTP: not read.
+            self._upgraded = True
         except httptools.HttpParserCallbackError as exc:
             refusal = exc.__context__
             if isinstance(refusal, _Refuse):
@@ -331,6 +330,7 @@ class ServerConnection(asyncio.BufferedProtocol):
                 )
 
     def eof_received(self) -> bool | None:
+        self._eof = True
         if self._parsing is not None:
             self._parsing.body.fail(BodyError("the caller closed the connection mid-body"))
         # Keep the transport open for the answer to what is in flight (a half-close).
@@ -387,9 +387,11 @@ class ServerConnection(asyncio.BufferedProtocol):
             body = Body(None, self._pause_reading, self._resume_reading)
         elif length_header:
             length = int(length_header)  # llhttp has checked it is one number
-            body = Body(length, self._pause_reading, self._resume_reading) if length else _empty()
+            body = Body(length, self._pause_reading, self._resume_reading)
+            if not length:
+                body = Body.empty()
         else:
-            body = _empty()
+            body = Body.empty()
         request = Request(
             self,
             parser.get_method().decode("latin-1"),
@@ -397,7 +399,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             parser.get_http_version(),
             headers,
             body,
-            parser.should_keep_alive(),
+            parser.should_keep_alive() and not parser.should_upgrade(),
         )
         self.head_since = None
         self._fed_in_head = 0
@@ -456,7 +458,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if not request.keep_alive:
+        if not request.keep_alive or (self._eof and not self._pending):
             transport.close()
             return
         if self._pending:
@@ -535,10 +537,6 @@ class ServerConnection(asyncio.BufferedProtocol):
         if self._paused_reading and self.transport is not None:
             self._paused_reading = False
             self.transport.resume_reading()
-
-
-def _empty() -> Body:
-    return Body.empty()
 
 
 def _describe(exc: Exception) -> str:

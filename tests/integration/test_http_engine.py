@@ -300,3 +300,38 @@ async def test_a_caller_gone_before_the_answer_leaves_nothing_running(tmp_path: 
         await wait_for(
             lambda: all(not listener.tasks for listener in listeners), what="no handler left"
         )
+
+
+async def test_an_upgrade_request_is_answered_as_a_plain_one_then_the_connection_closes(
+    tmp_path: Path,
+) -> None:
+    upstream = RawUpstream()
+    async with inbound(tmp_path, upstream) as sidecar:
+        assert sidecar.ports.inbound is not None
+        answer = await exchange(
+            sidecar.ports.inbound,
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            b"not http at all",
+        )
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    assert b"Connection: close" in answer
+    sent = bytes(upstream.received).lower()
+    assert b"upgrade" not in sent, "hop-by-hop: the upgrade is not passed on"
+    assert b"not http" not in sent
+
+
+async def test_a_caller_that_half_closes_after_its_request_gets_the_answer(
+    tmp_path: Path,
+) -> None:
+    upstream = RawUpstream()
+    async with inbound(tmp_path, upstream) as sidecar:
+        assert sidecar.ports.inbound is not None
+        reader, writer = await asyncio.open_connection(LOCALHOST, sidecar.ports.inbound)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            writer.write_eof()
+            answer = await asyncio.wait_for(reader.read(), 5)  # ends: the sidecar closes
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b"ok")
