@@ -17,6 +17,7 @@ from typing import Any
 
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.errors import DevmeshError
+from devmesh.plan import InstanceSpec
 from devmesh.runtime.environment import infra_env
 from devmesh.runtime.processes import RuntimeRecord, record_of, spawn, tail
 from devmesh.runtime.progress import Progress
@@ -126,6 +127,18 @@ async def wait_converged(
                 logs_hint,
             )
         await asyncio.sleep(POLL_INTERVAL)
+
+
+UNPROBED_UPTIME = 1.0
+"""An instance with no port has nothing to probe: it counts as started once its command has
+run this long without exiting (supervisord's ``startsecs``), so one that crashes at once
+fails ``up`` instead of passing for ready."""
+
+
+def is_ready(state: Mapping[str, Any], spec: InstanceSpec, up_for: float) -> bool:
+    """An instance's status entry says it is ready: its health check passes, or it has no
+    port and has been up for ``UNPROBED_UPTIME`` seconds."""
+    return state.get("state") == "ready" and (spec.port is not None or up_for >= UNPROBED_UPTIME)
 
 
 def instance_states(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

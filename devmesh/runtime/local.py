@@ -44,6 +44,7 @@ from devmesh.runtime.controlplane import (
     StartFailed,
     failure,
     instance_states,
+    is_ready,
     start_controlplane,
     wait_converged,
 )
@@ -64,10 +65,6 @@ from proxy.bootstrap import Bootstrap, GatewayListener
 from proxy.health import HealthProbe
 
 SIDECAR_START_TIMEOUT = 15.0
-UNPROBED_UPTIME = 1.0
-"""An instance with no port has nothing to probe: it counts as started once its command has
-run this long without exiting (supervisord's ``startsecs``), so one that crashes at once
-fails ``up`` instead of passing for ready."""
 
 
 @dataclass
@@ -350,9 +347,7 @@ class LocalRuntime:
                 )
                 state = states.get(instance_id, {})
                 elapsed = time.monotonic() - started.began
-                if state.get("state") == "ready":
-                    if spec.port is None and elapsed < UNPROBED_UPTIME:
-                        continue
+                if is_ready(state, spec, elapsed):
                     self.progress.done(spec.id, "ready", elapsed)
                     del pending[instance_id]
                 elif elapsed > spec.health.start_timeout:

@@ -21,6 +21,7 @@ from devmesh.runtime.controlplane import (
     connected_proxies,
     failure,
     instance_states,
+    is_ready,
 )
 from devmesh.runtime.docker import containers, labels
 from devmesh.runtime.docker.topology import ContainerSpec
@@ -97,7 +98,7 @@ class Watch:
             )
             for instance, spec in list(pending.items()):
                 state = states.get(instance, {})
-                if state.get("state") == "ready":
+                if is_ready(state, spec, time.monotonic() - began):
                     del pending[instance]
                 elif time.monotonic() - began > spec.health.start_timeout:
                     path = f"services.{spec.service}"
