@@ -83,6 +83,8 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._got_bytes = False
         self._paused_writing = False
         self._drain: asyncio.Future[None] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        """The request body still being sent (the answer may begin before it ends)."""
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -189,7 +191,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._got_bytes = False
         self._close_delimited = False
         self._response = None
-        pump: asyncio.Task[None] | None = None
+        self._pump = None
         if isinstance(body, Body) and body.complete:
             # All of it is here already (most bodies): one write, as for bytes.
             rest = body.take()
@@ -198,7 +200,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.transport.write(head + rest)
         elif isinstance(body, Body):
             self.transport.write(head)
-            pump = loop.create_task(self._pump(body))
+            self._pump = loop.create_task(self._send_body(body))
         else:
             self.transport.write(head + body if body else head)
         try:
@@ -208,12 +210,8 @@ class ClientConnection(asyncio.BufferedProtocol):
             raise
         finally:
             self._head = None
-            if pump is not None and not pump.done():
-                # Answered before the body was sent whole: the connection is not reused.
-                self._reusable = False
-                pump.cancel()
 
-    async def _pump(self, body: Body) -> None:
+    async def _send_body(self, body: Body) -> None:
         """Stream a request body to the upstream (chunked if its length is not known)."""
         chunked = body.length is None
         try:
@@ -243,6 +241,12 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def release(self, whole: bool) -> None:
         self._response = None
+        if self._pump is not None and not self._pump.done():
+            # Answered whole before the request's body was sent whole (an early 413, say):
+            # the rest is not sent, and the connection is not reused.
+            self._pump.cancel()
+            whole = False
+        self._pump = None
         if whole and self._reusable and not self.closed and self.transport is not None:
             self.used_at = time.monotonic()
             self.pool.put(self)
@@ -251,6 +255,8 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
         if self.transport is not None:
             self.transport.close()
 

@@ -335,3 +335,53 @@ async def test_a_caller_that_half_closes_after_its_request_gets_the_answer(
             writer.close()
     assert answer.startswith(b"HTTP/1.1 200")
     assert answer.endswith(b"ok")
+
+
+async def test_an_upstream_may_answer_while_the_request_body_still_streams(
+    tmp_path: Path,
+) -> None:
+    """Full duplex: the app sends its head first, then echoes the body as it comes."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        left = _content_length(head)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while left:
+            piece = await reader.read(left)
+            left -= len(piece)
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, LOCALHOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with running_sidecar(tmp_path, service="catalog", app_port=port) as sidecar:
+            assert sidecar.ports.inbound is not None
+            reader, writer = await asyncio.open_connection(LOCALHOST, sidecar.ports.inbound)
+            try:
+                writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200"), "the head came before any body"
+                writer.write(b"0123456789")
+                echoed = b""
+                while not echoed.endswith(b"0\r\n\r\n"):
+                    echoed += await asyncio.wait_for(reader.read(100), 5)
+            finally:
+                writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert dechunk(echoed) == b"0123456789"
+
+
+def dechunk(data: bytes) -> bytes:
+    """The payload of a chunked body (``data`` ends with its last chunk)."""
+    out = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return out
+        out, data = out + data[:size], data[size + 2 :]
