@@ -17,22 +17,6 @@ HIGH_WATER = 256 * 1024
 """Unread bytes above which the connection stops reading from its socket."""
 
 
-READ_SIZE = 256 * 1024
-_READ_BUFFER = memoryview(bytearray(READ_SIZE))
-
-
-def read_buffer(sizehint: int = -1) -> memoryview:
-    """The one buffer every connection of the sidecar reads its socket into.
-
-    Sharing it is safe: the event loop reads into it and hands the bytes to the
-    connection's ``buffer_updated`` in one go, and the parser copies out what it
-    keeps before returning. It spares each read a fresh 256 KiB allocation (with
-    asyncio's default ``data_received`` path, three memory-mapping system calls per
-    read, which cost more than the read itself in a VM).
-    """
-    return _READ_BUFFER
-
-
 class BodyError(Exception):
     """The body could not be read to its end: the connection broke, or its framing was bad."""
 

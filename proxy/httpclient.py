@@ -17,12 +17,12 @@ import asyncio
 import os
 import time
 from collections.abc import Iterable
-from typing import cast
 
 import httptools
 from multidict import CIMultiDict
 
-from proxy.body import Body, BodyError, read_buffer
+from proxy.body import Body, BodyError
+from proxy.connection import Connection
 
 IDLE_TIMEOUT = 30.0
 """A pooled connection unused for this long is closed rather than reused."""
@@ -64,12 +64,11 @@ class Response:
         self._conn.release(self.body.at_eof and self.body.complete)
 
 
-class ClientConnection(asyncio.BufferedProtocol):
+class ClientConnection(Connection):
     def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
+        super().__init__()
         self.pool = pool
         self.key = key
-        self.loop = asyncio.get_running_loop()  # once: each look-up is a system call on 3.11
-        self.transport: asyncio.Transport | None = None
         self.closed = False
         self.used_at = time.monotonic()
         self._parser = httptools.HttpResponseParser(self)
@@ -81,33 +80,22 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._close_delimited = False
         self._reusable = True
         self._got_bytes = False
-        self._paused_writing = False
-        self._drain: asyncio.Future[None] | None = None
         self._pump: asyncio.Task[None] | None = None
         """The request body still being sent (the answer may begin before it ends)."""
 
     # -- asyncio.Protocol --------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.transport = None
+        self.writer_lost()
         self._fail("the upstream closed the connection")
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(UpstreamReset("the upstream closed the connection"))
-            self._drain.exception()
+
+    def gone(self) -> UpstreamReset:
+        return UpstreamReset("the upstream closed the connection")
 
     def eof_received(self) -> bool | None:
         self._fail("the upstream closed the connection")
         return False
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return read_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(read_buffer()[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
         self._got_bytes = True
@@ -117,24 +105,6 @@ class ClientConnection(asyncio.BufferedProtocol):
             self._fail(f"malformed HTTP response: {exc or type(exc).__name__}")
             if self.transport is not None:
                 self.transport.abort()
-
-    def pause_writing(self) -> None:
-        self._paused_writing = True
-
-    def resume_writing(self) -> None:
-        self._paused_writing = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    async def drain(self) -> None:
-        if self.transport is None:
-            raise UpstreamReset("the upstream closed the connection")
-        if self._paused_writing:
-            self._drain = self.loop.create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
 
     # -- httptools callbacks -----------------------------------------------------
 
@@ -163,7 +133,9 @@ class ClientConnection(asyncio.BufferedProtocol):
             chunked = "chunked" in headers.get("transfer-encoding", "").lower()
             length = headers.get("content-length")
             body = Body(
-                None if chunked or length is None else int(length), self._pause, self._resume
+                None if chunked or length is None else int(length),
+                self.pause_reading,
+                self.resume_reading,
             )
             self._close_delimited = not chunked and length is None
             if self._close_delimited:
@@ -263,14 +235,6 @@ class ClientConnection(asyncio.BufferedProtocol):
     @property
     def answered_nothing(self) -> bool:
         return not self._got_bytes
-
-    def _pause(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def _resume(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
 
 
 class Pool:

@@ -25,13 +25,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import cast
+from http import HTTPStatus
 from urllib.parse import unquote
 
 import httptools
 from multidict import CIMultiDict
 
-from proxy.body import Body, BodyError, read_buffer
+from proxy.body import Body, BodyError
+from proxy.connection import Connection
 
 log = logging.getLogger("devmesh.proxy")
 
@@ -47,21 +48,8 @@ Handler = Callable[["Request"], Awaitable[None]]
 HeaderItems = Iterable[tuple[str, str]]
 
 _NO_BODY_STATUS = frozenset({204, 304})
-_REASONS = {
-    100: "Continue",
-    200: "OK",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_REASONS[413] = "Content Too Large"  # RFC 9110's name; Python 3.11 still has the older one
 
 
 def reason_of(status: int) -> str:
@@ -251,13 +239,12 @@ class _Refuse(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class ServerConnection(asyncio.BufferedProtocol):
+class ServerConnection(Connection):
     """One downstream connection."""
 
     def __init__(self, listener: Listener) -> None:
+        super().__init__()
         self.listener = listener
-        self.loop = asyncio.get_running_loop()  # once: each look-up is a system call on 3.11
-        self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._url: list[bytes] = []
@@ -273,32 +260,23 @@ class ServerConnection(asyncio.BufferedProtocol):
         self._pending: deque[Request] = deque()
         self._upgraded = False
         self._eof = False
-        self._paused_reading = False
-        self._paused_writing = False
-        self._drain: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self.listener.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
-        self.transport = None
+        self.writer_lost()
         if self._parsing is not None:
             self._parsing.body.fail(BodyError("the caller closed the connection mid-body"))
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(ResponseError("the caller closed the connection"))
-            self._drain.exception()  # retrieved here: nobody else may be waiting
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return read_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(read_buffer()[:nbytes])
+    def gone(self) -> ResponseError:
+        return ResponseError("the caller closed the connection")
 
     def data_received(self, data: bytes | memoryview) -> None:
         if self._upgraded:
@@ -336,25 +314,6 @@ class ServerConnection(asyncio.BufferedProtocol):
         # Keep the transport open for the answer to what is in flight (a half-close).
         return self._current is not None
 
-    def pause_writing(self) -> None:
-        self._paused_writing = True
-
-    def resume_writing(self) -> None:
-        self._paused_writing = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    async def drain(self) -> None:
-        if self.transport is None:
-            raise ResponseError("the caller closed the connection")
-        if not self._paused_writing:
-            return
-        self._drain = self.loop.create_future()
-        try:
-            await self._drain
-        finally:
-            self._drain = None
-
     # -- httptools callbacks -----------------------------------------------------
 
     def on_message_begin(self) -> None:
@@ -384,10 +343,10 @@ class ServerConnection(asyncio.BufferedProtocol):
         length_header = headers.get("content-length")
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         if chunked:
-            body = Body(None, self._pause_reading, self._resume_reading)
+            body = Body(None, self.pause_reading, self.resume_reading)
         elif length_header:
             length = int(length_header)  # llhttp has checked it is one number
-            body = Body(length, self._pause_reading, self._resume_reading)
+            body = Body(length, self.pause_reading, self.resume_reading)
             if not length:
                 body = Body.empty()
         else:
@@ -408,7 +367,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             self._begin(request)
         else:
             self._pending.append(request)
-            self._pause_reading()
+            self.pause_reading()
 
     def on_body(self, data: bytes) -> None:
         request = self._parsing
@@ -464,7 +423,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         if self._pending:
             self._begin(self._pending.popleft())
             if not self._pending:
-                self._resume_reading()
+                self.resume_reading()
         else:
             self.idle_since = time.monotonic()
 
@@ -527,16 +486,6 @@ class ServerConnection(asyncio.BufferedProtocol):
     @property
     def busy(self) -> bool:
         return self._current is not None
-
-    def _pause_reading(self) -> None:
-        if not self._paused_reading and self.transport is not None:
-            self._paused_reading = True
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self._paused_reading and self.transport is not None:
-            self._paused_reading = False
-            self.transport.resume_reading()
 
 
 def _describe(exc: Exception) -> str:
