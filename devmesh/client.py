@@ -6,10 +6,11 @@ wrong and what to do, so callers never see aiohttp exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -79,9 +80,84 @@ class ControlPlaneClient:
         result: dict[str, Any] = await self._call("GET", "/healthz")
         return result
 
-    async def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/v1/status")
+    async def status(self, window: int = 10, history: bool = False) -> dict[str, Any]:
+        """The mesh, with rates over the last ``window`` seconds (1, 10 or 60)."""
+        query = f"?window={window}" + ("&history=1" if history else "")
+        result: dict[str, Any] = await self._call("GET", "/v1/status" + query)
         return result
+
+    async def metrics_text(self) -> str:
+        """``/metrics``, in Prometheus' text format."""
+        if self._session is None:
+            raise RuntimeError("use `async with ControlPlaneClient(...)`")
+        try:
+            async with self._session.get("/metrics") as response:
+                if response.status >= 400:
+                    raise _api_error(response.status, await response.json(content_type=None))
+                return await response.text()
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def traces(
+        self, limit: int = 20, service: str | None = None, failed: bool = False
+    ) -> list[dict[str, Any]]:
+        """The latest traces' summaries, newest first."""
+        query = {"limit": str(limit), **({"service": service} if service else {})}
+        if failed:
+            query["failed"] = "1"
+        result: dict[str, Any] = await self._call("GET", f"/v1/traces?{urlencode(query)}")
+        return list(result["traces"])
+
+    async def trace(self, trace_id: str) -> dict[str, Any]:
+        """One trace and its spans (``trace_id`` may be the start of one)."""
+        result: dict[str, Any] = await self._call("GET", f"/v1/traces/{trace_id}")
+        return result
+
+    async def otlp(self, trace_id: str | None = None, limit: int = 20) -> dict[str, Any]:
+        """One trace, or the latest ``limit``, as OTLP/JSON."""
+        path = f"/v1/traces/{trace_id}" if trace_id else f"/v1/traces?limit={limit}&"
+        separator = "?" if trace_id else ""
+        result: dict[str, Any] = await self._call("GET", f"{path}{separator}format=otlp")
+        return result
+
+    async def events(self, window: int = 10) -> AsyncIterator[dict[str, Any]]:
+        """The live event stream: a status each second, breaker and config changes."""
+        async for message in self._stream("/v1/events", {"window": str(window)}):
+            yield message
+
+    async def tap(self, **filters: str | float | None) -> AsyncIterator[dict[str, Any]]:
+        """Sampled requests (``service``, ``path``, ``status``, ``min_latency_ms``, ``rate``),
+        and once a second a ``stats`` message of what was not shown."""
+        query = {k: str(v) for k, v in filters.items() if v is not None}
+        async for message in self._stream("/v1/tap", query):
+            yield message
+
+    async def _stream(self, path: str, query: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+        """JSON messages from a WebSocket stream of the API, until it ends."""
+        if self._session is None:
+            raise RuntimeError("use `async with ControlPlaneClient(...)`")
+        try:
+            ws = await self._session.ws_connect(path, params=query, heartbeat=10.0)
+        except aiohttp.WSServerHandshakeError as exc:
+            # The refusal's reason is in a JSON body the handshake does not read: ask again.
+            await self._call("GET", f"{path}?{urlencode(query)}")
+            raise DevmeshError(
+                f"the control plane refused the stream {path} ({exc.status})"
+            ) from None
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    yield message.json()
+        finally:
+            await ws.close()
+
+    def _unavailable(self, exc: BaseException) -> ControlPlaneUnavailable:
+        return ControlPlaneUnavailable(
+            f"the control plane at {self.endpoint.url} is not answering ({exc})",
+            "run `devmesh up` to start it again",
+        )
 
     async def apply_project(self, project: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("PUT", "/v1/project", json=project)
@@ -141,10 +217,7 @@ class ControlPlaneClient:
                     raise _api_error(response.status, body)
                 return body
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise ControlPlaneUnavailable(
-                f"the control plane at {self.endpoint.url} is not answering ({exc})",
-                "run `devmesh up` to start it again",
-            ) from exc
+            raise self._unavailable(exc) from exc
         except ValueError as exc:
             raise DevmeshError(
                 f"the control plane at {self.endpoint.url} sent a reply that is not JSON"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -85,8 +86,18 @@ _random_bits = random.getrandbits
 make them): the fast generator, no system call per request."""
 
 
-def trace_hop(headers: CIMultiDict[str]) -> str:
-    """Make this hop a span of the request's W3C trace; the trace id (started if absent).
+@dataclass(frozen=True, slots=True)
+class Span:
+    """This hop's place in the request's W3C trace."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    """The span of the caller (``None``: this hop started the trace)."""
+
+
+def trace_hop(headers: CIMultiDict[str]) -> Span:
+    """Make this hop a span of the request's W3C trace, and its id the next hop's parent.
 
     A valid ``traceparent`` keeps its trace id and flags and gets this hop's new
     span id as parent; an absent or malformed one starts a trace. An
@@ -94,19 +105,20 @@ def trace_hop(headers: CIMultiDict[str]) -> str:
     """
     found = _parse_traceparent(headers.get(TRACEPARENT, ""))
     span = f"{_random_bits(64) or 1:016x}"
+    parent = None
     if found is not None:
-        trace, flags = found
+        trace, parent, flags = found
     else:
         trace, flags = f"{_random_bits(128) or 1:032x}", "01"
     headers.popall(TRACEPARENT, None)
     headers[TRACEPARENT] = f"00-{trace}-{span}-{flags}"
     if not headers.get(REQUEST_ID):
         headers[REQUEST_ID] = _uuid4()
-    return trace
+    return Span(trace, span, parent)
 
 
-def _parse_traceparent(value: str) -> tuple[str, str] | None:
-    """``(trace id, flags)`` of a valid version-00-shaped ``traceparent``, else ``None``."""
+def _parse_traceparent(value: str) -> tuple[str, str, str] | None:
+    """``(trace id, parent id, flags)`` of a valid version-00-shaped ``traceparent``."""
     parts = value.strip().lower().split("-")
     if len(parts) != 4:
         return None
@@ -115,9 +127,9 @@ def _parse_traceparent(value: str) -> tuple[str, str] | None:
         return None
     if not _HEX.issuperset(version + trace + parent + flags) or version == "ff":
         return None
-    if trace == "0" * 32:
+    if trace == "0" * 32 or parent == "0" * 16:
         return None
-    return trace, flags
+    return trace, parent, flags
 
 
 def _uuid4() -> str:

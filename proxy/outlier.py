@@ -118,6 +118,8 @@ class BreakerSummary:
     """Endpoints open now."""
     half_open: int
     total: int
+    ejections: int = 0
+    """Ejections on this edge since the sidecar started, over every endpoint."""
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -128,6 +130,7 @@ class BreakerSummary:
             "ejected": self.ejected,
             "half_open": self.half_open,
             "total": self.total,
+            "ejections": self.ejections,
         }
 
 
@@ -334,6 +337,7 @@ class OutlierDetector:
         opened = [(ep.retry_at, i, ep) for i, ep in self._endpoints.items() if ep.state == "open"]
         half = [(i, ep) for i, ep in self._endpoints.items() if ep.state == "half-open"]
         total = len(self._endpoints)
+        ejections = sum(ep.ejections for ep in self._endpoints.values())
         if opened:
             retry_at, instance, ep = min(opened, key=lambda t: (t[0], t[1]))
             return BreakerSummary(
@@ -344,6 +348,7 @@ class OutlierDetector:
                 ejected=len(opened),
                 half_open=len(half),
                 total=total,
+                ejections=ejections,
             )
         if half:
             instance, ep = half[0]
@@ -355,12 +360,15 @@ class OutlierDetector:
                 ejected=0,
                 half_open=len(half),
                 total=total,
+                ejections=ejections,
             )
-        return BreakerSummary("closed", None, None, None, ejected=0, half_open=0, total=total)
+        return BreakerSummary(
+            "closed", None, None, None, ejected=0, half_open=0, total=total, ejections=ejections
+        )
 
     @staticmethod
-    def _key(summary: BreakerSummary) -> tuple[State, int]:
-        return summary.state, summary.ejected
+    def _key(summary: BreakerSummary) -> tuple[State, int, int]:
+        return summary.state, summary.ejected, summary.ejections
 
     def _notify(self) -> BreakerSummary:
         summary = self._summary()

@@ -155,6 +155,8 @@ class Sidecar:
         else:
             headers = forwardable(request.headers)
             headers.popall(SOURCE_HEADER, None)
+            # The server span: the app's own calls, if it passes traceparent on, are its children.
+            outcome.span = trace_hop(headers)
             _answer_expect_continue(request, headers)
             sent = await send(
                 self.pool,
@@ -188,7 +190,7 @@ class Sidecar:
         headers["Host"] = _target(request)[0]
         if source == GATEWAY_SOURCE:
             append_forwarded_for(headers, request.remote)
-        outcome.trace_id = trace_hop(headers)
+        outcome.span = trace_hop(headers)
         too_big = _too_big(request)
         if too_big is not None:
             await relay(request, too_big, outcome, trusted=True)
@@ -208,6 +210,7 @@ class Sidecar:
         authority, host, port = _target(request)
         headers = forwardable(request.headers, drop_mesh=True)
         headers["Host"] = authority
+        outcome.span = trace_hop(headers)
         address = (host, port)
         original = original_destination(request.transport)
         if original is not None:
@@ -267,6 +270,7 @@ class Sidecar:
         outcome: Outcome,
         start: float,
     ) -> None:
+        span = outcome.span
         self.telemetry.add(
             Record(
                 ts=time.time(),
@@ -282,7 +286,9 @@ class Sidecar:
                 error=outcome.error,
                 fault=outcome.fault,
                 retries=outcome.retries,
-                trace_id=outcome.trace_id,
+                trace_id=span.trace_id if span else None,
+                span_id=span.span_id if span else None,
+                parent_id=span.parent_id if span else None,
             )
         )
 

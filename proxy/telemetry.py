@@ -38,6 +38,10 @@ class Record:
     """Attempts beyond the first."""
     trace_id: str | None = None
     """The W3C trace the request belongs to."""
+    span_id: str | None = None
+    """This sidecar's span of it: a client span outbound, a server span inbound."""
+    parent_id: str | None = None
+    """The span this one is a child of (``None``: the request started the trace)."""
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)

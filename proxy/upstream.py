@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from multidict import CIMultiDict
 
 from proxy.body import BodyError
-from proxy.headers import ERROR_HEADER, FAULT_HEADER, forwardable
+from proxy.headers import ERROR_HEADER, FAULT_HEADER, Span, forwardable
 from proxy.httpclient import ConnectFailed, Pool, RequestBody, Response, UpstreamReset
 from proxy.httpserver import Request, ResponseError
 from proxy.toxics import Throttle
@@ -57,7 +57,8 @@ class Outcome:
     fault: str | None = None
     """Ids of the injected faults that shaped the answer."""
     retries: int = 0
-    trace_id: str | None = None
+    span: Span | None = None
+    """This hop's span of the request's trace."""
 
 
 async def send(

@@ -1,8 +1,9 @@
-"""Commands that look at a running mesh: status, logs."""
+"""Commands that look at a running mesh: status, logs, trace."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,15 @@ import typer
 from rich.text import Text
 
 from devmesh.cli.app import app, context
-from devmesh.cli.output import console, print_json, status_tables
+from devmesh.cli.live import WINDOW_HELP, check_window, watch
+from devmesh.cli.output import (
+    console,
+    print_json,
+    status_group,
+    status_tables,
+    trace_table,
+    trace_tree,
+)
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config.report import did_you_mean
 from devmesh.controlplane.mesh import GATEWAY_INSTANCE
@@ -27,23 +36,109 @@ from devmesh.runtime.processes import RuntimeRecord, tail
 from devmesh.workspace import Workspace
 
 
-async def fetch_status(workspace: Workspace) -> dict[str, Any]:
+async def fetch_status(workspace: Workspace, window: int = 10) -> dict[str, Any]:
     async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        return await client.status()
+        return await client.status(window)
 
 
 @app.command()
 def status(
     ctx: typer.Context,
     json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    window: Annotated[int, typer.Option("--window", help=WINDOW_HELP)] = 10,
+    watch_it: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh each second until Ctrl-C.")
+    ] = False,
 ) -> None:
     """Show services, instances and the traffic between them."""
-    data = asyncio.run(fetch_status(context(ctx).workspace))
+    check_window(window)
+    workspace = context(ctx).workspace
+    if watch_it and not json_out:
+        watch(workspace, window, status_group)
+        return
+    data = asyncio.run(fetch_status(workspace, window))
     if json_out:
         print_json(data)
         return
     for table in status_tables(data):
         console.print(table)
+
+
+@app.command()
+def trace(
+    ctx: typer.Context,
+    trace_id: Annotated[
+        str | None,
+        typer.Argument(help="A trace id (or its start), as `devmesh tap` prints it."),
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="Only traces through this service.")
+    ] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Only traces with a failure.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="How many of the latest traces.")] = 20,
+    otlp: Annotated[
+        Path | None,
+        typer.Option("--otlp", help="Write the trace(s) to this file as OTLP/JSON."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show one request's path across services, hop by hop, or list the latest traces."""
+    if trace_id is not None and not _is_hex(trace_id):
+        raise UsageError(
+            f"{trace_id!r} is not a trace id (hexadecimal digits)",
+            "copy one from `devmesh tap` or `devmesh trace`",
+        )
+    if limit < 1:
+        raise UsageError(f"--limit {limit} must be 1 or more", "e.g. --limit 20")
+    if otlp is not None and (trace_id is not None) and (service or failed):
+        raise UsageError("--service and --failed choose among traces; give them without an id")
+    workspace = context(ctx).workspace
+    data = asyncio.run(_trace(workspace, trace_id, service, failed, limit, otlp is not None))
+    if otlp is not None:
+        _write_otlp(otlp, data)
+        spans = sum(
+            len(scope["spans"]) for rs in data["resourceSpans"] for scope in rs["scopeSpans"]
+        )
+        console.print(f"wrote {spans} spans to {otlp} (OTLP/JSON)")
+        return
+    if json_out:
+        print_json(data)
+    elif trace_id is not None:
+        console.print(trace_tree(data))
+    else:
+        console.print(trace_table(data["traces"]))
+
+
+async def _trace(
+    workspace: Workspace,
+    trace_id: str | None,
+    service: str | None,
+    failed: bool,
+    limit: int,
+    otlp: bool,
+) -> dict[str, Any]:
+    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
+        if otlp:
+            return await client.otlp(trace_id, limit)
+        if trace_id is not None:
+            return await client.trace(trace_id)
+        return {"traces": await client.traces(limit, service, failed)}
+
+
+def _is_hex(text: str) -> bool:
+    return 0 < len(text) <= 32 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _write_otlp(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror}", "give a path in a folder you can write to"
+        ) from None
 
 
 @app.command()

@@ -5,7 +5,16 @@ from __future__ import annotations
 import sys
 
 # Importing the command modules registers their commands on ``app``.
-from devmesh.cli import doctor, faults, inspect, instances, lifecycle, policy, traffic  # noqa: F401
+from devmesh.cli import (  # noqa: F401
+    doctor,
+    faults,
+    inspect,
+    instances,
+    lifecycle,
+    live,
+    policy,
+    traffic,
+)
 from devmesh.cli.app import app
 from devmesh.cli.output import print_error
 from devmesh.errors import EXIT_FAILURE, DevmeshError

@@ -7,14 +7,17 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.status import Status
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from devmesh.errors import DevmeshError
 from devmesh.units import format_duration
 
+Renderable = RenderableType
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -141,3 +144,143 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
             breaker_text(edge.get("breaker") or {}),
         )
     return [services, edges] if status["edges"] else [services]
+
+
+def top_table(status: dict[str, Any], edges: list[dict[str, Any]], sort: str) -> Table:
+    """The edges in the order given (idle ones left out, unless sorted by other than rps)."""
+    table = Table(
+        title=f"edges by {sort} (last {status['window_s']}s)  {time.strftime('%H:%M:%S')}",
+        title_justify="left",
+    )
+    for column in ("SOURCE", "DESTINATION", "RPS", "SUCCESS", "P50", "P90", "P99", "BREAKER"):
+        table.add_column(column, justify="left" if column[0] in "SDB" else "right")
+    for edge in (e for e in edges if e["window"]["requests"] or sort != "rps"):
+        rate = edge["success_rate"]
+        table.add_row(
+            edge["source"],
+            edge["destination"],
+            f"{edge['rps']:.1f}",
+            Text(
+                "-" if rate is None else f"{rate * 100:.1f}%",
+                style="" if rate is None or rate >= 0.99 else "red",
+            ),
+            *(_ms(edge[k]) for k in ("p50_ms", "p90_ms", "p99_ms")),
+            breaker_text(edge.get("breaker") or {}),
+        )
+    return table
+
+
+STATUS_STYLE = {"2": "green", "3": "cyan", "4": "yellow", "5": "bold red"}
+
+
+def tap_line(record: dict[str, Any]) -> Text:
+    """``12:00:01.123 frontend → catalog GET /items 200 12.3ms v2 catalog-v2-1 trace=…``."""
+    ts = record.get("ts") or time.time()
+    clock = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+    status = int(record.get("status") or 0)
+    line = Text(f"{clock} ", style="dim")
+    line += Text(f"{record['source']} → {record['destination']} ", style="cyan")
+    line += Text(f"{record['method']} {record['path']} ")
+    line += Text(str(status or "---"), style=STATUS_STYLE.get(str(status)[:1], "red"))
+    line += Text(f" {record['latency_ms']:.1f}ms")
+    if record.get("version"):
+        line += Text(f" {record['version']} {record['instance']}", style="dim")
+    if record.get("retries"):
+        line += Text(f" retries={record['retries']}", style="yellow")
+    if record.get("error"):
+        line += Text(f" error={record['error']}", style="red")
+    if record.get("fault"):
+        line += Text(f" fault={record['fault']}", style="magenta")
+    if record.get("trace_id"):
+        line += Text(f" trace={record['trace_id']}", style="dim")
+    return line
+
+
+def tap_missed(count: int, rate: float) -> Text:
+    return Text(f"… {count} requests not shown (at most {rate:g} a second)", style="dim")
+
+
+def status_group(status: dict[str, Any]) -> Renderable:
+    return Group(*status_tables(status))
+
+
+class LiveView:
+    """A region of the terminal redrawn in place (``status --watch``, ``top``)."""
+
+    def __init__(self) -> None:
+        self._live = Live(console=console, auto_refresh=False)
+
+    def __enter__(self) -> LiveView:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def show(self, what: Renderable) -> None:
+        self._live.update(what, refresh=True)
+
+
+def trace_table(traces: list[dict[str, Any]]) -> Table:
+    table = Table(title="latest traces (newest first)", title_justify="left")
+    for column in ("TRACE", "WHEN", "REQUEST", "STATUS", "TOOK", "SPANS", "FAULTS"):
+        table.add_column(column, justify="right" if column in ("TOOK", "SPANS") else "left")
+    for trace in traces:
+        status = int(trace["status"])
+        table.add_row(
+            trace["trace_id"],
+            time.strftime("%H:%M:%S", time.localtime(trace["start"])),
+            trace["root"],
+            Text(str(status or "---"), style="bold red" if trace["failed"] else "green"),
+            f"{trace['duration_ms']:.1f}ms",
+            str(trace["spans"]),
+            Text(",".join(trace["faults"]), style="magenta"),
+        )
+    return table
+
+
+def trace_tree(trace: dict[str, Any]) -> Tree:
+    """A request's spans as a tree: each hop with when it began (from the first span's
+    start), how long it took, and where a fault was injected."""
+    spans = trace["span_list"]
+    ids = {s["span_id"] for s in spans}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for span in spans:
+        parent = span["parent_id"] if span["parent_id"] in ids else None
+        children.setdefault(parent, []).append(span)
+    start = trace["start"]
+    root = Tree(
+        Text(f"trace {trace['trace_id']}", style="bold")
+        + Text(f"  {trace['duration_ms']:.1f}ms, {trace['spans']} spans", style="dim")
+    )
+
+    def grow(node: Tree, parent: str | None) -> None:
+        for span in sorted(children.get(parent, []), key=lambda s: s["start"]):
+            grow(node.add(_span_line(span, start)), span["span_id"])
+
+    grow(root, None)
+    if trace.get("truncated"):
+        root.add(Text(f"… {trace['truncated']} more spans not kept", style="dim"))
+    return root
+
+
+def _span_line(span: dict[str, Any], trace_start: float) -> Text:
+    status = int(span["status"])
+    offset = (span["start"] - trace_start) * 1000.0
+    if span["kind"] == "client":
+        line = Text(f"{span['source']} → {span['destination']} ", style="cyan")
+    else:
+        line = Text(f"{span['destination']} ({span['instance']}) ", style="bold cyan")
+    line += Text(f"{span['method']} {span['path']} ")
+    line += Text(str(status or "---"), style=STATUS_STYLE.get(str(status)[:1], "red"))
+    line += Text(f"  {span['duration_ms']:.1f}ms", style="bold")
+    line += Text(f"  at +{offset:.1f}ms", style="dim")
+    if span["kind"] == "client" and span.get("instance"):
+        line += Text(f"  to {span['instance']}", style="dim")
+    if span.get("retries"):
+        line += Text(f"  retries={span['retries']}", style="yellow")
+    if span.get("error"):
+        line += Text(f"  error={span['error']}", style="red")
+    if span.get("fault"):
+        line += Text(f"  ⚡ fault {span['fault']} injected here", style="bold magenta")
+    return line

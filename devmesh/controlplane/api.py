@@ -21,9 +21,21 @@ from aiohttp import WSMsgType, web
 from devmesh.config import dump_project
 from devmesh.config.dump import dump_policy
 from devmesh.config.model import Project
+from devmesh.controlplane import prometheus
 from devmesh.controlplane.mesh import Mesh, Proxy, UnknownService
+from devmesh.controlplane.metrics import WINDOWS
 from devmesh.controlplane.overrides import UnknownFault
-from devmesh.errors import ConfigError, DevmeshError
+from devmesh.controlplane.streams import (
+    TAP_RATE,
+    Events,
+    Subscriber,
+    Tap,
+    TapFilter,
+    TapFilterError,
+    ticks,
+)
+from devmesh.controlplane.traces import TraceStore, to_otlp
+from devmesh.errors import ConfigError, DevmeshError, UsageError
 from proxy.control import STREAM_PATH
 from proxy.snapshot import Snapshot, snapshot_to_wire
 
@@ -37,18 +49,31 @@ MESH_KEY = web.AppKey("mesh", Mesh)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+class UnknownTrace(UsageError):
+    """A trace id the control plane does not keep."""
+
+
 class ControlPlaneAPI:
     def __init__(self, mesh: Mesh, token: str, allowed_networks: Sequence[Network] = ()) -> None:
         self.mesh = mesh
         self._token = token.encode()
         self._allowed = tuple(allowed_networks)
         self._sockets: dict[str, web.WebSocketResponse] = {}
+        self.events = Events()
+        self.tap = Tap()
+        self.traces = TraceStore()
+        self._windows: dict[Subscriber, int] = {}
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._peers, self._errors, self._auth])
         app[MESH_KEY] = self.mesh
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/v1/status", self.status)
+        app.router.add_get("/v1/events", self.event_stream)
+        app.router.add_get("/v1/tap", self.tap_stream)
+        app.router.add_get("/metrics", self.prometheus_metrics)
+        app.router.add_get("/v1/traces", self.get_traces)
+        app.router.add_get("/v1/traces/{trace}", self.get_trace)
         app.router.add_get("/v1/project", self.get_project)
         app.router.add_put("/v1/project", self.put_project)
         app.router.add_put("/v1/services/{service}/split", self.put_split)
@@ -61,6 +86,7 @@ class ControlPlaneAPI:
         app.router.add_delete("/v1/faults", self.delete_faults)
         app.router.add_delete("/v1/faults/{fault}", self.delete_fault)
         app.cleanup_ctx.append(self._expiry)
+        app.cleanup_ctx.append(self._ticker)
         app.router.add_get(STREAM_PATH, self.sidecar_stream)
         app.on_shutdown.append(self._close_sockets)
         return app
@@ -115,7 +141,7 @@ class ControlPlaneAPI:
                 first.hint,
                 problems=[f"{p.path}: {p.message}" for p in exc.problems],
             )
-        except (UnknownService, UnknownFault) as exc:
+        except (UnknownService, UnknownFault, UnknownTrace) as exc:
             return _error(404, exc.message, exc.hint)
         except DevmeshError as exc:
             return _error(400, exc.message, exc.hint)
@@ -127,7 +153,105 @@ class ControlPlaneAPI:
         return web.json_response({"status": "ok", "project": project.name if project else None})
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.mesh.status())
+        window = _window(request)
+        history = request.query.get("history") in ("1", "true")
+        return web.json_response(self.mesh.status(window, history=history))
+
+    async def prometheus_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=prometheus.render(self.mesh),
+            headers={"Content-Type": prometheus.CONTENT_TYPE},
+        )
+
+    # -- traces ------------------------------------------------------------------------
+
+    async def get_traces(self, request: web.Request) -> web.Response:
+        """The latest traces (``service``, ``failed=1``, ``limit``); ``format=otlp``: as
+        OTLP/JSON, spans and all."""
+        limit = int(_number(request, "limit", 20))
+        if limit < 1:
+            raise DevmeshError(f"limit must be 1 or more, not {limit}")
+        found = self.traces.recent(
+            limit,
+            service=request.query.get("service") or None,
+            failed=request.query.get("failed") in ("1", "true"),
+        )
+        if request.query.get("format") == "otlp":
+            return web.json_response(to_otlp(found))
+        return web.json_response({"traces": [t.summary() for t in found]})
+
+    async def get_trace(self, request: web.Request) -> web.Response:
+        """One trace with its spans, by id or by the start of its id; ``format=otlp``."""
+        wanted = request.match_info["trace"]
+        found = self.traces.find(wanted)
+        if not found:
+            raise UnknownTrace(
+                f"no trace {wanted} is kept (the latest {self.traces.capacity} are)",
+                "see `devmesh trace` for the latest ones, or `devmesh tap` for trace ids",
+            )
+        if len(found) > 1:
+            raise DevmeshError(
+                f"{len(found)} traces start with {wanted}", "give more of the trace id"
+            )
+        if request.query.get("format") == "otlp":
+            return web.json_response(to_otlp(found))
+        return web.json_response(found[0].to_json())
+
+    # -- live streams ----------------------------------------------------------------
+
+    async def event_stream(self, request: web.Request) -> web.StreamResponse:
+        """Per-second status (``?window=`` seconds of rates, with each edge's last minute),
+        breaker changes and config changes, as JSON messages, until the client leaves."""
+        window = _window(request)
+        subscriber = self.events.subscribe()
+        self._windows[subscriber] = window
+        subscriber.offer(self._status_event(window))
+        try:
+            return await _pump(request, subscriber)
+        finally:
+            self.events.unsubscribe(subscriber)
+            del self._windows[subscriber]
+
+    async def tap_stream(self, request: web.Request) -> web.StreamResponse:
+        """Sampled request records (``service``, ``path``, ``status``, ``min_latency_ms``
+        filters; at most ``rate`` a second) and, each second, what was not shown."""
+        try:
+            where = TapFilter.from_query(request.query)
+        except TapFilterError as exc:
+            raise DevmeshError(str(exc)) from None
+        rate = _number(request, "rate", TAP_RATE)
+        if rate <= 0:
+            raise DevmeshError(f"rate must be above 0, not {rate:g}")
+        subscriber = self.tap.subscribe(where, rate)
+        try:
+            return await _pump(request, subscriber)
+        finally:
+            self.tap.unsubscribe(subscriber)
+
+    def _status_event(self, window: int) -> dict[str, Any]:
+        return {"type": "status", "ts": time.time(), **self.mesh.status(window, history=True)}
+
+    async def _ticker(self, app: web.Application) -> AsyncIterator[None]:
+        """Once a second: the status to event subscribers, what each tap did not show,
+        and idle series forgotten."""
+
+        async def run() -> None:
+            async for now in ticks():
+                self.mesh.metrics.forget_idle(now)
+                made: dict[int, dict[str, Any]] = {}
+                for subscriber in list(self.events.subscribers):
+                    window = self._windows.get(subscriber, 10)
+                    if window not in made:
+                        made[window] = self._status_event(window)
+                    subscriber.offer(made[window])
+                for tap in list(self.tap.subscribers):
+                    tap.offer(tap.report())
+
+        task = asyncio.create_task(run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def get_project(self, request: web.Request) -> web.Response:
         project = self.mesh.project
@@ -256,6 +380,12 @@ class ControlPlaneAPI:
             await self.publish()
         return ws
 
+    def ingest(self, records: list[object], dropped: int = 0) -> None:
+        """Take a batch of a sidecar's request records: counted, tapped, traced."""
+        valid = self.mesh.metrics.ingest(records, dropped)
+        self.tap.feed(valid)
+        self.traces.add(valid)
+
     async def _handle(self, proxy: Proxy, data: str) -> bool:
         """Apply one message from a proxy; True if the snapshot may need rebuilding."""
         try:
@@ -268,7 +398,7 @@ class ControlPlaneAPI:
         if kind == "telemetry":
             records = message.get("records")
             dropped = message.get("dropped", 0)
-            self.mesh.metrics.ingest(
+            self.ingest(
                 records if isinstance(records, list) else [],
                 dropped if isinstance(dropped, int) else 0,
             )
@@ -281,10 +411,11 @@ class ControlPlaneAPI:
         elif kind == "breakers":
             breakers = message.get("breakers")
             if isinstance(breakers, dict):
-                proxy.breakers = {
+                reported = {
                     str(k): v for k, v in breakers.items() if isinstance(v, dict) and "state" in v
                 }
-                proxy.breakers_at = time.time()
+                for event in self.mesh.report_breakers(proxy, reported):
+                    self.events.publish(event)
         elif kind == "ack":
             proxy.acked_version, proxy.rejected = message.get("version"), None
         elif kind == "nack":
@@ -302,6 +433,7 @@ class ControlPlaneAPI:
         snapshot = self.mesh.rebuild()
         if snapshot is None:
             return
+        self.events.publish({"type": "config", "ts": time.time(), "version": snapshot.version})
         await asyncio.gather(*(self._send(ws, snapshot) for ws in list(self._sockets.values())))
 
     async def _send(self, ws: web.WebSocketResponse, snapshot: Snapshot) -> None:
@@ -332,6 +464,45 @@ def _proxy_from_hello(hello: Any) -> Proxy:
         inbound=str(inbound) if inbound else None,
         health_check=str(node.get("health_check", "")),
     )
+
+
+async def _pump(request: web.Request, subscriber: Subscriber) -> web.WebSocketResponse:
+    """Send ``subscriber``'s messages on a WebSocket until the client closes it."""
+    ws = web.WebSocketResponse(heartbeat=10.0)
+    await ws.prepare(request)
+
+    async def send() -> None:
+        while True:
+            message = await subscriber.next()
+            await ws.send_json(message)
+
+    sender = asyncio.create_task(send())
+    try:
+        async for _ in ws:
+            pass  # the client says nothing; reading notices it leave
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+            await sender
+    return ws
+
+
+def _window(request: web.Request) -> int:
+    window = int(_number(request, "window", 10))
+    if window not in WINDOWS:
+        choices = ", ".join(str(w) for w in WINDOWS)
+        raise DevmeshError(f"window must be one of {choices} (seconds), not {window}")
+    return window
+
+
+def _number(request: web.Request, name: str, default: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise DevmeshError(f"{name} must be a number, not {raw!r}") from None
 
 
 async def _json_body(request: web.Request) -> Any:

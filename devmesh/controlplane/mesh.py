@@ -8,13 +8,14 @@ the snapshots this model decides on.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from devmesh.config import dump_project, parse_project
 from devmesh.config.model import Policy, Project
-from devmesh.controlplane.metrics import WINDOW_S, Metrics
+from devmesh.controlplane.metrics import DEFAULT_WINDOW, Metrics, Series
 from devmesh.controlplane.overrides import ActiveFault, Overrides
 from devmesh.controlplane.routepolicy import route_policy
 from devmesh.controlplane.store import StateStore, StoredState
@@ -23,6 +24,8 @@ from devmesh.plan import plan_instances, url_of
 from proxy.snapshot import Endpoint, Route, Snapshot
 
 GATEWAY_INSTANCE = "ingress"
+BREAKER_HISTORY = 50
+"""Breaker changes kept per edge (for the TUI's service detail)."""
 
 
 class UnknownService(UsageError):
@@ -64,6 +67,8 @@ class Mesh:
         self.metrics = Metrics()
         self.snapshot = Snapshot(version=self._state.snapshot_version)
         self.overrides = Overrides(self._state.overrides)
+        self.breaker_history: dict[tuple[str, str], deque[dict[str, Any]]] = {}
+        """Each edge's latest breaker changes (opened, half-open, closed; ejections)."""
 
     # -- desired state ---------------------------------------------------------
 
@@ -191,6 +196,49 @@ class Mesh:
         if self.proxies.get(proxy.instance) is proxy:
             del self.proxies[proxy.instance]
 
+    def report_breakers(
+        self, proxy: Proxy, breakers: dict[str, dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Take ``proxy``'s breaker report; returns the changes, as events (state changes and
+        new ejections), also kept in ``breaker_history``."""
+        now = self._clock()
+        changes = []
+        for destination, new in breakers.items():
+            old = proxy.breakers.get(destination, {})
+            was = old.get("state", "closed")
+            ejections = new.get("ejections", 0)
+            if new["state"] == was and ejections <= old.get("ejections", 0):
+                continue
+            event = {
+                "type": "breaker",
+                "ts": now,
+                "source": proxy.service,
+                "caller": proxy.instance,
+                "destination": destination,
+                "state": new["state"],
+                "was": was,
+                "endpoint": new.get("instance"),
+                "reason": new.get("reason"),
+                "retry_in": new.get("retry_in"),
+                "ejections": ejections,
+            }
+            key = (proxy.service, destination)
+            history = self.breaker_history.get(key)
+            if history is None:
+                history = self.breaker_history[key] = deque(maxlen=BREAKER_HISTORY)
+            history.append(event)
+            changes.append(event)
+        proxy.breakers, proxy.breakers_at = breakers, now
+        return changes
+
+    def ejections(self, source: str, destination: str) -> int:
+        """Ejections on the edge since its callers' sidecars started, summed over them."""
+        return sum(
+            int(p.breakers[destination].get("ejections", 0))
+            for p in self.proxies.values()
+            if p.service == source and destination in p.breakers
+        )
+
     # -- snapshots ---------------------------------------------------------------
 
     def rebuild(self) -> Snapshot | None:
@@ -237,14 +285,28 @@ class Mesh:
 
     # -- status ------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self, window: int = DEFAULT_WINDOW, history: bool = False) -> dict[str, Any]:
+        """The mesh as users read it: services and instances, with traffic over the last
+        ``window`` whole seconds, each edge's breaker; ``history`` adds each edge's and
+        service's requests per second over the last minute."""
         now = self._clock()
+
+        def traffic(series: Series | None) -> dict[str, Any] | None:
+            if series is None:
+                return None
+            data = series.view(now, window).to_json()
+            if history:
+                data["history"] = series.history(now)
+            return data
+
         project = self.project
         services = []
         if project is not None:
             by_service: dict[str, list[dict[str, Any]]] = {n: [] for n in project.services}
             for spec in plan_instances(project):
-                by_service[spec.service].append(self._instance_status(spec.id, spec.version, now))
+                by_service[spec.service].append(
+                    self._instance_status(spec.id, spec.version, traffic)
+                )
             services = [
                 {
                     "name": name,
@@ -252,6 +314,11 @@ class Mesh:
                     "versions": [v.name for v in svc.versions],
                     "split": self.split_for(name),
                     "instances": by_service[name],
+                    "traffic": traffic(self.metrics.services.get(name)),
+                    "by_version": {
+                        v.name: traffic(self.metrics.versions.get((name, v.name)))
+                        for v in svc.versions
+                    },
                 }
                 for name, svc in project.services.items()
             ]
@@ -259,7 +326,7 @@ class Mesh:
             {
                 "source": src,
                 "destination": dst,
-                **series.view(now).to_json(),
+                **(traffic(series) or {}),
                 "breaker": self.breaker(src, dst, now),
             }
             for (src, dst), series in sorted(self.metrics.edges.items())
@@ -267,7 +334,7 @@ class Mesh:
         return {
             "project": project.name if project else None,
             "snapshot_version": self.snapshot.version,
-            "window_s": WINDOW_S,
+            "window_s": window,
             "services": services,
             "edges": edges,
             "proxies": [
@@ -280,7 +347,11 @@ class Mesh:
                 }
                 for p in sorted(self.proxies.values(), key=lambda p: p.instance)
             ],
-            "telemetry": {"dropped": self.metrics.dropped, "malformed": self.metrics.malformed},
+            "telemetry": {
+                "records": self.metrics.records,
+                "dropped": self.metrics.dropped,
+                "malformed": self.metrics.malformed,
+            },
         }
 
     def breaker(self, source: str, destination: str, now: float) -> dict[str, Any]:
@@ -298,7 +369,12 @@ class Mesh:
                 worst = reported
         return worst
 
-    def _instance_status(self, instance: str, version: str, now: float) -> dict[str, Any]:
+    def _instance_status(
+        self,
+        instance: str,
+        version: str,
+        traffic: Callable[[Series | None], dict[str, Any] | None],
+    ) -> dict[str, Any]:
         proxy = self.proxies.get(instance)
         if proxy is not None:
             state, detail, address = proxy.health, proxy.detail, proxy.inbound
@@ -306,8 +382,7 @@ class Mesh:
             state = "disconnected" if instance in self._seen else "starting"
             detail = "its sidecar is not connected to the control plane"
             address = None
-        series = self.metrics.instances.get(instance)
-        served = series.view(now).to_json() if series else None
+        served = traffic(self.metrics.instances.get(instance))
         return {
             "id": instance,
             "version": version,

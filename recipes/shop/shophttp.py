@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,11 @@ from urllib.parse import parse_qs, urlsplit
 
 Route = Callable[[dict[str, list[str]]], tuple[int, Any]]
 
+TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
+"""What a service passes on from the request it serves to the calls it makes, so that the
+mesh can join them into one trace (the one thing a mesh asks of an app)."""
+_serving = threading.local()
+
 
 class UpstreamError(Exception):
     def __init__(self, url: str, status: int, detail: str) -> None:
@@ -30,8 +36,10 @@ class UpstreamError(Exception):
 
 def call(url: str) -> Any:
     """GET ``url`` and decode its JSON; raises UpstreamError on any failure."""
+    passed_on = getattr(_serving, "trace_headers", {})
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        request = urllib.request.Request(url, headers=passed_on)
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         raise UpstreamError(url, exc.code, exc.read().decode("utf-8", "replace")) from exc
@@ -79,6 +87,9 @@ def serve(name: str, routes: dict[str, Route]) -> None:
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
+            _serving.trace_headers = {
+                name: self.headers[name] for name in TRACE_HEADERS if name in self.headers
+            }
             route = routes.get(url.path)
             if breakage.broken and url.path != "/healthz":
                 status, body = 500, {"error": f"{name} is broken (POST /admin/heal mends it)"}

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from devmesh.controlplane.metrics import (
-    WINDOW_S,
+    DEFAULT_WINDOW,
+    FORGET_AFTER_S,
+    HISTORY_S,
     LatencyHistogram,
     Metrics,
     Series,
@@ -93,35 +95,64 @@ def test_an_empty_histogram_has_no_percentiles() -> None:
 T0 = 1_700_000_000.0
 
 
+def add(series: Series, ts: float, latency_ms: float = 10.0, error: bool = False) -> None:
+    series.add(ts, latency_ms, 500 if error else 200, error)
+
+
 def test_series_view_of_records_in_the_window() -> None:
     series = Series()
     for i in range(20):
-        series.add(T0 + i * 0.25, latency_ms=10.0, error=i % 4 == 0)
-    view = series.view(now=T0 + 5)
+        add(series, T0 + i * 0.25, latency_ms=10.0, error=i % 4 == 0)
+    view = series.view(now=T0 + 5.5)
     assert (view.requests, view.errors) == (20, 5)
-    assert view.rps == pytest.approx(20 / WINDOW_S)
+    assert view.rps == pytest.approx(20 / DEFAULT_WINDOW)
     assert view.success_rate == pytest.approx(0.75)
     assert view.p50_ms == pytest.approx(10.0, rel=RELATIVE_ERROR_BOUND)
     assert view.p99_ms == pytest.approx(10.0, rel=RELATIVE_ERROR_BOUND)
 
 
-def test_records_older_than_the_window_count_only_in_the_totals() -> None:
+def test_windows_are_the_whole_seconds_before_the_current_one() -> None:
     series = Series()
-    series.add(T0, latency_ms=500.0, error=True)
-    series.add(T0 + WINDOW_S + 1, latency_ms=5.0, error=False)
-    series.add(T0 + 0.5, latency_ms=500.0, error=True)  # late, and already out of the window
-    view = series.view(now=T0 + WINDOW_S + 1)
+    for offset in (0.5, 7.2, 8.9, 9.1, 9.99):
+        add(series, T0 + offset)
+    now = T0 + 9.5  # second 9 is still arriving: no window holds it yet
+    assert series.view(now, window=1).window.requests == 1  # second 8
+    assert series.view(now, window=1).rps == 1.0
+    assert series.view(now, window=10).window.requests == 3  # seconds 0 to 8
+    assert series.view(now, window=60).window.requests == 3
+    assert series.view(T0 + 10.0, window=1).window.requests == 2  # second 9, now whole
+    assert series.view(T0 + 10.0, window=1).requests == 5, "totals count everything"
+
+
+def test_a_window_must_be_one_the_series_keeps() -> None:
+    with pytest.raises(ValueError, match="1 to 60 seconds"):
+        Series().view(T0, window=61)
+
+
+def test_records_older_than_the_history_count_only_in_the_totals() -> None:
+    series = Series()
+    add(series, T0, latency_ms=500.0, error=True)
+    add(series, T0 + HISTORY_S + 1, latency_ms=5.0)
+    add(series, T0 + 0.5, latency_ms=500.0, error=True)  # late, and already out of the ring
+    view = series.view(now=T0 + HISTORY_S + 2, window=60)
     assert (view.requests, view.errors) == (3, 2)
-    assert view.rps == pytest.approx(1 / WINDOW_S)
+    assert view.window.requests == 1
     assert view.success_rate == 1.0
     assert view.p99_ms == pytest.approx(5.0, rel=RELATIVE_ERROR_BOUND)
 
 
-def test_the_window_covers_the_last_window_s_seconds_up_to_now() -> None:
+def test_a_late_record_does_not_overwrite_a_newer_second_in_its_slot() -> None:
     series = Series()
-    series.add(T0 + 0.9, latency_ms=1.0, error=False)
-    assert series.view(now=T0 + WINDOW_S - 0.01).rps == pytest.approx(1 / WINDOW_S)
-    later = series.view(now=T0 + WINDOW_S)
+    add(series, T0 + HISTORY_S)  # the slot of second T0 now holds T0 + HISTORY_S
+    add(series, T0 + 0.2)  # a record of second T0 arrives late
+    assert series.view(T0 + HISTORY_S + 1, window=1).window.requests == 1
+
+
+def test_the_window_forgets_what_has_slid_out() -> None:
+    series = Series()
+    add(series, T0 + 0.9)
+    assert series.view(now=T0 + DEFAULT_WINDOW).rps == pytest.approx(1 / DEFAULT_WINDOW)
+    later = series.view(now=T0 + DEFAULT_WINDOW + 1)
     assert later.rps == 0.0
     assert later.success_rate is None
     assert later.p50_ms is None
@@ -131,9 +162,9 @@ def test_the_window_covers_the_last_window_s_seconds_up_to_now() -> None:
 def test_records_arriving_out_of_order_within_the_window_all_count() -> None:
     series = Series()
     for offset in (5.0, 9.5, 1.2, 7.0, 0.1, 9.9, 3.3):
-        series.add(T0 + offset, latency_ms=offset * 10 + 1, error=offset < 2)
-    view = series.view(now=T0 + 9.9)
-    assert view.rps == pytest.approx(7 / WINDOW_S)
+        add(series, T0 + offset, latency_ms=offset * 10 + 1, error=offset < 2)
+    view = series.view(now=T0 + 10.0)
+    assert view.rps == pytest.approx(7 / DEFAULT_WINDOW)
     assert view.success_rate == pytest.approx(5 / 7)
     assert view.p99_ms == pytest.approx(100.0, rel=RELATIVE_ERROR_BOUND)
 
@@ -143,6 +174,59 @@ def test_an_empty_series_has_no_rates() -> None:
     assert (view.requests, view.errors, view.rps) == (0, 0, 0.0)
     assert view.success_rate is None
     assert view.p50_ms is None
+
+
+def test_status_classes_retries_timeouts_and_injected_failures_are_counted_apart() -> None:
+    series = Series()
+    series.add(T0, 1.0, 200, False, retries=2)
+    series.add(T0, 1.0, 404, False)
+    series.add(T0, 1.0, 503, True, injected=True)
+    series.add(T0, 1.0, 504, True, timeout=True)
+    series.add(T0, 1.0, 0, False)  # the caller left before an answer
+    view = series.view(T0 + 1, window=1)
+    for counts in (view.total, view.window):
+        data = counts.to_json()
+        assert data["classes"] == {"none": 1, "1xx": 0, "2xx": 1, "3xx": 0, "4xx": 1, "5xx": 2}
+        assert (data["errors"], data["injected"], data["timeouts"], data["retries"]) == (
+            2,
+            1,
+            1,
+            2,
+        )
+
+
+def test_p90_lies_between_p50_and_p99() -> None:
+    series = Series()
+    for latency in range(1, 101):
+        series.add(T0, float(latency), 200, False)
+    view = series.view(T0 + 1, window=1)
+    assert view.p50_ms == pytest.approx(50.0, rel=RELATIVE_ERROR_BOUND)
+    assert view.p90_ms == pytest.approx(90.0, rel=RELATIVE_ERROR_BOUND)
+    assert view.p99_ms == pytest.approx(99.0, rel=RELATIVE_ERROR_BOUND)
+
+
+def test_history_gives_requests_per_second_oldest_first() -> None:
+    series = Series()
+    for offset, count in ((0.5, 3), (2.5, 1), (59.5, 2)):
+        for _ in range(count):
+            add(series, T0 + offset, error=offset > 59)
+    history = series.history(T0 + 60.2)
+    assert len(history["requests"]) == HISTORY_S
+    assert history["requests"][0] == 3
+    assert history["requests"][2] == 1
+    assert history["requests"][-1] == 2
+    assert history["errors"][-1] == 2
+    assert sum(history["requests"]) == 6
+
+
+def test_memory_stays_bounded_by_the_ring_whatever_the_traffic() -> None:
+    series = Series()
+    rng = random.Random(3)
+    for i in range(HISTORY_S * 20 * 10):  # 20 minutes of 10 req/s
+        add(series, T0 + i / 10, latency_ms=rng.lognormvariate(3.0, 1.0))
+    live = [b for b in series._ring if b is not None]  # the bound itself
+    assert len(live) == HISTORY_S
+    assert series.requests == HISTORY_S * 200
 
 
 # -- is_error and Metrics.ingest ---------------------------------------------------
@@ -248,3 +332,33 @@ def test_ingest_adds_up_dropped_counts_across_batches() -> None:
     metrics.ingest([record()], dropped=5)
     assert metrics.dropped == 7
     assert metrics.malformed == 0
+
+
+def test_outbound_records_also_feed_services_and_versions() -> None:
+    metrics = Metrics()
+    metrics.ingest(
+        [
+            record(),
+            record(source="api", version="v2", instance="catalog-v2-1"),
+            record(version="", instance="", status=503, error="no-healthy-upstream"),
+        ]
+    )
+    assert metrics.services["catalog"].requests == 3
+    assert metrics.versions["catalog", "v1"].requests == 1
+    assert metrics.versions["catalog", "v2"].requests == 1
+    assert ("catalog", "") not in metrics.versions, "a request that reached no version"
+
+
+def test_ingest_returns_the_valid_records_and_counts_them() -> None:
+    metrics = Metrics()
+    valid = metrics.ingest([record(), "junk", record(direction="inbound")])
+    assert len(valid) == 2
+    assert metrics.records == 2
+
+
+def test_idle_series_are_forgotten() -> None:
+    metrics = Metrics()
+    metrics.ingest([record(ts=T0), record(ts=T0 + 100, destination="pricing")])
+    assert metrics.forget_idle(T0 + FORGET_AFTER_S + 50) == 3  # catalog: edge, service, v1
+    assert set(metrics.edges) == {("web", "pricing")}
+    assert set(metrics.services) == {"pricing"}

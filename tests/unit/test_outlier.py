@@ -448,6 +448,7 @@ def test_summary_open_gives_the_reason_and_a_countdown() -> None:
         "ejected": 1,
         "half_open": 0,
         "total": 3,
+        "ejections": 1,
     }
     assert data["endpoints"][1] == {
         "instance": "ep-1",

@@ -105,20 +105,22 @@ def test_without_removes_every_occurrence() -> None:
 
 def test_a_hop_starts_a_trace_and_a_request_id_when_there_are_none() -> None:
     headers: CIMultiDict[str] = CIMultiDict()
-    trace = trace_hop(headers)
+    hop = trace_hop(headers)
     version, trace_id, span, flags = headers["traceparent"].split("-")
-    assert (version, trace_id, flags) == ("00", trace, "01")
-    assert len(trace) == 32 and len(span) == 16  # noqa: PT018
+    assert (version, trace_id, span, flags) == ("00", hop.trace_id, hop.span_id, "01")
+    assert len(trace_id) == 32 and len(span) == 16  # noqa: PT018
+    assert hop.parent_id is None, "the trace starts here"
     assert len(headers["x-request-id"]) == 36
 
 
 def test_a_hop_keeps_the_trace_and_request_id_and_becomes_the_parent() -> None:
     incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     headers = CIMultiDict({"traceparent": incoming, "X-Request-Id": "abc"})
-    assert trace_hop(headers) == "0af7651916cd43dd8448eb211c80319c"
+    hop = trace_hop(headers)
+    assert (hop.trace_id, hop.parent_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
     assert headers.getall("traceparent") == [headers["traceparent"]], "exactly one"
-    assert headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
-    assert not headers["traceparent"].endswith("-b7ad6b7169203331-01"), "a new parent span"
+    assert headers["traceparent"] == f"00-0af7651916cd43dd8448eb211c80319c-{hop.span_id}-01"
+    assert hop.span_id != "b7ad6b7169203331", "a new span, the next hop's parent"
     assert headers["x-request-id"] == "abc"
 
 
@@ -128,10 +130,12 @@ def test_a_hop_keeps_the_trace_and_request_id_and_becomes_the_parent() -> None:
         "junk",
         "00-00000000000000000000000000000000-b7ad6b7169203331-01",
         "ff-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        "00-" + "a" * 32 + "-" + "0" * 16 + "-01",
     ],
 )
 def test_a_malformed_traceparent_starts_a_new_trace(bad: str) -> None:
     headers = CIMultiDict({"traceparent": bad})
-    trace = trace_hop(headers)
+    hop = trace_hop(headers)
     assert headers["traceparent"] != bad
-    assert trace not in bad
+    assert hop.trace_id not in bad
+    assert hop.parent_id is None

@@ -93,4 +93,6 @@ def test_records_go_to_the_wire_as_plain_dicts() -> None:
         "fault",
         "retries",
         "trace_id",
+        "span_id",
+        "parent_id",
     }

@@ -1,0 +1,131 @@
+"""A control plane and sidecars on real sockets in the test's process, for integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from devmesh.client import ControlPlaneClient, Endpoint
+from devmesh.controlplane.api import ControlPlaneAPI
+from devmesh.controlplane.mesh import Mesh
+from devmesh.controlplane.store import StateStore
+from devmesh.workspace import Workspace
+from proxy.bootstrap import Bootstrap
+from proxy.runner import SidecarRunner
+
+PROJECT = {
+    "name": "demo",
+    "services": {
+        "frontend": {"command": "true", "port": 8000, "depends_on": ["catalog"]},
+        "catalog": {
+            "port": 8000,
+            "versions": {"v1": {"command": "true"}, "v2": {"command": "true"}},
+        },
+    },
+}
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool] | bool], what: str, within: float = 10.0
+) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within:g}s waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+class ControlPlane:
+    """A real control plane on 127.0.0.1 that can be stopped and started on the same port."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.port = 0
+        self.api: ControlPlaneAPI | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mesh(self) -> Mesh:
+        assert self.api is not None
+        return self.api.mesh
+
+    def client(self, token: str | None = None) -> ControlPlaneClient:
+        return ControlPlaneClient(Endpoint(self.url, token or self.workspace.token()))
+
+    async def start(self) -> None:
+        mesh = Mesh(StateStore(self.workspace.state_file))
+        self.api = ControlPlaneAPI(mesh, self.workspace.token())
+        self._runner = web.AppRunner(self.api.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+@asynccontextmanager
+async def app_server(name: str) -> AsyncIterator[int]:
+    """A stand-in for a service instance: answers every path with its name."""
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        return web.Response(text=name, headers={"x-served-by": name})
+
+    runner = web.ServerRunner(web.Server(handle), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def sidecar(
+    plane: ControlPlane, instance: str, service: str, version: str, app_port: int | None
+) -> AsyncIterator[SidecarRunner]:
+    boot = Bootstrap(
+        service=service,
+        version=version,
+        instance=instance,
+        control_plane=plane.url,
+        token_file=plane.workspace.token_file,
+        state_dir=plane.workspace.sidecar_dir(instance),
+        app_port=app_port,
+    )
+    runner = SidecarRunner(boot)
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+
+
+async def call_through(runner: SidecarRunner, service: str) -> tuple[int, str]:
+    """A request from ``runner``'s instance to ``service``, as an app behind HTTP_PROXY sends it."""
+    proxy = f"http://127.0.0.1:{runner.sidecar.ports.outbound}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{service}/items", proxy=proxy) as response,
+    ):
+        return response.status, await response.text()
