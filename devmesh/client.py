@@ -152,6 +152,10 @@ class ControlPlaneClient:
                     yield message.json()
         finally:
             await ws.close()
+        raise ControlPlaneUnavailable(
+            f"the control plane at {self.endpoint.url} closed the stream (it stopped?)",
+            "`devmesh status` tells whether the mesh runs; `devmesh up` starts it again",
+        )
 
     def _unavailable(self, exc: BaseException) -> ControlPlaneUnavailable:
         return ControlPlaneUnavailable(
