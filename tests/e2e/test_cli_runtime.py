@@ -165,7 +165,8 @@ def test_counts_are_exact_under_concurrent_load(projects: ProjectFactory) -> Non
         time.sleep(0.1)
     assert counts == dict.fromkeys(counts, total)
     status = json.loads(shop.cli("status", "--json").stdout)
-    assert status["telemetry"] == {"dropped": 0, "malformed": 0}
+    # Three edges, each request recorded by the caller's sidecar and the callee's.
+    assert status["telemetry"] == {"records": total * 3 * 2, "dropped": 0, "malformed": 0}
 
 
 def test_kill_and_restart_on_the_local_runtime(projects: ProjectFactory) -> None:
