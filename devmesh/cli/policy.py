@@ -14,12 +14,13 @@ import typer
 from rich.table import Table
 
 from devmesh.cli.app import app, context
-from devmesh.cli.faults import call_api, parse_flag_duration
+from devmesh.cli.faults import call_api
 from devmesh.cli.output import console, print_json
 from devmesh.config.dump import dump_policy
 from devmesh.config.model import LB_POLICIES, RETRY_ON_VALUES, BreakerPolicy, Policy, PoolPolicy
 from devmesh.config.report import did_you_mean
 from devmesh.errors import UsageError
+from devmesh.faultflags import parse_flag_duration
 
 DEFAULTS: dict[str, Any] = {
     "timeout": "none",
