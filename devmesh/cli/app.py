@@ -23,6 +23,7 @@ COMMAND_ORDER = (
     "up",
     "down",
     "status",
+    "tui",
     "top",
     "tap",
     "trace",

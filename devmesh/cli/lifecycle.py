@@ -12,6 +12,7 @@ from rich.text import Text
 
 from devmesh.cli.app import app, context
 from devmesh.cli.attach import attach
+from devmesh.cli.live import open_tui
 from devmesh.cli.output import RichProgress, console, print_json, print_warning
 from devmesh.config import CONFIG_NAMES, load_project, parse_project
 from devmesh.config.compose import (
@@ -163,7 +164,12 @@ def up(
     ctx: typer.Context,
     detach: Annotated[
         bool,
-        typer.Option("--detach", "-d", help="Return once the mesh is ready, leaving it running."),
+        typer.Option(
+            "--detach",
+            "-d",
+            help="Return once the mesh is ready, leaving it running (else: the live view in a "
+            "terminal, the services' logs otherwise).",
+        ),
     ] = False,
     runtime: Annotated[
         RuntimeName,
@@ -201,6 +207,12 @@ def up(
     _print_endpoints(project)
     if detach:
         console.print("stop it with `devmesh down`; see it with `devmesh status`")
+        return
+    if console.is_terminal:
+        open_tui(workspace, project.name)
+        console.print(
+            "the mesh is still running: `devmesh tui` opens the view again, `devmesh down` stops it"
+        )
         return
     attach(runner)
 

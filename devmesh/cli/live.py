@@ -191,3 +191,21 @@ async def _tap(
                     else:
                         console.print(tap_missed(missed - hidden, message["rate"]))
                     hidden = missed
+
+
+# -- tui -----------------------------------------------------------------------------------
+
+
+@app.command("tui")
+def tui_command(ctx: typer.Context) -> None:
+    """Open the live view of the running mesh (q leaves it; the mesh keeps running)."""
+    app_ctx = context(ctx)
+    Endpoint.of(app_ctx.workspace)  # no mesh runs: one sentence, before the screen changes
+    open_tui(app_ctx.workspace, app_ctx.project_dir.name)
+
+
+def open_tui(workspace: Workspace, project: str) -> None:
+    from tui.app import MeshApp  # textual loads only for the commands that draw with it
+    from tui.source import LiveSource
+
+    MeshApp(LiveSource(workspace), project=project).run()

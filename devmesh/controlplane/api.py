@@ -63,6 +63,8 @@ class ControlPlaneAPI:
         self.tap = Tap()
         self.traces = TraceStore()
         self._windows: dict[Subscriber, int] = {}
+        self._streams: set[web.WebSocketResponse] = set()
+        """The event and tap streams' sockets, closed at shutdown like the sidecars'."""
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._peers, self._errors, self._auth])
@@ -207,7 +209,7 @@ class ControlPlaneAPI:
         self._windows[subscriber] = window
         subscriber.offer(self._status_event(window))
         try:
-            return await _pump(request, subscriber)
+            return await _pump(request, subscriber, self._streams)
         finally:
             self.events.unsubscribe(subscriber)
             del self._windows[subscriber]
@@ -224,7 +226,7 @@ class ControlPlaneAPI:
             raise DevmeshError(f"rate must be above 0, not {rate:g}")
         subscriber = self.tap.subscribe(where, rate)
         try:
-            return await _pump(request, subscriber)
+            return await _pump(request, subscriber, self._streams)
         finally:
             self.tap.unsubscribe(subscriber)
 
@@ -445,7 +447,7 @@ class ControlPlaneAPI:
             log.info("could not send snapshot %d: %s", snapshot.version, exc)
 
     async def _close_sockets(self, app: web.Application) -> None:
-        for ws in list(self._sockets.values()):
+        for ws in [*self._sockets.values(), *self._streams]:
             await ws.close(code=1001, message=b"control plane shutting down")
 
 
@@ -466,10 +468,14 @@ def _proxy_from_hello(hello: Any) -> Proxy:
     )
 
 
-async def _pump(request: web.Request, subscriber: Subscriber) -> web.WebSocketResponse:
-    """Send ``subscriber``'s messages on a WebSocket until the client closes it."""
+async def _pump(
+    request: web.Request, subscriber: Subscriber, streams: set[web.WebSocketResponse]
+) -> web.WebSocketResponse:
+    """Send ``subscriber``'s messages on a WebSocket until the client closes it (or the
+    control plane, at shutdown, through ``streams``)."""
     ws = web.WebSocketResponse(heartbeat=10.0)
     await ws.prepare(request)
+    streams.add(ws)
 
     async def send() -> None:
         while True:
@@ -481,6 +487,7 @@ async def _pump(request: web.Request, subscriber: Subscriber) -> web.WebSocketRe
         async for _ in ws:
             pass  # the client says nothing; reading notices it leave
     finally:
+        streams.discard(ws)
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
             await sender

@@ -328,6 +328,11 @@ class Mesh:
                 "destination": dst,
                 **(traffic(series) or {}),
                 "breaker": self.breaker(src, dst, now),
+                **(
+                    {"breaker_history": list(self.breaker_history.get((src, dst), ()))}
+                    if history
+                    else {}
+                ),
             }
             for (src, dst), series in sorted(self.metrics.edges.items())
         ]
@@ -347,6 +352,7 @@ class Mesh:
                 }
                 for p in sorted(self.proxies.values(), key=lambda p: p.instance)
             ],
+            "faults": [fault.to_json(now) for fault in self.faults()],
             "telemetry": {
                 "records": self.metrics.records,
                 "dropped": self.metrics.dropped,

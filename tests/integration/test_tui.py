@@ -1,0 +1,134 @@
+"""The TUI under Textual's ``run_test()``, against a real control plane and real sidecars:
+keys change the mesh, and the mesh's changes show."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input
+
+from devmesh.workspace import write_json
+from tests.integration.meshkit import ControlPlane
+from tests.integration.test_telemetry import frontend_to_catalog, send
+from tui.app import MeshApp, StatusBar
+from tui.editors import FaultScreen, SplitScreen
+from tui.source import LiveSource
+
+
+async def until(
+    pilot: Pilot[None], check: Callable[[], bool], what: str, within: float = 10.0
+) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within:g}s waiting until {what}")
+        await pilot.pause(0.05)
+
+
+def advertise(plane: ControlPlane) -> None:
+    """Where the CLI (and the TUI) find the running control plane, as `up` writes it."""
+    write_json(
+        plane.workspace.controlplane_file,
+        {"pid": os.getpid(), "port": plane.port, "url": plane.url},
+    )
+
+
+def rows(app: MeshApp, table: str) -> list[list[str]]:
+    found = app.overview.query_one(table, DataTable)
+    return [[str(cell) for cell in found.get_row_at(i)] for i in range(found.row_count)]
+
+
+async def test_keys_add_a_fault_and_move_the_split_and_the_numbers_follow(
+    controlplane: ControlPlane,
+) -> None:
+    advertise(controlplane)
+    async with frontend_to_catalog(controlplane) as frontend:
+        app = MeshApp(LiveSource(controlplane.workspace), retry=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.connected, "the TUI is connected")
+            assert [r[0] for r in rows(app, "#services")] == ["frontend", "catalog"]
+            assert "live" in str(app.overview.query_one(StatusBar).render())
+
+            await pilot.press("down")  # catalog
+            assert app.selected_service() == "catalog"
+            await pilot.press("f")
+            assert isinstance(app.screen, FaultScreen)
+            await pilot.press(*"250ms")  # the form opens on its first field, the delay
+            assert app.screen.query_one("#field-delay", Input).value == "250ms"
+            app.screen.query_one("#field-delay", Input).value = ""
+            app.screen.query_one("#field-abort", Input).value = "503"
+            app.screen.query_one("#field-percent", Input).value = "100"
+            app.screen.query_one("#field-path", Input).focus()
+            await pilot.press(*"/items", "enter")
+
+            routes = frontend.router.snapshot.routes
+            await until(
+                pilot,
+                lambda: bool(routes["catalog"].policy.faults) if "catalog" in routes else False,
+                "the fault is in force in the frontend's sidecar",
+            )
+            async with aiohttp.ClientSession() as session:
+                assert (await send(session, frontend, "/items"))[0] == 503
+                assert (await send(session, frontend, "/other"))[0] == 200
+            fault_rows = app.screen.query_one("#faults", DataTable)
+            await until(pilot, lambda: fault_rows.row_count == 1, "the form lists the new fault")
+            await pilot.press("escape")
+            await until(
+                pilot,
+                lambda: "⚡1" in rows(app, "#services")[1][-1],
+                "the overview marks catalog's fault within the next refresh",
+                within=3,
+            )
+
+            await pilot.press("s")
+            assert isinstance(app.screen, SplitScreen)
+            assert app.screen.weights == {"v1": 50, "v2": 50}
+            await pilot.press("right", "right", "enter")
+            await until(
+                pilot,
+                lambda: controlplane.mesh.split_for("catalog") == {"v1": 60, "v2": 40},
+                "the split is applied",
+            )
+            await until(
+                pilot,
+                lambda: "v1 60 · v2 40" in rows(app, "#services")[1][1],
+                "the overview shows the split within the next refresh",
+                within=3,
+            )
+
+
+async def test_a_refused_change_is_a_notification_and_nothing_changes(
+    controlplane: ControlPlane,
+) -> None:
+    advertise(controlplane)
+    async with frontend_to_catalog(controlplane):
+        app = MeshApp(LiveSource(controlplane.workspace), retry=0.2)
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            await until(pilot, lambda: app.connected, "the TUI is connected")
+            await pilot.press("down", "f")
+            app.screen.query_one("#field-delay", Input).value = "banana"
+            await pilot.press("enter")
+            await until(pilot, lambda: bool(app._notifications), "a notification")
+            (note,) = list(app._notifications)
+            assert note.severity == "error"
+            assert "banana" in note.message
+            assert controlplane.mesh.faults() == []
+
+
+async def test_the_control_plane_going_away_shows_and_clears(controlplane: ControlPlane) -> None:
+    advertise(controlplane)
+    app = MeshApp(LiveSource(controlplane.workspace), retry=0.2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.connected, "the TUI is connected")
+        bar = app.overview.query_one(StatusBar)
+        await controlplane.stop()
+        await until(pilot, lambda: bar.has_class("disconnected"), "the bar says disconnected")
+        assert "disconnected, retrying" in str(bar.render())
+        await controlplane.start()  # the same port
+        await until(pilot, lambda: app.connected, "the TUI is connected again", within=15)
+        assert not bar.has_class("disconnected")

@@ -1,0 +1,266 @@
+"""The TUI's editors: faults on calls to a service (``f``) and its split (``s``).
+
+Each change goes to the control plane, which validates it with the config's own
+code: what it refuses comes back as a notification, in its words, and nothing
+changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+
+from devmesh.errors import DevmeshError
+from devmesh.faultflags import describe, describe_match, fault_from_flags, parse_flag_duration
+from devmesh.units import parse_duration
+from tui import render
+from tui.source import MeshSource
+
+FIELDS = (
+    ("delay", "delay", "e.g. 200ms"),
+    ("jitter", "jitter", "e.g. 50ms (with a delay)"),
+    ("abort", "abort", "an HTTP status (503) or reset"),
+    ("percent", "percent", "of matching calls (100)"),
+    ("path", "path", "only paths starting so, e.g. /items"),
+    ("method", "method", "only this method, e.g. GET"),
+    ("header", "header", "only with this header, e.g. x-debug=1"),
+    ("source", "source", "only calls from this service"),
+    ("for", "for", "removed by itself after, e.g. 2m"),
+)
+
+
+def fault_from_form(values: dict[str, str]) -> tuple[dict[str, Any], float | None]:
+    """The fault the form describes, and how long it lasts; ``DevmeshError`` naming the
+    field (by its CLI flag's name) otherwise."""
+    abort = values.get("abort", "").strip().lower()
+    status: int | None = None
+    if abort and abort != "reset":
+        if not abort.isdigit():
+            raise DevmeshError(f"abort {abort!r} is not an HTTP status or reset")
+        status = int(abort)
+    try:
+        percent = float(values.get("percent") or 100)
+    except ValueError:
+        raise DevmeshError(f"percent {values['percent']!r} is not a number") from None
+    headers = [values["header"]] if values.get("header") else []
+    fault = fault_from_flags(
+        delay=values.get("delay") or None,
+        jitter=values.get("jitter") or None,
+        abort=status,
+        reset=abort == "reset",
+        percent=percent,
+        bandwidth=None,
+        hang=None,
+        path=values.get("path") or None,
+        method=values.get("method") or None,
+        headers=headers,
+        source=values.get("source") or None,
+    )
+    lasts = values.get("for") or None
+    seconds = parse_duration(parse_flag_duration("--for", lasts)) if lasts else None
+    return fault, seconds
+
+
+class FaultScreen(Screen[None]):
+    """The faults on calls to one service: those in force, and a form to add one."""
+
+    CSS = """
+    FaultScreen { layout: vertical; }
+    #faults { height: auto; max-height: 8; margin-bottom: 1; }
+    #form { height: auto; }
+    .row { height: 1; margin-bottom: 0; }
+    .row Label { width: 10; padding: 0 1; }
+    .row Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
+    .row Input:focus { background: $accent 30%; }
+    #actions { height: 3; margin-top: 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+s", "add", "Add", priority=True),
+        Binding("ctrl+d", "remove", "Remove selected", priority=True),
+        Binding("ctrl+r", "remove_all", "Remove all", priority=True),
+    ]
+
+    def __init__(self, source: MeshSource, service: str, status: dict[str, Any]) -> None:
+        super().__init__()
+        self.source = source
+        self.service = service
+        self.status = status
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f"faults on calls to {self.service}", style="bold"), classes="caption")
+        yield DataTable(id="faults", cursor_type="row")
+        with Vertical(id="form"):
+            for key, label, hint in FIELDS:
+                with Horizontal(classes="row"):
+                    yield Label(label)
+                    yield Input(placeholder=hint, id=f"field-{key}")
+        with Horizontal(id="actions"):
+            yield Button("Add (enter)", id="add", variant="primary")
+            yield Button("Remove selected (ctrl+d)", id="remove")
+            yield Button("Remove all (ctrl+r)", id="remove-all", variant="error")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#faults", DataTable)
+        table.add_columns("ID", "DOES", "MATCHES", "EXPIRES", "FROM")
+        self.refresh_faults(self.status)
+        self.set_interval(1.0, self._follow_app)
+        self.query_one("#field-delay", Input).focus()
+
+    def _follow_app(self) -> None:
+        status = getattr(self.app, "status", None)
+        if status is not None:
+            self.refresh_faults(status)
+
+    def refresh_faults(self, status: dict[str, Any]) -> None:
+        table = self.query_one("#faults", DataTable)
+        selected = table.cursor_row
+        table.clear()
+        for fault in status.get("faults", []):
+            if fault["service"] != self.service:
+                continue
+            expires = fault.get("expires_in")
+            table.add_row(
+                fault["id"],
+                describe(fault["fault"]),
+                describe_match(fault["fault"]),
+                "-" if expires is None else f"in {expires:.0f}s",
+                "devmesh.yaml" if fault["origin"] == "config" else "runtime",
+                key=fault["id"],
+            )
+        if table.row_count:
+            table.move_cursor(row=min(selected, table.row_count - 1))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_add()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        actions = {"add": self.action_add, "remove": self.action_remove}
+        actions.get(str(event.button.id), self.action_remove_all)()
+
+    def action_add(self) -> None:
+        values = {key: self.query_one(f"#field-{key}", Input).value for key, _, _ in FIELDS}
+        try:
+            fault, lasts = fault_from_form(values)
+        except DevmeshError as exc:
+            self.notify(exc.message, title="fault not added", severity="error")
+            return
+        self._add(fault, lasts)
+
+    @work(exclusive=True, group="fault-change")
+    async def _add(self, fault: dict[str, Any], lasts: float | None) -> None:
+        try:
+            added = await self.source.add_fault(self.service, fault, lasts)
+        except DevmeshError as exc:
+            self.notify(exc.message, title="fault not added", severity="error")
+            return
+        for key, _, _ in FIELDS:
+            self.query_one(f"#field-{key}", Input).value = ""
+        self.notify(f"fault {added['id']} on calls to {self.service}: {describe(added['fault'])}")
+
+    def action_remove(self) -> None:
+        table = self.query_one("#faults", DataTable)
+        if table.row_count == 0:
+            self.notify("no fault to remove", severity="warning")
+            return
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        self._remove(str(row_key.value))
+
+    @work(exclusive=True, group="fault-change")
+    async def _remove(self, fault_id: str) -> None:
+        try:
+            await self.source.remove_fault(fault_id)
+        except DevmeshError as exc:
+            self.notify(exc.message, title="fault not removed", severity="error")
+            return
+        self.notify(f"removed fault {fault_id}")
+
+    @work(exclusive=True, group="fault-change")
+    async def action_remove_all(self) -> None:
+        try:
+            removed = await self.source.reset_faults(self.service)
+        except DevmeshError as exc:
+            self.notify(exc.message, title="faults not removed", severity="error")
+            return
+        self.notify(f"removed {len(removed)} runtime fault(s) on {self.service}")
+
+
+class SplitScreen(Screen[None]):
+    """A service's split: up/down pick a version, left/right move 5 % to or from the
+    others (always summing to 100), enter applies."""
+
+    CSS = """
+    #weights { height: auto; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("left", "move(-5)", "-5%"),
+        Binding("right", "move(5)", "+5%"),
+        Binding("enter", "apply", "Apply"),
+    ]
+
+    def __init__(self, source: MeshSource, service: dict[str, Any]) -> None:
+        super().__init__()
+        self.source = source
+        self.service = service["name"]
+        split = service.get("split")
+        names = list(service["versions"])
+        self.weights = (
+            {v: round(split.get(v, 0)) for v in names} if split else render.even_split(names)
+        )
+        if sum(self.weights.values()) != 100:
+            self.weights = render.even_split(names)
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            Text(f"split of {self.service}: ", style="bold")
+            + Text("↑↓ version, ←→ 5 %, enter applies, esc leaves it as it was"),
+            classes="caption",
+        )
+        yield DataTable(id="weights", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#weights", DataTable)
+        table.add_columns("VERSION", "WEIGHT", "")
+        self._draw()
+        table.focus()
+
+    def _draw(self) -> None:
+        table = self.query_one("#weights", DataTable)
+        row = table.cursor_row
+        table.clear()
+        for version, weight in self.weights.items():
+            bar = Text("█" * (weight // 4), style="cyan")
+            table.add_row(version, f"{weight}%", bar, key=version)
+        table.move_cursor(row=row)
+
+    def selected_version(self) -> str:
+        table = self.query_one("#weights", DataTable)
+        return list(self.weights)[table.cursor_row]
+
+    def action_move(self, step: int) -> None:
+        self.weights = render.rebalance(self.weights, self.selected_version(), step)
+        self._draw()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_apply()
+
+    @work(exclusive=True, group="split")
+    async def action_apply(self) -> None:
+        try:
+            await self.source.set_split(self.service, dict(self.weights))
+        except DevmeshError as exc:
+            self.notify(exc.message, title="split not applied", severity="error")
+            return
+        shown = " ".join(f"{v}={w}" for v, w in self.weights.items())
+        self.notify(f"{self.service}: {shown}")
+        self.app.pop_screen()

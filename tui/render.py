@@ -1,0 +1,216 @@
+"""The mesh's status (the control plane's JSON) as the cells and lines the TUI shows.
+
+Pure functions, so what a screen shows is tested without a terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+BREAKER_STYLE = {"closed": "green", "half-open": "yellow", "open": "bold red"}
+BREAKER_RANK = {"closed": 0, "half-open": 1, "open": 2}
+
+
+def sparkline(values: Sequence[float], width: int = 20) -> Text:
+    """The last ``width`` values as block characters, scaled to the largest (an empty
+    second is a space, any traffic at least the lowest block)."""
+    shown = list(values)[-width:]
+    shown = [0.0] * (width - len(shown)) + shown
+    top = max(shown, default=0.0)
+    if top <= 0:
+        return Text(" " * width)
+    chars = []
+    for value in shown:
+        level = 0 if value <= 0 else max(1, round(value / top * (len(BLOCKS) - 1)))
+        chars.append(BLOCKS[level])
+    return Text("".join(chars), style="cyan")
+
+
+def percent(rate: float | None) -> Text:
+    if rate is None:
+        return Text("-", style="dim")
+    style = "green" if rate >= 0.99 else "yellow" if rate >= 0.95 else "bold red"
+    return Text(f"{rate * 100:.1f}%", style=style)
+
+
+def ms(value: float | None) -> Text:
+    if value is None:
+        return Text("-", style="dim")
+    return Text(f"{value:.1f}ms" if value < 1000 else f"{value / 1000:.2f}s")
+
+
+def rps(value: float | None) -> Text:
+    if not value:
+        return Text("0", style="dim")
+    return Text(f"{value:.1f}")
+
+
+def breaker(state: dict[str, Any] | None) -> Text:
+    """``closed``, ``half-open`` or ``open 12s`` (the countdown to its next try)."""
+    if not state:
+        return Text("-", style="dim")
+    name = str(state.get("state") or "closed")
+    text = Text(name, style=BREAKER_STYLE.get(name, ""))
+    retry_in = state.get("retry_in")
+    if name == "open" and retry_in is not None:
+        text += Text(f" {retry_in:.0f}s", style="red")
+    return text
+
+
+def worst_breaker(states: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    found = [s for s in states if s]
+    if not found:
+        return None
+    return max(found, key=lambda s: BREAKER_RANK.get(str(s.get("state")), 0))
+
+
+@dataclass(frozen=True)
+class ServiceRow:
+    name: str
+    versions: Text
+    instances: Text
+    rps: Text
+    success: Text
+    p50: Text
+    p99: Text
+    minute: Text
+    breaker: Text
+    faults: Text
+
+    def cells(self, wide: bool) -> tuple[str | Text, ...]:
+        """The row's cells; ``wide`` (a terminal of ``WIDE`` columns or more) adds the last
+        minute's sparkline."""
+        minute = (self.minute,) if wide else ()
+        return (
+            self.name,
+            self.versions,
+            self.instances,
+            self.rps,
+            self.success,
+            self.p50,
+            self.p99,
+            *minute,
+            self.breaker,
+            self.faults,
+        )
+
+
+WIDE = 100
+"""From this many columns on, the tables add a sparkline of the last minute (under it,
+everything else still fits in 80 columns)."""
+
+
+def service_columns(wide: bool) -> tuple[str, ...]:
+    minute = ("LAST MINUTE",) if wide else ()
+    return ("SERVICE", "VERSIONS", "UP", "RPS", "OK", "P50", "P99", *minute, "BREAKER", "FAULT")
+
+
+def edge_columns(wide: bool) -> tuple[str, ...]:
+    minute = ("LAST MINUTE",) if wide else ()
+    return ("EDGE", "RPS", "OK", "P50", "P99", *minute, "BREAKER", "")
+
+
+def spark_width(columns: int) -> int:
+    """How wide the sparklines are on a terminal of ``columns``."""
+    return max(10, min(30, columns - 80))
+
+
+def service_rows(status: dict[str, Any], spark_width: int = 20) -> list[ServiceRow]:
+    """One row per service: its versions (and split), instances up, the traffic to it from
+    every caller, the worst breaker of the edges into it, its active faults."""
+    faults: dict[str, int] = {}
+    for fault in status.get("faults", []):
+        faults[fault["service"]] = faults.get(fault["service"], 0) + 1
+    rows = []
+    for service in status["services"]:
+        name = service["name"]
+        traffic = service.get("traffic") or {}
+        history = traffic.get("history", {}).get("requests", [])
+        into = [e.get("breaker") or {} for e in status["edges"] if e["destination"] == name]
+        rows.append(
+            ServiceRow(
+                name=name,
+                versions=versions(service),
+                instances=instances(service["instances"]),
+                rps=rps(traffic.get("rps")),
+                success=percent(traffic.get("success_rate")),
+                p50=ms(traffic.get("p50_ms")),
+                p99=ms(traffic.get("p99_ms")),
+                minute=sparkline(history, spark_width),
+                breaker=breaker(worst_breaker(into)) if into else Text("-", style="dim"),
+                faults=(
+                    Text(f"⚡{faults[name]}", style="bold magenta") if name in faults else Text("")
+                ),
+            )
+        )
+    return rows
+
+
+def versions(service: dict[str, Any]) -> Text:
+    """``v1 90 · v2 10`` with a split, ``v1 · v2`` without, ``-`` for one unnamed version."""
+    names = service.get("versions") or []
+    split = service.get("split")
+    if names == ["default"] and not split:
+        return Text("-", style="dim")
+    parts = [f"{v} {split.get(v, 0):g}" if split else v for v in names]
+    return Text(" · ".join(parts), style="bold" if split else "")
+
+
+def instances(entries: Sequence[dict[str, Any]]) -> Text:
+    ready = sum(1 for i in entries if i["state"] == "ready")
+    style = "green" if ready == len(entries) else "yellow" if ready else "bold red"
+    return Text(f"{ready}/{len(entries)}", style=style)
+
+
+def edge_cells(
+    edge: dict[str, Any], faulted: set[str], wide: bool, spark: int = 20
+) -> tuple[str | Text, ...]:
+    history = edge.get("history", {}).get("requests", [])
+    mark = Text("⚡ fault", style="bold magenta") if edge["destination"] in faulted else Text("")
+    minute = (sparkline(history, spark),) if wide else ()
+    return (
+        f"{edge['source']} → {edge['destination']}",
+        rps(edge.get("rps")),
+        percent(edge.get("success_rate")),
+        ms(edge.get("p50_ms")),
+        ms(edge.get("p99_ms")),
+        *minute,
+        breaker(edge.get("breaker")),
+        mark,
+    )
+
+
+def rebalance(weights: dict[str, int], version: str, step: int) -> dict[str, int]:
+    """``weights`` (summing to 100) with ``version`` moved by ``step``, taken from (or given
+    to) the other versions in turn, so that they still sum to 100 and none is negative."""
+    names = list(weights)
+    if version not in weights or len(names) < 2:
+        return dict(weights)
+    moved = dict(weights)
+    wanted = max(-moved[version], min(step, 100 - moved[version]))
+    left = abs(wanted)
+    start = names.index(version)
+    others = [names[(start + i) % len(names)] for i in range(1, len(names))]
+    sign = 1 if wanted > 0 else -1
+    for other in others:
+        if left == 0:
+            break
+        room = moved[other] if sign > 0 else 100 - moved[other]
+        take = min(room, left)
+        moved[other] -= sign * take
+        left -= take
+    moved[version] += sign * (abs(wanted) - left)
+    return moved
+
+
+def even_split(names: Sequence[str]) -> dict[str, int]:
+    """Whole percentages as even as they go, the remainder to the first versions."""
+    if not names:
+        return {}
+    share, rest = divmod(100, len(names))
+    return {name: share + (1 if index < rest else 0) for index, name in enumerate(names)}

@@ -1,0 +1,82 @@
+"""Where the TUI gets the mesh from and sends its changes to: the control plane's API.
+
+``MeshSource`` is what the screens use; ``LiveSource`` is the real one (through
+``devmesh.client``, as the CLI does, so the TUI can do nothing the API cannot);
+tests and screenshots use a hand-written one over fixed data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from devmesh.client import ControlPlaneClient, Endpoint
+from devmesh.workspace import Workspace
+
+
+class MeshSource(Protocol):
+    """The mesh as the TUI sees it. Every call may raise ``DevmeshError`` (the control plane
+    is away, or refused the change: its message says why)."""
+
+    def events(self) -> AsyncIterator[dict[str, Any]]:
+        """The event stream: a ``status`` each second, ``breaker`` and ``config`` changes."""
+        ...
+
+    def tap(self, **filters: str | float | None) -> AsyncIterator[dict[str, Any]]:
+        """Sampled requests (``service``, ``path``, ``status``, ``min_latency_ms``, ``rate``)."""
+        ...
+
+    async def trace(self, trace_id: str) -> dict[str, Any]: ...
+
+    async def add_fault(
+        self, service: str, fault: Mapping[str, Any], lasts: float | None
+    ) -> dict[str, Any]: ...
+
+    async def remove_fault(self, fault_id: str) -> None: ...
+
+    async def reset_faults(self, service: str | None) -> list[str]: ...
+
+    async def set_split(self, service: str, weights: Mapping[str, float]) -> dict[str, Any]: ...
+
+
+class LiveSource:
+    """The project's running control plane; its address is read again for each call, so a
+    control plane restarted on another port is found."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    def _client(self) -> ControlPlaneClient:
+        return ControlPlaneClient(Endpoint.of(self.workspace))
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        async with self._client() as client:
+            async for event in client.events(window=10):
+                yield event
+
+    async def tap(self, **filters: str | float | None) -> AsyncIterator[dict[str, Any]]:
+        async with self._client() as client:
+            async for message in client.tap(**filters):
+                yield message
+
+    async def trace(self, trace_id: str) -> dict[str, Any]:
+        async with self._client() as client:
+            return await client.trace(trace_id)
+
+    async def add_fault(
+        self, service: str, fault: Mapping[str, Any], lasts: float | None
+    ) -> dict[str, Any]:
+        async with self._client() as client:
+            return await client.add_fault(service, fault, lasts)
+
+    async def remove_fault(self, fault_id: str) -> None:
+        async with self._client() as client:
+            await client.remove_fault(fault_id)
+
+    async def reset_faults(self, service: str | None) -> list[str]:
+        async with self._client() as client:
+            return await client.reset_faults(service)
+
+    async def set_split(self, service: str, weights: Mapping[str, float]) -> dict[str, Any]:
+        async with self._client() as client:
+            return await client.set_split(service, weights)
