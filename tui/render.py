@@ -17,9 +17,15 @@ BREAKER_RANK = {"closed": 0, "half-open": 1, "open": 2}
 
 
 def sparkline(values: Sequence[float], width: int = 20) -> Text:
-    """The last ``width`` values as block characters, scaled to the largest (an empty
-    second is a space, any traffic at least the lowest block)."""
-    shown = list(values)[-width:]
+    """``values`` (oldest first) as ``width`` block characters, scaled to the largest: each
+    character sums an equal share of the values, so the whole span shows whatever the
+    width (an empty stretch is a space, any traffic at least the lowest block)."""
+    shown = [float(v) for v in values]
+    if len(shown) > width:
+        shown = [
+            sum(shown[i * len(shown) // width : (i + 1) * len(shown) // width])
+            for i in range(width)
+        ]
     shown = [0.0] * (width - len(shown)) + shown
     top = max(shown, default=0.0)
     if top <= 0:
