@@ -19,13 +19,17 @@ import aiohttp
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from devmesh.errors import DevmeshError
 from tui import render
+from tui.commands import MeshCommands
+from tui.detail import DetailScreen
 from tui.editors import FaultScreen, SplitScreen
 from tui.help import HelpScreen
+from tui.policy import PolicyScreen
 from tui.source import MeshSource
 from tui.tapview import TapScreen
 
@@ -43,9 +47,13 @@ class OverviewScreen(Screen[None]):
 
     AUTO_FOCUS = "#services"
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "detail", "Detail", show=False),
         Binding("f", "faults", "Faults"),
         Binding("s", "split", "Split"),
+        Binding("p", "policy", "Policy"),
         Binding("t", "tap", "Tap"),
+        Binding("k", "kill", "Kill"),
+        Binding("r", "restart", "Restart"),
     ]
 
     def __init__(self, source: MeshSource) -> None:
@@ -112,6 +120,15 @@ class OverviewScreen(Screen[None]):
         for edge in ordered:
             edges.add_row(*render.edge_cells(edge, faulted, wide, spark))
 
+    def select(self, service: str) -> None:
+        """Put the cursor on ``service``."""
+        table = self.query_one("#services", DataTable)
+        for index in range(table.row_count):
+            key, _ = table.coordinate_to_cell_key(Coordinate(index, 0))
+            if key.value == service:
+                table.move_cursor(row=index)
+                return
+
     def selected_service(self) -> str | None:
         table = self.query_one("#services", DataTable)
         if table.row_count == 0:
@@ -148,9 +165,47 @@ class OverviewScreen(Screen[None]):
     def action_tap(self) -> None:
         self.app.push_screen(TapScreen(self.source, self.selected_service()))
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "services":
+            self.action_detail()
+
+    def action_detail(self) -> None:
+        service = self._service()
+        if service is not None:
+            self.app.push_screen(DetailScreen(self.source, service["name"]))
+
+    def action_policy(self) -> None:
+        service = self._service()
+        if service is not None:
+            self.app.push_screen(PolicyScreen(self.source, service["name"]))
+
+    def action_kill(self) -> None:
+        """The service's only instance; with several, the detail view picks one."""
+        service = self._service()
+        if service is None:
+            return
+        if len(service["instances"]) != 1:
+            self.notify(
+                f"{service['name']} has {len(service['instances'])} instances: pick one in its "
+                "detail (enter), then k",
+                severity="warning",
+            )
+            return
+        detail = DetailScreen(self.source, service["name"])
+        self.app.push_screen(detail)
+        detail.call_after_refresh(detail.action_kill)
+
+    def action_restart(self) -> None:
+        service = self._service()
+        if service is not None:
+            detail = DetailScreen(self.source, service["name"])
+            self.app.push_screen(detail)
+            detail.call_after_refresh(detail.action_restart)
+
 
 class MeshApp(App[None]):
     TITLE = "devmesh"
+    COMMANDS: ClassVar[set[Any]] = App.COMMANDS | {MeshCommands}
     CSS = """
     StatusBar { height: 1; background: $panel; padding: 0 1; }
     StatusBar.disconnected { background: $error; color: $text; text-style: bold; }
@@ -160,6 +215,7 @@ class MeshApp(App[None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("colon", "command_palette", "Commands", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -229,6 +285,11 @@ class MeshApp(App[None]):
 
     def selected_service(self) -> str | None:
         return self.overview.selected_service()
+
+    def switch_to_overview(self) -> None:
+        """Back to the main view, from whatever is open over it."""
+        while self.screen is not self.overview and len(self.screen_stack) > 1:
+            self.pop_screen()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

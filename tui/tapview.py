@@ -175,5 +175,5 @@ def row_cells(record: dict[str, Any]) -> tuple[str | Text, ...]:
         status_text,
         render.ms(record.get("latency_ms")),
         record.get("version") or "",
-        (record.get("trace_id") or "")[:12],
+        (record.get("trace_id") or "")[:8],
     )

@@ -34,6 +34,9 @@ bucket's geometric midpoint bounds the relative error of any percentile by
 HISTOGRAM_MIN_MS = 0.01
 _LOG_GAMMA = math.log(HISTOGRAM_GAMMA)
 
+DISPLAY_BINS_MS = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
+"""Upper bounds of the latency histogram shown per window (the TUI's), plus one bin above."""
+
 STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
 """How answers are counted: ``none`` is a request that got no status (the caller left)."""
 
@@ -68,6 +71,15 @@ class LatencyHistogram:
         key = self.bucket(latency_ms)
         self.counts[key] = self.counts.get(key, 0) + count
         self.total += count
+
+    def bins(self, bounds: tuple[float, ...] = DISPLAY_BINS_MS) -> list[int]:
+        """Counts per bin of ``bounds`` (ms, upper bounds), plus one for what is above."""
+        found = [0] * (len(bounds) + 1)
+        for key, count in self.counts.items():
+            value = HISTOGRAM_GAMMA ** (key - 0.5)
+            index = next((i for i, bound in enumerate(bounds) if value <= bound), len(bounds))
+            found[index] += count
+        return found
 
     def merge(self, other: LatencyHistogram) -> None:
         for key, count in other.counts.items():
@@ -157,6 +169,8 @@ class SeriesView:
     p50_ms: float | None
     p90_ms: float | None
     p99_ms: float | None
+    bins: list[int]
+    """The window's latencies per bin of ``DISPLAY_BINS_MS`` (and above)."""
 
     @property
     def requests(self) -> int:
@@ -189,6 +203,10 @@ class SeriesView:
             "p90_ms": _round(self.p90_ms, 3),
             "p99_ms": _round(self.p99_ms, 3),
             "window": self.window.to_json(),
+            "latency_bins": [
+                [bound, count]
+                for bound, count in zip([*DISPLAY_BINS_MS, None], self.bins, strict=True)
+            ],
         }
 
 
@@ -257,7 +275,7 @@ class Series:
             counts.merge(bucket.counts)
             latency.merge(bucket.latency)
         p50, p90, p99 = latency.quantiles((0.5, 0.9, 0.99))
-        return SeriesView(self.total, counts, window, p50, p90, p99)
+        return SeriesView(self.total, counts, window, p50, p90, p99, latency.bins())
 
     def history(self, now: float, seconds: int = HISTORY_S) -> dict[str, list[int]]:
         """Requests and errors per whole second, oldest first, for the ``seconds`` before

@@ -32,11 +32,27 @@ def traffic(rps: float, success: float, p50: float, p99: float, shape: int) -> d
         "p99_ms": p99,
         "window": {},
         "history": {"requests": history, "errors": [0] * 60},
+        "latency_bins": [
+            [bound, count]
+            for bound, count in zip(
+                [1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, None],
+                [3, 40, 120, 60, 20, 8, 3, 1, 0],
+                strict=True,
+            )
+        ],
     }
 
 
 def instance(name: str, version: str, state: str = "ready") -> dict[str, Any]:
-    return {"id": name, "version": version, "state": state, "detail": "", "address": None}
+    served = traffic(10.0, 0.99, 3.0, 30.0, 6) if state == "ready" else None
+    return {
+        "id": name,
+        "version": version,
+        "state": state,
+        "detail": "",
+        "address": None,
+        "served": served,
+    }
 
 
 CLOSED = {"state": "closed", "reason": None, "retry_in": None}
@@ -48,6 +64,20 @@ OPEN = {
     "ejected": 1,
     "total": 1,
 }
+
+EJECTIONS = [
+    {
+        "type": "breaker",
+        "ts": TS - 7,
+        "source": "catalog",
+        "destination": "pricing",
+        "state": "open",
+        "was": "closed",
+        "endpoint": "pricing-1",
+        "reason": "5 consecutive 5xx (last: 500)",
+        "ejections": 1,
+    }
+]
 
 STATUS: dict[str, Any] = {
     "type": "status",
@@ -69,6 +99,10 @@ STATUS: dict[str, Any] = {
             "split": {"v1": 90, "v2": 10},
             "instances": [instance("catalog-v1-1", "v1"), instance("catalog-v2-1", "v2")],
             "traffic": traffic(20.1, 0.981, 3.7, 45.5, 2),
+            "by_version": {
+                "v1": traffic(18.1, 0.99, 3.5, 40.1, 4),
+                "v2": traffic(2.0, 0.9, 4.1, 60.2, 5),
+            },
         },
         {
             "name": "pricing",
@@ -79,7 +113,13 @@ STATUS: dict[str, Any] = {
         },
     ],
     "edges": [
-        {"source": source, "destination": destination, **traffic(*numbers), "breaker": state}
+        {
+            "source": source,
+            "destination": destination,
+            **traffic(*numbers),
+            "breaker": state,
+            "breaker_history": EJECTIONS if state is OPEN else [],
+        }
         for source, destination, numbers, state in (
             ("ingress", "frontend", (20.1, 0.981, 6.1, 48.2, 1), CLOSED),
             ("frontend", "catalog", (20.1, 0.981, 3.7, 45.5, 2), CLOSED),
@@ -201,3 +241,39 @@ class FixedSource:
         self._check()
         self.changes.append(("set_split", (service, dict(weights))))
         return {"service": service, "split": dict(weights)}
+
+    async def policy(self, service: str) -> dict[str, Any]:
+        self._check()
+        return {"service": service, "policy": POLICY, "overrides": {"timeout": "2s"}}
+
+    async def set_policy(self, service: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        self._check()
+        self.changes.append(("set_policy", (service, dict(settings))))
+        return {"service": service, "policy": POLICY, "overrides": dict(settings)}
+
+    async def logs(self, instance: str, lines: int) -> list[str]:
+        self._check()
+        return [f"{instance}: GET /items HTTP/1.1 200" for _ in range(3)]
+
+    async def kill(self, instance: str) -> None:
+        self._check()
+        self.changes.append(("kill", instance))
+
+    async def restart(self, service: str) -> list[str]:
+        self._check()
+        self.changes.append(("restart", service))
+        return [f"{service}-1"]
+
+
+POLICY = {
+    "timeout": "2s",
+    "retries": {"attempts": 3, "per_try_timeout": "500ms", "retry_on": ["5xx", "reset"]},
+    "breaker": {
+        "consecutive_5xx": 5,
+        "interval": "10s",
+        "base_ejection_time": "30s",
+        "max_ejection_time": "300s",
+        "max_ejection_percent": 10.0,
+    },
+    "lb": "round-robin",
+}

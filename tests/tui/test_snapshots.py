@@ -9,10 +9,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from textual.command import CommandPalette
 from textual.pilot import Pilot
+from textual.screen import Screen
+from textual.widgets import DataTable, Input, OptionList, Static
 
-from tests.tui.fixed_source import FixedSource
+from tests.tui.fixed_source import REQUESTS, FixedSource
 from tui.app import MeshApp
+from tui.detail import ConfirmScreen, DetailScreen
+from tui.editors import FaultScreen, SplitScreen
+from tui.help import HelpScreen
+from tui.policy import PolicyScreen
+from tui.tapview import TapScreen, TraceScreen
 
 SnapCompare = Callable[..., bool]
 
@@ -41,6 +49,23 @@ async def settle(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
 
+def keys(*pressed: str, then: type[Screen[Any]] | None = None) -> Callable[[Pilot[Any]], Any]:
+    """Once the app shows its data: press ``pressed``, then wait until the screen on top
+    is a ``then`` (when given) and the app is idle."""
+
+    async def run(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.press(*pressed)
+        deadline = time.monotonic() + 5
+        while then is not None and not isinstance(pilot.app.screen, then):
+            assert time.monotonic() < deadline, f"no {then.__name__} after {pressed}"
+            await pilot.pause(0.02)
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
+
+    return run
+
+
 def test_overview(snap_compare: SnapCompare) -> None:
     assert snap_compare(MeshApp(FixedSource()), run_before=settle)
 
@@ -54,22 +79,98 @@ def test_disconnected(snap_compare: SnapCompare) -> None:
 
 
 def test_fault_editor(snap_compare: SnapCompare) -> None:
-    assert snap_compare(MeshApp(FixedSource()), run_before=settle, press=["down", "f", "_"])
+    assert snap_compare(MeshApp(FixedSource()), run_before=keys("down", "f", then=FaultScreen))
 
 
 def test_split_editor(snap_compare: SnapCompare) -> None:
-    assert snap_compare(MeshApp(FixedSource()), run_before=settle, press=["down", "s", "left", "_"])
-
-
-def test_tap(snap_compare: SnapCompare) -> None:
-    assert snap_compare(MeshApp(FixedSource()), run_before=settle, press=["t", "_", "_"])
-
-
-def test_trace_from_the_tap(snap_compare: SnapCompare) -> None:
     assert snap_compare(
-        MeshApp(FixedSource()), run_before=settle, press=["t", "_", "_", "enter", "_", "_"]
+        MeshApp(FixedSource()), run_before=keys("down", "s", "left", then=SplitScreen)
     )
 
 
+def test_tap(snap_compare: SnapCompare) -> None:
+    async def tapped(pilot: Pilot[Any]) -> None:
+        await keys("t", then=TapScreen)(pilot)
+        table = pilot.app.screen.query_one("#requests", DataTable)
+        await until(pilot, lambda: table.row_count == len(REQUESTS), "every request shows")
+
+    assert snap_compare(MeshApp(FixedSource()), run_before=tapped)
+
+
+def test_trace_from_the_tap(snap_compare: SnapCompare) -> None:
+    async def traced(pilot: Pilot[Any]) -> None:
+        await keys("t", then=TapScreen)(pilot)
+        table = pilot.app.screen.query_one("#requests", DataTable)
+        await until(pilot, lambda: table.row_count == len(REQUESTS), "every request shows")
+        await keys("enter", then=TraceScreen)(pilot)
+        tree = pilot.app.screen.query_one("#tree", Static)
+        await until(pilot, lambda: "loading" not in str(tree.render()), "the trace loads")
+
+    assert snap_compare(MeshApp(FixedSource()), run_before=traced)
+
+
 def test_help(snap_compare: SnapCompare) -> None:
-    assert snap_compare(MeshApp(FixedSource()), run_before=settle, press=["question_mark"])
+    assert snap_compare(MeshApp(FixedSource()), run_before=keys("question_mark", then=HelpScreen))
+
+
+def detail_loaded(*pressed: str) -> Callable[[Pilot[Any]], Any]:
+    async def run(pilot: Pilot[Any]) -> None:
+        await keys(*pressed, then=DetailScreen)(pilot)
+        screen = pilot.app.screen
+        assert isinstance(screen, DetailScreen)
+        logs, policy = screen.query_one("#logs", Static), screen.query_one("#policy", Static)
+        await until(
+            pilot,
+            lambda: "log lines" in str(logs.render()) and "loading" not in str(policy.render()),
+            "the policy and the logs load",
+        )
+
+    return run
+
+
+def test_detail_of_a_service(snap_compare: SnapCompare) -> None:
+    assert snap_compare(
+        MeshApp(FixedSource()), run_before=detail_loaded("down", "enter"), terminal_size=(100, 30)
+    )
+
+
+def test_detail_of_a_service_with_an_open_breaker(snap_compare: SnapCompare) -> None:
+    assert snap_compare(
+        MeshApp(FixedSource()),
+        run_before=detail_loaded("down", "down", "enter"),
+        terminal_size=(100, 30),
+    )
+
+
+def test_policy_editor(snap_compare: SnapCompare) -> None:
+    async def loaded(pilot: Pilot[Any]) -> None:
+        await keys("down", "p", then=PolicyScreen)(pilot)
+        field = pilot.app.screen.query_one("#policy-timeout", Input)
+        await until(pilot, lambda: field.value == "2s", "the policy in force fills the form")
+
+    assert snap_compare(MeshApp(FixedSource()), run_before=loaded)
+
+
+def test_kill_asks_first(snap_compare: SnapCompare) -> None:
+    assert snap_compare(
+        MeshApp(FixedSource()), run_before=keys("down", "down", "k", then=ConfirmScreen)
+    )
+
+
+def test_command_palette_finds_actions_by_service(snap_compare: SnapCompare) -> None:
+    async def search(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.press("colon", *"split cat")
+        palette = pilot.app.screen
+        assert isinstance(palette, CommandPalette)
+        found = palette.query_one(OptionList)
+        await until(pilot, lambda: found.option_count > 0, "the palette finds the action")
+
+    assert snap_compare(MeshApp(FixedSource()), run_before=search)
+
+
+async def until(pilot: Pilot[Any], check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await pilot.pause(0.02)

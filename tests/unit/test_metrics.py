@@ -362,3 +362,16 @@ def test_idle_series_are_forgotten() -> None:
     assert metrics.forget_idle(T0 + FORGET_AFTER_S + 50) == 3  # catalog: edge, service, v1
     assert set(metrics.edges) == {("web", "pricing")}
     assert set(metrics.services) == {"pricing"}
+
+
+def test_the_windows_latencies_are_binned_for_display() -> None:
+    series = Series()
+    for latency in (0.5, 0.9, 3.0, 70.0, 9_000.0):
+        series.add(T0, latency, 200, False)
+    data = series.view(T0 + 1, window=1).to_json()
+    bins = dict((bound, count) for bound, count in data["latency_bins"])
+    assert bins[1.0] == 2
+    assert bins[5.0] == 1
+    assert bins[100.0] == 1
+    assert bins[None] == 1, "above the last bound"
+    assert sum(bins.values()) == 5

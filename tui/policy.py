@@ -1,0 +1,149 @@
+"""The policy editor (``p``): timeout, retries and breaker settings of calls to a service,
+shown as in force and changed live; only the fields you change are sent."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, Static
+
+from devmesh.errors import DevmeshError
+from devmesh.policyflags import settings_from_flags
+from tui.source import MeshSource
+
+FIELDS = (
+    ("timeout", "timeout", "the whole call, e.g. 2s (none: no timeout)"),
+    ("retries", "retries", "attempts in all, 1-10"),
+    ("per_try_timeout", "per try", "each attempt's timeout, e.g. 500ms"),
+    ("retry_on", "retry on", "5xx,gateway-error,reset,connect-failure"),
+    ("consecutive_5xx", "5xx in a row", "failures in a row that eject an instance"),
+    ("base_ejection_time", "ejection", "first ejection time, e.g. 30s"),
+    ("max_ejection_time", "max ejection", "longest ejection time, e.g. 300s"),
+    ("max_ejection_percent", "max ejected %", "most instances ejected at once"),
+    ("lb", "balancing", "round-robin or least-request"),
+)
+INTEGERS = ("retries", "consecutive_5xx")
+
+
+def current_values(policy: dict[str, Any]) -> dict[str, str]:
+    """The form's starting values, from the policy in force."""
+    retries = policy.get("retries") or {}
+    breaker = policy.get("breaker") or {}
+    values = {
+        "timeout": str(policy.get("timeout") or ""),
+        "retries": str(retries.get("attempts") or ""),
+        "per_try_timeout": str(retries.get("per_try_timeout") or ""),
+        "retry_on": ",".join(retries.get("retry_on") or []),
+        "lb": str(policy.get("lb") or ""),
+    }
+    for key in ("consecutive_5xx", "base_ejection_time", "max_ejection_time"):
+        values[key] = str(breaker.get(key, ""))
+    percent = breaker.get("max_ejection_percent")
+    values["max_ejection_percent"] = "" if percent is None else f"{percent:g}"
+    return values
+
+
+def settings_from_form(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
+    """The settings the form changed, in devmesh.yaml's shape; ``DevmeshError`` naming the
+    field otherwise (by its ``devmesh policy`` flag)."""
+    flags: dict[str, Any] = {key: None for key, _, _ in FIELDS}
+    flags.update(max_connections=None, max_pending=None, max_requests=None, interval=None)
+    for key, value in after.items():
+        value = value.strip()
+        if value == before.get(key, "") or not value:
+            continue
+        if key in INTEGERS:
+            if not value.isdigit():
+                raise DevmeshError(
+                    f"--{key.replace('_', '-')} must be a whole number, not {value!r}"
+                )
+            flags[key] = int(value)
+        elif key == "max_ejection_percent":
+            try:
+                flags[key] = float(value)
+            except ValueError:
+                raise DevmeshError(
+                    f"--max-ejection-percent must be a number, not {value!r}"
+                ) from None
+        else:
+            flags[key] = value
+    return settings_from_flags(**flags)
+
+
+class PolicyScreen(Screen[None]):
+    CSS = """
+    #form { height: auto; }
+    .row { height: 1; }
+    .row Label { width: 16; padding: 0 1; }
+    .row Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
+    .row Input:focus { background: $accent 30%; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+s", "apply", "Apply", priority=True),
+    ]
+
+    def __init__(self, source: MeshSource, service: str) -> None:
+        super().__init__()
+        self.source = source
+        self.service = service
+        self.before: dict[str, str] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            Text(f"calls to {self.service}: ", style="bold")
+            + Text("change a field, enter applies what changed, esc leaves it"),
+            classes="caption",
+        )
+        with Vertical(id="form"):
+            for key, label, hint in FIELDS:
+                with Horizontal(classes="row"):
+                    yield Label(label)
+                    yield Input(placeholder=hint, id=f"policy-{key}")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._load()
+
+    @work(exclusive=True)
+    async def _load(self) -> None:
+        try:
+            answer = await self.source.policy(self.service)
+        except DevmeshError as exc:
+            self.notify(exc.message, title="policy not loaded", severity="error")
+            return
+        self.before = current_values(answer["policy"])
+        for key, value in self.before.items():
+            self.query_one(f"#policy-{key}", Input).value = value
+        self.query_one("#policy-timeout", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_apply()
+
+    def action_apply(self) -> None:
+        after = {key: self.query_one(f"#policy-{key}", Input).value for key, _, _ in FIELDS}
+        try:
+            settings = settings_from_form(self.before, after)
+        except DevmeshError as exc:
+            self.notify(exc.message, title="policy not changed", severity="error")
+            return
+        if not settings:
+            self.notify("nothing changed", severity="warning")
+            return
+        self._apply(settings)
+
+    @work(exclusive=True, group="policy")
+    async def _apply(self, settings: dict[str, Any]) -> None:
+        try:
+            await self.source.set_policy(self.service, settings)
+        except DevmeshError as exc:
+            self.notify(exc.message, title="policy not changed", severity="error")
+            return
+        self.notify(f"calls to {self.service}: {', '.join(settings)} changed")
+        self.app.pop_screen()
