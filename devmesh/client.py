@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
@@ -18,6 +19,8 @@ from devmesh.errors import DevmeshError, UsageError
 from devmesh.workspace import Workspace, read_json
 
 _TIMEOUT = aiohttp.ClientTimeout(total=10.0, sock_connect=2.0)
+RESTART_TIMEOUT = aiohttp.ClientTimeout(total=330.0, sock_connect=2.0)
+"""A restart answers once every instance is ready again (each has its start timeout)."""
 
 
 class ControlPlaneUnavailable(DevmeshError):
@@ -47,6 +50,11 @@ class Endpoint:
                 "run `devmesh down` and `devmesh up` to make a new one",
             ) from exc
         return cls(url=str(info["url"]), token=token, pid=info.get("pid"))
+
+    @classmethod
+    def of_project(cls, project_dir: Path) -> Endpoint:
+        """Where the running control plane of the project in ``project_dir`` listens."""
+        return cls.of(Workspace(project_dir))
 
     @property
     def port(self) -> int:
@@ -120,6 +128,24 @@ class ControlPlaneClient:
         result: dict[str, Any] = await self._call("GET", f"{path}{separator}format=otlp")
         return result
 
+    async def logs(self, instance: str, lines: int = 100) -> list[str]:
+        """The instance's latest log lines."""
+        result: dict[str, Any] = await self._call(
+            "GET", f"/v1/instances/{instance}/logs?lines={lines}"
+        )
+        return list(result["lines"])
+
+    async def kill(self, instance: str) -> None:
+        """Kill an instance (SIGKILL), as `devmesh kill` does."""
+        await self._call("POST", f"/v1/instances/{instance}/kill")
+
+    async def restart(self, service: str) -> list[str]:
+        """Restart a service's instances; returns them once each is ready again."""
+        result: dict[str, Any] = await self._call(
+            "POST", f"/v1/services/{service}/restart", limits=RESTART_TIMEOUT
+        )
+        return list(result["restarted"])
+
     async def events(self, window: int = 10) -> AsyncIterator[dict[str, Any]]:
         """The live event stream: a status each second, breaker and config changes."""
         async for message in self._stream("/v1/events", {"window": str(window)}):
@@ -182,8 +208,9 @@ class ControlPlaneClient:
         return list(result["faults"])
 
     async def add_fault(
-        self, service: str, fault: Mapping[str, Any], lasts: float | None = None
+        self, service: str, fault: Mapping[str, Any], lasts: float | str | None = None
     ) -> dict[str, Any]:
+        """Add a fault (devmesh.yaml's shape) for ``lasts`` seconds (or a duration, "2m")."""
         body = {"service": service, "fault": dict(fault), "for": lasts}
         result: dict[str, Any] = await self._call("POST", "/v1/faults", json=body)
         return dict(result["fault"])
@@ -211,11 +238,19 @@ class ControlPlaneClient:
         result: dict[str, Any] = await self._call("DELETE", f"/v1/services/{service}/policy")
         return result
 
-    async def _call(self, method: str, path: str, json: Any = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        limits: aiohttp.ClientTimeout | None = None,
+    ) -> Any:
         if self._session is None:
             raise RuntimeError("use `async with ControlPlaneClient(...)`")
         try:
-            async with self._session.request(method, path, json=json) as response:
+            async with self._session.request(
+                method, path, json=json, timeout=limits or _TIMEOUT
+            ) as response:
                 body = await response.json(content_type=None)
                 if response.status >= 400:
                     raise _api_error(response.status, body)

@@ -28,6 +28,7 @@ from tui import render
 from tui.commands import MeshCommands
 from tui.detail import DetailScreen
 from tui.editors import FaultScreen, SplitScreen
+from tui.graph import GraphScreen
 from tui.help import HelpScreen
 from tui.policy import PolicyScreen
 from tui.source import MeshSource
@@ -52,6 +53,7 @@ class OverviewScreen(Screen[None]):
         Binding("s", "split", "Split"),
         Binding("p", "policy", "Policy"),
         Binding("t", "tap", "Tap"),
+        Binding("g", "graph", "Graph"),
         Binding("k", "kill", "Kill"),
         Binding("r", "restart", "Restart"),
     ]
@@ -164,6 +166,9 @@ class OverviewScreen(Screen[None]):
 
     def action_tap(self) -> None:
         self.app.push_screen(TapScreen(self.source, self.selected_service()))
+
+    def action_graph(self) -> None:
+        self.app.push_screen(GraphScreen())
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "services":

@@ -18,8 +18,6 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
 from devmesh.errors import DevmeshError
-from devmesh.faultflags import describe, describe_match, fault_from_flags, parse_flag_duration
-from devmesh.units import parse_duration
 from tui import render
 from tui.source import MeshSource
 
@@ -36,36 +34,73 @@ FIELDS = (
 )
 
 
-def fault_from_form(values: dict[str, str]) -> tuple[dict[str, Any], float | None]:
-    """The fault the form describes, and how long it lasts; ``DevmeshError`` naming the
-    field (by its CLI flag's name) otherwise."""
-    abort = values.get("abort", "").strip().lower()
-    status: int | None = None
-    if abort and abort != "reset":
+def fault_from_form(values: dict[str, str]) -> tuple[dict[str, Any], str | None]:
+    """The fault the form describes, in devmesh.yaml's shape, and how long it lasts (as
+    typed). Only its shape is checked here (``DevmeshError`` naming the field): the values
+    are the control plane's to judge, with the config's own rules and words."""
+    value = {key: text.strip() for key, text in values.items()}
+    percent: float = 100.0
+    if value.get("percent"):
+        try:
+            percent = float(value["percent"])
+        except ValueError:
+            raise DevmeshError(f"percent {value['percent']!r} is not a number") from None
+    fault: dict[str, Any] = {}
+    if value.get("delay"):
+        fault["delay"] = {"fixed": value["delay"], "percent": percent}
+        if value.get("jitter"):
+            fault["delay"]["jitter"] = value["jitter"]
+    elif value.get("jitter"):
+        raise DevmeshError("jitter goes with a delay: give both")
+    abort = value.get("abort", "").lower()
+    if abort == "reset":
+        fault["abort"] = {"reset": True, "percent": percent}
+    elif abort:
         if not abort.isdigit():
-            raise DevmeshError(f"abort {abort!r} is not an HTTP status or reset")
-        status = int(abort)
-    try:
-        percent = float(values.get("percent") or 100)
-    except ValueError:
-        raise DevmeshError(f"percent {values['percent']!r} is not a number") from None
-    headers = [values["header"]] if values.get("header") else []
-    fault = fault_from_flags(
-        delay=values.get("delay") or None,
-        jitter=values.get("jitter") or None,
-        abort=status,
-        reset=abort == "reset",
-        percent=percent,
-        bandwidth=None,
-        hang=None,
-        path=values.get("path") or None,
-        method=values.get("method") or None,
-        headers=headers,
-        source=values.get("source") or None,
-    )
-    lasts = values.get("for") or None
-    seconds = parse_duration(parse_flag_duration("--for", lasts)) if lasts else None
-    return fault, seconds
+            raise DevmeshError(f"abort {abort!r} is not an HTTP status (e.g. 503) or reset")
+        fault["abort"] = {"http_status": int(abort), "percent": percent}
+    if not fault:
+        raise DevmeshError("the fault does nothing: give a delay or an abort")
+    match: dict[str, Any] = {}
+    if value.get("path"):
+        match["path"] = value["path"]
+    if value.get("method"):
+        match["method"] = value["method"].upper()
+    if value.get("header"):
+        name, sep, wanted = value["header"].partition("=")
+        if not sep or not name.strip():
+            raise DevmeshError(f"header {value['header']!r} is not NAME=VALUE (x-debug=1)")
+        match["headers"] = {name.strip(): wanted}
+    if value.get("source"):
+        match["source"] = value["source"]
+    if match:
+        fault["match"] = match
+    return fault, value.get("for") or None
+
+
+def describe(fault: dict[str, Any]) -> str:
+    """``delay 200ms (20%), abort 503 (10%)``: what a fault does, in a few words."""
+    parts = []
+    delay = fault.get("delay")
+    if delay:
+        jitter = f" ±{delay['jitter']}" if delay.get("jitter") else ""
+        parts.append(f"delay {delay.get('fixed')}{jitter} ({delay.get('percent', 100):g}%)")
+    abort = fault.get("abort")
+    if abort:
+        what = "reset" if abort.get("reset") else f"abort {abort.get('http_status')}"
+        parts.append(f"{what} ({abort.get('percent', 100):g}%)")
+    if fault.get("bandwidth"):
+        parts.append(f"bandwidth {fault['bandwidth']}/s")
+    if fault.get("hang"):
+        parts.append(f"hang {fault['hang']}")
+    return ", ".join(parts) or "nothing"
+
+
+def describe_match(fault: dict[str, Any]) -> str:
+    match = fault.get("match") or {}
+    parts = [f"{key} {match[key]}" for key in ("source", "method", "path") if match.get(key)]
+    parts += [f"{name}={value}" for name, value in (match.get("headers") or {}).items()]
+    return ", ".join(parts) or "every request"
 
 
 class FaultScreen(Screen[None]):
@@ -156,7 +191,7 @@ class FaultScreen(Screen[None]):
         self._add(fault, lasts)
 
     @work(exclusive=True, group="fault-change")
-    async def _add(self, fault: dict[str, Any], lasts: float | None) -> None:
+    async def _add(self, fault: dict[str, Any], lasts: str | None) -> None:
         try:
             added = await self.source.add_fault(self.service, fault, lasts)
         except DevmeshError as exc:

@@ -18,6 +18,7 @@ KEYS = (
     ("s", "the service's split between its versions"),
     ("p", "its policy: timeout, retries, breaker settings"),
     ("t", "the live tap of requests (from or to the service)"),
+    ("g", "the traffic graph: who calls whom, coloured by errors"),
     ("k", "kill its instance (asks first; with several, pick one in its detail)"),
     ("r", "restart its instances (asks first)"),
     (": or ctrl+p", "the command palette: any action on any service by name"),

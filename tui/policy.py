@@ -14,7 +14,6 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
 from devmesh.errors import DevmeshError
-from devmesh.policyflags import settings_from_flags
 from tui.source import MeshSource
 
 FIELDS = (
@@ -29,6 +28,7 @@ FIELDS = (
     ("lb", "balancing", "round-robin or least-request"),
 )
 INTEGERS = ("retries", "consecutive_5xx")
+LABELS = {key: label for key, label, _ in FIELDS}
 
 
 def current_values(policy: dict[str, Any]) -> dict[str, str]:
@@ -50,30 +50,43 @@ def current_values(policy: dict[str, Any]) -> dict[str, str]:
 
 
 def settings_from_form(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
-    """The settings the form changed, in devmesh.yaml's shape; ``DevmeshError`` naming the
-    field otherwise (by its ``devmesh policy`` flag)."""
-    flags: dict[str, Any] = {key: None for key, _, _ in FIELDS}
-    flags.update(max_connections=None, max_pending=None, max_requests=None, interval=None)
-    for key, value in after.items():
-        value = value.strip()
-        if value == before.get(key, "") or not value:
-            continue
+    """The settings the form changed, in devmesh.yaml's shape. Numbers are turned into
+    numbers (``DevmeshError`` naming the field otherwise); the values are the control
+    plane's to judge, with the config's own rules and words."""
+    changed = {
+        key: value.strip()
+        for key, value in after.items()
+        if value.strip() and value.strip() != before.get(key, "")
+    }
+    settings: dict[str, Any] = {}
+    retries: dict[str, Any] = {}
+    breaker: dict[str, Any] = {}
+    for key, value in changed.items():
+        number: Any = value
         if key in INTEGERS:
             if not value.isdigit():
-                raise DevmeshError(
-                    f"--{key.replace('_', '-')} must be a whole number, not {value!r}"
-                )
-            flags[key] = int(value)
+                raise DevmeshError(f"{LABELS[key]} must be a whole number, not {value!r}")
+            number = int(value)
         elif key == "max_ejection_percent":
             try:
-                flags[key] = float(value)
+                number = float(value)
             except ValueError:
-                raise DevmeshError(
-                    f"--max-ejection-percent must be a number, not {value!r}"
-                ) from None
+                raise DevmeshError(f"{LABELS[key]} must be a number, not {value!r}") from None
+        if key == "timeout" or key == "lb":
+            settings[key] = number
+        elif key == "retries":
+            retries["attempts"] = number
+        elif key == "per_try_timeout":
+            retries["per_try_timeout"] = number
+        elif key == "retry_on":
+            retries["retry_on"] = [c.strip() for c in value.split(",") if c.strip()]
         else:
-            flags[key] = value
-    return settings_from_flags(**flags)
+            breaker[key] = number
+    if retries:
+        settings["retries"] = retries
+    if breaker:
+        settings["breaker"] = breaker
+    return settings
 
 
 class PolicyScreen(Screen[None]):

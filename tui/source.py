@@ -7,19 +7,11 @@ tests and screenshots use a hand-written one over fixed data.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from devmesh.client import ControlPlaneClient, Endpoint
-from devmesh.errors import DevmeshError
-from devmesh.runtime.docker import labels
-from devmesh.runtime.docker.daemon import connect
-from devmesh.runtime.docker.logs import read_all
-from devmesh.runtime.processes import RuntimeRecord, tail
-from devmesh.workspace import Workspace
 
 
 class MeshSource(Protocol):
@@ -37,7 +29,7 @@ class MeshSource(Protocol):
     async def trace(self, trace_id: str) -> dict[str, Any]: ...
 
     async def add_fault(
-        self, service: str, fault: Mapping[str, Any], lasts: float | None
+        self, service: str, fault: Mapping[str, Any], lasts: float | str | None
     ) -> dict[str, Any]: ...
 
     async def remove_fault(self, fault_id: str) -> None: ...
@@ -65,14 +57,14 @@ class MeshSource(Protocol):
 
 
 class LiveSource:
-    """The project's running control plane; its address is read again for each call, so a
-    control plane restarted on another port is found."""
+    """The running control plane of the project in ``project_dir``; its address is read again
+    for each call, so a control plane restarted on another port is found."""
 
-    def __init__(self, workspace: Workspace) -> None:
-        self.workspace = workspace
+    def __init__(self, project_dir: Path) -> None:
+        self.project_dir = project_dir
 
     def _client(self) -> ControlPlaneClient:
-        return ControlPlaneClient(Endpoint.of(self.workspace))
+        return ControlPlaneClient(Endpoint.of_project(self.project_dir))
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         async with self._client() as client:
@@ -89,7 +81,7 @@ class LiveSource:
             return await client.trace(trace_id)
 
     async def add_fault(
-        self, service: str, fault: Mapping[str, Any], lasts: float | None
+        self, service: str, fault: Mapping[str, Any], lasts: float | str | None
     ) -> dict[str, Any]:
         async with self._client() as client:
             return await client.add_fault(service, fault, lasts)
@@ -114,51 +106,14 @@ class LiveSource:
         async with self._client() as client:
             return await client.set_policy(service, settings)
 
-    # Logs, kill and restart act on the runtime, as `devmesh logs`, `kill` and `restart` do
-    # (kill and restart by running them).
-
     async def logs(self, instance: str, lines: int) -> list[str]:
-        return await asyncio.to_thread(self._logs, instance, lines)
-
-    def _logs(self, instance: str, lines: int) -> list[str]:
-        record = RuntimeRecord.load(self.workspace.runtime_file)
-        if record is not None and record.runtime == "docker":
-            name = labels.container_name(record.project, instance, "service")
-            client = connect()
-            try:
-                return [line for _, line in read_all(client, {instance: name}, lines)]
-            finally:
-                client.close()
-        return tail(self.workspace.log_file(instance), lines)
+        async with self._client() as client:
+            return await client.logs(instance, lines)
 
     async def kill(self, instance: str) -> None:
-        await self._cli("kill", instance)
+        async with self._client() as client:
+            await client.kill(instance)
 
     async def restart(self, service: str) -> list[str]:
-        said = await self._cli("restart", service)
-        return [line for line in said.splitlines() if line.strip()]
-
-    async def _cli(self, *args: str) -> str:
-        """Run ``devmesh ARGS`` on this project, as a user would in another terminal: the
-        instances it starts belong to it, not to the TUI's process. Its error sentence, if
-        it fails, becomes a ``DevmeshError``."""
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "devmesh",
-            "-C",
-            str(self.workspace.project_dir),
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
-        )
-        out, err = await process.communicate()
-        if process.returncode != 0:
-            lines = err.decode(errors="replace").strip().splitlines()
-            first = next((line for line in lines if line.startswith("error: ")), None)
-            raise DevmeshError(
-                first.removeprefix("error: ") if first else f"devmesh {' '.join(args)} failed"
-            )
-        return out.decode(errors="replace")
+        async with self._client() as client:
+            return await client.restart(service)

@@ -13,15 +13,29 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from devmesh.cli.output import trace_tree
 from devmesh.errors import DevmeshError
-from devmesh.units import parse_duration
 from tui import render
 from tui.source import MeshSource
 
 KEEP = 500
 """Rows the tap keeps; older ones scroll away."""
-STATUS_STYLE = {"2": "green", "3": "cyan", "4": "yellow", "5": "bold red"}
+
+
+def milliseconds(text: str) -> float:
+    """``100ms``, ``1.5s`` or ``250`` (ms) as milliseconds; ``DevmeshError`` otherwise."""
+    low = text.lower()
+    scale, number = 1.0, low
+    if low.endswith("ms"):
+        number = low[:-2]
+    elif low.endswith("s"):
+        scale, number = 1000.0, low[:-1]
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise DevmeshError(f">{text}: after > comes a latency, e.g. >100ms or >1.5s") from None
+    if value < 0:
+        raise DevmeshError(f">{text}: a latency is 0 or more")
+    return value
 
 
 def parse_filter(text: str) -> dict[str, str | float | None]:
@@ -33,10 +47,7 @@ def parse_filter(text: str) -> dict[str, str | float | None]:
         if word.startswith("/"):
             found["path"] = word
         elif word.startswith(">"):
-            try:
-                found["min_latency_ms"] = parse_duration(word[1:]) * 1000.0
-            except ValueError:
-                raise DevmeshError(f"{word!r}: after > comes a duration, e.g. >100ms") from None
+            found["min_latency_ms"] = milliseconds(word[1:])
         elif len(low) == 3 and low[0] in "12345" and (low[1:] == "xx" or low.isdigit()):
             found["status"] = low
         elif word.replace("-", "").replace("_", "").isalnum():
@@ -70,7 +81,7 @@ class TraceScreen(Screen[None]):
         except DevmeshError as exc:
             self.query_one("#tree", Static).update(Text(exc.message, style="red"))
             return
-        self.query_one("#tree", Static).update(trace_tree(trace))
+        self.query_one("#tree", Static).update(render.trace_tree(trace))
 
 
 class TapScreen(Screen[None]):
@@ -165,7 +176,7 @@ class TapScreen(Screen[None]):
 def row_cells(record: dict[str, Any]) -> tuple[str | Text, ...]:
     ts = float(record.get("ts") or time.time())
     status = int(record.get("status") or 0)
-    status_text = Text(str(status or "---"), style=STATUS_STYLE.get(str(status)[:1], "red"))
+    status_text = Text(str(status or "---"), style=render.STATUS_STYLE.get(str(status)[:1], "red"))
     if record.get("fault"):
         status_text += Text(" ⚡", style="bold magenta")
     return (

@@ -209,7 +209,7 @@ def up(
         console.print("stop it with `devmesh down`; see it with `devmesh status`")
         return
     if console.is_terminal:
-        open_tui(workspace, project.name)
+        open_tui(workspace.project_dir)
         console.print(
             "the mesh is still running: `devmesh tui` opens the view again, `devmesh down` stops it"
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -201,11 +203,18 @@ def tui_command(ctx: typer.Context) -> None:
     """Open the live view of the running mesh (q leaves it; the mesh keeps running)."""
     app_ctx = context(ctx)
     Endpoint.of(app_ctx.workspace)  # no mesh runs: one sentence, before the screen changes
-    open_tui(app_ctx.workspace, app_ctx.project_dir.name)
+    code = open_tui(app_ctx.project_dir)
+    if code != 0:
+        raise typer.Exit(code)
 
 
-def open_tui(workspace: Workspace, project: str) -> None:
-    from tui.app import MeshApp  # textual loads only for the commands that draw with it
-    from tui.source import LiveSource
+def open_tui(project_dir: Path) -> int:
+    """Run the TUI (``python -m tui``) on the project until it quits; its exit code.
 
-    MeshApp(LiveSource(workspace), project=project).run()
+    A program of its own, as the dependency direction says: the TUI uses devmesh's API
+    client, and devmesh never imports the TUI.
+    """
+    argv = [sys.executable, "-m", "tui", "--project-dir", str(project_dir)]
+    with contextlib.suppress(KeyboardInterrupt):
+        return subprocess.run(argv, check=False).returncode
+    return 130

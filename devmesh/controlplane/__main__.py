@@ -46,7 +46,7 @@ async def serve(
     except (OSError, DevmeshError) as exc:
         log.error("cannot start: %s", exc)
         return 1
-    api = ControlPlaneAPI(mesh, token, allowed_networks=allowed or [])
+    api = ControlPlaneAPI(mesh, token, allowed_networks=allowed or [], workspace=workspace)
     runner = web.AppRunner(api.app(), handle_signals=False, access_log=None)
     await runner.setup()
     host = LISTEN_HOST

@@ -22,6 +22,7 @@ from devmesh.config import dump_project
 from devmesh.config.dump import dump_policy
 from devmesh.config.model import Project
 from devmesh.controlplane import prometheus
+from devmesh.controlplane.instances import latest_logs, run_cli
 from devmesh.controlplane.mesh import Mesh, Proxy, UnknownService
 from devmesh.controlplane.metrics import WINDOWS
 from devmesh.controlplane.overrides import UnknownFault
@@ -36,6 +37,9 @@ from devmesh.controlplane.streams import (
 )
 from devmesh.controlplane.traces import TraceStore, to_otlp
 from devmesh.errors import ConfigError, DevmeshError, UsageError
+from devmesh.plan import plan_instances
+from devmesh.units import parse_duration
+from devmesh.workspace import Workspace
 from proxy.control import STREAM_PATH
 from proxy.snapshot import Snapshot, snapshot_to_wire
 
@@ -54,8 +58,17 @@ class UnknownTrace(UsageError):
 
 
 class ControlPlaneAPI:
-    def __init__(self, mesh: Mesh, token: str, allowed_networks: Sequence[Network] = ()) -> None:
+    def __init__(
+        self,
+        mesh: Mesh,
+        token: str,
+        allowed_networks: Sequence[Network] = (),
+        workspace: Workspace | None = None,
+    ) -> None:
+        """``workspace``: the project's, for the instances' logs, kill and restart (without
+        it those routes answer that they are not available)."""
         self.mesh = mesh
+        self.workspace = workspace
         self._token = token.encode()
         self._allowed = tuple(allowed_networks)
         self._sockets: dict[str, web.WebSocketResponse] = {}
@@ -76,6 +89,9 @@ class ControlPlaneAPI:
         app.router.add_get("/metrics", self.prometheus_metrics)
         app.router.add_get("/v1/traces", self.get_traces)
         app.router.add_get("/v1/traces/{trace}", self.get_trace)
+        app.router.add_get("/v1/instances/{instance}/logs", self.get_logs)
+        app.router.add_post("/v1/instances/{instance}/kill", self.post_kill)
+        app.router.add_post("/v1/services/{service}/restart", self.post_restart)
         app.router.add_get("/v1/project", self.get_project)
         app.router.add_put("/v1/project", self.put_project)
         app.router.add_put("/v1/services/{service}/split", self.put_split)
@@ -198,6 +214,49 @@ class ControlPlaneAPI:
         if request.query.get("format") == "otlp":
             return web.json_response(to_otlp(found))
         return web.json_response(found[0].to_json())
+
+    # -- instances -----------------------------------------------------------------------
+
+    def _project_workspace(self) -> Workspace:
+        if self.workspace is None:
+            raise DevmeshError("this control plane was started without its project folder")
+        return self.workspace
+
+    def _instance(self, request: web.Request) -> str:
+        instance = request.match_info["instance"]
+        project = self.mesh.project
+        known = {spec.id for spec in plan_instances(project)} if project else set()
+        if instance not in known:
+            raise UnknownService(
+                f"there is no instance named {instance!r}",
+                f"instances: {', '.join(sorted(known))}" if known else None,
+            )
+        return instance
+
+    async def get_logs(self, request: web.Request) -> web.Response:
+        """The instance's latest ``lines`` (100) log lines."""
+        workspace = self._project_workspace()
+        instance = self._instance(request)
+        lines = int(_number(request, "lines", 100))
+        found = await asyncio.to_thread(latest_logs, workspace, instance, lines)
+        return web.json_response({"instance": instance, "lines": found})
+
+    async def post_kill(self, request: web.Request) -> web.Response:
+        """Kill the instance (SIGKILL), as `devmesh kill` does."""
+        instance = self._instance(request)
+        await run_cli(self._project_workspace(), "kill", instance)
+        return web.json_response({"killed": instance})
+
+    async def post_restart(self, request: web.Request) -> web.Response:
+        """Restart the service's instances, as `devmesh restart` does; answers once each is
+        ready again."""
+        service = request.match_info["service"]
+        project = self.mesh.project
+        if project is None or service not in project.services:
+            raise UnknownService(f"there is no service named {service!r}")
+        await run_cli(self._project_workspace(), "restart", service)
+        restarted = [s.id for s in plan_instances(project) if s.service == service]
+        return web.json_response({"service": service, "restarted": restarted})
 
     # -- live streams ----------------------------------------------------------------
 
@@ -323,8 +382,13 @@ class ControlPlaneAPI:
         fault, lasts = body.get("fault"), body.get("for")
         if not isinstance(fault, dict):
             raise DevmeshError("the fault must be an object, in devmesh.yaml's shape")
+        if isinstance(lasts, str):  # a duration as a user writes it: "2m"
+            try:
+                lasts = parse_duration(lasts)
+            except ValueError as exc:
+                raise DevmeshError(f"for: {exc}", "e.g. 2m, 30s") from None
         if lasts is not None and (not isinstance(lasts, int | float) or lasts <= 0):
-            raise DevmeshError("`for` must be a number of seconds above 0")
+            raise DevmeshError("`for` must be a duration above 0 (seconds, or like 2m)")
         added = self.mesh.add_fault(body["service"], fault, lasts)
         await self.publish()
         return web.json_response({"fault": added.to_json(time.time())}, status=201)

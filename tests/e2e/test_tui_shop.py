@@ -13,10 +13,11 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
-from devmesh.workspace import Workspace
 from tests.e2e.conftest import ProjectFactory
+from tests.e2e.test_shop import get_json
 from tui.app import MeshApp
 from tui.detail import ConfirmScreen, DetailScreen
+from tui.editors import SplitScreen
 from tui.policy import PolicyScreen
 from tui.source import LiveSource
 
@@ -45,7 +46,7 @@ async def test_kill_restart_policy_and_logs_from_the_keys(projects: ProjectFacto
     shop = projects.recipe("shop")
     up = shop.cli("up", "--detach", "--runtime", "local")
     assert up.returncode == 0, up.stdout + up.stderr
-    app = MeshApp(LiveSource(Workspace(shop.dir)), retry=0.2)
+    app = MeshApp(LiveSource(shop.dir), retry=0.2)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
         await until(pilot, lambda: app.connected, "the TUI is connected")
         await pilot.press("down", "enter")  # catalog, up close
@@ -88,6 +89,20 @@ async def test_kill_restart_policy_and_logs_from_the_keys(projects: ProjectFacto
         await pilot.press("enter")
         await until(pilot, lambda: not isinstance(app.screen, PolicyScreen), "it applies")
 
+        # The split editor moves traffic: all of catalog's to v2.
+        await pilot.press("s")
+        assert isinstance(app.screen, SplitScreen)
+        await pilot.press("down", *["right"] * 10, "enter")
+        await until(pilot, lambda: not isinstance(app.screen, SplitScreen), "it applies")
+        await until(
+            pilot,
+            lambda: "v1 0 · v2 100" in str(app.overview.query_one("#services", DataTable)
+                                           .get_row_at(1)[1]),
+            "the overview shows the new split",
+        )  # fmt: skip
+
     shown = json.loads(shop.cli("policy", "catalog", "--json").stdout)
     assert shown["policy"]["timeout"] == "3s"
     assert shown["overrides"] == {"timeout": "3s"}
+    versions = {get_json(shop.url + "/")["catalog_version"] for _ in range(20)}
+    assert versions == {"v2"}, "every call to catalog now goes to v2"

@@ -70,7 +70,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         mesh = Mesh(StateStore(self.workspace.state_file))
-        self.api = ControlPlaneAPI(mesh, self.workspace.token())
+        self.api = ControlPlaneAPI(mesh, self.workspace.token(), workspace=self.workspace)
         self._runner = web.AppRunner(self.api.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)

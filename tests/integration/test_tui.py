@@ -48,7 +48,7 @@ async def test_keys_add_a_fault_and_move_the_split_and_the_numbers_follow(
 ) -> None:
     advertise(controlplane)
     async with frontend_to_catalog(controlplane) as frontend:
-        app = MeshApp(LiveSource(controlplane.workspace), retry=0.2)
+        app = MeshApp(LiveSource(controlplane.workspace.project_dir), retry=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: app.connected, "the TUI is connected")
             assert [r[0] for r in rows(app, "#services")] == ["frontend", "catalog"]
@@ -107,7 +107,7 @@ async def test_a_refused_change_is_a_notification_and_nothing_changes(
 ) -> None:
     advertise(controlplane)
     async with frontend_to_catalog(controlplane):
-        app = MeshApp(LiveSource(controlplane.workspace), retry=0.2)
+        app = MeshApp(LiveSource(controlplane.workspace.project_dir), retry=0.2)
         async with app.run_test(size=(120, 40), notifications=True) as pilot:
             await until(pilot, lambda: app.connected, "the TUI is connected")
             await pilot.press("down", "f")
@@ -122,7 +122,7 @@ async def test_a_refused_change_is_a_notification_and_nothing_changes(
 
 async def test_the_control_plane_going_away_shows_and_clears(controlplane: ControlPlane) -> None:
     advertise(controlplane)
-    app = MeshApp(LiveSource(controlplane.workspace), retry=0.2)
+    app = MeshApp(LiveSource(controlplane.workspace.project_dir), retry=0.2)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.connected, "the TUI is connected")
         bar = app.overview.query_one(StatusBar)

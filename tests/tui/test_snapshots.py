@@ -18,6 +18,7 @@ from tests.tui.fixed_source import REQUESTS, FixedSource
 from tui.app import MeshApp
 from tui.detail import ConfirmScreen, DetailScreen
 from tui.editors import FaultScreen, SplitScreen
+from tui.graph import GraphScreen
 from tui.help import HelpScreen
 from tui.policy import PolicyScreen
 from tui.tapview import TapScreen, TraceScreen
@@ -92,7 +93,12 @@ def test_tap(snap_compare: SnapCompare) -> None:
     async def tapped(pilot: Pilot[Any]) -> None:
         await keys("t", then=TapScreen)(pilot)
         table = pilot.app.screen.query_one("#requests", DataTable)
-        await until(pilot, lambda: table.row_count == len(REQUESTS), "every request shows")
+        caption = pilot.app.screen.query_one("#caption", Static)
+        await until(
+            pilot,
+            lambda: table.row_count == len(REQUESTS) and "7 not shown" in str(caption.render()),
+            "every request and the count of those not shown",
+        )
 
     assert snap_compare(MeshApp(FixedSource()), run_before=tapped)
 
@@ -174,3 +180,7 @@ async def until(pilot: Pilot[Any], check: Callable[[], bool], what: str) -> None
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         await pilot.pause(0.02)
+
+
+def test_traffic_graph(snap_compare: SnapCompare) -> None:
+    assert snap_compare(MeshApp(FixedSource()), run_before=keys("g", then=GraphScreen))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tui.graph import edge_style, graph
 from tui.render import even_split, rebalance, sparkline, versions, worst_breaker
 
 
@@ -57,3 +58,51 @@ def test_the_worst_breaker_is_open_then_half_open_then_closed() -> None:
     states = [{"state": "closed"}, {"state": "open"}, {"state": "half-open"}]
     assert worst_breaker(states) == {"state": "open"}
     assert worst_breaker([{}, {}]) is None
+
+
+def edge(
+    source: str, destination: str, rps: float = 10.0, ok: float = 1.0, **more: object
+) -> dict[str, object]:
+    return {"source": source, "destination": destination, "rps": rps, "success_rate": ok, **more}
+
+
+def test_the_graph_draws_trees_from_the_services_nobody_calls() -> None:
+    status = {
+        "edges": [
+            edge("ingress", "frontend", 20.0),
+            edge("frontend", "catalog", 20.0, 0.9),
+            edge("catalog", "pricing", 19.0, breaker={"state": "open", "retry_in": 12.0}),
+            edge("frontend", "users", 2.0, 0.97),
+            edge("batch", "catalog", 1.0),
+        ],
+        "faults": [{"service": "catalog"}],
+    }
+    lines = graph(status).plain.splitlines()
+    assert lines == [
+        "batch",
+        "└─ 1.0/s 100.0% ─▶ catalog ⚡ fault",
+        "   └─ 19.0/s 100.0% ─▶ pricing open 12s",
+        "",
+        "ingress",
+        "└─ 20.0/s 100.0% ─▶ frontend",
+        "   ├─ 20.0/s 90.0% ─▶ catalog ⚡ fault  … (its calls above)",
+        "   └─ 2.0/s 97.0% ─▶ users",
+        "",
+    ]
+
+
+def test_a_cycle_nobody_enters_is_still_drawn() -> None:
+    status = {"edges": [edge("a", "b"), edge("b", "a")], "faults": []}
+    lines = graph(status).plain.splitlines()
+    assert lines[:3] == [
+        "a",
+        "└─ 10.0/s 100.0% ─▶ b",
+        "   └─ 10.0/s 100.0% ─▶ a  … (its calls above)",
+    ]
+
+
+def test_edges_are_coloured_by_their_errors() -> None:
+    assert edge_style(1.0) == "green"
+    assert edge_style(0.97) == "yellow"
+    assert edge_style(0.5) == "bold red"
+    assert edge_style(None) == "dim"
