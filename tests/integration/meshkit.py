@@ -90,6 +90,15 @@ async def app_server(name: str) -> AsyncIterator[int]:
     async def handle(request: web.BaseRequest) -> web.Response:
         return web.Response(text=name, headers={"x-served-by": name})
 
+    async with serve(handle) as port:
+        yield port
+
+
+@asynccontextmanager
+async def serve(
+    handle: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[int]:
+    """An HTTP server on 127.0.0.1 answering every request with ``handle``; its port."""
     runner = web.ServerRunner(web.Server(handle), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devmesh.errors import UsageError
 from proxy.runner import SidecarRunner
-from tests.integration.meshkit import ControlPlane, sidecar, wait_until
+from tests.integration.meshkit import ControlPlane, serve, sidecar, wait_until
 
 APP_TIME = 0.05
 """What the test app takes at least per request: the mesh's own cost is small beside it."""
@@ -38,14 +38,8 @@ async def slow_app(status: int = 200, spread: float = 0.0) -> AsyncIterator[int]
         await asyncio.sleep(APP_TIME + rng.uniform(0.0, spread))
         return web.Response(status=200 if request.path == "/ok" else status, text="answer")
 
-    runner = web.ServerRunner(web.Server(handle), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
+    async with serve(handle) as port:
+        yield port
 
 
 @asynccontextmanager
@@ -345,14 +339,8 @@ async def frontend_app(outbound: list[int]) -> AsyncIterator[int]:
         ):
             return web.Response(status=answer.status, text=await answer.text())
 
-    runner = web.ServerRunner(web.Server(handle), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
+    async with serve(handle) as port:
+        yield port
 
 
 async def test_a_trace_shows_each_hop_across_services_and_exports_as_otlp(
