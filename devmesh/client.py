@@ -6,12 +6,12 @@ wrong and what to do, so callers never see aiohttp exceptions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -118,12 +118,23 @@ class ControlPlaneClient:
 
     async def trace(self, trace_id: str) -> dict[str, Any]:
         """One trace and its spans (``trace_id`` may be the start of one)."""
-        result: dict[str, Any] = await self._call("GET", f"/v1/traces/{trace_id}")
+        result: dict[str, Any] = await self._call("GET", f"/v1/traces/{_segment(trace_id)}")
         return result
 
-    async def otlp(self, trace_id: str | None = None, limit: int = 20) -> dict[str, Any]:
-        """One trace, or the latest ``limit``, as OTLP/JSON."""
-        path = f"/v1/traces/{trace_id}" if trace_id else f"/v1/traces?limit={limit}&"
+    async def otlp(
+        self,
+        trace_id: str | None = None,
+        limit: int = 20,
+        service: str | None = None,
+        failed: bool = False,
+    ) -> dict[str, Any]:
+        """One trace, or the latest ``limit`` (through ``service``, with a failure), as
+        OTLP/JSON."""
+        chosen = {"limit": str(limit), **({"service": service} if service else {})}
+        if failed:
+            chosen["failed"] = "1"
+        query = urlencode(chosen)
+        path = f"/v1/traces/{_segment(trace_id)}" if trace_id else f"/v1/traces?{query}&"
         separator = "?" if trace_id else ""
         result: dict[str, Any] = await self._call("GET", f"{path}{separator}format=otlp")
         return result
@@ -131,34 +142,36 @@ class ControlPlaneClient:
     async def logs(self, instance: str, lines: int = 100) -> list[str]:
         """The instance's latest log lines."""
         result: dict[str, Any] = await self._call(
-            "GET", f"/v1/instances/{instance}/logs?lines={lines}"
+            "GET", f"/v1/instances/{_segment(instance)}/logs?lines={lines}"
         )
         return list(result["lines"])
 
     async def kill(self, instance: str) -> None:
         """Kill an instance (SIGKILL), as `devmesh kill` does."""
-        await self._call("POST", f"/v1/instances/{instance}/kill")
+        await self._call("POST", f"/v1/instances/{_segment(instance)}/kill")
 
     async def restart(self, service: str) -> list[str]:
         """Restart a service's instances; returns them once each is ready again."""
         result: dict[str, Any] = await self._call(
-            "POST", f"/v1/services/{service}/restart", limits=RESTART_TIMEOUT
+            "POST", f"/v1/services/{_segment(service)}/restart", limits=RESTART_TIMEOUT
         )
         return list(result["restarted"])
 
-    async def events(self, window: int = 10) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, window: int = 10) -> AsyncGenerator[dict[str, Any], None]:
         """The live event stream: a status each second, breaker and config changes."""
         async for message in self._stream("/v1/events", {"window": str(window)}):
             yield message
 
-    async def tap(self, **filters: str | float | None) -> AsyncIterator[dict[str, Any]]:
+    async def tap(self, **filters: str | float | None) -> AsyncGenerator[dict[str, Any], None]:
         """Sampled requests (``service``, ``path``, ``status``, ``min_latency_ms``, ``rate``),
         and once a second a ``stats`` message of what was not shown."""
         query = {k: str(v) for k, v in filters.items() if v is not None}
         async for message in self._stream("/v1/tap", query):
             yield message
 
-    async def _stream(self, path: str, query: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+    async def _stream(
+        self, path: str, query: dict[str, str]
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """JSON messages from a WebSocket stream of the API, until it ends."""
         if self._session is None:
             raise RuntimeError("use `async with ControlPlaneClient(...)`")
@@ -276,3 +289,8 @@ def _api_error(status: int, body: Any) -> DevmeshError:
     if 400 <= status < 500:
         return UsageError(message, hint)
     return DevmeshError(message, hint)
+
+
+def _segment(name: str) -> str:
+    """``name`` as one path segment, whatever it holds (``/``, ``..``, ``#``)."""
+    return quote(name, safe="")

@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return 1
-    MeshApp(LiveSource(project_dir), project=project_dir.name).run()
-    return 0
+    app = MeshApp(LiveSource(project_dir), project=project_dir.name)
+    app.run()
+    return app.return_code or 0
 
 
 if __name__ == "__main__":

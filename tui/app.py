@@ -16,10 +16,12 @@ import time
 from typing import Any, ClassVar
 
 import aiohttp
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.coordinate import Coordinate
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
@@ -111,7 +113,7 @@ class OverviewScreen(Screen[None]):
         services = self.query_one("#services", DataTable)
         services.clear()
         for row in render.service_rows(status, spark):
-            services.add_row(*row.cells(wide), key=row.name)
+            services.add_row(*row.cells(wide), key=row.name.plain)
         names = [s["name"] for s in status["services"]]
         if selected in names:
             services.move_cursor(row=names.index(selected))
@@ -282,14 +284,27 @@ class MeshApp(App[None]):
         if self.connected and self.status is not None:
             clock = time.strftime("%H:%M:%S", time.localtime(self.status.get("ts", time.time())))
             version = self.status.get("snapshot_version")
-            bar.update(f"devmesh · {project} · ● live · snapshot {version} · {clock}")
+            bar.update(Text(f"devmesh · {project} · ● live · snapshot {version} · {clock}"))
             bar.remove_class("disconnected")
         else:
-            bar.update(f"devmesh · {project} · ✖ disconnected, retrying: {self.problem}")
+            bar.update(Text(f"devmesh · {project} · ✖ disconnected, retrying: {self.problem}"))
             bar.add_class("disconnected")
 
     def selected_service(self) -> str | None:
         return self.overview.selected_service()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification as plain text: they quote what users and services wrote (a
+        path, a refusal), which must never be read as markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def switch_to_overview(self) -> None:
         """Back to the main view, from whatever is open over it."""

@@ -127,6 +127,10 @@ class DetailScreen(Screen[None]):
         self.source = source
         self.service = service
         self.policy: dict[str, Any] | None = None
+        self.logs_of: str | None = None
+        """The instance whose logs show."""
+        self.busy = False
+        """A kill or restart runs: the keys wait for it."""
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.service, style="bold"), classes="caption", id="title")
@@ -182,7 +186,7 @@ class DetailScreen(Screen[None]):
                 state = instance["state"]
                 style = "green" if state == "ready" else "bold red"
                 table.add_row(
-                    f"└ {instance['id']}",
+                    Text(f"└ {instance['id']}"),
                     Text(state, style=style),
                     *_numbers(instance.get("served") or {}),
                     key=f"instance:{instance['id']}",
@@ -229,7 +233,17 @@ class DetailScreen(Screen[None]):
         return value.split(":", 1)[1] if value.startswith("instance:") else None
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self._load_logs()
+        # Redrawing the table each second highlights a row again: reload only on a move.
+        if self._logged_instance() != self.logs_of:
+            self._load_logs()
+
+    def _logged_instance(self) -> str | None:
+        """The selected instance, else the service's first."""
+        instance = self.selected_instance()
+        service = self._service()
+        if instance is None and service is not None and service["instances"]:
+            instance = str(service["instances"][0]["id"])
+        return instance
 
     @work(exclusive=True, group="policy")
     async def _load_policy(self) -> None:
@@ -246,12 +260,10 @@ class DetailScreen(Screen[None]):
 
     @work(exclusive=True, group="logs")
     async def _load_logs(self) -> None:
-        service = self._service()
-        instance = self.selected_instance()
-        if instance is None and service is not None and service["instances"]:
-            instance = service["instances"][0]["id"]
+        instance = self._logged_instance()
         if instance is None:
             return
+        self.logs_of = instance
         try:
             lines = await self.source.logs(instance, LOG_LINES)
         except (DevmeshError, OSError) as exc:
@@ -262,6 +274,8 @@ class DetailScreen(Screen[None]):
         self.query_one("#logs", Static).update(text)
 
     def action_kill(self) -> None:
+        if self._refuse_while_busy():
+            return
         instance = self.selected_instance()
         service = self._service()
         if instance is None and service is not None and len(service["instances"]) == 1:
@@ -278,30 +292,44 @@ class DetailScreen(Screen[None]):
             ConfirmScreen(f"Kill {instance}? (SIGKILL, as a crash would)"), answered
         )
 
-    @work(exclusive=True, group="lifecycle")
+    def _refuse_while_busy(self) -> bool:
+        if self.busy:
+            self.notify("a kill or restart is still running", severity="warning")
+        return self.busy
+
+    @work(group="lifecycle")
     async def _kill(self, instance: str) -> None:
+        self.busy = True
         try:
             await self.source.kill(instance)
         except DevmeshError as exc:
             self.notify(exc.message, title=f"{instance} not killed", severity="error")
             return
+        finally:
+            self.busy = False
         self.notify(f"killed {instance}; the mesh routes around it (r restarts the service)")
 
     def action_restart(self) -> None:
+        if self._refuse_while_busy():
+            return
+
         def answered(yes: bool | None) -> None:
             if yes:
                 self._restart()
 
         self.app.push_screen(ConfirmScreen(f"Restart every instance of {self.service}?"), answered)
 
-    @work(exclusive=True, group="lifecycle")
+    @work(group="lifecycle")
     async def _restart(self) -> None:
+        self.busy = True
         self.notify(f"restarting {self.service}…")
         try:
             done = await self.source.restart(self.service)
         except DevmeshError as exc:
             self.notify(exc.message, title=f"{self.service} not restarted", severity="error")
             return
+        finally:
+            self.busy = False
         self.notify(f"{self.service}: {len(done)} instance(s) ready again")
 
 

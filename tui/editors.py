@@ -164,9 +164,9 @@ class FaultScreen(Screen[None]):
                 continue
             expires = fault.get("expires_in")
             table.add_row(
-                fault["id"],
-                describe(fault["fault"]),
-                describe_match(fault["fault"]),
+                Text(fault["id"]),
+                Text(describe(fault["fault"])),
+                Text(describe_match(fault["fault"])),
                 "-" if expires is None else f"in {expires:.0f}s",
                 "devmesh.yaml" if fault["origin"] == "config" else "runtime",
                 key=fault["id"],
@@ -275,7 +275,7 @@ class SplitScreen(Screen[None]):
         table.clear()
         for version, weight in self.weights.items():
             bar = Text("█" * (weight // 4), style="cyan")
-            table.add_row(version, f"{weight}%", bar, key=version)
+            table.add_row(Text(version), f"{weight}%", bar, key=version)
         table.move_cursor(row=row)
 
     def selected_version(self) -> str:

@@ -78,7 +78,7 @@ def worst_breaker(states: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class ServiceRow:
-    name: str
+    name: Text
     versions: Text
     instances: Text
     rps: Text
@@ -89,7 +89,7 @@ class ServiceRow:
     breaker: Text
     faults: Text
 
-    def cells(self, wide: bool) -> tuple[str | Text, ...]:
+    def cells(self, wide: bool) -> tuple[Text, ...]:
         """The row's cells; ``wide`` (a terminal of ``WIDE`` columns or more) adds the last
         minute's sparkline."""
         minute = (self.minute,) if wide else ()
@@ -141,7 +141,7 @@ def service_rows(status: dict[str, Any], spark_width: int = 20) -> list[ServiceR
         into = [e.get("breaker") or {} for e in status["edges"] if e["destination"] == name]
         rows.append(
             ServiceRow(
-                name=name,
+                name=Text(name),
                 versions=versions(service),
                 instances=instances(service["instances"]),
                 rps=rps(traffic.get("rps")),
@@ -176,12 +176,12 @@ def instances(entries: Sequence[dict[str, Any]]) -> Text:
 
 def edge_cells(
     edge: dict[str, Any], faulted: set[str], wide: bool, spark: int = 20
-) -> tuple[str | Text, ...]:
+) -> tuple[Text, ...]:
     history = edge.get("history", {}).get("requests", [])
     mark = Text("⚡ fault", style="bold magenta") if edge["destination"] in faulted else Text("")
     minute = (sparkline(history, spark),) if wide else ()
     return (
-        f"{edge['source']} → {edge['destination']}",
+        Text(f"{edge['source']} → {edge['destination']}"),
         rps(edge.get("rps")),
         percent(edge.get("success_rate")),
         ms(edge.get("p50_ms")),

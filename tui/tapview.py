@@ -68,7 +68,7 @@ class TraceScreen(Screen[None]):
         self.trace_id = trace_id
 
     def compose(self) -> ComposeResult:
-        yield Static(f"trace {self.trace_id}: loading", id="tree")
+        yield Static(Text(f"trace {self.trace_id}: loading"), id="tree")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -122,7 +122,7 @@ class TapScreen(Screen[None]):
         state = "paused" if self.paused else "live"
         missed = f", {self.missed} not shown (over 50 a second)" if self.missed else ""
         self.query_one("#caption", Static).update(
-            f"tap · {state} · {words or 'every request'}{missed}"
+            Text(f"tap · {state} · {words or 'every request'}{missed}")
         )
 
     @work(exclusive=True, group="tap")
@@ -173,18 +173,18 @@ class TapScreen(Screen[None]):
             self.app.push_screen(TraceScreen(self.source, trace))
 
 
-def row_cells(record: dict[str, Any]) -> tuple[str | Text, ...]:
+def row_cells(record: dict[str, Any]) -> tuple[Text, ...]:
     ts = float(record.get("ts") or time.time())
     status = int(record.get("status") or 0)
     status_text = Text(str(status or "---"), style=render.STATUS_STYLE.get(str(status)[:1], "red"))
     if record.get("fault"):
         status_text += Text(" ⚡", style="bold magenta")
     return (
-        time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}",
-        f"{record['source']} → {record['destination']}",
-        f"{record['method']} {record['path']}",
+        Text(time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"),
+        Text(f"{record['source']} → {record['destination']}"),
+        Text(f"{record['method']} {record['path']}"),
         status_text,
         render.ms(record.get("latency_ms")),
-        record.get("version") or "",
-        (record.get("trace_id") or "")[:8],
+        Text(record.get("version") or ""),
+        Text((record.get("trace_id") or "")[:8]),
     )

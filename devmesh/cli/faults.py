@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from devmesh.cli.app import app, context
 from devmesh.cli.output import console, print_json
@@ -104,8 +105,8 @@ def list_faults(
         table.add_row(
             fault["id"],
             fault["service"],
-            describe(fault["fault"]),
-            describe_match(fault["fault"]),
+            Text(describe(fault["fault"])),
+            Text(describe_match(fault["fault"])),
             "-" if expires is None else f"in {format_duration(round(expires, 1))}",
             "devmesh.yaml" if fault["origin"] == "config" else "cli",
         )

@@ -119,7 +119,7 @@ async def _trace(
 ) -> dict[str, Any]:
     async with ControlPlaneClient(Endpoint.of(workspace)) as client:
         if otlp:
-            return await client.otlp(trace_id, limit)
+            return await client.otlp(trace_id, limit, service, failed)
         if trace_id is not None:
             return await client.trace(trace_id)
         return {"traces": await client.traces(limit, service, failed)}

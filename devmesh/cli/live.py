@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -153,8 +154,8 @@ def _tap_filters(
             raise UsageError(
                 f"--min-latency {min_latency} is not a duration", "e.g. --min-latency 100ms"
             ) from None
-    if rate <= 0:
-        raise UsageError(f"--rate {rate:g} must be above 0", "e.g. --rate 50")
+    if not math.isfinite(rate) or rate <= 0:
+        raise UsageError(f"--rate {rate:g} must be a number above 0", "e.g. --rate 50")
     if count is not None and count <= 0:
         raise UsageError(f"--count {count} must be 1 or more", "e.g. --count 20")
     if path is not None and not path.startswith("/"):
@@ -171,28 +172,37 @@ def _tap_filters(
 async def _tap(
     workspace: Workspace, filters: dict[str, str | float | None], count: int | None, as_json: bool
 ) -> None:
+    async with (
+        ControlPlaneClient(Endpoint.of(workspace)) as client,
+        contextlib.aclosing(client.tap(**filters)) as stream,
+    ):
+        await _print_tap(stream, count, as_json)
+
+
+async def _print_tap(
+    stream: AsyncIterator[dict[str, Any]], count: int | None, as_json: bool
+) -> None:
+    """One line per request (or JSON object), and a line for what was not shown."""
     shown = 0
     hidden = 0
-    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        stream: AsyncIterator[dict[str, Any]] = client.tap(**filters)
-        async for message in stream:
-            if message["type"] == "request":
-                shown += 1
+    async for message in stream:
+        if message["type"] == "request":
+            shown += 1
+            if as_json:
+                sys.stdout.write(json.dumps(message) + "\n")
+                sys.stdout.flush()
+            else:
+                console.print(tap_line(message), soft_wrap=True)
+            if count is not None and shown >= count:
+                return
+        elif message["type"] == "stats":
+            missed = message["sampled_out"] + message["lost"]
+            if missed > hidden:
                 if as_json:
                     sys.stdout.write(json.dumps(message) + "\n")
-                    sys.stdout.flush()
                 else:
-                    console.print(tap_line(message), soft_wrap=True)
-                if count is not None and shown >= count:
-                    return
-            elif message["type"] == "stats":
-                missed = message["sampled_out"] + message["lost"]
-                if missed > hidden:
-                    if as_json:
-                        sys.stdout.write(json.dumps(message) + "\n")
-                    else:
-                        console.print(tap_missed(missed - hidden, message["rate"]))
-                    hidden = missed
+                    console.print(tap_missed(missed - hidden, message["rate"]))
+                hidden = missed
 
 
 # -- tui -----------------------------------------------------------------------------------

@@ -114,11 +114,11 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
             if split:
                 version += f" ({split.get(version, 0):g}%)"
             services.add_row(
-                service["name"] if index == 0 else "",
-                version,
-                instance["id"],
+                Text(service["name"] if index == 0 else ""),
+                Text(version),
+                Text(instance["id"]),
                 Text(instance["state"], style=STATE_STYLE.get(instance["state"], "")),
-                (service.get("url") or "") if index == 0 else "",
+                Text((service.get("url") or "") if index == 0 else ""),
             )
     edges = Table(
         title=f"traffic (rates over the last {format_duration(status['window_s'])})",
@@ -133,8 +133,8 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
         rate = edge["success_rate"]
         injected = edge.get("injected") or 0
         edges.add_row(
-            edge["source"],
-            edge["destination"],
+            Text(edge["source"]),
+            Text(edge["destination"]),
             f"{edge['rps']:.1f}",
             Text(_pct(rate), style="" if rate is None or rate >= 0.99 else "red"),
             _ms(edge["p50_ms"]),
@@ -157,8 +157,8 @@ def top_table(status: dict[str, Any], edges: list[dict[str, Any]], sort: str) ->
     for edge in (e for e in edges if e["window"]["requests"] or sort != "rps"):
         rate = edge["success_rate"]
         table.add_row(
-            edge["source"],
-            edge["destination"],
+            Text(edge["source"]),
+            Text(edge["destination"]),
             f"{edge['rps']:.1f}",
             Text(
                 "-" if rate is None else f"{rate * 100:.1f}%",
@@ -230,7 +230,7 @@ def trace_table(traces: list[dict[str, Any]]) -> Table:
         table.add_row(
             trace["trace_id"],
             time.strftime("%H:%M:%S", time.localtime(trace["start"])),
-            trace["root"],
+            Text(trace["root"]),
             Text(str(status or "---"), style="bold red" if trace["failed"] else "green"),
             f"{trace['duration_ms']:.1f}ms",
             str(trace["spans"]),

@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -57,6 +58,10 @@ class UnknownTrace(UsageError):
     """A trace id the control plane does not keep."""
 
 
+class Busy(DevmeshError):
+    """Another kill or restart runs; answered 409."""
+
+
 class ControlPlaneAPI:
     def __init__(
         self,
@@ -77,6 +82,8 @@ class ControlPlaneAPI:
         self.traces = TraceStore()
         self._windows: dict[Subscriber, int] = {}
         self._streams: set[web.WebSocketResponse] = set()
+        self._lifecycle = asyncio.Lock()
+        """One kill or restart at a time: they act on the same runtime records and ports."""
         """The event and tap streams' sockets, closed at shutdown like the sidecars'."""
 
     def app(self) -> web.Application:
@@ -161,6 +168,8 @@ class ControlPlaneAPI:
             )
         except (UnknownService, UnknownFault, UnknownTrace) as exc:
             return _error(404, exc.message, exc.hint)
+        except Busy as exc:
+            return _error(409, exc.message, exc.hint)
         except DevmeshError as exc:
             return _error(400, exc.message, exc.hint)
 
@@ -233,6 +242,13 @@ class ControlPlaneAPI:
             )
         return instance
 
+    @contextlib.asynccontextmanager
+    async def _busy(self) -> AsyncIterator[None]:
+        if self._lifecycle.locked():
+            raise Busy("another kill or restart is still running", "try again when it has finished")
+        async with self._lifecycle:
+            yield
+
     async def get_logs(self, request: web.Request) -> web.Response:
         """The instance's latest ``lines`` (100) log lines."""
         workspace = self._project_workspace()
@@ -244,7 +260,8 @@ class ControlPlaneAPI:
     async def post_kill(self, request: web.Request) -> web.Response:
         """Kill the instance (SIGKILL), as `devmesh kill` does."""
         instance = self._instance(request)
-        await run_cli(self._project_workspace(), "kill", instance)
+        async with self._busy():
+            await run_cli(self._project_workspace(), "kill", instance)
         return web.json_response({"killed": instance})
 
     async def post_restart(self, request: web.Request) -> web.Response:
@@ -254,7 +271,8 @@ class ControlPlaneAPI:
         project = self.mesh.project
         if project is None or service not in project.services:
             raise UnknownService(f"there is no service named {service!r}")
-        await run_cli(self._project_workspace(), "restart", service)
+        async with self._busy():
+            await run_cli(self._project_workspace(), "restart", service)
         restarted = [s.id for s in plan_instances(project) if s.service == service]
         return web.json_response({"service": service, "restarted": restarted})
 
@@ -289,6 +307,17 @@ class ControlPlaneAPI:
         finally:
             self.tap.unsubscribe(subscriber)
 
+    def _tick(self, now: float) -> None:
+        self.mesh.metrics.forget_idle(now)
+        made: dict[int, dict[str, Any]] = {}
+        for subscriber in list(self.events.subscribers):
+            window = self._windows.get(subscriber, 10)
+            if window not in made:
+                made[window] = self._status_event(window)
+            subscriber.offer(made[window])
+        for tap in list(self.tap.subscribers):
+            tap.offer(tap.report())
+
     def _status_event(self, window: int) -> dict[str, Any]:
         return {"type": "status", "ts": time.time(), **self.mesh.status(window, history=True)}
 
@@ -298,15 +327,10 @@ class ControlPlaneAPI:
 
         async def run() -> None:
             async for now in ticks():
-                self.mesh.metrics.forget_idle(now)
-                made: dict[int, dict[str, Any]] = {}
-                for subscriber in list(self.events.subscribers):
-                    window = self._windows.get(subscriber, 10)
-                    if window not in made:
-                        made[window] = self._status_event(window)
-                    subscriber.offer(made[window])
-                for tap in list(self.tap.subscribers):
-                    tap.offer(tap.report())
+                try:
+                    self._tick(now)
+                except Exception:  # a bug of ours: say so, and keep the streams alive
+                    log.exception("the per-second tick failed")
 
         task = asyncio.create_task(run())
         yield
@@ -571,9 +595,12 @@ def _number(request: web.Request, name: str, default: float) -> float:
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise DevmeshError(f"{name} must be a number, not {raw!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise DevmeshError(f"{name} must be a number, not {raw!r}")
+    return value
 
 
 async def _json_body(request: web.Request) -> Any:

@@ -10,7 +10,9 @@ command's error sentence is the answer's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 
 from devmesh.errors import DevmeshError, UsageError
@@ -56,12 +58,17 @@ async def run_cli(workspace: Workspace, *args: str) -> str:
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise DevmeshError(
-            f"devmesh {' '.join(args)} did not finish within {COMMAND_TIMEOUT:g}s"
-        ) from None
+    except BaseException as exc:
+        # Timed out, or the request was cancelled (the caller left, the control plane is
+        # stopping): the command and whatever it started in its session stop too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await asyncio.shield(process.wait())
+        if isinstance(exc, TimeoutError):
+            raise DevmeshError(
+                f"devmesh {' '.join(args)} did not finish within {COMMAND_TIMEOUT:g}s"
+            ) from None
+        raise
     if process.returncode == 0:
         return out.decode(errors="replace")
     text = err.decode(errors="replace").splitlines()

@@ -69,6 +69,11 @@ class Mesh:
         self.overrides = Overrides(self._state.overrides)
         self.breaker_history: dict[tuple[str, str], deque[dict[str, Any]]] = {}
         """Each edge's latest breaker changes (opened, half-open, closed; ejections)."""
+        self.edge_ejections: dict[tuple[str, str], int] = {}
+        """Ejections per edge since the control plane started (a counter: never goes down)."""
+        self._ejections_seen: dict[tuple[str, str], int] = {}
+        """The ejection count each caller instance last reported per destination (its
+        sidecar's own since it started), kept across reconnections."""
 
     # -- desired state ---------------------------------------------------------
 
@@ -206,8 +211,14 @@ class Mesh:
         for destination, new in breakers.items():
             old = proxy.breakers.get(destination, {})
             was = old.get("state", "closed")
-            ejections = new.get("ejections", 0)
-            if new["state"] == was and ejections <= old.get("ejections", 0):
+            ejections = int(new.get("ejections", 0) or 0)
+            seen = self._ejections_seen.get((proxy.instance, destination), 0)
+            # Below what it said before: the sidecar restarted and counts from 0 again.
+            added = ejections - seen if ejections >= seen else ejections
+            self._ejections_seen[proxy.instance, destination] = ejections
+            key = (proxy.service, destination)
+            self.edge_ejections[key] = self.edge_ejections.get(key, 0) + added
+            if new["state"] == was and added == 0:
                 continue
             event = {
                 "type": "breaker",
@@ -222,7 +233,6 @@ class Mesh:
                 "retry_in": new.get("retry_in"),
                 "ejections": ejections,
             }
-            key = (proxy.service, destination)
             history = self.breaker_history.get(key)
             if history is None:
                 history = self.breaker_history[key] = deque(maxlen=BREAKER_HISTORY)
@@ -232,12 +242,8 @@ class Mesh:
         return changes
 
     def ejections(self, source: str, destination: str) -> int:
-        """Ejections on the edge since its callers' sidecars started, summed over them."""
-        return sum(
-            int(p.breakers[destination].get("ejections", 0))
-            for p in self.proxies.values()
-            if p.service == source and destination in p.breakers
-        )
+        """Ejections on the edge since the control plane started, as its callers reported."""
+        return self.edge_ejections.get((source, destination), 0)
 
     # -- snapshots ---------------------------------------------------------------
 

@@ -158,7 +158,10 @@ class TapSubscriber(Subscriber):
             return
         self.matched += 1
         now = self._clock()
-        self._tokens = min(self.rate, self._tokens + (now - self._filled_at) * self.rate)
+        # The bucket holds at least one token's room, so a rate under 1 a second still shows
+        # one request every 1/rate seconds.
+        room = max(self.rate, 1.0)
+        self._tokens = min(room, self._tokens + (now - self._filled_at) * self.rate)
         self._filled_at = now
         if self._tokens < 1.0:
             self.sampled_out += 1

@@ -163,6 +163,7 @@ REQUESTS = [
             ("catalog", "pricing", "/prices", 500, 1.2, "default"),
             ("frontend", "catalog", "/items", 200, 203.9, "v2"),
             ("ingress", "frontend", "/", 502, 4.4, "default"),
+            ("frontend", "catalog", "/items/[/b][id]", 404, 2.2, "v1"),  # not markup
         ]
     )
 ]

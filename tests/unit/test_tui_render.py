@@ -106,3 +106,41 @@ def test_edges_are_coloured_by_their_errors() -> None:
     assert edge_style(0.97) == "yellow"
     assert edge_style(0.5) == "bold red"
     assert edge_style(None) == "dim"
+
+
+def test_what_services_and_callers_wrote_is_never_read_as_markup() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from devmesh.cli.output import tap_line, trace_table
+    from tui.tapview import row_cells
+
+    path = "/x/[/b][bold]/[id]"
+    request = {
+        "ts": 1.0,
+        "source": "frontend",
+        "destination": "catalog",
+        "method": "GET",
+        "path": path,
+        "status": 404,
+        "latency_ms": 1.0,
+        "version": "v1",
+        "instance": "catalog-v1-1",
+        "trace_id": "ab" * 16,
+    }
+    assert path in row_cells(request)[2].plain
+    out = Console(file=StringIO(), width=200)
+    out.print(tap_line(request))
+    trace = {
+        "trace_id": "ab" * 16,
+        "start": 1.0,
+        "root": f"ingress → frontend GET {path}",
+        "status": 404,
+        "failed": False,
+        "duration_ms": 1.0,
+        "spans": 2,
+        "faults": [],
+    }
+    out.print(trace_table([trace]))
+    assert out.file.getvalue().count("[/b][bold]") == 2  # type: ignore[attr-defined]
