@@ -139,6 +139,11 @@ class ControlPlaneClient:
         result: dict[str, Any] = await self._call("GET", f"{path}{separator}format=otlp")
         return result
 
+    async def certs(self) -> dict[str, Any]:
+        """The project's CA and the identity each sidecar holds."""
+        result: dict[str, Any] = await self._call("GET", "/v1/certs")
+        return result
+
     async def logs(self, instance: str, lines: int = 100) -> list[str]:
         """The instance's latest log lines."""
         result: dict[str, Any] = await self._call(

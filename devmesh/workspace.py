@@ -51,6 +51,11 @@ class Workspace:
         return self.root / "images.json"
 
     @property
+    def ca_dir(self) -> Path:
+        """The project's certificate authority (its key 0600)."""
+        return self.root / "ca"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 

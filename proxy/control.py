@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from proxy.bootstrap import AUTO, Bootstrap
 from proxy.destinations import Destinations
 from proxy.health import HealthProbe
+from proxy.identity import IdentityError, IdentityStore
 from proxy.router import Router
 from proxy.server import BoundPorts
 from proxy.snapshot import SnapshotError, parse_snapshot, save_snapshot
@@ -68,6 +69,8 @@ class ControlLink:
         self._breakers_dirty = True
         self._breakers_looked = 0.0
         self._ws: WebSocket | None = None
+        self.identity = IdentityStore(boot.state_dir / "identity")
+        """The identity the control plane issued this sidecar's service (for mTLS)."""
 
     def health_changed(self) -> None:
         self._health_dirty = True
@@ -163,6 +166,9 @@ class ControlLink:
         except ValueError:
             log.warning("ignoring a control plane message that is not JSON")
             return
+        if isinstance(message, dict) and message.get("type") == "identity":
+            await self._install_identity(ws, message)
+            return
         if not isinstance(message, dict) or message.get("type") != "snapshot":
             return
         raw = message.get("snapshot")
@@ -179,6 +185,16 @@ class ControlLink:
         except OSError as exc:
             log.warning("could not keep snapshot %s on disk: %s", snapshot.version, exc)
         await _send_json(ws, {"type": "ack", "version": snapshot.version})
+
+    async def _install_identity(self, ws: WebSocket, message: dict[str, Any]) -> None:
+        try:
+            installed = await asyncio.to_thread(self.identity.install, message)
+        except IdentityError as exc:
+            log.error("refused an identity from the control plane: %s", exc)
+            return
+        log.info("identity %s installed (certificate %s)", installed.spiffe_id,
+                 installed.fingerprint[:16])  # fmt: skip
+        await _send_json(ws, {"type": "identity-ack", "fingerprint": installed.fingerprint})
 
     async def _send_loop(self, ws: WebSocket) -> None:
         while True:

@@ -33,6 +33,7 @@ COMMAND_ORDER = (
     "policy",
     "restart",
     "kill",
+    "certs",
     "doctor",
 )
 """The order of commands in ``--help``: the order a new user meets them."""

@@ -1,4 +1,4 @@
-"""Commands that look at a running mesh: status, logs, trace."""
+"""Commands that look at a running mesh: status, logs, trace, certs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rich.text import Text
 from devmesh.cli.app import app, context
 from devmesh.cli.live import WINDOW_HELP, check_window, watch
 from devmesh.cli.output import (
+    certs_table,
     console,
     print_json,
     status_group,
@@ -139,6 +140,24 @@ def _write_otlp(path: Path, data: dict[str, Any]) -> None:
         raise UsageError(
             f"cannot write {path}: {exc.strerror}", "give a path in a folder you can write to"
         ) from None
+
+
+@app.command()
+def certs(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List each service's identity: its SPIFFE ID, certificate fingerprint and expiry."""
+    data = asyncio.run(_certs(context(ctx).workspace))
+    if json_out:
+        print_json(data)
+        return
+    console.print(certs_table(data))
+
+
+async def _certs(workspace: Workspace) -> dict[str, Any]:
+    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
+        return await client.certs()
 
 
 @app.command()

@@ -284,3 +284,26 @@ def _span_line(span: dict[str, Any], trace_start: float) -> Text:
     if span.get("fault"):
         line += Text(f"  ⚡ fault {span['fault']} injected here", style="bold magenta")
     return line
+
+
+def certs_table(data: dict[str, Any]) -> Table:
+    """Each sidecar's identity; the CA's fingerprint in the title."""
+    ca = data.get("ca") or {}
+    title = "identities"
+    if ca:
+        title += f" (CA {ca['fingerprint'][:16]}…, in {ca['folder']})"
+    table = Table(title=title, title_justify="left")
+    for column in ("SERVICE", "INSTANCE", "SPIFFE ID", "FINGERPRINT", "EXPIRES IN", "RENEWS IN"):
+        table.add_column(column)
+    table.add_column("HELD", justify="center")
+    for identity in data["identities"]:
+        table.add_row(
+            Text(identity["service"]),
+            Text(identity["instance"]),
+            Text(identity["spiffe_id"]),
+            identity["fingerprint"][:16] + "…",
+            format_duration(round(identity["expires_in"])),
+            format_duration(round(identity["renews_in"])),
+            Text("yes", style="green") if identity["installed"] else Text("not yet", style="red"),
+        )
+    return table

@@ -26,6 +26,7 @@ from devmesh.controlplane.api import ControlPlaneAPI
 from devmesh.controlplane.mesh import Mesh
 from devmesh.controlplane.store import StateStore
 from devmesh.errors import DevmeshError
+from devmesh.pki import DEFAULT_TTL
 from devmesh.workspace import Workspace, read_json, write_json
 
 log = logging.getLogger("devmesh.controlplane")
@@ -43,10 +44,13 @@ async def serve(
     try:
         token = workspace.token()
         mesh = Mesh(StateStore(workspace.state_file))
-    except (OSError, DevmeshError) as exc:
+        cert_ttl = float(os.environ.get("DEVMESH_CERT_TTL", DEFAULT_TTL))
+    except (OSError, DevmeshError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 1
-    api = ControlPlaneAPI(mesh, token, allowed_networks=allowed or [], workspace=workspace)
+    api = ControlPlaneAPI(
+        mesh, token, allowed_networks=allowed or [], workspace=workspace, cert_ttl=cert_ttl
+    )
     runner = web.AppRunner(api.app(), handle_signals=False, access_log=None)
     await runner.setup()
     host = LISTEN_HOST

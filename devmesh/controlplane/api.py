@@ -23,6 +23,7 @@ from devmesh.config import dump_project
 from devmesh.config.dump import dump_policy
 from devmesh.config.model import Project
 from devmesh.controlplane import prometheus
+from devmesh.controlplane.identities import Identities
 from devmesh.controlplane.instances import latest_logs, run_cli
 from devmesh.controlplane.mesh import Mesh, Proxy, UnknownService
 from devmesh.controlplane.metrics import WINDOWS
@@ -38,6 +39,7 @@ from devmesh.controlplane.streams import (
 )
 from devmesh.controlplane.traces import TraceStore, to_otlp
 from devmesh.errors import ConfigError, DevmeshError, UsageError
+from devmesh.pki import DEFAULT_TTL
 from devmesh.plan import plan_instances
 from devmesh.units import parse_duration
 from devmesh.workspace import Workspace
@@ -69,11 +71,13 @@ class ControlPlaneAPI:
         token: str,
         allowed_networks: Sequence[Network] = (),
         workspace: Workspace | None = None,
+        cert_ttl: float = DEFAULT_TTL,
     ) -> None:
-        """``workspace``: the project's, for the instances' logs, kill and restart (without
-        it those routes answer that they are not available)."""
+        """``workspace``: the project's, for its CA (sidecars get identities) and the
+        instances' logs, kill and restart (without it, none of these)."""
         self.mesh = mesh
         self.workspace = workspace
+        self.identities = Identities(workspace.ca_dir, cert_ttl) if workspace is not None else None
         self._token = token.encode()
         self._allowed = tuple(allowed_networks)
         self._sockets: dict[str, web.WebSocketResponse] = {}
@@ -96,6 +100,7 @@ class ControlPlaneAPI:
         app.router.add_get("/metrics", self.prometheus_metrics)
         app.router.add_get("/v1/traces", self.get_traces)
         app.router.add_get("/v1/traces/{trace}", self.get_trace)
+        app.router.add_get("/v1/certs", self.get_certs)
         app.router.add_get("/v1/instances/{instance}/logs", self.get_logs)
         app.router.add_post("/v1/instances/{instance}/kill", self.post_kill)
         app.router.add_post("/v1/services/{service}/restart", self.post_restart)
@@ -224,6 +229,40 @@ class ControlPlaneAPI:
             return web.json_response(to_otlp(found))
         return web.json_response(found[0].to_json())
 
+    # -- identities --------------------------------------------------------------------
+
+    async def get_certs(self, request: web.Request) -> web.Response:
+        """The project's CA and the identity each sidecar holds."""
+        if self.identities is None:
+            raise DevmeshError("this control plane was started without its project folder")
+        return web.json_response(self.identities.to_json())
+
+    async def _send_identity(self, proxy: Proxy, ws: web.WebSocketResponse) -> None:
+        """Issue ``proxy`` an identity of its service and send it (key included)."""
+        project = self.mesh.project
+        if self.identities is None or project is None or ws.closed:
+            return
+        try:
+            issued = await asyncio.to_thread(
+                self.identities.issue, project.name, proxy.service, proxy.instance
+            )
+        except DevmeshError as exc:
+            log.error("cannot issue %s an identity: %s", proxy.instance, exc.message)
+            return
+        try:
+            await ws.send_json({"type": "identity", **issued.identity.to_wire()})
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("could not send %s its identity: %s", proxy.instance, exc)
+
+    async def _renew_identities(self) -> None:
+        if self.identities is None:
+            return
+        for issued in self.identities.due(set(self._sockets)):
+            proxy = self.mesh.proxies.get(issued.instance)
+            ws = self._sockets.get(issued.instance)
+            if proxy is not None and ws is not None:
+                await self._send_identity(proxy, ws)
+
     # -- instances -----------------------------------------------------------------------
 
     def _project_workspace(self) -> Workspace:
@@ -329,6 +368,7 @@ class ControlPlaneAPI:
             async for now in ticks():
                 try:
                     self._tick(now)
+                    await self._renew_identities()
                 except Exception:  # a bug of ours: say so, and keep the streams alive
                     log.exception("the per-second tick failed")
 
@@ -459,6 +499,7 @@ class ControlPlaneAPI:
         log.info("%s %s connected (%s)", proxy.role, proxy.instance, proxy.inbound)
         try:
             await self._send(ws, self.mesh.snapshot)
+            await self._send_identity(proxy, ws)
             async for message in ws:
                 if message.type == WSMsgType.TEXT and await self._handle(proxy, message.data):
                     await self.publish()
@@ -506,6 +547,10 @@ class ControlPlaneAPI:
                 }
                 for event in self.mesh.report_breakers(proxy, reported):
                     self.events.publish(event)
+        elif kind == "identity-ack":
+            fingerprint = message.get("fingerprint")
+            if self.identities is not None and isinstance(fingerprint, str):
+                self.identities.installed(proxy.instance, fingerprint)
         elif kind == "ack":
             proxy.acked_version, proxy.rejected = message.get("version"), None
         elif kind == "nack":

@@ -129,6 +129,16 @@ def test_tap_top_status_and_trace_on_the_shop(projects: ProjectFactory, tmp_path
     services = {r["resource"]["attributes"][0]["value"]["stringValue"] for r in resources}
     assert services == {"ingress", "frontend", "catalog", "pricing"}
 
+    # Each sidecar holds its service's identity from the project's CA.
+    certs = cli_json(shop, "certs", "--json")
+    held = {i["instance"]: i for i in certs["identities"]}
+    assert set(held) >= {"frontend-1", "catalog-v1-1", "catalog-v2-1", "pricing-1"}
+    assert held["catalog-v2-1"]["spiffe_id"] == "spiffe://devmesh.local/shop/catalog"
+    assert all(i["installed"] for i in held.values())
+    listed = shop.cli("certs")
+    assert listed.returncode == 0, listed.stderr
+    assert "spiffe://devmesh.local/shop/pricing" in listed.stdout
+
     # Mistakes get one sentence, and no traceback.
     for args, expected in (
         (("tap", "--status", "5zz"), "--status 5zz is not a status or a class"),

@@ -15,6 +15,7 @@ from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.controlplane.api import ControlPlaneAPI
 from devmesh.controlplane.mesh import Mesh
 from devmesh.controlplane.store import StateStore
+from devmesh.pki import DEFAULT_TTL
 from devmesh.workspace import Workspace
 from proxy.bootstrap import Bootstrap
 from proxy.runner import SidecarRunner
@@ -50,8 +51,9 @@ async def wait_until(
 class ControlPlane:
     """A real control plane on 127.0.0.1 that can be stopped and started on the same port."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, cert_ttl: float = DEFAULT_TTL) -> None:
         self.workspace = workspace
+        self.cert_ttl = cert_ttl
         self.port = 0
         self.api: ControlPlaneAPI | None = None
         self._runner: web.AppRunner | None = None
@@ -70,7 +72,9 @@ class ControlPlane:
 
     async def start(self) -> None:
         mesh = Mesh(StateStore(self.workspace.state_file))
-        self.api = ControlPlaneAPI(mesh, self.workspace.token(), workspace=self.workspace)
+        self.api = ControlPlaneAPI(
+            mesh, self.workspace.token(), workspace=self.workspace, cert_ttl=self.cert_ttl
+        )
         self._runner = web.AppRunner(self.api.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)

@@ -1,0 +1,81 @@
+"""This sidecar's identity: the certificate and key the control plane issued to its service.
+
+Each new one (at start, then at half of each one's life) is written under the
+state folder (the key readable by its owner only) and loaded into fresh TLS
+contexts, so that a bad one is refused before it replaces a good one, and
+connections already open keep the context they began with.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class IdentityError(Exception):
+    """An identity the sidecar cannot use; the one it had stays."""
+
+
+@dataclass(frozen=True)
+class Installed:
+    spiffe_id: str
+    fingerprint: str
+    not_after: float
+    server: ssl.SSLContext
+    """For the inbound listener: presents this identity, requires the caller's."""
+    client: ssl.SSLContext
+    """For calls to other sidecars: presents this identity, checks theirs."""
+
+
+class IdentityStore:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.current: Installed | None = None
+
+    def install(self, message: dict[str, Any]) -> Installed:
+        """Write and load the identity in ``message`` (cert, key, ca, spiffe_id, ...)."""
+        try:
+            cert, key, ca = str(message["cert"]), str(message["key"]), str(message["ca"])
+            spiffe_id, fingerprint = str(message["spiffe_id"]), str(message["fingerprint"])
+            not_after = float(message["not_after"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IdentityError(f"an identity message without {exc}") from None
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        files = {
+            "cert": self._write(f"{fingerprint[:16]}.crt", cert.encode()),
+            "key": self._write(f"{fingerprint[:16]}.key", key.encode()),
+            "ca": self._write("ca.crt", ca.encode()),
+        }
+        try:
+            server = _context(ssl.Purpose.CLIENT_AUTH, files)
+            client = _context(ssl.Purpose.SERVER_AUTH, files)
+        except (ssl.SSLError, OSError) as exc:
+            raise IdentityError(f"the identity does not load: {exc}") from None
+        previous = self.current
+        self.current = Installed(spiffe_id, fingerprint, not_after, server, client)
+        if previous is not None and previous.fingerprint != fingerprint:
+            for suffix in (".crt", ".key"):  # loaded already; nothing reads the files again
+                (self.folder / f"{previous.fingerprint[:16]}{suffix}").unlink(missing_ok=True)
+        return self.current
+
+    def _write(self, name: str, data: bytes) -> Path:
+        path = self.folder / name
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        tmp.replace(path)
+        return path
+
+
+def _context(purpose: ssl.Purpose, files: dict[str, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(purpose, cafile=str(files["ca"]))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(files["cert"]), str(files["key"]))
+    context.verify_mode = ssl.CERT_REQUIRED
+    if purpose is ssl.Purpose.SERVER_AUTH:
+        context.check_hostname = False  # peers are named by SPIFFE ID, checked by the caller
+    return context
