@@ -78,31 +78,6 @@ def fault_from_form(values: dict[str, str]) -> tuple[dict[str, Any], str | None]
     return fault, value.get("for") or None
 
 
-def describe(fault: dict[str, Any]) -> str:
-    """``delay 200ms (20%), abort 503 (10%)``: what a fault does, in a few words."""
-    parts = []
-    delay = fault.get("delay")
-    if delay:
-        jitter = f" ±{delay['jitter']}" if delay.get("jitter") else ""
-        parts.append(f"delay {delay.get('fixed')}{jitter} ({delay.get('percent', 100):g}%)")
-    abort = fault.get("abort")
-    if abort:
-        what = "reset" if abort.get("reset") else f"abort {abort.get('http_status')}"
-        parts.append(f"{what} ({abort.get('percent', 100):g}%)")
-    if fault.get("bandwidth"):
-        parts.append(f"bandwidth {fault['bandwidth']}/s")
-    if fault.get("hang"):
-        parts.append(f"hang {fault['hang']}")
-    return ", ".join(parts) or "nothing"
-
-
-def describe_match(fault: dict[str, Any]) -> str:
-    match = fault.get("match") or {}
-    parts = [f"{key} {match[key]}" for key in ("source", "method", "path") if match.get(key)]
-    parts += [f"{name}={value}" for name, value in (match.get("headers") or {}).items()]
-    return ", ".join(parts) or "every request"
-
-
 class FaultScreen(Screen[None]):
     """The faults on calls to one service: those in force, and a form to add one."""
 
@@ -165,8 +140,8 @@ class FaultScreen(Screen[None]):
             expires = fault.get("expires_in")
             table.add_row(
                 Text(fault["id"]),
-                Text(describe(fault["fault"])),
-                Text(describe_match(fault["fault"])),
+                Text(fault["does"]),
+                Text(fault["matches"]),
                 "-" if expires is None else f"in {expires:.0f}s",
                 "devmesh.yaml" if fault["origin"] == "config" else "runtime",
                 key=fault["id"],
@@ -199,7 +174,7 @@ class FaultScreen(Screen[None]):
             return
         for key, _, _ in FIELDS:
             self.query_one(f"#field-{key}", Input).value = ""
-        self.notify(f"fault {added['id']} on calls to {self.service}: {describe(added['fault'])}")
+        self.notify(f"fault {added['id']} on calls to {self.service}: {added['does']}")
 
     def action_remove(self) -> None:
         table = self.query_one("#faults", DataTable)

@@ -17,7 +17,7 @@ from rich.text import Text
 from devmesh.cli.app import app, context
 from devmesh.cli.output import console, print_json
 from devmesh.client import ControlPlaneClient, Endpoint
-from devmesh.faultflags import describe, describe_match, fault_from_flags, parse_flag_duration
+from devmesh.faultflags import fault_from_flags, parse_flag_duration
 from devmesh.units import format_duration, parse_duration
 from devmesh.workspace import Workspace
 
@@ -79,8 +79,8 @@ def add(
         return
     until = f", for {format_duration(seconds)}" if seconds is not None else ""
     console.print(
-        f"added fault {added['id']} on calls to {service}: {describe(added['fault'])} "
-        f"on {describe_match(added['fault'])}{until}"
+        f"added fault {added['id']} on calls to {service}: {added['does']} "
+        f"on {added['matches']}{until}"
     )
 
 
@@ -105,8 +105,8 @@ def list_faults(
         table.add_row(
             fault["id"],
             fault["service"],
-            Text(describe(fault["fault"])),
-            Text(describe_match(fault["fault"])),
+            Text(fault["does"]),
+            Text(fault["matches"]),
             "-" if expires is None else f"in {format_duration(round(expires, 1))}",
             "devmesh.yaml" if fault["origin"] == "config" else "cli",
         )

@@ -23,6 +23,7 @@ from devmesh.config import dump_project, parse_project
 from devmesh.config.dump import dump_fault, dump_policy
 from devmesh.config.model import FaultSpec, Policy, Project
 from devmesh.errors import UsageError
+from devmesh.faultflags import describe, describe_match
 
 OVERRIDABLE = ("timeout", "retries", "breaker", "lb", "pool")
 """The policy settings `devmesh policy` may change (the split has its own command)."""
@@ -43,11 +44,16 @@ class ActiveFault:
     """Wall-clock time it removes itself, if time-boxed."""
 
     def to_json(self, now: float) -> dict[str, Any]:
+        """The fault in devmesh.yaml's shape, and in words (``does``, ``matches``) for every
+        client to show the same way."""
+        fault = dump_fault(self.spec)
         return {
             "id": self.id,
             "service": self.service,
             "origin": self.origin,
-            "fault": dump_fault(self.spec),
+            "fault": fault,
+            "does": describe(fault),
+            "matches": describe_match(fault),
             "expires_in": None if self.expires_at is None else max(0.0, self.expires_at - now),
         }
 

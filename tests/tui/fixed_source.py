@@ -132,6 +132,8 @@ STATUS: dict[str, Any] = {
             "service": "catalog",
             "origin": "cli",
             "fault": {"delay": {"fixed": "200ms", "percent": 20}},
+            "does": "delay 200ms (20%)",
+            "matches": "every request",
             "expires_in": 95.0,
         }
     ],
@@ -227,7 +229,7 @@ class FixedSource:
     ) -> dict[str, Any]:
         self._check()
         self.changes.append(("add_fault", (service, dict(fault), lasts)))
-        return {"id": "f2", "service": service, "fault": dict(fault)}
+        return {"id": "f2", "service": service, "fault": dict(fault), "does": "as asked"}
 
     async def remove_fault(self, fault_id: str) -> None:
         self._check()
