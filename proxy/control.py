@@ -57,6 +57,7 @@ class ControlLink:
         telemetry: TelemetryBuffer,
         health: HealthProbe,
         destinations: Destinations | None = None,
+        identity: IdentityStore | None = None,
     ) -> None:
         self.boot = boot
         self.ports = ports
@@ -69,7 +70,7 @@ class ControlLink:
         self._breakers_dirty = True
         self._breakers_looked = 0.0
         self._ws: WebSocket | None = None
-        self.identity = IdentityStore(boot.state_dir / "identity")
+        self.identity = identity or IdentityStore(boot.state_dir / "identity")
         """The identity the control plane issued this sidecar's service (for mTLS)."""
 
     def health_changed(self) -> None:

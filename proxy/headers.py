@@ -32,6 +32,8 @@ ERROR_HEADER = "x-devmesh-error"
 """Set on a response the mesh made itself (no endpoint, connect failure, ...)."""
 FAULT_HEADER = "x-devmesh-fault"
 """Set on a response a fault shaped (the ids of the faults): injected, not real."""
+DENIED_HEADER = "x-devmesh-denied"
+"""Set on a 403 an authorization policy made: why the request was denied."""
 VERSION_HEADER = "x-devmesh-version"
 """Sent by a caller to pin one request to a version of the destination (``v2``)."""
 MESH_PREFIX = "x-devmesh-"
@@ -138,3 +140,9 @@ def _uuid4() -> str:
     value = (_random_bits(128) & ~(0xC000 << 48 | 0xF000 << 64)) | (0x8000 << 48 | 0x4000 << 64)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def header_safe(text: str, limit: int = 512) -> str:
+    """``text`` fit for a header value: printable ASCII only (a request's decoded path may
+    hold anything, line breaks included), at most ``limit`` characters."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])

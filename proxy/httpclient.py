@@ -6,6 +6,12 @@ gives the connection back to the pool once the body is read whole, or closes
 it. Errors are two: ``ConnectFailed`` (nothing was sent) and ``UpstreamReset``
 (the connection broke before the head of an answer came).
 
+A call to another sidecar may go over mTLS (``Tls``): the connection presents
+this sidecar's certificate, checks the other's against the mesh's CA, and is
+used only if that certificate names the SPIFFE ID expected of it (Istio's
+secure naming); otherwise it fails as ``ConnectFailed``. Pooled connections
+are kept apart by that ID, plaintext ones by none.
+
 A request sent on a reused keep-alive connection that the upstream had just
 closed (the race every HTTP client has) is sent again once on a new connection,
 if nothing of an answer came and its body can be sent again.
@@ -15,14 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import httptools
 from multidict import CIMultiDict
 
 from proxy.body import Body, BodyError
 from proxy.connection import Connection
+from proxy.mtls import peer_spiffe_ids
 
 IDLE_TIMEOUT = 30.0
 """A pooled connection unused for this long is closed rather than reused."""
@@ -37,6 +46,17 @@ class ConnectFailed(OSError):
 class UpstreamReset(ConnectionError):
     """The connection broke before the head of an answer came."""
 
+
+@dataclass(frozen=True)
+class Tls:
+    """Call over mTLS: present ``context``'s identity, expect the peer to be ``peer_id``."""
+
+    context: ssl.SSLContext
+    peer_id: str
+
+
+Key = tuple[str, int, str]
+"""A pooled connection's upstream: host, port, and the SPIFFE ID it proved ("": plaintext)."""
 
 RequestBody = bytes | Body | None
 """None (no body), bytes (sent with a ``Content-Length``, can be sent again) or a stream."""
@@ -65,7 +85,7 @@ class Response:
 
 
 class ClientConnection(Connection):
-    def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
+    def __init__(self, pool: Pool, key: Key) -> None:
         super().__init__()
         self.pool = pool
         self.key = key
@@ -242,7 +262,7 @@ class Pool:
 
     def __init__(self, connect_timeout: float = 10.0) -> None:
         self.connect_timeout = connect_timeout
-        self._idle: dict[tuple[str, int], list[ClientConnection]] = {}
+        self._idle: dict[Key, list[ClientConnection]] = {}
 
     async def request(
         self,
@@ -252,9 +272,10 @@ class Pool:
         target: str,
         headers: Iterable[tuple[str, str]],
         body: RequestBody,
+        tls: Tls | None = None,
     ) -> Response:
         """Send a request; its answer's head. Raises ``ConnectFailed`` or ``UpstreamReset``."""
-        key = (host, port)
+        key = (host, port, tls.peer_id if tls is not None else "")
         head = _request_head(method, target, headers, body)
         conn = self._reuse(key)
         if conn is not None:
@@ -264,10 +285,10 @@ class Pool:
                 if not conn.answered_nothing or isinstance(body, Body):
                     raise
                 # The upstream closed the idle connection as we sent: once more, on a new one.
-        conn = await self._connect(key)
+        conn = await self._connect(key, tls)
         return await conn.send(head, body, method == "HEAD")
 
-    def _reuse(self, key: tuple[str, int]) -> ClientConnection | None:
+    def _reuse(self, key: Key) -> ClientConnection | None:
         idle = self._idle.get(key)
         deadline = time.monotonic() - IDLE_TIMEOUT
         while idle:
@@ -277,18 +298,32 @@ class Pool:
             conn.close()
         return None
 
-    async def _connect(self, key: tuple[str, int]) -> ClientConnection:
+    async def _connect(self, key: Key, tls: Tls | None) -> ClientConnection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, protocol = await loop.create_connection(
-                    lambda: ClientConnection(self, key), key[0], key[1]
+                transport, protocol = await loop.create_connection(
+                    lambda: ClientConnection(self, key),
+                    key[0],
+                    key[1],
+                    ssl=tls.context if tls is not None else None,
+                    # Peers are named by SPIFFE ID, checked below, not by host name.
+                    server_hostname="" if tls is not None else None,
                 )
         except TimeoutError as exc:
             raise ConnectFailed(0, f"no connection within {self.connect_timeout:g}s") from exc
+        except ssl.SSLError as exc:
+            reason = str(exc.reason or exc).lower().replace("_", " ")
+            raise ConnectFailed(0, f"the mTLS handshake failed: {reason}") from exc
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ConnectFailed(exc.errno, reason) from exc
+        if tls is not None:
+            ids = peer_spiffe_ids(transport)
+            if ids != [tls.peer_id]:
+                transport.abort()
+                named = ", ".join(ids) or "no SPIFFE ID"
+                raise ConnectFailed(0, f"its certificate names {named}, not {tls.peer_id}")
         return protocol
 
     def put(self, conn: ClientConnection) -> None:

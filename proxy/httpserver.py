@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,6 +34,7 @@ from multidict import CIMultiDict
 
 from proxy.body import Body, BodyError
 from proxy.connection import Connection
+from proxy.mtls import Gate, Refusals, accept, peer_identity
 
 log = logging.getLogger("devmesh.proxy")
 
@@ -124,6 +126,16 @@ class Request:
     def remote(self) -> str | None:
         """The peer's address."""
         return self._conn.peer
+
+    @property
+    def principal(self) -> str | None:
+        """The caller's SPIFFE ID, proven by mTLS; ``None`` on a plaintext connection."""
+        return self._conn.principal
+
+    @property
+    def secure(self) -> bool:
+        """It came over mTLS."""
+        return self._conn.principal is not None
 
     @property
     def gone(self) -> bool:
@@ -246,6 +258,8 @@ class ServerConnection(Connection):
         super().__init__()
         self.listener = listener
         self.peer: str | None = None
+        self.principal: str | None = None
+        """The caller's SPIFFE ID, on a connection that came over mTLS."""
         self._parser = httptools.HttpRequestParser(self)
         self._url: list[bytes] = []
         self._headers: list[tuple[bytes, bytes]] = []
@@ -267,6 +281,19 @@ class ServerConnection(Connection):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
+        if transport.get_extra_info("ssl_object") is not None:
+            # The handshake has ended and nothing has been read: a certificate of the
+            # mesh's CA that names no identity of this project ends the connection here.
+            gate = self.listener.gate() if self.listener.gate is not None else None
+            self.principal = peer_identity(transport, gate.trust_prefix if gate else None)
+            if self.principal is None:
+                self._upgraded = True  # read nothing
+                self.listener.refusals.add(
+                    "identity", peer, "its certificate names no identity of this mesh"
+                )
+                if self.transport is not None:
+                    self.transport.abort()
+                return
         self.listener.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -488,29 +515,67 @@ class ServerConnection(Connection):
         return self._current is not None
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP socket listening on ``host:port`` (IPv4 or IPv6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _describe(exc: Exception) -> str:
     text = str(exc)
     return text or type(exc).__name__
 
 
 class Listener:
-    """A listening socket, its connections and their handler tasks."""
+    """A listening socket, its connections and their handler tasks.
 
-    def __init__(self, handler: Handler) -> None:
+    With a ``gate``, each new connection is let in as plaintext or mTLS, or
+    closed, by the gate in force when it arrives (``proxy.mtls``).
+    """
+
+    def __init__(self, handler: Handler, gate: Callable[[], Gate] | None = None) -> None:
         self.handler = handler
+        self.gate = gate
+        self.refusals = Refusals()
         self.connections: set[ServerConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        self._socket: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
+        self._admitting: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen; the bound port. Raises ``OSError`` (port taken) with nothing left bound."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: ServerConnection(self), host, port, reuse_address=True, backlog=1024
-        )
+        bound: int
+        if self.gate is None:
+            self._server = await loop.create_server(
+                lambda: ServerConnection(self), host, port, reuse_address=True, backlog=1024
+            )
+            bound = self._server.sockets[0].getsockname()[1]
+        else:
+            self._socket = _listening_socket(host, port)
+            bound = self._socket.getsockname()[1]
+            self._acceptor = loop.create_task(
+                accept(
+                    self._socket,
+                    self.gate,
+                    lambda: ServerConnection(self),
+                    self.refusals,
+                    self._admitting,
+                )
+            )
         self._sweeper = loop.create_task(self._sweep())
-        bound: int = self._server.sockets[0].getsockname()[1]
         return bound
 
     async def _sweep(self) -> None:
@@ -527,6 +592,15 @@ class Listener:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            for task in list(self._admitting):
+                task.cancel()
+            await asyncio.gather(self._acceptor, *self._admitting, return_exceptions=True)
+            self._acceptor = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         for conn in list(self.connections):
             if not conn.busy:
                 conn.close()

@@ -3,13 +3,17 @@
 Each new one (at start, then at half of each one's life) is written under the
 state folder (the key readable by its owner only) and loaded into fresh TLS
 contexts, so that a bad one is refused before it replaces a good one, and
-connections already open keep the context they began with.
+connections already open keep the context they began with. A sidecar that
+restarts while the control plane is away starts with the identity it kept, as
+it starts with its last good snapshot, until that one expires.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +33,36 @@ class Installed:
     client: ssl.SSLContext
     """For calls to other sidecars: presents this identity, checks theirs."""
 
+    @property
+    def trust_prefix(self) -> str:
+        """``spiffe://devmesh.local/<project>/``: the IDs of this identity's mesh."""
+        return self.spiffe_id.rpartition("/")[0] + "/"
+
+    def peer_id(self, service: str) -> str:
+        """The SPIFFE ID a sidecar of ``service`` in this mesh must present."""
+        return self.trust_prefix + service
+
+
+_KEPT = "identity.json"
+
 
 class IdentityStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.current: Installed | None = None
+
+    def load_kept(self, now: float | None = None) -> Installed | None:
+        """The identity kept in the folder by an earlier run, if it is still valid."""
+        try:
+            kept = json.loads((self.folder / _KEPT).read_text())
+            if float(kept["not_after"]) <= (time.time() if now is None else now):
+                return None
+            message = dict(kept)
+            for part in ("cert", "key", "ca"):
+                message[part] = (self.folder / kept["files"][part]).read_text()
+            return self.install(message)
+        except (OSError, ValueError, KeyError, TypeError, IdentityError):
+            return None
 
     def install(self, message: dict[str, Any]) -> Installed:
         """Write and load the identity in ``message`` (cert, key, ca, spiffe_id, ...)."""
@@ -54,6 +83,9 @@ class IdentityStore:
             client = _context(ssl.Purpose.SERVER_AUTH, files)
         except (ssl.SSLError, OSError) as exc:
             raise IdentityError(f"the identity does not load: {exc}") from None
+        kept = {"spiffe_id": spiffe_id, "fingerprint": fingerprint, "not_after": not_after}
+        kept["files"] = {part: path.name for part, path in files.items()}
+        self._write(_KEPT, json.dumps(kept).encode())
         previous = self.current
         self.current = Installed(spiffe_id, fingerprint, not_after, server, client)
         if previous is not None and previous.fingerprint != fingerprint:

@@ -12,7 +12,10 @@ In order, for one request to ``catalog``:
    timeout, and retries react to injected aborts — unlike Istio, where faults
    turn retries off); every real attempt's result feeds the outlier detector
    (an injected failure says nothing of the endpoint's health, as in Envoy);
-4. the answer is relayed (at the fault's bandwidth, if one limits it), all
+4. each attempt goes over mTLS to the endpoint's sidecar unless the service's
+   mode is ``off`` (or, ``permissive``, this sidecar has no identity yet), and
+   the endpoint must prove it is of the service (its SPIFFE ID);
+5. the answer is relayed (at the fault's bandwidth, if one limits it), all
    within the route's timeout.
 
 A request that never reached an app (connect failure) and can be replayed is
@@ -35,8 +38,9 @@ from proxy.deadline import deadline
 from proxy.destinations import Destination, Destinations
 from proxy.faults import NO_FAULT, Decision, RequestInfo, decide
 from proxy.headers import ERROR_HEADER, VERSION_HEADER
-from proxy.httpclient import Pool, RequestBody
+from proxy.httpclient import Pool, RequestBody, Tls
 from proxy.httpserver import Request
+from proxy.identity import IdentityStore
 from proxy.outlier import Outcome as AttemptResult
 from proxy.policy import Retries
 from proxy.pool import Overflow
@@ -70,11 +74,13 @@ class OutboundCalls:
         router: Router,
         destinations: Destinations,
         rand: random.Random | None = None,
+        identity: IdentityStore | None = None,
     ) -> None:
         self._pool = pool
         self.router = router
         self.destinations = destinations
         self._rand = rand or random.Random()
+        self.identity = identity
 
     async def call(self, call: Call, outcome: Outcome) -> None:
         request = call.request
@@ -162,7 +168,9 @@ class OutboundCalls:
             outcome.instance, outcome.version = endpoint.instance, endpoint.version
             decision = self._decide(call, destination)
             fired += [f for f in decision.fired if f not in fired]
-            sent = await self._attempt(call, destination, version, endpoint, body, decision)
+            sent = await self._attempt(
+                call, destination, version, endpoint, body, decision, outcome
+            )
             if not decision:  # an injected failure says nothing of the endpoint's health
                 destination.detector.record(endpoint.instance, _result(sent))
             left = attempts - len(tried)
@@ -201,6 +209,7 @@ class OutboundCalls:
         endpoint: Endpoint,
         body: RequestBody,
         decision: Decision,
+        outcome: Outcome,
     ) -> Sent:
         retries = destination.route.policy.retries
         per_try = retries.per_try_timeout if retries is not None else None
@@ -216,6 +225,10 @@ class OutboundCalls:
                 if decision.hang is not None:
                     await asyncio.sleep(decision.hang)
                     return NoAnswer("reset", f"fault {fault} hung the request", fault=fault)
+                tls = self._tls(call.service, destination.route.mtls)
+                if isinstance(tls, NoAnswer):
+                    return tls
+                outcome.mtls = tls is not None
                 destination.started(endpoint, version)
                 try:
                     host, _, port = endpoint.address.rpartition(":")
@@ -227,6 +240,7 @@ class OutboundCalls:
                         call.headers,
                         body,
                         endpoint.instance,
+                        tls,
                     )
                 finally:
                     destination.finished(endpoint, version)
@@ -234,6 +248,21 @@ class OutboundCalls:
             return NoAnswer(
                 "timeout", f"{endpoint.instance} did not answer within {per_try:g}s", status=504
             )
+
+    def _tls(self, service: str, mode: str) -> Tls | NoAnswer | None:
+        """How to call ``service``: over mTLS (``Tls``), plaintext (``None``), or not at all."""
+        if mode == "off":
+            return None
+        current = self.identity.current if self.identity is not None else None
+        if current is not None:
+            return Tls(current.client, current.peer_id(service))
+        if mode == "strict":
+            return NoAnswer(
+                "no-identity",
+                f"{service} takes only mTLS calls and this sidecar has no identity yet "
+                "(its control plane gives it one)",
+            )
+        return None
 
 
 async def _body(request: Request, keep: bool) -> RequestBody:

@@ -12,6 +12,7 @@ from proxy.bootstrap import Bootstrap
 from proxy.control import ControlLink
 from proxy.destinations import Destinations
 from proxy.health import HealthProbe
+from proxy.identity import IdentityStore
 from proxy.outlier import BreakerSummary
 from proxy.router import Router
 from proxy.server import BoundPorts, Sidecar
@@ -33,6 +34,9 @@ class SidecarRunner:
         self.destinations = Destinations(on_breaker_change=self._breaker_changed)
         self.destinations.sync(self.router.snapshot)
         self.router.subscribe(self.destinations.sync)
+        self.identity = IdentityStore(boot.state_dir / "identity")
+        if self.identity.load_kept() is not None:
+            log.info("starting with the identity kept on disk")
         # A request the app refused is reported at once, not after three failed probes.
         self.sidecar = Sidecar(
             boot,
@@ -40,6 +44,7 @@ class SidecarRunner:
             self.telemetry,
             on_app_refused=self.health.observed_failure,
             destinations=self.destinations,
+            identity=self.identity,
         )
         self.link: ControlLink | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -51,7 +56,13 @@ class SidecarRunner:
         """
         ports = await self.sidecar.start()
         self.link = ControlLink(
-            self.boot, ports, self.router, self.telemetry, self.health, self.destinations
+            self.boot,
+            ports,
+            self.router,
+            self.telemetry,
+            self.health,
+            self.destinations,
+            self.identity,
         )
         self.health.on_change = self.link.health_changed
         self._tasks = [

@@ -4,7 +4,9 @@ Three kinds of listener, one handler each:
 
 * outbound: the instance's own calls, as an HTTP proxy (``HTTP_PROXY``) or
   with a plain ``Host`` header; the destination service is the host name;
-* inbound: calls from other sidecars, handed to the instance on localhost;
+* inbound: calls from other sidecars, handed to the instance on localhost,
+  over mTLS or plaintext as the service's mode says (``proxy.mtls``), each
+  judged by the service's authorization policies first (``proxy.authz``);
 * gateway: traffic entering the mesh from the host, bound for one service.
 
 Bodies are streamed both ways and upstream connections are pooled. Every
@@ -26,9 +28,11 @@ from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
 
+from proxy.authz import evaluate
 from proxy.bootstrap import Bootstrap
 from proxy.destinations import Destinations
 from proxy.headers import (
+    DENIED_HEADER,
     SOURCE_HEADER,
     append_forwarded_for,
     forwardable,
@@ -36,9 +40,12 @@ from proxy.headers import (
 )
 from proxy.httpclient import Pool
 from proxy.httpserver import MAX_BODY, Listener, Request
+from proxy.identity import IdentityStore
+from proxy.mtls import Gate, service_of
 from proxy.origdst import original_destination
 from proxy.outbound import Call, OutboundCalls
 from proxy.router import Router
+from proxy.snapshot import DEFAULT_MTLS
 from proxy.telemetry import Direction, Record, TelemetryBuffer
 from proxy.upstream import NoAnswer, Outcome, Sent, relay, reply, send
 
@@ -72,9 +79,11 @@ class Sidecar:
         telemetry: TelemetryBuffer,
         on_app_refused: Callable[[str], None] = lambda detail: None,
         destinations: Destinations | None = None,
+        identity: IdentityStore | None = None,
     ) -> None:
         """``on_app_refused(detail)`` is called when the instance's app refuses a
-        connection the inbound listener opens for a request (passive health)."""
+        connection the inbound listener opens for a request (passive health).
+        ``identity`` is this sidecar's, for mTLS (``None``: plaintext only)."""
         self.boot = boot
         self.router = router
         self.telemetry = telemetry
@@ -84,10 +93,12 @@ class Sidecar:
             destinations.sync(router.snapshot)
             router.subscribe(destinations.sync)
         self.destinations = destinations
+        self.identity = identity
         self.pool = Pool(connect_timeout=_CONNECT_TIMEOUT)
-        self.calls = OutboundCalls(self.pool, router, destinations)
+        self.calls = OutboundCalls(self.pool, router, destinations, identity=identity)
         self.ports = BoundPorts()
         self._listeners: list[Listener] = []
+        self.inbound: Listener | None = None
 
     async def start(self) -> BoundPorts:
         """Bind every listener; raises ``OSError`` (port taken) with nothing left bound."""
@@ -97,8 +108,9 @@ class Sidecar:
                     self._outbound, self.boot.outbound_host, self.boot.outbound_port
                 )
                 self.ports.inbound = await self._listen(
-                    self._inbound, self.boot.listen_host, self.boot.inbound_port
+                    self._inbound, self.boot.listen_host, self.boot.inbound_port, self._gate
                 )
+                self.inbound = self._listeners[-1]
             for listener in self.boot.gateway:
                 self.ports.gateway[listener.service] = await self._listen(
                     self._gateway_handler(listener.service), self.boot.listen_host, listener.port
@@ -114,11 +126,22 @@ class Sidecar:
         self._listeners.clear()
         self.pool.close()
 
-    async def _listen(self, handler: Handler, host: str, port: int) -> int:
-        listener = Listener(handler)
+    async def _listen(
+        self, handler: Handler, host: str, port: int, gate: Callable[[], Gate] | None = None
+    ) -> int:
+        listener = Listener(handler, gate)
         bound = await listener.start(host, port)
         self._listeners.append(listener)
         return bound
+
+    def _gate(self) -> Gate:
+        """What the inbound listener lets in now: the service's mode, this identity."""
+        route = self.router.snapshot.routes.get(self.boot.service)
+        mode = route.mtls if route is not None else DEFAULT_MTLS
+        current = self.identity.current if self.identity is not None else None
+        if current is None:
+            return Gate(mode, None, None)
+        return Gate(mode, current.server, current.trust_prefix)
 
     # -- handlers -------------------------------------------------------------
 
@@ -143,9 +166,33 @@ class Sidecar:
 
     async def _inbound(self, request: Request) -> None:
         start = time.perf_counter()
-        source = request.headers.get(SOURCE_HEADER, EXTERNAL_SOURCE)
-        outcome = Outcome(instance=self.boot.instance, version=self.boot.version)
-        if self.boot.app_port is None:
+        principal = request.principal
+        if principal is not None:
+            source = service_of(principal)  # proven by its certificate
+        else:
+            source = request.headers.get(SOURCE_HEADER, EXTERNAL_SOURCE)  # as it says
+        outcome = Outcome(
+            instance=self.boot.instance, version=self.boot.version, mtls=principal is not None
+        )
+        route = self.router.snapshot.routes.get(self.boot.service)
+        verdict = evaluate(route.authz, principal, request.path, request.method) if route else None
+        if verdict is not None and verdict.audit is not None:
+            outcome.authz = f"audit:{verdict.audit.policy}"
+            log.info("audit: %s (not enforced)", verdict.audit.reason)
+        if verdict is not None and not verdict.allowed:
+            outcome.authz = f"deny:{verdict.policy}"
+            await relay(
+                request,
+                NoAnswer(
+                    "denied",
+                    f"{self.boot.service}: {verdict.reason}",
+                    status=403,
+                    headers={DENIED_HEADER: verdict.reason},
+                ),
+                outcome,
+                trusted=False,
+            )
+        elif self.boot.app_port is None:
             await relay(
                 request,
                 NoAnswer("no-port", f"{self.boot.service} declares no port to receive calls on"),
@@ -289,6 +336,8 @@ class Sidecar:
                 trace_id=span.trace_id if span else None,
                 span_id=span.span_id if span else None,
                 parent_id=span.parent_id if span else None,
+                mtls=outcome.mtls,
+                authz=outcome.authz,
             )
         )
 

@@ -11,7 +11,15 @@ Wire form (JSON)::
      "routes": {"catalog": {"endpoints": [{"instance": "catalog-v1-1", "version": "v1",
                                            "address": "127.0.0.1:41234"}],
                             "split": {"v1": 90, "v2": 10},
-                            "versions": ["v1", "v2"]}}}
+                            "versions": ["v1", "v2"],
+                            "mtls": "strict",
+                            "authz": [{"name": "readers", "action": "allow",
+                                       "sources": ["spiffe://devmesh.local/shop/frontend"],
+                                       "methods": ["GET"]}]}}}
+
+``mtls`` and ``authz`` are the destination's: a caller's sidecar reads the mode to
+know whether to call it over mTLS, the destination's own sidecar reads both to
+know whom to let in.
 """
 
 from __future__ import annotations
@@ -22,8 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proxy.authz import AuthzError, AuthzPolicy, parse_policies
 from proxy.policy import DEFAULT as DEFAULT_POLICY
 from proxy.policy import PolicyError, RoutePolicy, parse_policy, policy_to_wire
+
+MTLS_MODES = ("strict", "permissive", "off")
+"""``strict``: only mTLS from a mesh identity is let in; ``permissive``: mTLS or plaintext
+on the same port (callers in the mesh use mTLS); ``off``: plaintext only."""
+DEFAULT_MTLS = "permissive"
 
 
 class SnapshotError(ValueError):
@@ -57,6 +71,10 @@ class Route:
     """The service's named versions: ``<service>-<version>`` is a host for each of them."""
     policy: RoutePolicy = DEFAULT_POLICY
     """How calls to it are handled: timeout, retries, breaker, pool, balancing, faults."""
+    mtls: str = DEFAULT_MTLS
+    """Its mTLS mode (one of ``MTLS_MODES``)."""
+    authz: tuple[AuthzPolicy, ...] = ()
+    """Its authorization policies."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,8 @@ def snapshot_to_wire(snapshot: Snapshot) -> dict[str, Any]:
                     if route.policy != DEFAULT_POLICY
                     else {}
                 ),
+                **({"mtls": route.mtls} if route.mtls != DEFAULT_MTLS else {}),
+                **({"authz": [p.to_wire() for p in route.authz]} if route.authz else {}),
             }
             for name, route in snapshot.routes.items()
         },
@@ -146,7 +166,21 @@ def _parse_route(data: object, where: str) -> Route:
         policy = parse_policy(obj.get("policy", {}), f"{where}.policy")
     except PolicyError as exc:
         raise SnapshotError(str(exc)) from None
-    return Route(endpoints=endpoints, split=split, versions=versions, policy=policy)
+    mtls = obj.get("mtls", DEFAULT_MTLS)
+    if mtls not in MTLS_MODES:
+        raise SnapshotError(f"{where}.mtls must be one of {', '.join(MTLS_MODES)}")
+    try:
+        authz = parse_policies(obj.get("authz", []), f"{where}.authz")
+    except AuthzError as exc:
+        raise SnapshotError(str(exc)) from None
+    return Route(
+        endpoints=endpoints,
+        split=split,
+        versions=versions,
+        policy=policy,
+        mtls=str(mtls),
+        authz=authz,
+    )
 
 
 def _parse_endpoint(data: object, where: str) -> Endpoint:

@@ -42,6 +42,11 @@ class Record:
     """This sidecar's span of it: a client span outbound, a server span inbound."""
     parent_id: str | None = None
     """The span this one is a child of (``None``: the request started the trace)."""
+    mtls: bool = False
+    """The hop was mTLS: outbound, the call to the endpoint; inbound, the caller's."""
+    authz: str | None = None
+    """``deny:<policy>``: an authorization policy denied it (403); ``audit:<policy>``: an
+    audit-mode policy would have, and it was let through."""
 
     def to_wire(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _FIELDS}

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from multidict import CIMultiDict
 
 from proxy.body import BodyError
-from proxy.headers import ERROR_HEADER, FAULT_HEADER, Span, forwardable
-from proxy.httpclient import ConnectFailed, Pool, RequestBody, Response, UpstreamReset
+from proxy.headers import ERROR_HEADER, FAULT_HEADER, Span, forwardable, header_safe
+from proxy.httpclient import ConnectFailed, Pool, RequestBody, Response, Tls, UpstreamReset
 from proxy.httpserver import Request, ResponseError
 from proxy.toxics import Throttle
 
@@ -33,6 +33,8 @@ class NoAnswer:
     status: int = 503
     fault: str | None = None
     """The injected fault that made it (a reset or a hang), if one did."""
+    headers: dict[str, str] | None = None
+    """More headers of the mesh's answer (why an authorization policy denied it)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class Outcome:
     retries: int = 0
     span: Span | None = None
     """This hop's span of the request's trace."""
+    mtls: bool = False
+    """It went (outbound) or came (inbound) over mTLS."""
+    authz: str | None = None
+    """``deny:<policy>`` (denied), ``audit:<policy>`` (an audit-mode policy would have)."""
 
 
 async def send(
@@ -69,11 +75,13 @@ async def send(
     headers: CIMultiDict[str],
     body: RequestBody,
     instance: str = "",
+    tls: Tls | None = None,
 ) -> Sent:
-    """Send ``request`` (with ``body``: bytes to replay, or its stream) to ``host:port``."""
+    """Send ``request`` (with ``body``: bytes to replay, or its stream) to ``host:port``
+    (over mTLS with ``tls``)."""
     try:
         return await pool.request(
-            host, port, request.method, request.path_qs, headers.items(), body
+            host, port, request.method, request.path_qs, headers.items(), body, tls
         )
     except ConnectFailed as exc:
         where = f"{instance} at " if instance else ""
@@ -112,7 +120,7 @@ async def relay(
         return
     if isinstance(sent, NoAnswer):
         outcome.status, outcome.error = sent.status, sent.code
-        reply(request, sent.status, sent.code, sent.message)
+        reply(request, sent.status, sent.code, sent.message, sent.headers)
         return
     upstream = sent
     body = upstream.body
@@ -164,7 +172,7 @@ def reply(
 ) -> None:
     """A response the mesh makes itself, marked so that it is never taken for the app's."""
     marks = [("Content-Type", "text/plain; charset=utf-8")]
-    marks += (headers or {}).items()
+    marks += [(name, header_safe(value)) for name, value in (headers or {}).items()]
     if code is not None:
         marks.append((ERROR_HEADER, code))
     try:

@@ -95,4 +95,6 @@ def test_records_go_to_the_wire_as_plain_dicts() -> None:
         "trace_id",
         "span_id",
         "parent_id",
+        "mtls",
+        "authz",
     }
