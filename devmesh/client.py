@@ -242,6 +242,30 @@ class ControlPlaneClient:
         result: dict[str, Any] = await self._call("DELETE", path)
         return list(result["removed"])
 
+    async def authz_rules(self) -> list[dict[str, Any]]:
+        result: dict[str, Any] = await self._call("GET", "/v1/authz")
+        return list(result["rules"])
+
+    async def add_authz_rule(self, rule: Mapping[str, Any]) -> dict[str, Any]:
+        """Add an authorization rule (devmesh.yaml's shape)."""
+        result: dict[str, Any] = await self._call("POST", "/v1/authz", json={"rule": dict(rule)})
+        return dict(result["rule"])
+
+    async def remove_authz_rule(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("DELETE", f"/v1/authz/{_segment(name)}")
+        return dict(result["removed"])
+
+    async def mtls_modes(self) -> dict[str, str]:
+        result: dict[str, Any] = await self._call("GET", "/v1/mtls")
+        return dict(result["modes"])
+
+    async def set_mtls(self, service: str | None, mode: str | None) -> dict[str, str]:
+        """Set ``service``'s mTLS mode (``None``: the mesh's); ``mode`` ``None``: back to
+        devmesh.yaml's. Every service's mode then."""
+        body = {"service": service, "mode": mode}
+        result: dict[str, Any] = await self._call("PUT", "/v1/mtls", json=body)
+        return dict(result["modes"])
+
     async def policy(self, service: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", f"/v1/services/{service}/policy")
         return result

@@ -7,7 +7,17 @@ defaults left out, ``versions:`` only for a versioned service.
 
 from __future__ import annotations
 
-from devmesh.config.model import Build, FaultSpec, Health, Policy, Project, Service, Version
+from devmesh.config.model import (
+    DEFAULT_MTLS,
+    AuthzRule,
+    Build,
+    FaultSpec,
+    Health,
+    Policy,
+    Project,
+    Service,
+    Version,
+)
 from devmesh.units import format_duration, format_size, parse_duration
 
 
@@ -26,6 +36,10 @@ def dump_project(project: Project) -> dict[str, object]:
         data["interception"] = project.interception
     if project.policies:
         data["policies"] = {name: dump_policy(policy) for name, policy in project.policies.items()}
+    if project.mtls != DEFAULT_MTLS:
+        data["mtls"] = project.mtls
+    if project.authorization:
+        data["authorization"] = [dump_rule(rule) for rule in project.authorization]
     return data
 
 
@@ -57,6 +71,8 @@ def _service(service: Service) -> dict[str, object]:
         data["interception"] = service.interception
     if service.protocol != "http":
         data["protocol"] = service.protocol
+    if service.mtls is not None:
+        data["mtls"] = service.mtls
     return data
 
 
@@ -90,6 +106,16 @@ def _health(health: Health) -> dict[str, object]:
     data: dict[str, object] = {"start_timeout": dump_duration(health.start_timeout)}
     if health.path is not None:
         data["path"] = health.path
+    return data
+
+
+def dump_rule(rule: AuthzRule) -> dict[str, object]:
+    data: dict[str, object] = {"name": rule.name, "service": rule.service, "action": rule.action}
+    if rule.mode != "enforce":
+        data["mode"] = rule.mode
+    for key, values in (("from", rule.sources), ("paths", rule.paths), ("methods", rule.methods)):
+        if values:
+            data[key] = list(values)
     return data
 
 

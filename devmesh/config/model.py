@@ -27,6 +27,14 @@ RESERVED_PORTS = range(15000, 15100)
 INTERCEPTION_MODES = ("transparent", "env")
 """How the Docker runtime sends a service's calls through its sidecar: iptables
 redirects (no change to the service), or ``HTTP_PROXY`` (no NET_ADMIN needed)."""
+MTLS_MODES = ("strict", "permissive", "off")
+"""Between sidecars: ``strict`` lets in only mTLS from a mesh identity, ``permissive``
+mTLS or plaintext (callers in the mesh use mTLS), ``off`` plaintext only."""
+DEFAULT_MTLS = "permissive"
+AUTHZ_ACTIONS = ("allow", "deny")
+AUTHZ_MODES = ("enforce", "audit")
+ANY_SOURCE = "*"
+"""In an authorization rule's ``from``: any caller with a mesh identity."""
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 """The Python image the sidecar image is built on, unless the project or a flag says otherwise."""
 
@@ -142,6 +150,27 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class AuthzRule:
+    """An authorization policy for calls to one service (Istio's ``AuthorizationPolicy``).
+
+    It matches a request when each of ``sources``, ``paths`` and ``methods`` it gives
+    has a value that matches; ``deny`` rules are judged first, and with any ``allow``
+    rule on a service only what one allows gets in. ``audit``: reported, not enforced.
+    """
+
+    name: str
+    service: str
+    action: str
+    mode: str = "enforce"
+    sources: tuple[str, ...] = ()
+    """Calling services by name, or ``*`` (any mesh identity)."""
+    paths: tuple[str, ...] = ()
+    """Exact, ``/prefix/*``, ``*.suffix`` or ``*``."""
+    methods: tuple[str, ...] = ()
+    line: int | None = None
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     versions: tuple[Version, ...]
@@ -154,6 +183,8 @@ class Service:
     interception: str | None = None
     """``transparent`` or ``env`` for this service; ``None``: the project's setting."""
     protocol: str = "http"
+    mtls: str | None = None
+    """This service's mTLS mode; ``None``: the project's."""
     line: int | None = None
 
     @property
@@ -174,6 +205,9 @@ class Project:
     """The Python image to build the sidecar on (Docker runtime); ``None``: the default."""
     interception: str = "transparent"
     """The project-wide interception mode; a service may override it."""
+    mtls: str = DEFAULT_MTLS
+    """The mesh-wide mTLS mode; a service may override it."""
+    authorization: tuple[AuthzRule, ...] = ()
     source: Path | None = None
     """The file this project was loaded from, if any."""
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -185,6 +219,10 @@ class Project:
     def interception_of(self, service: str) -> str:
         own = self.services[service].interception
         return own if own is not None else self.interception
+
+    def mtls_of(self, service: str) -> str:
+        own = self.services[service].mtls
+        return own if own is not None else self.mtls
 
     def where(self, *paths: str) -> str:
         """``devmesh.yaml:12``: the place of the first of ``paths`` the file has a line for.

@@ -48,6 +48,8 @@ def parse_project(
         policies=shape.policies,
         base_image=shape.base_image,
         interception=shape.interception,
+        mtls=shape.mtls,
+        authorization=shape.authorization,
         source=file,
         lines=dict(lines or {}),
     )

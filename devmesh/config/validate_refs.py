@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from devmesh.config.model import RESERVED_PORTS, Policy, Service
 from devmesh.config.report import Problems, did_you_mean, quoted_list
+from devmesh.config.validate_authz import check_rules
 from devmesh.config.validate_shape import Shape
 
 SPLIT_TOLERANCE = 1e-6
@@ -28,6 +29,7 @@ def check_references(problems: Problems, shape: Shape) -> None:
         _check_cycles(problems, services)
         for name, policy in shape.policies.items():
             _check_policy(problems, services, name, policy)
+        check_rules(problems, shape.authorization, services)
     _check_expose(problems, services)
     for service in services.values():
         _check_runnable(problems, service)

@@ -11,9 +11,12 @@ import re
 from dataclasses import dataclass, field
 
 from devmesh.config.model import (
+    DEFAULT_MTLS,
     DEFAULT_VERSION,
     INTERCEPTION_MODES,
+    MTLS_MODES,
     PROTOCOLS,
+    AuthzRule,
     Build,
     Health,
     Policy,
@@ -22,6 +25,7 @@ from devmesh.config.model import (
 )
 from devmesh.config.readers import ENV_NAME, Section, describe
 from devmesh.config.report import Problems
+from devmesh.config.validate_authz import read_authorization
 from devmesh.config.validate_policies import read_policy
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -29,7 +33,15 @@ VERSION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 RESERVED_SERVICE = "ingress"
 MAX_REPLICAS = 20
 
-PROJECT_KEYS = ("name", "services", "policies", "base_image", "interception")
+PROJECT_KEYS = (
+    "name",
+    "services",
+    "policies",
+    "base_image",
+    "interception",
+    "mtls",
+    "authorization",
+)
 EXTENSION_PREFIX = "x-"
 """Top-level keys starting with this are ignored, as in Compose: a place for YAML anchors."""
 RUN_KEYS = ("command", "image", "build", "env", "replicas")
@@ -42,6 +54,7 @@ SERVICE_KEYS = (
     "versions",
     "interception",
     "protocol",
+    "mtls",
 )
 BUILD_KEYS = ("context", "dockerfile", "args")
 HEALTH_KEYS = ("path", "start_timeout")
@@ -95,6 +108,8 @@ class Shape:
     policies: dict[str, Policy] = field(default_factory=dict)
     base_image: str | None = None
     interception: str = "transparent"
+    mtls: str = DEFAULT_MTLS
+    authorization: tuple[AuthzRule, ...] = ()
     services_known: bool = False
     """Whether ``services`` is a mapping, so its keys are every service there is."""
 
@@ -115,7 +130,9 @@ def read_shape(problems: Problems, data: dict[str, object], default_name: str) -
     shape.interception = (
         top.choice("interception", INTERCEPTION_MODES, example="interception: env") or "transparent"
     )
+    shape.mtls = top.choice("mtls", MTLS_MODES, example="mtls: strict") or DEFAULT_MTLS
     _read_services(top, shape)
+    shape.authorization = read_authorization(top)
     policies = top.mapping(
         "policies", "policies", allowed=None, example="policies: {catalog: {timeout: 2s}}"
     )
@@ -208,6 +225,7 @@ def _service(problems: Problems, name: str, raw: object) -> Service:
             "interception", INTERCEPTION_MODES, example="interception: env"
         ),
         protocol=section.choice("protocol", PROTOCOLS, example="protocol: tcp") or "http",
+        mtls=section.choice("mtls", MTLS_MODES, example="mtls: strict"),
         line=line,
     )
 

@@ -115,6 +115,11 @@ class ControlPlaneAPI:
         app.router.add_post("/v1/faults", self.post_fault)
         app.router.add_delete("/v1/faults", self.delete_faults)
         app.router.add_delete("/v1/faults/{fault}", self.delete_fault)
+        app.router.add_get("/v1/authz", self.get_authz)
+        app.router.add_post("/v1/authz", self.post_authz)
+        app.router.add_delete("/v1/authz/{rule}", self.delete_authz)
+        app.router.add_get("/v1/mtls", self.get_mtls)
+        app.router.add_put("/v1/mtls", self.put_mtls)
         app.cleanup_ctx.append(self._expiry)
         app.cleanup_ctx.append(self._ticker)
         app.router.add_get(STREAM_PATH, self.sidecar_stream)
@@ -467,6 +472,40 @@ class ControlPlaneAPI:
         await self.publish()
         return web.json_response({"removed": removed})
 
+    # -- authorization and mTLS ------------------------------------------------------
+
+    async def get_authz(self, request: web.Request) -> web.Response:
+        return web.json_response({"rules": [r.to_json() for r in self.mesh.rules()]})
+
+    async def post_authz(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("rule"), dict):
+            raise DevmeshError('the body must be {"rule": {...}}, a rule in devmesh.yaml\'s shape')
+        added = self.mesh.add_rule(body["rule"])
+        await self.publish()
+        return web.json_response({"rule": added.to_json()}, status=201)
+
+    async def delete_authz(self, request: web.Request) -> web.Response:
+        removed = self.mesh.remove_rule(request.match_info["rule"])
+        await self.publish()
+        return web.json_response({"removed": removed.to_json()})
+
+    async def get_mtls(self, request: web.Request) -> web.Response:
+        return web.json_response({"modes": self.mesh.mtls_modes()})
+
+    async def put_mtls(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            body = {"service": 0}
+        service, mode = body.get("service"), body.get("mode")
+        if not (service is None or isinstance(service, str)) or not (
+            mode is None or isinstance(mode, str)
+        ):
+            raise DevmeshError('the body must be {"service": "..." or null, "mode": "strict"}')
+        modes = self.mesh.set_mtls(service, mode)
+        await self.publish()
+        return web.json_response({"modes": modes})
+
     async def _expiry(self, app: web.Application) -> AsyncIterator[None]:
         """Time-boxed faults remove themselves: checked a few times a second."""
 
@@ -498,8 +537,9 @@ class ControlPlaneAPI:
         self._sockets[proxy.instance] = ws
         log.info("%s %s connected (%s)", proxy.role, proxy.instance, proxy.inbound)
         try:
-            await self._send(ws, self.mesh.snapshot)
+            # The identity first: a snapshot naming strict destinations finds it in place.
             await self._send_identity(proxy, ws)
+            await self._send(ws, self.mesh.snapshot)
             async for message in ws:
                 if message.type == WSMsgType.TEXT and await self._handle(proxy, message.data):
                     await self.publish()

@@ -15,9 +15,9 @@ from typing import Any
 
 from devmesh.config import dump_project, parse_project
 from devmesh.config.model import Policy, Project
-from devmesh.controlplane.metrics import DEFAULT_WINDOW, Metrics, Series
-from devmesh.controlplane.overrides import ActiveFault, Overrides
-from devmesh.controlplane.routepolicy import route_policy
+from devmesh.controlplane.metrics import DEFAULT_WINDOW, EdgeSecurity, Metrics, Series
+from devmesh.controlplane.overrides import ActiveFault, ActiveRule, Overrides
+from devmesh.controlplane.routepolicy import route_policy, sidecar_authz
 from devmesh.controlplane.store import StateStore, StoredState
 from devmesh.errors import UsageError
 from devmesh.plan import plan_instances, url_of
@@ -140,6 +140,36 @@ class Mesh:
         if self.overrides.clear_policy(service):
             self._store.save(self._state)
         return self.policy(service)
+
+    # -- authorization and mTLS ------------------------------------------------------
+
+    def rules(self) -> list[ActiveRule]:
+        return self.overrides.rules(self.project) if self.project is not None else []
+
+    def add_rule(self, rule: dict[str, Any]) -> ActiveRule:
+        added = self.overrides.add_rule(self._project(), rule)
+        self._store.save(self._state)
+        return added
+
+    def remove_rule(self, name: str) -> ActiveRule:
+        removed = self.overrides.remove_rule(self._project(), name)
+        self._store.save(self._state)
+        return removed
+
+    def set_mtls(self, service: str | None, mode: str | None) -> dict[str, str]:
+        """Set (``mode`` ``None``: reset to devmesh.yaml's) the mTLS mode of ``service`` or,
+        with ``None``, of the mesh; every service's mode then."""
+        if service is not None:
+            self._service(service)
+        project = self.overrides.set_mtls(self._project(), service, mode)
+        self._store.save(self._state)
+        return {name: project.mtls_of(name) for name in project.services}
+
+    def mtls_modes(self) -> dict[str, str]:
+        if self.project is None:
+            return {}
+        effective = self.overrides.resolve(self.project)[0]
+        return {name: effective.mtls_of(name) for name in effective.services}
 
     def _project(self) -> Project:
         if self.project is None:
@@ -286,6 +316,10 @@ class Mesh:
                     effective.policy(name),
                     [f for f in faults if f.service == name],
                 ),
+                mtls=effective.mtls_of(name),
+                authz=sidecar_authz(
+                    effective.name, [r for r in effective.authorization if r.service == name]
+                ),
             )
         return routes
 
@@ -307,6 +341,7 @@ class Mesh:
 
         project = self.project
         services = []
+        modes = self.mtls_modes()
         if project is not None:
             by_service: dict[str, list[dict[str, Any]]] = {n: [] for n in project.services}
             for spec in plan_instances(project):
@@ -319,6 +354,8 @@ class Mesh:
                     "url": url_of(project, name),
                     "versions": [v.name for v in svc.versions],
                     "split": self.split_for(name),
+                    "mtls": modes.get(name),
+                    "authz": [r.to_json() for r in self.rules() if r.rule.service == name],
                     "instances": by_service[name],
                     "traffic": traffic(self.metrics.services.get(name)),
                     "by_version": {
@@ -334,6 +371,7 @@ class Mesh:
                 "destination": dst,
                 **(traffic(series) or {}),
                 "breaker": self.breaker(src, dst, now),
+                "security": self._edge_security(src, dst, modes),
                 **(
                     {"breaker_history": list(self.breaker_history.get((src, dst), ()))}
                     if history
@@ -364,6 +402,19 @@ class Mesh:
                 "dropped": self.metrics.dropped,
                 "malformed": self.metrics.malformed,
             },
+        }
+
+    def _edge_security(
+        self, source: str, destination: str, modes: dict[str, str]
+    ) -> dict[str, Any]:
+        """The edge's mTLS mode (its destination's), whether it is locked (strict: only mTLS
+        gets in), how its requests went, and what authorization denied or audited."""
+        mode = modes.get(destination)
+        seen = self.metrics.security.get((source, destination))
+        return {
+            "mode": mode,
+            "locked": mode == "strict",
+            **(seen.to_json() if seen is not None else EdgeSecurity().to_json()),
         }
 
     def breaker(self, source: str, destination: str, now: float) -> dict[str, Any]:

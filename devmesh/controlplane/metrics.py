@@ -301,12 +301,43 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+_NOT_ERRORS = ("downstream-reset", "denied")
+"""A caller that went away is not the service's failure; nor is a 403 of a policy."""
+
+
+class EdgeSecurity:
+    """How one edge's requests travelled (mTLS or not) and what authorization made of them."""
+
+    __slots__ = ("audited", "by_rule", "denied", "last_mtls", "mtls", "plaintext")
+
+    def __init__(self) -> None:
+        self.mtls = 0
+        self.plaintext = 0
+        """Outbound requests that reached an endpoint, by how they went."""
+        self.last_mtls: bool | None = None
+        self.denied = 0
+        self.audited = 0
+        """Requests an audit-mode rule would have denied (let through)."""
+        self.by_rule: dict[str, int] = {}
+        """Denials and audit reports by rule name (``deny:x``, ``audit:x``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mtls_requests": self.mtls,
+            "plaintext_requests": self.plaintext,
+            "last": None if self.last_mtls is None else ("mtls" if self.last_mtls else "plaintext"),
+            "denied": self.denied,
+            "audited": self.audited,
+            "by_rule": dict(self.by_rule),
+        }
+
+
 def is_error(status: int, error: str | None) -> bool:
     """A failure as users count them: a 5xx, or a response the upstream cut short.
 
     A caller that hangs up (``downstream-reset``) is not the service's failure.
     """
-    return status >= 500 or (error is not None and error != "downstream-reset")
+    return status >= 500 or (error is not None and error not in _NOT_ERRORS)
 
 
 class Metrics:
@@ -326,6 +357,9 @@ class Metrics:
         """By (destination, version)."""
         self.instances: dict[str, Series] = {}
         """What each instance itself served."""
+        self.security: dict[tuple[str, str], EdgeSecurity] = {}
+        """By (source, destination): mTLS from outbound records, authorization from inbound
+        ones (the destination's sidecar judges, with the source its certificate proves)."""
         self.records = 0
         self.dropped = 0
         """Records sidecars dropped before sending them (their buffer was full)."""
@@ -353,6 +387,7 @@ class Metrics:
                     retries=retries if isinstance(retries, int) else 0,
                     timeout=record["error"] == "timeout",
                 )
+            self._secure(record)
         self.records += len(valid)
         return valid
 
@@ -367,6 +402,31 @@ class Metrics:
         if version:  # none: the request reached no endpoint
             found.append(_series(self.versions, (destination, version)))
         return found
+
+    def _secure(self, record: Mapping[str, Any]) -> None:
+        authz = record.get("authz")
+        outbound = record["direction"] == "outbound"
+        if outbound and not record["version"]:
+            return  # it reached no endpoint: it went neither way
+        if not outbound and not isinstance(authz, str):
+            return
+        key = (record["source"], record["destination"])
+        edge = self.security.get(key)
+        if edge is None:
+            edge = self.security[key] = EdgeSecurity()
+        if outbound:
+            secure = record.get("mtls") is True
+            edge.last_mtls = secure
+            if secure:
+                edge.mtls += 1
+            else:
+                edge.plaintext += 1
+        elif isinstance(authz, str):
+            if authz.startswith("deny:"):
+                edge.denied += 1
+            else:
+                edge.audited += 1
+            edge.by_rule[authz] = edge.by_rule.get(authz, 0) + 1
 
     def forget_idle(self, now: float) -> int:
         """Drop the series nobody called for ``FORGET_AFTER_S``; returns how many."""

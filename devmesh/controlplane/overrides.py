@@ -1,4 +1,5 @@
-"""What the user changes at run time on top of devmesh.yaml: faults and policy settings.
+"""What the user changes at run time on top of devmesh.yaml: faults, policy settings,
+authorization rules and mTLS modes.
 
 Both are kept in the control plane's persisted state in config form (the same
 dicts devmesh.yaml holds), so they survive a restart and are validated by the
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from devmesh.config import dump_project, parse_project
-from devmesh.config.dump import dump_fault, dump_policy
-from devmesh.config.model import FaultSpec, Policy, Project
+from devmesh.config.dump import dump_fault, dump_policy, dump_rule
+from devmesh.config.model import MTLS_MODES, AuthzRule, FaultSpec, Policy, Project
 from devmesh.errors import UsageError
 from devmesh.faultflags import describe, describe_match
 
@@ -58,11 +59,27 @@ class ActiveFault:
         }
 
 
+class UnknownRule(UsageError):
+    """An authorization rule name that does not exist."""
+
+
+@dataclass(frozen=True)
+class ActiveRule:
+    rule: AuthzRule
+    origin: str
+    """``cli`` (added at run time) or ``config`` (declared in devmesh.yaml)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dump_rule(self.rule), "mode": self.rule.mode, "origin": self.origin}
+
+
 class Overrides:
     """Runtime faults and policy settings, over a project; ``state`` is the persisted dict part.
 
-    ``state`` holds ``faults`` ({id: {service, fault, expires_at}}), ``next_fault``
-    and ``policies`` ({service: {setting: value}}), all JSON.
+    ``state`` holds ``faults`` ({id: {service, fault, expires_at}}), ``next_fault``,
+    ``policies`` ({service: {setting: value}}), ``authorization`` (rules in config
+    form, in the order added) and ``mtls`` ({service, or "*" for the mesh: mode}),
+    all JSON.
     """
 
     def __init__(self, state: dict[str, Any], clock: Callable[[], float] = time.time) -> None:
@@ -70,6 +87,8 @@ class Overrides:
         self.state.setdefault("faults", {})
         self.state.setdefault("next_fault", 1)
         self.state.setdefault("policies", {})
+        self.state.setdefault("authorization", [])
+        self.state.setdefault("mtls", {})
         self._clock = clock
         self._revision = 0
         self._resolved: tuple[tuple[int, int], Project, list[ActiveFault]] | None = None
@@ -114,6 +133,57 @@ class Overrides:
     def clear_policy(self, service: str) -> bool:
         self._changed()
         return self.state["policies"].pop(service, None) is not None
+
+    # -- authorization and mTLS ------------------------------------------------------
+
+    def rules(self, project: Project) -> list[ActiveRule]:
+        """Every authorization rule in force: devmesh.yaml's, then the runtime ones."""
+        configured = {rule.name for rule in project.authorization}
+        return [
+            ActiveRule(rule, "config" if rule.name in configured else "cli")
+            for rule in self.resolve(project)[0].authorization
+        ]
+
+    def add_rule(self, project: Project, rule: dict[str, Any]) -> ActiveRule:
+        """Add an authorization rule (config form); validated with the others first."""
+        added = [*self.state["authorization"], rule]
+        candidate = self._candidate(project, authorization=added)
+        self.state["authorization"] = added
+        self._changed()
+        return ActiveRule(candidate.authorization[-1], "cli")
+
+    def remove_rule(self, project: Project, name: str) -> ActiveRule:
+        found = next((r for r in self.rules(project) if r.rule.name == name), None)
+        if found is None:
+            raise UnknownRule(
+                f"there is no authorization rule named {name!r}", "see `devmesh authz ls`"
+            )
+        if found.origin == "config":
+            raise UsageError(
+                f"the authorization rule {name} is declared in devmesh.yaml",
+                "remove it from `authorization:` there, and run `devmesh up`",
+            )
+        self.state["authorization"] = [
+            r for r in self.state["authorization"] if r.get("name") != name
+        ]
+        self._changed()
+        return found
+
+    def set_mtls(self, project: Project, service: str | None, mode: str | None) -> Project:
+        """Set the mTLS mode of ``service`` (``None``: mesh-wide); ``mode`` ``None``: back to
+        devmesh.yaml's. The project as it is then."""
+        if mode is not None and mode not in MTLS_MODES:
+            raise UsageError(
+                f"{mode!r} is not an mTLS mode", f"give one of: {', '.join(MTLS_MODES)}"
+            )
+        key = service or "*"
+        modes = {k: v for k, v in self.state["mtls"].items() if k != key}
+        if mode is not None:
+            modes[key] = mode
+        candidate = self._candidate(project, mtls=modes)
+        self.state["mtls"] = modes
+        self._changed()
+        return candidate
 
     # -- faults ------------------------------------------------------------------
 
@@ -199,6 +269,14 @@ class Overrides:
             del self.state["faults"][fault_id]
         for service in [s for s in self.state["policies"] if s not in project.services]:
             del self.state["policies"][service]
+        configured = {rule.name for rule in project.authorization}
+        self.state["authorization"] = [
+            r
+            for r in self.state["authorization"]
+            if r.get("service") in project.services and r.get("name") not in configured
+        ]
+        for service in [s for s in self.state["mtls"] if s != "*" and s not in project.services]:
+            del self.state["mtls"][service]
         self._changed()
 
     # -- the one validation path --------------------------------------------------
@@ -210,6 +288,8 @@ class Overrides:
         policies: dict[str, dict[str, Any]] | None = None,
         faults: dict[str, dict[str, Any]] | None = None,
         with_config_faults: bool = True,
+        authorization: list[dict[str, Any]] | None = None,
+        mtls: dict[str, str] | None = None,
     ) -> Project:
         """The project with the overrides (and the proposed change) applied, parsed.
 
@@ -225,4 +305,12 @@ class Overrides:
         for entry in (faults if faults is not None else self.state["faults"]).values():
             policy = config_policies.setdefault(entry["service"], {})
             policy.setdefault("faults", []).append(entry["fault"])
+        rules: list[Any] = data.setdefault("authorization", [])  # type: ignore[assignment]
+        rules.extend(authorization if authorization is not None else self.state["authorization"])
+        for key, mode in (mtls if mtls is not None else self.state["mtls"]).items():
+            if key == "*":
+                data["mtls"] = mode
+            else:
+                services: dict[str, Any] = data["services"]  # type: ignore[assignment]
+                services[key]["mtls"] = mode
         return parse_project(data, default_name=project.name)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from devmesh.config.model import BreakerPolicy, FaultSpec, Policy
+from devmesh.config.model import ANY_SOURCE, AuthzRule, BreakerPolicy, FaultSpec, Policy
 from devmesh.controlplane.overrides import ActiveFault
+from devmesh.pki import spiffe_id
+from proxy.authz import AuthzPolicy
 from proxy.faults import Fault, Match
 from proxy.outlier import OutlierSettings
 from proxy.policy import Pool, Retries, RoutePolicy
@@ -68,4 +70,19 @@ def sidecar_fault(fault_id: str, spec: FaultSpec, expires_at: float | None) -> F
         bandwidth=spec.bandwidth,
         hang=spec.hang,
         expires_at=expires_at,
+    )
+
+
+def sidecar_authz(project: str, rules: Iterable[AuthzRule]) -> tuple[AuthzPolicy, ...]:
+    """The rules for one service as its sidecar judges them: callers named by SPIFFE ID."""
+    return tuple(
+        AuthzPolicy(
+            name=rule.name,
+            action=rule.action,
+            audit=rule.mode == "audit",
+            sources=tuple(s if s == ANY_SOURCE else spiffe_id(project, s) for s in rule.sources),
+            paths=rule.paths,
+            methods=rule.methods,
+        )
+        for rule in rules
     )

@@ -238,13 +238,15 @@ async def test_split_is_applied_live_and_survives_a_restart(controlplane: Contro
     ):
         async with controlplane.client() as client:
             await client.set_split("catalog", {"v1": 0, "v2": 100})
-        await wait_until(
-            lambda: (
-                frontend.router.snapshot.routes["catalog"].split == {"v1": 0.0, "v2": 100.0}
-                and len(frontend.router.snapshot.routes["catalog"].endpoints) == 2
-            ),
-            "the frontend's sidecar has the split",
-        )
+        def has_split() -> bool:
+            route = frontend.router.snapshot.routes.get("catalog")
+            return (
+                route is not None
+                and route.split == {"v1": 0.0, "v2": 100.0}
+                and len(route.endpoints) == 2
+            )
+
+        await wait_until(has_split, "the frontend's sidecar has the split")
         assert {(await call_through(frontend, "catalog"))[1] for _ in range(20)} == {"catalog-v2"}
         version_before = controlplane.mesh.snapshot.version
 

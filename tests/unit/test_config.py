@@ -125,7 +125,7 @@ BAD = [
         "services.web.restart",
         "unknown key 'restart' in service web",
         "the keys service web accepts are: build, command, depends_on, env, expose, health, "
-        "image, interception, port, protocol, replicas, versions",
+        "image, interception, mtls, port, protocol, replicas, versions",
     ),
     (
         "bad_interception.yaml",
@@ -757,7 +757,8 @@ def test_top_level_x_keys_are_ignored_like_in_compose() -> None:
     assert problem.hint == "did you mean 'services'?"
     [problem] = problems_of({"x-common": 1, "zzz": 1, "services": {"web": {"command": "x"}}})
     assert problem.hint == (
-        "the keys the project accepts are: base_image, interception, name, policies, services"
+        "the keys the project accepts are: authorization, base_image, interception, mtls, name, "
+        "policies, services"
     )
 
 
