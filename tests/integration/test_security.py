@@ -329,3 +329,85 @@ async def test_renewals_under_steady_traffic_fail_no_request(tmp_path: Path) -> 
             assert len(statuses) > 100
     finally:
         await plane.stop()
+
+
+async def test_a_deny_rule_answers_403_with_its_reason_and_is_counted(plane: ControlPlane) -> None:
+    async with mesh(plane) as (catalog, frontend, app), plane.client() as client:
+        rule = {"name": "no-admin", "service": "catalog", "action": "deny", "paths": ["/admin/*"]}
+        added = await client.add_authz_rule(rule)
+        assert added["origin"] == "cli"
+
+        def judged() -> bool:
+            route = catalog.router.snapshot.routes.get("catalog")
+            return route is not None and len(route.authz) == 1
+
+        await wait_until(judged, "the catalog's sidecar has the rule")
+        before = app.received
+        status, headers = await through(frontend, "/admin/users")
+        assert status == 403
+        assert headers["x-devmesh-denied"] == "denied by policy no-admin"
+        assert headers["x-devmesh-error"] == "denied"
+        assert app.received == before, "a denied request never reaches the service"
+        assert (await through(frontend, "/items"))[0] == 200
+
+        async def counted() -> bool:
+            edges = (await client.status())["edges"]
+            edge = next((e for e in edges if e["destination"] == "catalog"), None)
+            return edge is not None and edge["security"]["denied"] == 1
+
+        await wait_until(counted, "status counts the denial on frontend -> catalog")
+        edge = next(e for e in (await client.status())["edges"] if e["destination"] == "catalog")
+        assert edge["security"]["by_rule"] == {"deny:no-admin": 1}
+        assert edge["success_rate"] == 1.0, "a policy's 403 is not the service failing"
+
+        assert (await client.remove_authz_rule("no-admin"))["name"] == "no-admin"
+        await wait_until(lambda: not catalog.router.snapshot.routes["catalog"].authz, "removed")
+        assert (await through(frontend, "/admin/users"))[0] == 200
+
+
+async def test_audit_mode_lets_through_and_reports_what_it_would_deny(
+    plane: ControlPlane,
+) -> None:
+    async with mesh(plane) as (catalog, frontend, _), plane.client() as client:
+        # Only the gateway may call the catalog, in audit mode: the frontend is let through.
+        await client.add_authz_rule(
+            {
+                "name": "gateway-only",
+                "service": "catalog",
+                "action": "allow",
+                "mode": "audit",
+                "from": ["ingress"],
+            }
+        )
+        await wait_until(
+            lambda: bool(catalog.router.snapshot.routes["catalog"].authz), "the rule applied"
+        )
+        assert [(await through(frontend))[0] for _ in range(3)] == [200, 200, 200]
+
+        async def reported() -> bool:
+            edges = (await client.status())["edges"]
+            edge = next((e for e in edges if e["destination"] == "catalog"), None)
+            return edge is not None and edge["security"]["audited"] == 3
+
+        await wait_until(reported, "status reports three requests the rule would deny")
+        edge = next(e for e in (await client.status())["edges"] if e["destination"] == "catalog")
+        assert edge["security"]["denied"] == 0
+        assert edge["security"]["by_rule"] == {"audit:gateway-only": 3}
+
+
+async def test_bad_rules_are_refused_and_change_nothing(plane: ControlPlane) -> None:
+    async with plane.client() as client:
+        for rule, message in [
+            ({"name": "x", "service": "catalgo", "action": "deny"}, "did you mean 'catalog'"),
+            ({"name": "x", "service": "catalog", "action": "block"}, "must be one of allow"),
+            ({"name": "x", "service": "catalog", "action": "deny", "from": ["web"]}, "'web'"),
+            ({"name": "x", "service": "catalog", "action": "deny", "paths": ["a*b"]}, "'*'"),
+        ]:
+            with pytest.raises(Exception, match=message):
+                await client.add_authz_rule(rule)
+        await client.add_authz_rule({"name": "x", "service": "catalog", "action": "deny"})
+        with pytest.raises(Exception, match="two authorization rules are named 'x'"):
+            await client.add_authz_rule({"name": "x", "service": "frontend", "action": "deny"})
+        with pytest.raises(Exception, match="no authorization rule named 'y'"):
+            await client.remove_authz_rule("y")
+        assert [r["name"] for r in await client.authz_rules()] == ["x"]
