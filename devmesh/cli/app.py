@@ -31,6 +31,8 @@ COMMAND_ORDER = (
     "split",
     "fault",
     "policy",
+    "mtls",
+    "authz",
     "restart",
     "kill",
     "certs",

@@ -13,6 +13,7 @@ from devmesh.cli import (  # noqa: F401
     lifecycle,
     live,
     policy,
+    security,
     traffic,
 )
 from devmesh.cli.app import app

@@ -92,6 +92,23 @@ def breaker_text(breaker: dict[str, Any]) -> Text:
     return text
 
 
+SECURITY_STYLE = {"locked": "green", "mtls": "", "plaintext": "yellow"}
+
+
+def security_text(security: dict[str, Any]) -> Text:
+    """An edge's mTLS as the control plane words it (``locked``: strict, ``mtls``,
+    ``plaintext``) and what authorization denied on it."""
+    shown = str(security.get("shown") or "-")
+    text = Text(shown, style=SECURITY_STYLE.get(shown, ""))
+    if security.get("mode") and security["mode"] != "strict":
+        text += Text(f" ({security['mode']})", style="dim")
+    if security.get("denied"):
+        text += Text(f", {security['denied']} denied", style="red")
+    if security.get("audited"):
+        text += Text(f", {security['audited']} audited", style="yellow")
+    return text
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
@@ -125,9 +142,10 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
         title_justify="left",
     )
     columns = ("SOURCE", "DESTINATION", "RPS", "SUCCESS", "P50", "P99", "REQUESTS", "ERRORS")
-    for column in (*columns, "BREAKER"):
+    for column in (*columns, "BREAKER", "MTLS"):
         edges.add_column(
-            column, justify="left" if column in ("SOURCE", "DESTINATION", "BREAKER") else "right"
+            column,
+            justify="left" if column in ("SOURCE", "DESTINATION", "BREAKER", "MTLS") else "right",
         )
     for edge in status["edges"]:
         rate = edge["success_rate"]
@@ -142,6 +160,7 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
             str(edge["requests"]),
             f"{edge['errors']} ({injected} injected)" if injected else str(edge["errors"]),
             breaker_text(edge.get("breaker") or {}),
+            security_text(edge.get("security") or {}),
         )
     return [services, edges] if status["edges"] else [services]
 

@@ -410,12 +410,14 @@ class Mesh:
         """The edge's mTLS mode (its destination's), whether it is locked (strict: only mTLS
         gets in), how its requests went, and what authorization denied or audited."""
         mode = modes.get(destination)
-        seen = self.metrics.security.get((source, destination))
-        return {
-            "mode": mode,
-            "locked": mode == "strict",
-            **(seen.to_json() if seen is not None else EdgeSecurity().to_json()),
-        }
+        seen = (self.metrics.security.get((source, destination)) or EdgeSecurity()).to_json()
+        if mode == "strict":
+            shown = "locked"  # only mTLS from the mesh gets in
+        elif mode == "off" or seen["last"] == "plaintext":
+            shown = "plaintext"
+        else:
+            shown = "mtls"  # permissive: the mesh's calls use mTLS, others may not
+        return {"mode": mode, "locked": mode == "strict", "shown": shown, **seen}
 
     def breaker(self, source: str, destination: str, now: float) -> dict[str, Any]:
         """The edge's breaker: the worst of its callers' (open, then half-open, then closed),

@@ -1,0 +1,167 @@
+"""``devmesh mtls`` and ``devmesh authz add | ls | rm``: the mesh's mTLS modes and its
+authorization rules, live.
+
+A rule from the CLI is a rule in devmesh.yaml's shape (``authorization:``): the
+control plane validates it with the config's own code, applies it to the
+service's sidecars and keeps it across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from devmesh.cli.app import app, context
+from devmesh.cli.faults import call_api
+from devmesh.cli.output import console, print_json
+from devmesh.config.model import MTLS_MODES
+from devmesh.errors import UsageError
+
+authz_app = typer.Typer(
+    help="Authorization rules: allow or deny calls to a service by caller, path and method "
+    "(Istio's order: deny first; with any allow rule, only what one allows); --audit to see "
+    "what a rule would deny before enforcing it.",
+    no_args_is_help=True,
+)
+app.add_typer(authz_app, name="authz")
+
+
+@app.command("mtls")
+def mtls(
+    ctx: typer.Context,
+    mode: Annotated[
+        str | None,
+        typer.Argument(help=f"Set the mode: {', '.join(MTLS_MODES)}. Without it: show them."),
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Only this service (default: the whole mesh).")
+    ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Back to devmesh.yaml's mode.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the modes as JSON.")] = False,
+) -> None:
+    """Show or set mTLS between sidecars: strict (only mTLS from the mesh), permissive
+    (mTLS or plaintext; the default) or off."""
+    if mode is not None and reset:
+        raise UsageError("give a mode or --reset, not both", "e.g. `devmesh mtls strict`")
+    if mode is not None and mode not in MTLS_MODES:
+        raise UsageError(f"{mode!r} is not an mTLS mode", f"give one of: {', '.join(MTLS_MODES)}")
+    workspace = context(ctx).workspace
+    if mode is None and not reset:
+        modes: dict[str, str] = asyncio.run(call_api(workspace, "mtls_modes"))
+    else:
+        modes = asyncio.run(call_api(workspace, "set_mtls", service, mode))
+    if json_out:
+        print_json({"modes": modes})
+        return
+    if mode is not None or reset:
+        what = service or "the mesh"
+        console.print(f"mTLS of {what}: " + (mode or "back to devmesh.yaml's"))
+    table = Table()
+    table.add_column("SERVICE")
+    table.add_column("MTLS")
+    for name, its in modes.items():
+        table.add_row(name, Text(its + (" (locked)" if its == "strict" else ""),
+                                 style="green" if its == "strict" else ""))  # fmt: skip
+    console.print(table)
+
+
+@authz_app.command("add")
+def add(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="The service whose incoming calls it judges.")],
+    allow: Annotated[bool, typer.Option("--allow", help="Let matching calls in.")] = False,
+    deny: Annotated[bool, typer.Option("--deny", help="Refuse matching calls (403).")] = False,
+    name: Annotated[
+        str | None, typer.Option(help="The rule's name (default: SERVICE-ACTION-N).")
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--from", help="Calls from this service ('*': any mesh identity)."),
+    ] = None,
+    path: Annotated[
+        list[str] | None, typer.Option(help="Calls to this path: /x, /x/*, *.json or *.")
+    ] = None,
+    method: Annotated[list[str] | None, typer.Option(help="Calls with this method.")] = None,
+    audit: Annotated[
+        bool, typer.Option("--audit", help="Report what it would deny; deny nothing.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the rule as JSON.")] = False,
+) -> None:
+    """Add an authorization rule on calls to SERVICE (--allow or --deny)."""
+    if allow == deny:
+        raise UsageError(
+            "give --allow or --deny (one of them)",
+            f"e.g. `devmesh authz add {service} --deny --path '/admin/*'`",
+        )
+    action = "allow" if allow else "deny"
+    workspace = context(ctx).workspace
+    if name is None:
+        taken = {r["name"] for r in asyncio.run(call_api(workspace, "authz_rules"))}
+        number = 1
+        while f"{service}-{action}-{number}" in taken:
+            number += 1
+        name = f"{service}-{action}-{number}"
+    rule: dict[str, Any] = {"name": name, "service": service, "action": action}
+    if audit:
+        rule["mode"] = "audit"
+    for key, values in (("from", source), ("paths", path), ("methods", method)):
+        if values:
+            rule[key] = list(values)
+    added = asyncio.run(call_api(workspace, "add_authz_rule", rule))
+    if json_out:
+        print_json(added)
+        return
+    console.print(Text(f"added rule {added['name']}: {describe(added)}"))
+
+
+def describe(rule: dict[str, Any]) -> str:
+    """``deny GET /admin/* to catalog from frontend (audit)``."""
+    methods = ",".join(rule.get("methods") or []) or "any method"
+    paths = ",".join(rule.get("paths") or []) or "any path"
+    sources = ",".join(rule.get("from") or []) or "anyone"
+    audit = " (audit: reported, not enforced)" if rule.get("mode") == "audit" else ""
+    return f"{rule['action']} {methods} {paths} to {rule['service']} from {sources}{audit}"
+
+
+@authz_app.command("ls")
+def list_rules(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the rules as JSON.")] = False,
+) -> None:
+    """List the authorization rules in force: devmesh.yaml's and the runtime ones."""
+    rules: list[dict[str, Any]] = asyncio.run(call_api(context(ctx).workspace, "authz_rules"))
+    if json_out:
+        print_json({"rules": rules})
+        return
+    if not rules:
+        console.print("no authorization rules: every call is allowed")
+        return
+    table = Table()
+    for column in ("NAME", "SERVICE", "ACTION", "FROM", "PATHS", "METHODS", "MODE", "ORIGIN"):
+        table.add_column(column)
+    for rule in rules:
+        table.add_row(
+            Text(rule["name"]),
+            Text(rule["service"]),
+            Text(rule["action"], style="red" if rule["action"] == "deny" else "green"),
+            Text(", ".join(rule.get("from") or []) or "anyone"),
+            Text(", ".join(rule.get("paths") or []) or "any"),
+            Text(", ".join(rule.get("methods") or []) or "any"),
+            Text(rule["mode"], style="yellow" if rule["mode"] == "audit" else ""),
+            "devmesh.yaml" if rule["origin"] == "config" else "cli",
+        )
+    console.print(table)
+
+
+@authz_app.command("rm")
+def remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The rule's name (authz ls).")],
+) -> None:
+    """Remove one authorization rule added at run time."""
+    asyncio.run(call_api(context(ctx).workspace, "remove_authz_rule", name))
+    console.print(Text(f"removed rule {name}"))
