@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from devmesh.errors import DevmeshError
 from tui import render
+from tui.access import AccessScreen
 from tui.commands import MeshCommands
 from tui.detail import DetailScreen
 from tui.editors import FaultScreen, SplitScreen
@@ -54,6 +55,7 @@ class OverviewScreen(Screen[None]):
         Binding("f", "faults", "Faults"),
         Binding("s", "split", "Split"),
         Binding("p", "policy", "Policy"),
+        Binding("a", "access", "Access"),
         Binding("t", "tap", "Tap"),
         Binding("g", "graph", "Graph"),
         Binding("k", "kill", "Kill"),
@@ -185,6 +187,11 @@ class OverviewScreen(Screen[None]):
         service = self._service()
         if service is not None:
             self.app.push_screen(PolicyScreen(self.source, service["name"]))
+
+    def action_access(self) -> None:
+        service = self._service()
+        if service is not None:
+            self.app.push_screen(AccessScreen(self.source, service))
 
     def action_kill(self) -> None:
         """The service's only instance; with several, the detail view picks one."""

@@ -14,6 +14,7 @@ ACTIONS = (
     ("faults", "Faults on", "add or remove faults on calls to it"),
     ("split", "Split", "move traffic between its versions"),
     ("policy", "Policy of", "timeout, retries and breaker settings"),
+    ("access", "Access to", "its mTLS mode and authorization rules"),
     ("tap", "Tap", "its requests, live"),
     ("restart", "Restart", "every instance of it (asks first)"),
 )

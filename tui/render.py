@@ -119,7 +119,7 @@ def service_columns(wide: bool) -> tuple[str, ...]:
 
 def edge_columns(wide: bool) -> tuple[str, ...]:
     minute = ("LAST MINUTE",) if wide else ()
-    return ("EDGE", "RPS", "OK", "P50", "P99", *minute, "BREAKER", "")
+    return ("EDGE", "RPS", "OK", "P50", "P99", *minute, "BREAKER", "MTLS", "")
 
 
 def spark_width(columns: int) -> int:
@@ -188,8 +188,25 @@ def edge_cells(
         ms(edge.get("p99_ms")),
         *minute,
         breaker(edge.get("breaker")),
+        security(edge.get("security")),
         mark,
     )
+
+
+SECURITY_STYLE = {"locked": "green", "mtls": "", "plaintext": "yellow"}
+
+
+def security(state: dict[str, Any] | None) -> Text:
+    """``🔒 locked`` (strict), ``mtls``, ``plaintext``; then what authorization denied."""
+    if not state:
+        return Text("-", style="dim")
+    shown = str(state.get("shown") or "-")
+    text = Text(("🔒 " if shown == "locked" else "") + shown, style=SECURITY_STYLE.get(shown, ""))
+    if state.get("denied"):
+        text += Text(f" {state['denied']} denied", style="red")
+    if state.get("audited"):
+        text += Text(f" {state['audited']} audited", style="yellow")
+    return text
 
 
 def rebalance(weights: dict[str, int], version: str, step: int) -> dict[str, int]:

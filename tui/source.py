@@ -45,6 +45,14 @@ class MeshSource(Protocol):
 
     async def set_policy(self, service: str, settings: Mapping[str, Any]) -> dict[str, Any]: ...
 
+    async def authz_rules(self) -> list[dict[str, Any]]: ...
+
+    async def add_authz_rule(self, rule: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def remove_authz_rule(self, name: str) -> dict[str, Any]: ...
+
+    async def set_mtls(self, service: str | None, mode: str | None) -> dict[str, str]: ...
+
     async def logs(self, instance: str, lines: int) -> list[str]:
         """The last ``lines`` lines of an instance's log."""
         ...
@@ -105,6 +113,22 @@ class LiveSource:
     async def set_policy(self, service: str, settings: Mapping[str, Any]) -> dict[str, Any]:
         async with self._client() as client:
             return await client.set_policy(service, settings)
+
+    async def authz_rules(self) -> list[dict[str, Any]]:
+        async with self._client() as client:
+            return await client.authz_rules()
+
+    async def add_authz_rule(self, rule: Mapping[str, Any]) -> dict[str, Any]:
+        async with self._client() as client:
+            return await client.add_authz_rule(rule)
+
+    async def remove_authz_rule(self, name: str) -> dict[str, Any]:
+        async with self._client() as client:
+            return await client.remove_authz_rule(name)
+
+    async def set_mtls(self, service: str | None, mode: str | None) -> dict[str, str]:
+        async with self._client() as client:
+            return await client.set_mtls(service, mode)
 
     async def logs(self, instance: str, lines: int) -> list[str]:
         async with self._client() as client:

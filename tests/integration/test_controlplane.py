@@ -238,6 +238,7 @@ async def test_split_is_applied_live_and_survives_a_restart(controlplane: Contro
     ):
         async with controlplane.client() as client:
             await client.set_split("catalog", {"v1": 0, "v2": 100})
+
         def has_split() -> bool:
             route = frontend.router.snapshot.routes.get("catalog")
             return (

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Input
 from devmesh.workspace import write_json
 from tests.integration.meshkit import ControlPlane
 from tests.integration.test_telemetry import frontend_to_catalog, send
+from tui.access import AccessScreen
 from tui.app import MeshApp, StatusBar
 from tui.editors import FaultScreen, SplitScreen
 from tui.source import LiveSource
@@ -132,3 +133,51 @@ async def test_the_control_plane_going_away_shows_and_clears(controlplane: Contr
         await controlplane.start()  # the same port
         await until(pilot, lambda: app.connected, "the TUI is connected again", within=15)
         assert not bar.has_class("disconnected")
+
+
+async def test_the_access_screen_locks_a_service_and_adds_a_rule_live(
+    controlplane: ControlPlane,
+) -> None:
+    advertise(controlplane)
+    async with frontend_to_catalog(controlplane) as frontend:
+        app = MeshApp(LiveSource(controlplane.workspace.project_dir), retry=0.2)
+        async with app.run_test(size=(160, 40), notifications=True) as pilot:
+            await until(pilot, lambda: app.connected, "the TUI is connected")
+            await pilot.press("down", "a")  # catalog
+            assert isinstance(app.screen, AccessScreen)
+            assert app.screen.query_one("#access-mtls", Input).value == "permissive"
+            app.screen.query_one("#access-mtls", Input).value = "strict"
+            app.screen.query_one("#access-from", Input).value = "frontend"
+            app.screen.query_one("#access-paths", Input).value = "/admin/*"
+            await pilot.press(*"deny", "enter")
+            await until(
+                pilot,
+                lambda: (
+                    controlplane.mesh.mtls_modes().get("catalog") == "strict"
+                    and [r.rule.name for r in controlplane.mesh.rules()] == ["catalog-deny-1"]
+                ),
+                "the mode and the rule are applied",
+            )
+            routes = frontend.router.snapshot.routes
+            await until(
+                pilot,
+                lambda: "catalog" in routes and routes["catalog"].mtls == "strict",
+                "the frontend's sidecar calls catalog over strict mTLS",
+            )
+            async with aiohttp.ClientSession() as session:
+                for _ in range(3):
+                    assert (await send(session, frontend, "/items"))[0] == 200
+                assert (await send(session, frontend, "/admin/x"))[0] == 403
+            await until(
+                pilot,
+                lambda: any("🔒 locked 1 denied" in " ".join(r) for r in rows(app, "#edges")),
+                "the edge shows locked, with its denial",
+                within=5,
+            )
+
+            await pilot.press("a")
+            app.screen.query_one("#access-audit", Input).value = "maybe"
+            await pilot.press(*"allow", "enter")
+            await until(pilot, lambda: bool(app._notifications), "a notification")
+            assert "audit only must be yes or no" in list(app._notifications)[-1].message
+            assert len(controlplane.mesh.rules()) == 1

@@ -79,6 +79,10 @@ EJECTIONS = [
     }
 ]
 
+LOCKED = {"mode": "strict", "locked": True, "shown": "locked", "denied": 0, "audited": 0}
+LOCKED_DENIED = {**LOCKED, "denied": 4}
+PERMISSIVE = {"mode": "permissive", "locked": False, "shown": "mtls", "denied": 0, "audited": 0}
+
 STATUS: dict[str, Any] = {
     "type": "status",
     "ts": TS,
@@ -119,11 +123,12 @@ STATUS: dict[str, Any] = {
             **traffic(*numbers),
             "breaker": state,
             "breaker_history": EJECTIONS if state is OPEN else [],
+            "security": security,
         }
-        for source, destination, numbers, state in (
-            ("ingress", "frontend", (20.1, 0.981, 6.1, 48.2, 1), CLOSED),
-            ("frontend", "catalog", (20.1, 0.981, 3.7, 45.5, 2), CLOSED),
-            ("catalog", "pricing", (19.7, 0.902, 1.6, 3.9, 3), OPEN),
+        for source, destination, numbers, state, security in (
+            ("ingress", "frontend", (20.1, 0.981, 6.1, 48.2, 1), CLOSED, LOCKED),
+            ("frontend", "catalog", (20.1, 0.981, 3.7, 45.5, 2), CLOSED, LOCKED_DENIED),
+            ("catalog", "pricing", (19.7, 0.902, 1.6, 3.9, 3), OPEN, PERMISSIVE),
         )
     ],
     "faults": [
@@ -253,6 +258,25 @@ class FixedSource:
         self._check()
         self.changes.append(("set_policy", (service, dict(settings))))
         return {"service": service, "policy": POLICY, "overrides": dict(settings)}
+
+    async def authz_rules(self) -> list[dict[str, Any]]:
+        self._check()
+        return []
+
+    async def add_authz_rule(self, rule: Mapping[str, Any]) -> dict[str, Any]:
+        self._check()
+        self.changes.append(("add_authz_rule", dict(rule)))
+        return {**rule, "origin": "cli"}
+
+    async def remove_authz_rule(self, name: str) -> dict[str, Any]:
+        self._check()
+        self.changes.append(("remove_authz_rule", name))
+        return {"name": name}
+
+    async def set_mtls(self, service: str | None, mode: str | None) -> dict[str, str]:
+        self._check()
+        self.changes.append(("set_mtls", (service, mode)))
+        return {service or "*": mode or "permissive"}
 
     async def logs(self, instance: str, lines: int) -> list[str]:
         self._check()

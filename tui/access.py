@@ -1,0 +1,149 @@
+"""The access screen (``a``): who may call a service. Its mTLS mode, its authorization rules,
+and a form to change the mode, add a rule (``--audit`` first, to see what it would deny) or
+remove one, live; the control plane judges every value with the config's own rules."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, Static
+
+from devmesh.errors import DevmeshError
+from tui.source import MeshSource
+
+FIELDS = (
+    ("mtls", "mTLS", "strict (only mTLS from the mesh), permissive or off"),
+    ("action", "add: action", "allow or deny (empty: add no rule)"),
+    ("from", "from", "calling services, comma-separated; * is any mesh identity"),
+    ("paths", "paths", "/items, /items/*, *.json or *; comma-separated"),
+    ("methods", "methods", "GET,POST..."),
+    ("audit", "audit only", "yes: report what it would deny, deny nothing"),
+    ("remove", "remove rule", "a rule's name"),
+)
+
+
+def rule_from_form(service: str, values: dict[str, str], taken: set[str]) -> dict[str, Any] | None:
+    """The rule the form describes, in devmesh.yaml's shape (``None``: no action given)."""
+    action = values.get("action", "").strip().lower()
+    if not action:
+        return None
+    number = 1
+    while f"{service}-{action}-{number}" in taken:
+        number += 1
+    rule: dict[str, Any] = {"name": f"{service}-{action}-{number}", "service": service}
+    rule["action"] = action
+    for key in ("from", "paths", "methods"):
+        items = [item.strip() for item in values.get(key, "").split(",") if item.strip()]
+        if items:
+            rule[key] = items
+    audit = values.get("audit", "").strip().lower()
+    if audit not in ("", "no", "yes"):
+        raise DevmeshError(f"audit only must be yes or no, not {audit!r}")
+    if audit == "yes":
+        rule["mode"] = "audit"
+    return rule
+
+
+def rules_text(rules: list[dict[str, Any]]) -> Text:
+    if not rules:
+        return Text("no rules: every caller is let in", style="dim")
+    text = Text()
+    for rule in rules:
+        style = "red" if rule["action"] == "deny" else "green"
+        text += Text(f"{rule['name']}: ", style="bold") + Text(rule["action"], style=style)
+        text += Text(
+            f" {','.join(rule.get('methods') or []) or 'any method'}"
+            f" {','.join(rule.get('paths') or []) or 'any path'}"
+            f" from {','.join(rule.get('from') or []) or 'anyone'}"
+        )
+        if rule.get("mode") == "audit":
+            text += Text(" (audit)", style="yellow")
+        if rule.get("origin") == "config":
+            text += Text(" devmesh.yaml", style="dim")
+        text += "\n"
+    return text
+
+
+class AccessScreen(Screen[None]):
+    CSS = """
+    #form { height: auto; }
+    .row { height: 1; }
+    .row Label { width: 16; padding: 0 1; }
+    .row Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
+    .row Input:focus { background: $accent 30%; }
+    #rules { padding: 1 1; height: auto; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+s", "apply", "Apply", priority=True),
+    ]
+
+    def __init__(self, source: MeshSource, service: dict[str, Any]) -> None:
+        super().__init__()
+        self.source = source
+        self.service = service["name"]
+        self.mode = str(service.get("mtls") or "permissive")
+        self.rules: list[dict[str, Any]] = list(service.get("authz") or [])
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            Text(f"calls to {self.service}: ", style="bold")
+            + Text("change the mode, add or remove a rule; enter applies, esc leaves it"),
+            classes="caption",
+        )
+        yield Static(rules_text(self.rules), id="rules")
+        with Vertical(id="form"):
+            for key, label, hint in FIELDS:
+                with Horizontal(classes="row"):
+                    yield Label(label)
+                    yield Input(placeholder=hint, id=f"access-{key}")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#access-mtls", Input).value = self.mode
+        self.query_one("#access-action", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_apply()
+
+    def action_apply(self) -> None:
+        values = {key: self.query_one(f"#access-{key}", Input).value for key, _, _ in FIELDS}
+        try:
+            rule = rule_from_form(self.service, values, {r["name"] for r in self.rules})
+        except DevmeshError as exc:
+            self.notify(exc.message, title="nothing changed", severity="error")
+            return
+        mode = values["mtls"].strip()
+        remove = values["remove"].strip()
+        if mode == self.mode and rule is None and not remove:
+            self.notify("nothing changed", severity="warning")
+            return
+        self._apply(mode if mode != self.mode else None, rule, remove or None)
+
+    @work(exclusive=True, group="access")
+    async def _apply(
+        self, mode: str | None, rule: dict[str, Any] | None, remove: str | None
+    ) -> None:
+        done = []
+        try:
+            if mode is not None:
+                await self.source.set_mtls(self.service, mode)
+                done.append(f"mTLS {mode}")
+            if remove is not None:
+                await self.source.remove_authz_rule(remove)
+                done.append(f"rule {remove} removed")
+            if rule is not None:
+                added = await self.source.add_authz_rule(rule)
+                done.append(f"rule {added['name']} added")
+        except DevmeshError as exc:
+            what = "; ".join(done) + "; then " if done else ""
+            self.notify(what + exc.message, title="not changed", severity="error")
+            return
+        self.notify(f"calls to {self.service}: {', '.join(done)}")
+        self.app.pop_screen()
