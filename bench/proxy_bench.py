@@ -74,6 +74,7 @@ from proxy_report import (
     PathResult,
     combine,
     report_fixed,
+    report_mtls,
     report_resources,
     report_saturation,
     report_targets,
@@ -340,6 +341,8 @@ def run(args: argparse.Namespace, procs: Processes, layout: Layout) -> dict[str,
     turn; each pair is started afresh for each round and stopped after it."""
     origin, origin_port = start_origin(procs, layout.origin)
     rounds: dict[str, list[PathResult]] = {"direct": [], "sidecar": [], "haproxy": []}
+    if args.mtls:
+        rounds["mtls"] = []
     for number in range(1, args.rounds + 1):
         if args.rounds > 1:
             print(f"round {number} of {args.rounds}", flush=True)
@@ -349,11 +352,20 @@ def run(args: argparse.Namespace, procs: Processes, layout: Layout) -> dict[str,
         for proc in pair:
             procs.stop(proc)
         rounds["sidecar"].append(measure_sidecars(procs, origin, origin_port, args, layout))
+        if args.mtls:
+            rounds["mtls"].append(
+                measure_sidecars(procs, origin, origin_port, args, layout, mtls=True)
+            )
     return {key: combine(results) for key, results in rounds.items()}
 
 
 def measure_sidecars(
-    procs: Processes, origin: Proc, origin_port: int, args: argparse.Namespace, layout: Layout
+    procs: Processes,
+    origin: Proc,
+    origin_port: int,
+    args: argparse.Namespace,
+    layout: Layout,
+    mtls: bool = False,
 ) -> PathResult:
     sink = None
     if args.telemetry == "sink":
@@ -369,9 +381,10 @@ def measure_sidecars(
         control_plane = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     policy = FULL_POLICY if args.route_policy == "full" else None
     pair, port = start_sidecar_pair(
-        procs, origin_port, control_plane, layout.proxies, args.sidecar_python, policy
+        procs, origin_port, control_plane, layout.proxies, args.sidecar_python, policy, mtls
     )
-    result = measure("sidecar pair", port, pair, origin, args, layout)
+    label = "sidecar pair mTLS" if mtls else "sidecar pair"
+    result = measure(label, port, pair, origin, args, layout)
     for proc in pair:
         procs.stop(proc)  # SIGTERM: each hands what it buffered to the sink, if there is one
     if sink is not None:
@@ -423,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
         default=sys.executable,
         help="the interpreter that runs the sidecars (default: this one); it needs httptools",
     )
+    parser.add_argument(
+        "--mtls",
+        action="store_true",
+        help="also measure the sidecar pair over mTLS (origin strict), and print what mTLS "
+        "adds over the same pair without it",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
     if not (
@@ -471,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     ordered = [results["direct"], results["sidecar"], results["haproxy"]]
     for part in (report_fixed, report_saturation, report_resources, report_targets):
         print("\n".join(part(ordered, args)))
+    if "mtls" in results:
+        print("\n".join(report_mtls(results["direct"], results["sidecar"], results["mtls"], args)))
     received = results["sidecar"].fixed.get("telemetry_received")
     if received is not None:
         print(f"telemetry records the stand-in control plane received: {received}")

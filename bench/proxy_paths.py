@@ -236,14 +236,20 @@ FULL_POLICY: dict[str, Any] = {
 retries with a per-try timeout, outlier detection, pool limits, a balancer."""
 
 
-def sidecar_snapshot(inbound_address: str, policy: dict[str, Any] | None) -> dict[str, Any]:
+def sidecar_snapshot(
+    inbound_address: str, policy: dict[str, Any] | None, mtls: bool = False
+) -> dict[str, Any]:
     """The snapshot both sidecars start from, in wire form: ``origin`` is one endpoint,
-    the inbound sidecar; ``policy`` is its route policy (``None``: the sidecar's defaults)."""
+    the inbound sidecar; ``policy`` is its route policy (``None``: the sidecar's defaults);
+    ``mtls``: origin is mTLS strict (else the default, permissive, which without
+    identities is plaintext)."""
     route: dict[str, Any] = {
         "endpoints": [{"instance": "origin-1", "version": "v1", "address": inbound_address}]
     }
     if policy is not None:
         route["policy"] = policy
+    if mtls:
+        route["mtls"] = "strict"
     return {"version": 1, "routes": {HOST: route}}
 
 
@@ -254,18 +260,25 @@ def start_sidecar_pair(
     cpus: tuple[set[int] | None, set[int] | None],
     python: str = sys.executable,
     policy: dict[str, Any] | None = FULL_POLICY,
+    mtls: bool = False,
 ) -> tuple[list[Proc], int]:
     """Start the inbound sidecar (of ``origin``), then the outbound one (of ``bench-client``)
     with ``python`` (run in the repository, so that it imports this checkout's ``proxy``);
-    returns them (first hop first) and the outbound listener's port."""
+    returns them (first hop first) and the outbound listener's port. With ``mtls``, each
+    starts with an identity of a throwaway CA kept in its state folder, as a sidecar
+    restarted without its control plane does, and they talk mTLS."""
+    from devmesh.pki import CertificateAuthority
     from proxy.bootstrap import Bootstrap
+    from proxy.identity import IdentityStore
     from proxy.snapshot import SnapshotError, parse_snapshot, save_snapshot
+
+    ca = CertificateAuthority.create("bench", time.time()) if mtls else None
 
     token = procs.workdir / "token"
     token.write_text("bench-token\n")
     token.chmod(0o600)
     inbound_port = free_port()
-    wire = sidecar_snapshot(f"127.0.0.1:{inbound_port}", policy)
+    wire = sidecar_snapshot(f"127.0.0.1:{inbound_port}", policy, mtls)
     try:
         snapshot = parse_snapshot(wire)  # the sidecar's own validation: fail here, not there
     except SnapshotError as exc:
@@ -288,6 +301,9 @@ def start_sidecar_pair(
             ready_file=root / "ready.json",
         )
         save_snapshot(snapshot, boot.snapshot_file)  # the last good one: it starts from it
+        if ca is not None:
+            identity = ca.issue("bench", service, time.time())
+            IdentityStore(boot.state_dir / "identity").install(identity.to_wire())
         assert boot.ready_file is not None
         boot.ready_file.unlink(missing_ok=True)
         (root / "bootstrap.json").write_text(json.dumps(boot.to_dict()))

@@ -314,3 +314,37 @@ def report_targets(results: list[PathResult], args: argparse.Namespace) -> list[
             "those figures are disturbed; run again on a quiet machine (or with --rounds 3)."
         )
     return out
+
+
+def report_mtls(
+    direct: PathResult, plain: PathResult, mtls: PathResult, args: argparse.Namespace
+) -> list[str]:
+    """What mTLS between the two sidecars adds over the same pair in plaintext."""
+    base = direct.fixed["latency_ms"]
+    rows = []
+    for r in (plain, mtls):
+        lat = r.fixed["latency_ms"]
+        rows.append(
+            [
+                r.label,
+                *(f"{lat[p] - base[p]:+.3f}" for p in ("p50", "p90", "p99")),
+                f"{r.cpu_ms_per_1k('fixed'):.1f}",
+                f"{r.sat['rps']:,.0f}",
+                str(_failures(r.fixed)),
+            ]
+        )
+    plain_lat, mtls_lat = plain.fixed["latency_ms"], mtls.fixed["latency_ms"]
+    rows.append(
+        [
+            "mTLS adds",
+            *(f"{mtls_lat[p] - plain_lat[p]:+.3f}" for p in ("p50", "p90", "p99")),
+            f"{mtls.cpu_ms_per_1k('fixed') - plain.cpu_ms_per_1k('fixed'):+.1f}",
+            f"x {mtls.sat['rps'] / plain.sat['rps']:.2f}",
+            "",
+        ]
+    )
+    return [
+        f"\nMTLS (issue 7): the sidecar pair with and without mTLS between its sidecars, at "
+        f"{args.rate:g} req/s{_rounds(args)}; +pNN in ms over direct.",
+        table(["path", "+p50", "+p90", "+p99", "CPU ms/1k", "saturation req/s", "errors"], rows),
+    ]
