@@ -19,7 +19,10 @@ matches anything) and a field matches when any of its values does:
   or ``off``) has none, so a policy naming sources never matches it, and an
   allow policy naming sources does not let it in;
 * ``paths``: exact (``/items``), a prefix (``/items/*``), a suffix (``*.json``)
-  or ``*``, against the request's path without its query;
+  or ``*``, against the request's path without its query, percent-decoded and
+  normalised first (``.`` and ``..`` segments resolved, runs of ``/`` merged, as
+  Istio's ``BASE`` and ``MERGE_SLASHES`` normalisation), so that
+  ``/x/../admin`` or ``//admin`` cannot slip past a rule on ``/admin``;
 * ``methods``: HTTP methods, upper case.
 """
 
@@ -86,6 +89,7 @@ def evaluate(
     """The verdict on a request from ``principal`` (``None``: no mTLS identity)."""
     if not policies:
         return ALLOWED
+    path = normalized(path)
     enforced = [p for p in policies if not p.audit]
     verdict = _decide(enforced, principal, path, method)
     if verdict.allowed and len(enforced) < len(policies):
@@ -107,6 +111,22 @@ def _decide(
     names = ", ".join(p.name for p in allows)
     caller = principal or "a caller without a mesh identity"
     return Verdict(False, names, f"no allow policy ({names}) lets {caller} {method} {path}")
+
+
+def normalized(path: str) -> str:
+    """``path`` with its dot segments removed (RFC 3986 5.2.4) and runs of ``/`` merged."""
+    kept: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if kept:
+                kept.pop()
+            continue
+        kept.append(segment)
+    result = "/" + "/".join(kept)
+    trailing = path.endswith(("/", "/.", "/..")) and result != "/"
+    return result + "/" if trailing else result
 
 
 def _source_matches(pattern: str, principal: str | None) -> bool:

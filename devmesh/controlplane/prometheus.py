@@ -85,6 +85,29 @@ def _lines(mesh: Mesh, now: float) -> Iterator[str]:
         labels = _labels(source=source, destination=destination)
         yield f"devmesh_breaker_ejections_total{labels} {mesh.ejections(source, destination)}"
 
+    security = sorted(metrics.security.items())
+    yield from _header(
+        "devmesh_mtls_requests_total",
+        "counter",
+        "Requests the caller's sidecar sent to an endpoint, by whether they went over mTLS.",
+    )
+    for (source, destination), edge in security:
+        for mtls, count in (("true", edge.mtls), ("false", edge.plaintext)):
+            if count:
+                labels = _labels(source=source, destination=destination, mtls=mtls)
+                yield f"devmesh_mtls_requests_total{labels} {count}"
+    yield from _header(
+        "devmesh_authz_total",
+        "counter",
+        "Requests an authorization rule denied (decision=deny, answered 403) or, in audit "
+        "mode, would have denied (decision=audit, let through), by rule.",
+    )
+    for (source, destination), edge in security:
+        for key, count in sorted(edge.by_rule.items()):
+            decision, _, rule = key.partition(":")
+            labels = _labels(source=source, destination=destination, decision=decision, rule=rule)
+            yield f"devmesh_authz_total{labels} {count}"
+
     yield from _header(
         "devmesh_instance_requests_total",
         "counter",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devmesh.pki import CertificateAuthority, Identity
 from devmesh.workspace import Workspace
@@ -358,7 +359,18 @@ async def test_a_deny_rule_answers_403_with_its_reason_and_is_counted(plane: Con
         await wait_until(counted, "status counts the denial on frontend -> catalog")
         edge = next(e for e in (await client.status())["edges"] if e["destination"] == "catalog")
         assert edge["security"]["by_rule"] == {"deny:no-admin": 1}
-        assert edge["success_rate"] == 1.0, "a policy's 403 is not the service failing"
+        assert edge["errors"] == 0, "a policy's 403 is not the service failing"
+        families = {f.name: f for f in text_string_to_metric_families(await client.metrics_text())}
+        [denied] = families["devmesh_authz"].samples
+        assert denied.labels == {
+            "source": "frontend",
+            "destination": "catalog",
+            "decision": "deny",
+            "rule": "no-admin",
+        }
+        assert denied.value == 1
+        mtls = {s.labels["mtls"]: s.value for s in families["devmesh_mtls_requests"].samples}
+        assert mtls == {"true": 2}
 
         assert (await client.remove_authz_rule("no-admin"))["name"] == "no-admin"
         await wait_until(lambda: not catalog.router.snapshot.routes["catalog"].authz, "removed")

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from proxy.authz import AuthzError, AuthzPolicy, evaluate, parse_policies
+from proxy.authz import AuthzError, AuthzPolicy, evaluate, normalized, parse_policies
 
 FRONTEND = "spiffe://devmesh.local/shop/frontend"
 ADMIN = "spiffe://devmesh.local/shop/admin"
@@ -22,6 +22,8 @@ def allow(name: str = "a", **fields: object) -> AuthzPolicy:
 def deny(name: str = "d", **fields: object) -> AuthzPolicy:
     return AuthzPolicy(name, "deny", **fields)  # type: ignore[arg-type]
 
+
+NO_ADMIN = [deny(paths=("/admin/*",))]
 
 # (what the case shows, policies, caller, path, method, allowed, deciding policy)
 CASES = [
@@ -204,6 +206,34 @@ CASES = [
     ),
     ("'*' path matches any path", [deny(paths=("*",))], FRONTEND, "/anything", "GET", False, "d"),
     ("a path is one of a list", [allow(paths=("/a", "/b"))], FRONTEND, "/b", "GET", True, None),
+    (
+        "dots cannot slip past a prefix",
+        [deny(paths=("/admin/*",))],
+        FRONTEND,
+        "/x/../admin/u",
+        "GET",
+        False,
+        "d",
+    ),
+    (
+        "doubled slashes cannot either",
+        [deny(paths=("/admin/*",))],
+        FRONTEND,
+        "//admin//u",
+        "GET",
+        False,
+        "d",
+    ),
+    ("nor past an exact path", [deny(paths=("/admin",))], FRONTEND, "/./admin", "GET", False, "d"),
+    (
+        "'..' above the root stays at it",
+        [allow(paths=("/items",))],
+        FRONTEND,
+        "/../../items",
+        "GET",
+        True,
+        None,
+    ),
     ("method matches", [deny(methods=("DELETE",))], FRONTEND, "/", "DELETE", False, "d"),
     ("another method does not", [deny(methods=("DELETE",))], FRONTEND, "/", "GET", True, None),
     (
@@ -390,3 +420,21 @@ def test_the_wire_form_round_trips_and_bad_ones_are_refused() -> None:
     ]:
         with pytest.raises(AuthzError, match=re.escape(message)):
             parse_policies([bad], "authz")
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/", "/"),
+        ("/a/b", "/a/b"),
+        ("/a/b/", "/a/b/"),
+        ("/a/./b", "/a/b"),
+        ("/a/../b", "/b"),
+        ("/a/b/..", "/a/"),
+        ("//a///b", "/a/b"),
+        ("/../a", "/a"),
+        ("/..", "/"),
+    ],
+)
+def test_paths_are_normalised_before_they_are_matched(path: str, expected: str) -> None:
+    assert normalized(path) == expected
