@@ -274,6 +274,7 @@ class ServerConnection(Connection):
         self._pending: deque[Request] = deque()
         self._upgraded = False
         self._eof = False
+        self._close_after = False
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -444,7 +445,7 @@ class ServerConnection(Connection):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if not request.keep_alive or (self._eof and not self._pending):
+        if not request.keep_alive or self._close_after or (self._eof and not self._pending):
             transport.close()
             return
         if self._pending:
@@ -509,6 +510,13 @@ class ServerConnection(Connection):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def close_when_done(self) -> None:
+        """Close now if idle, else once the request in hand is answered."""
+        if self._current is None:
+            self.close()
+        else:
+            self._close_after = True
 
     @property
     def busy(self) -> bool:
@@ -577,6 +585,15 @@ class Listener:
             )
         self._sweeper = loop.create_task(self._sweep())
         return bound
+
+    def enforce(self, gate: Gate) -> None:
+        """Close the connections ``gate`` would not let in now (plaintext ones under
+        ``strict``, mTLS ones under ``off``), each once its request in hand is answered,
+        as Envoy drains connections when a change of mode changes its filter chain."""
+        for conn in list(self.connections):
+            secure = conn.principal is not None
+            if (gate.mode == "strict" and not secure) or (gate.mode == "off" and secure):
+                conn.close_when_done()
 
     async def _sweep(self) -> None:
         while True:

@@ -16,7 +16,9 @@ new connections at once while open ones finish as they began.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import socket
 import ssl
 from collections import Counter
@@ -77,6 +79,15 @@ def service_of(spiffe_id: str) -> str:
     return spiffe_id.rpartition("/")[2]
 
 
+MAX_ADMITTING = 512
+"""Connections waiting for their first byte at once; more are closed (a client that opens
+connections and sends nothing cannot use up the sidecar's file descriptors)."""
+ACCEPT_PAUSE = 1.0
+"""How long the listener waits before accepting again when the system is out of resources
+(as asyncio's own servers do)."""
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
 async def accept(
     server_sock: socket.socket,
     gate: Callable[[], Gate],
@@ -84,10 +95,25 @@ async def accept(
     refusals: Refusals,
     admitting: set[asyncio.Task[None]],
 ) -> None:
-    """Accept connections on ``server_sock`` forever, each let in or closed by the gate."""
+    """Accept connections on ``server_sock`` until cancelled, each let in or closed by the
+    gate; an error accepting one never stops the listener."""
     loop = asyncio.get_running_loop()
-    while True:
-        conn, peer = await loop.sock_accept(server_sock)
+    while server_sock.fileno() != -1:
+        try:
+            conn, peer = await loop.sock_accept(server_sock)
+        except OSError as exc:
+            if exc.errno in _OUT_OF_RESOURCES:
+                log.error(
+                    "cannot accept a connection (%s); accepting again in %gs",
+                    os.strerror(exc.errno or 0),
+                    ACCEPT_PAUSE,
+                )
+                await asyncio.sleep(ACCEPT_PAUSE)
+            continue  # otherwise the peer gave up before it was accepted (ECONNABORTED)
+        if len(admitting) >= MAX_ADMITTING:
+            conn.close()
+            refusals.add("busy", peer, f"{MAX_ADMITTING} connections wait for a first byte")
+            continue
         task = loop.create_task(_admit(conn, peer, gate, protocol, refusals))
         admitting.add(task)
         task.add_done_callback(admitting.discard)
@@ -100,38 +126,40 @@ async def _admit(
     protocol: Callable[[], asyncio.BaseProtocol],
     refusals: Refusals,
 ) -> None:
+    """Let ``conn`` in (a transport takes it over) or close it, whatever happens."""
     loop = asyncio.get_running_loop()
-    conn.setblocking(False)
+    handed = False
     try:
-        first = await _peek(loop, conn)
-    except (OSError, TimeoutError) as exc:
-        conn.close()
-        log.debug("a connection from %s ended before a byte: %s", _address(peer), exc)
-        return
-    if not first:
-        conn.close()
-        return
-    now = gate()
-    tls = first[0] == TLS_HANDSHAKE
-    if tls and (now.mode == "off" or now.server is None):
-        conn.close()
-        why = "mTLS is off for this service" if now.mode == "off" else "no identity yet"
-        refusals.add("tls-unavailable", peer, f"a TLS client, and {why}")
-        return
-    if not tls and now.mode == "strict":
-        conn.close()
-        refusals.add("plaintext", peer, "a plaintext client, and this service is mTLS strict")
-        return
-    try:
-        await loop.connect_accepted_socket(
-            protocol,
-            conn,
-            ssl=now.server if tls else None,
-            ssl_handshake_timeout=SNIFF_TIMEOUT if tls else None,
-        )
-    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-        conn.close()
-        refusals.add("handshake", peer, f"the TLS handshake failed: {_reason(exc)}")
+        conn.setblocking(False)
+        try:
+            first = await _peek(loop, conn)
+        except (OSError, TimeoutError) as exc:
+            log.debug("a connection from %s ended before a byte: %s", _address(peer), exc)
+            return
+        if not first:
+            return
+        now = gate()
+        tls = first[0] == TLS_HANDSHAKE
+        if tls and (now.mode == "off" or now.server is None):
+            why = "mTLS is off for this service" if now.mode == "off" else "no identity yet"
+            refusals.add("tls-unavailable", peer, f"a TLS client, and {why}")
+            return
+        if not tls and now.mode == "strict":
+            refusals.add("plaintext", peer, "a plaintext client, and this service is mTLS strict")
+            return
+        try:
+            await loop.connect_accepted_socket(
+                protocol,
+                conn,
+                ssl=now.server if tls else None,
+                ssl_handshake_timeout=SNIFF_TIMEOUT if tls else None,
+            )
+            handed = True
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            refusals.add("handshake", peer, f"the TLS handshake failed: {_reason(exc)}")
+    finally:
+        if not handed:
+            conn.close()
 
 
 async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:

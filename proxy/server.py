@@ -45,7 +45,7 @@ from proxy.mtls import Gate, service_of
 from proxy.origdst import original_destination
 from proxy.outbound import Call, OutboundCalls
 from proxy.router import Router
-from proxy.snapshot import DEFAULT_MTLS
+from proxy.snapshot import DEFAULT_MTLS, Snapshot
 from proxy.telemetry import Direction, Record, TelemetryBuffer
 from proxy.upstream import NoAnswer, Outcome, Sent, relay, reply, send
 
@@ -99,6 +99,8 @@ class Sidecar:
         self.ports = BoundPorts()
         self._listeners: list[Listener] = []
         self.inbound: Listener | None = None
+        self._mode = self._gate().mode
+        router.subscribe(self._mode_changed)
 
     async def start(self) -> BoundPorts:
         """Bind every listener; raises ``OSError`` (port taken) with nothing left bound."""
@@ -142,6 +144,13 @@ class Sidecar:
         if current is None:
             return Gate(mode, None, None)
         return Gate(mode, current.server, current.trust_prefix)
+
+    def _mode_changed(self, snapshot: Snapshot) -> None:
+        """A new mode applies to open connections too: those it no longer admits close."""
+        gate = self._gate()
+        if gate.mode != self._mode and self.inbound is not None:
+            self.inbound.enforce(gate)
+        self._mode = gate.mode
 
     # -- handlers -------------------------------------------------------------
 
