@@ -1,7 +1,9 @@
 """This sidecar's identity: the certificate and key the control plane issued to its service.
 
 Each new one (at start, then at half of each one's life) is written under the
-state folder (the key readable by its owner only) and loaded into fresh TLS
+state folder in files of its own (the key readable by its owner only; what the
+folder says is kept, ``identity.json``, changes only once it has loaded) and
+loaded into fresh TLS
 contexts, so that a bad one is refused before it replaces a good one, and
 connections already open keep the context they began with. A sidecar that
 restarts while the control plane is away starts with the identity it kept, as
@@ -78,7 +80,7 @@ class IdentityStore:
         files = {
             "cert": self._write(f"{fingerprint[:16]}.crt", cert.encode()),
             "key": self._write(f"{fingerprint[:16]}.key", key.encode()),
-            "ca": self._write("ca.crt", ca.encode()),
+            "ca": self._write(f"{fingerprint[:16]}.ca.crt", ca.encode()),
         }
         try:
             server = _context(ssl.Purpose.CLIENT_AUTH, files)
@@ -91,7 +93,7 @@ class IdentityStore:
         previous = self.current
         self.current = Installed(spiffe_id, fingerprint, not_after, server, client)
         if previous is not None and previous.fingerprint != fingerprint:
-            for suffix in (".crt", ".key"):  # loaded already; nothing reads the files again
+            for suffix in (".crt", ".key", ".ca.crt"):  # loaded already: not read again
                 (self.folder / f"{previous.fingerprint[:16]}{suffix}").unlink(missing_ok=True)
         return self.current
 

@@ -22,13 +22,15 @@ its body was streamed to the first endpoint.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from multidict import CIMultiDict
 
-from proxy.authz import evaluate
+from proxy.authz import evaluate, normalized
 from proxy.bootstrap import Bootstrap
 from proxy.destinations import Destinations
 from proxy.headers import (
@@ -184,7 +186,16 @@ class Sidecar:
             instance=self.boot.instance, version=self.boot.version, mtls=principal is not None
         )
         route = self.router.snapshot.routes.get(self.boot.service)
-        verdict = evaluate(route.authz, principal, request.path, request.method) if route else None
+        verdict = None
+        if route is not None and route.authz:
+            unsafe = canonical_target(request)
+            if unsafe is not None:
+                await relay(
+                    request, NoAnswer("bad-path", unsafe, status=400), outcome, trusted=False
+                )
+                self._record(request, "inbound", source, self.boot.service, outcome, start)
+                return
+            verdict = evaluate(route.authz, principal, request.path, request.method)
         if verdict is not None and verdict.audit is not None:
             outcome.authz = f"audit:{verdict.audit.policy}"
             log.info("audit: %s (not enforced)", verdict.audit.reason)
@@ -349,6 +360,27 @@ class Sidecar:
                 authz=outcome.authz,
             )
         )
+
+
+_ESCAPED_SEPARATOR = re.compile("%(2f|5c)", re.IGNORECASE)
+_ESCAPED_DOT = re.compile("%2e", re.IGNORECASE)
+
+
+def canonical_target(request: Request) -> str | None:
+    """Give ``request`` the path its service's authorization rules judge, and pass on that
+    same path (Istio's path normalisation): ``%2e`` decoded, dot segments resolved, runs of
+    ``/`` merged. A path the rules cannot judge safely (an escaped ``/`` or ``\\``, or a
+    fragment) is not normalised: why it is refused comes back instead."""
+    raw, mark, query = request.path_qs.partition("?")
+    if "#" in request.target:
+        return "the request target holds a fragment (#), which HTTP never sends"
+    if _ESCAPED_SEPARATOR.search(raw):
+        return "the path holds an escaped '/' or '\\', which authorization rules cannot judge"
+    path = normalized(_ESCAPED_DOT.sub(".", raw))
+    if path != raw:
+        request.path_qs = path + mark + query
+        request.path = unquote(path) if "%" in path else path
+    return None
 
 
 def _target(request: Request) -> tuple[str, str, int]:

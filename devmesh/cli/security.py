@@ -54,6 +54,12 @@ def mtls(
         modes: dict[str, str] = asyncio.run(call_api(workspace, "mtls_modes"))
     else:
         modes = asyncio.run(call_api(workspace, "set_mtls", service, mode))
+    if service is not None:
+        if service not in modes:
+            raise UsageError(
+                f"there is no service named {service!r}", f"services: {', '.join(modes)}"
+            )
+        modes = {service: modes[service]}
     if json_out:
         print_json({"modes": modes})
         return

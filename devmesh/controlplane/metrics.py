@@ -302,6 +302,9 @@ def _round(value: float | None, digits: int) -> float | None:
 
 
 _NOT_ERRORS = ("downstream-reset", "denied")
+MAX_SECURITY_EDGES = 10_000
+"""Edges whose mTLS and authorization are counted; a plaintext caller's source is what it
+says, so the edges it can make up are bounded."""
 """A caller that went away is not the service's failure; nor is a 403 of a policy."""
 
 
@@ -413,6 +416,8 @@ class Metrics:
         key = (record["source"], record["destination"])
         edge = self.security.get(key)
         if edge is None:
+            if len(self.security) >= MAX_SECURITY_EDGES:
+                return  # a plaintext caller names its own source: do not let it grow this
             edge = self.security[key] = EdgeSecurity()
         if outbound:
             secure = record.get("mtls") is True

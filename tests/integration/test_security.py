@@ -10,7 +10,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -39,6 +39,8 @@ class CountingApp:
 
     port: int = 0
     received: int = 0
+    lines: list[bytes] = field(default_factory=list)
+    """The request line of each request it answered."""
 
 
 @asynccontextmanager
@@ -52,7 +54,8 @@ async def counting_app() -> AsyncIterator[CountingApp]:
                 app.received += len(data)
                 pending += data
                 while b"\r\n\r\n" in pending:  # requests without bodies: one answer per head
-                    _, _, pending = pending.partition(b"\r\n\r\n")
+                    head, _, pending = pending.partition(b"\r\n\r\n")
+                    app.lines.append(head.split(b"\r\n", 1)[0])
                     writer.write(OK)
         finally:
             writer.close()
@@ -423,3 +426,30 @@ async def test_bad_rules_are_refused_and_change_nothing(plane: ControlPlane) -> 
         with pytest.raises(Exception, match="no authorization rule named 'y'"):
             await client.remove_authz_rule("y")
         assert [r["name"] for r in await client.authz_rules()] == ["x"]
+
+
+async def raw_through(frontend: SidecarRunner, target: str) -> bytes:
+    """A request line sent as is to the frontend's outbound listener (no client library
+    normalises it on the way); the status line of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", frontend.sidecar.ports.outbound)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: catalog\r\nConnection: close\r\n\r\n".encode())
+    answer = await asyncio.wait_for(reader.read(), timeout=5)
+    writer.close()
+    return answer.split(b"\r\n", 1)[0]
+
+
+async def test_a_rule_judges_the_path_the_service_gets(plane: ControlPlane) -> None:
+    async with mesh(plane) as (catalog, frontend, app), plane.client() as client:
+        await client.add_authz_rule(
+            {"name": "no-admin", "service": "catalog", "action": "deny", "paths": ["/admin/*"]}
+        )
+        await wait_until(
+            lambda: bool(catalog.router.snapshot.routes["catalog"].authz), "the rule applied"
+        )
+        for sneaky in ("/x/../admin/u", "/x/%2e%2E/admin/u", "//admin//u", "/./admin/u"):
+            assert await raw_through(frontend, sneaky) == b"HTTP/1.1 403 Forbidden", sneaky
+        for unjudgeable in ("/admin%2fu", "/admin%5Cu"):
+            assert await raw_through(frontend, unjudgeable) == b"HTTP/1.1 400 Bad Request"
+        assert app.lines == [], "none of them reached the service"
+        assert await raw_through(frontend, "/items/./a//b/../c?q=1") == b"HTTP/1.1 200 OK"
+        assert app.lines == [b"GET /items/a/c?q=1 HTTP/1.1"], "the path the rule judged"

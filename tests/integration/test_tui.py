@@ -158,10 +158,14 @@ async def test_the_access_screen_locks_a_service_and_adds_a_rule_live(
                 ),
                 "the mode and the rule are applied",
             )
-            routes = frontend.router.snapshot.routes
+
+            def strict() -> bool:
+                route = frontend.router.snapshot.routes.get("catalog")  # a new one each time
+                return route is not None and route.mtls == "strict"
+
             await until(
                 pilot,
-                lambda: "catalog" in routes and routes["catalog"].mtls == "strict",
+                strict,
                 "the frontend's sidecar calls catalog over strict mTLS",
             )
             async with aiohttp.ClientSession() as session:
