@@ -112,6 +112,12 @@ async def test_the_control_plane_agrees_with_the_clients_own_measurements(
         frontend_to_catalog(controlplane, spread=0.2) as frontend,
         controlplane.client() as client,
     ):
+        # Plaintext between the sidecars here. The client, both sidecars and the control
+        # plane share one event loop in this test; with mTLS, in two full runs of the suite
+        # (never alone) the client's p99 came out 40-50 ms above the mesh's, most likely the
+        # 50 handshakes its 50 connections open at once stalling the shared loop, outside
+        # every sidecar's clock. Sidecars run apart; what mTLS costs is measured in bench/.
+        await client.set_mtls("catalog", "off")
         await client.add_fault(
             "catalog",
             {
@@ -119,10 +125,12 @@ async def test_the_control_plane_agrees_with_the_clients_own_measurements(
                 "abort": {"http_status": 503, "percent": 20},
             },
         )
-        await wait_until(
-            lambda: bool(frontend.router.snapshot.routes["catalog"].policy.faults),
-            "the fault reached the frontend's sidecar",
-        )
+
+        def applied() -> bool:
+            route = frontend.router.snapshot.routes.get("catalog")
+            return route is not None and bool(route.policy.faults) and route.mtls == "off"
+
+        await wait_until(applied, "the fault and the mode reached the frontend's sidecar")
         results = await load(frontend, requests)
 
         async def in_the_window() -> bool:
