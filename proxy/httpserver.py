@@ -133,11 +133,6 @@ class Request:
         return self._conn.principal
 
     @property
-    def secure(self) -> bool:
-        """It came over mTLS."""
-        return self._conn.principal is not None
-
-    @property
     def gone(self) -> bool:
         """The caller went away: nothing more can be written."""
         transport = self._conn.transport

@@ -28,16 +28,13 @@ FIELDS = (
 )
 
 
-def rule_from_form(service: str, values: dict[str, str], taken: set[str]) -> dict[str, Any] | None:
-    """The rule the form describes, in devmesh.yaml's shape (``None``: no action given)."""
+def rule_from_form(service: str, values: dict[str, str]) -> dict[str, Any] | None:
+    """The rule the form describes, in devmesh.yaml's shape (``None``: no action given);
+    the control plane names it."""
     action = values.get("action", "").strip().lower()
     if not action:
         return None
-    number = 1
-    while f"{service}-{action}-{number}" in taken:
-        number += 1
-    rule: dict[str, Any] = {"name": f"{service}-{action}-{number}", "service": service}
-    rule["action"] = action
+    rule: dict[str, Any] = {"service": service, "action": action}
     for key in ("from", "paths", "methods"):
         items = [item.strip() for item in values.get(key, "").split(",") if item.strip()]
         if items:
@@ -51,19 +48,13 @@ def rule_from_form(service: str, values: dict[str, str], taken: set[str]) -> dic
 
 
 def rules_text(rules: list[dict[str, Any]]) -> Text:
+    """Each rule in the control plane's words, deny in red, allow in green."""
     if not rules:
         return Text("no rules: every caller is let in", style="dim")
     text = Text()
     for rule in rules:
         style = "red" if rule["action"] == "deny" else "green"
-        text += Text(f"{rule['name']}: ", style="bold") + Text(rule["action"], style=style)
-        text += Text(
-            f" {','.join(rule.get('methods') or []) or 'any method'}"
-            f" {','.join(rule.get('paths') or []) or 'any path'}"
-            f" from {','.join(rule.get('from') or []) or 'anyone'}"
-        )
-        if rule.get("mode") == "audit":
-            text += Text(" (audit)", style="yellow")
+        text += Text(f"{rule['name']}: ", style="bold") + Text(rule["does"], style=style)
         if rule.get("origin") == "config":
             text += Text(" devmesh.yaml", style="dim")
         text += "\n"
@@ -115,7 +106,7 @@ class AccessScreen(Screen[None]):
     def action_apply(self) -> None:
         values = {key: self.query_one(f"#access-{key}", Input).value for key, _, _ in FIELDS}
         try:
-            rule = rule_from_form(self.service, values, {r["name"] for r in self.rules})
+            rule = rule_from_form(self.service, values)
         except DevmeshError as exc:
             self.notify(exc.message, title="nothing changed", severity="error")
             return

@@ -104,33 +104,19 @@ def add(
             f"e.g. `devmesh authz add {service} --deny --path '/admin/*'`",
         )
     action = "allow" if allow else "deny"
-    workspace = context(ctx).workspace
-    if name is None:
-        taken = {r["name"] for r in asyncio.run(call_api(workspace, "authz_rules"))}
-        number = 1
-        while f"{service}-{action}-{number}" in taken:
-            number += 1
-        name = f"{service}-{action}-{number}"
-    rule: dict[str, Any] = {"name": name, "service": service, "action": action}
+    rule: dict[str, Any] = {"service": service, "action": action}
+    if name is not None:
+        rule["name"] = name
     if audit:
         rule["mode"] = "audit"
     for key, values in (("from", source), ("paths", path), ("methods", method)):
         if values:
             rule[key] = list(values)
-    added = asyncio.run(call_api(workspace, "add_authz_rule", rule))
+    added = asyncio.run(call_api(context(ctx).workspace, "add_authz_rule", rule))
     if json_out:
         print_json(added)
         return
-    console.print(Text(f"added rule {added['name']}: {describe(added)}"))
-
-
-def describe(rule: dict[str, Any]) -> str:
-    """``deny GET /admin/* to catalog from frontend (audit)``."""
-    methods = ",".join(rule.get("methods") or []) or "any method"
-    paths = ",".join(rule.get("paths") or []) or "any path"
-    sources = ",".join(rule.get("from") or []) or "anyone"
-    audit = " (audit: reported, not enforced)" if rule.get("mode") == "audit" else ""
-    return f"{rule['action']} {methods} {paths} to {rule['service']} from {sources}{audit}"
+    console.print(Text(f"added rule {added['name']}: {added['does']}"))
 
 
 @authz_app.command("ls")

@@ -70,7 +70,23 @@ class ActiveRule:
     """``cli`` (added at run time) or ``config`` (declared in devmesh.yaml)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {**dump_rule(self.rule), "mode": self.rule.mode, "origin": self.origin}
+        """The rule in devmesh.yaml's shape, and in words (``does``) for every client to
+        show the same way."""
+        return {
+            **dump_rule(self.rule),
+            "mode": self.rule.mode,
+            "origin": self.origin,
+            "does": describe_rule(self.rule),
+        }
+
+
+def describe_rule(rule: AuthzRule) -> str:
+    """``deny GET /admin/* to catalog from frontend``, and whether it is only audited."""
+    methods = ",".join(rule.methods) or "any method"
+    paths = ",".join(rule.paths) or "any path"
+    sources = ",".join(rule.sources) or "anyone"
+    audit = " (audit: reported, not enforced)" if rule.mode == "audit" else ""
+    return f"{rule.action} {methods} {paths} to {rule.service} from {sources}{audit}"
 
 
 class Overrides:
@@ -145,7 +161,14 @@ class Overrides:
         ]
 
     def add_rule(self, project: Project, rule: dict[str, Any]) -> ActiveRule:
-        """Add an authorization rule (config form); validated with the others first."""
+        """Add an authorization rule (config form); validated with the others first. One
+        without a name is named ``<service>-<action>-<n>``, the first such name free."""
+        if not rule.get("name"):
+            taken = {active.rule.name for active in self.rules(project)}
+            number = 1
+            while f"{rule.get('service')}-{rule.get('action')}-{number}" in taken:
+                number += 1
+            rule = {**rule, "name": f"{rule.get('service')}-{rule.get('action')}-{number}"}
         added = [*self.state["authorization"], rule]
         candidate = self._candidate(project, authorization=added)
         self.state["authorization"] = added

@@ -266,7 +266,7 @@ class FixedSource:
     async def add_authz_rule(self, rule: Mapping[str, Any]) -> dict[str, Any]:
         self._check()
         self.changes.append(("add_authz_rule", dict(rule)))
-        return {**rule, "origin": "cli"}
+        return {"name": f"{rule['service']}-{rule['action']}-1", **rule, "origin": "cli"}
 
     async def remove_authz_rule(self, name: str) -> dict[str, Any]:
         self._check()
