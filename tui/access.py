@@ -4,17 +4,15 @@ remove one, live; the control plane judges every value with the config's own rul
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Static
+from textual.widgets import Footer, Static
 
 from devmesh.errors import DevmeshError
+from tui.form import FormScreen
 from tui.source import MeshSource
 
 FIELDS = (
@@ -61,19 +59,10 @@ def rules_text(rules: list[dict[str, Any]]) -> Text:
     return text
 
 
-class AccessScreen(Screen[None]):
-    CSS = """
-    #form { height: auto; }
-    .row { height: 1; }
-    .row Label { width: 16; padding: 0 1; }
-    .row Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
-    .row Input:focus { background: $accent 30%; }
-    #rules { padding: 1 1; height: auto; }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("ctrl+s", "apply", "Apply", priority=True),
-    ]
+class AccessScreen(FormScreen):
+    CSS = FormScreen.CSS + "#rules { padding: 1 1; height: auto; }"
+    FIELDS = FIELDS
+    PREFIX = "access"
 
     def __init__(self, source: MeshSource, service: dict[str, Any]) -> None:
         super().__init__()
@@ -89,22 +78,15 @@ class AccessScreen(Screen[None]):
             classes="caption",
         )
         yield Static(rules_text(self.rules), id="rules")
-        with Vertical(id="form"):
-            for key, label, hint in FIELDS:
-                with Horizontal(classes="row"):
-                    yield Label(label)
-                    yield Input(placeholder=hint, id=f"access-{key}")
+        yield from self.fields()
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#access-mtls", Input).value = self.mode
-        self.query_one("#access-action", Input).focus()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.action_apply()
+        self.field("mtls").value = self.mode
+        self.field("action").focus()
 
     def action_apply(self) -> None:
-        values = {key: self.query_one(f"#access-{key}", Input).value for key, _, _ in FIELDS}
+        values = self.values()
         try:
             rule = rule_from_form(self.service, values)
         except DevmeshError as exc:

@@ -3,17 +3,15 @@ shown as in force and changed live; only the fields you change are sent."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Static
+from textual.widgets import Footer, Static
 
 from devmesh.errors import DevmeshError
+from tui.form import FormScreen
 from tui.source import MeshSource
 
 FIELDS = (
@@ -89,18 +87,9 @@ def settings_from_form(before: dict[str, str], after: dict[str, str]) -> dict[st
     return settings
 
 
-class PolicyScreen(Screen[None]):
-    CSS = """
-    #form { height: auto; }
-    .row { height: 1; }
-    .row Label { width: 16; padding: 0 1; }
-    .row Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
-    .row Input:focus { background: $accent 30%; }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("ctrl+s", "apply", "Apply", priority=True),
-    ]
+class PolicyScreen(FormScreen):
+    FIELDS = FIELDS
+    PREFIX = "policy"
 
     def __init__(self, source: MeshSource, service: str) -> None:
         super().__init__()
@@ -114,11 +103,7 @@ class PolicyScreen(Screen[None]):
             + Text("change a field, enter applies what changed, esc leaves it"),
             classes="caption",
         )
-        with Vertical(id="form"):
-            for key, label, hint in FIELDS:
-                with Horizontal(classes="row"):
-                    yield Label(label)
-                    yield Input(placeholder=hint, id=f"policy-{key}")
+        yield from self.fields()
         yield Footer()
 
     def on_mount(self) -> None:
@@ -133,14 +118,11 @@ class PolicyScreen(Screen[None]):
             return
         self.before = current_values(answer["policy"])
         for key, value in self.before.items():
-            self.query_one(f"#policy-{key}", Input).value = value
-        self.query_one("#policy-timeout", Input).focus()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.action_apply()
+            self.field(key).value = value
+        self.field("timeout").focus()
 
     def action_apply(self) -> None:
-        after = {key: self.query_one(f"#policy-{key}", Input).value for key, _, _ in FIELDS}
+        after = self.values()
         try:
             settings = settings_from_form(self.before, after)
         except DevmeshError as exc:
