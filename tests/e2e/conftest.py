@@ -148,3 +148,12 @@ def projects(tmp_path: Path) -> Iterator[ProjectFactory]:
     yield factory
     leaked = factory.teardown()
     assert not leaked, f"processes left running after the test and `devmesh down`: {leaked}"
+
+
+@pytest.fixture
+def shop(projects: ProjectFactory) -> MeshProject:
+    """recipes/shop, up on the local runtime (torn down with the other projects)."""
+    project = projects.recipe("shop")
+    up = project.cli("up", "--detach", "--runtime", "local")
+    assert up.returncode == 0, up.stderr
+    return project

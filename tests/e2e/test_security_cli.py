@@ -7,19 +7,11 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import MeshProject, ProjectFactory
+from tests.e2e.conftest import MeshProject
 from tests.e2e.test_shop import get_json
 from tests.e2e.test_traffic_policy import edge, status_of, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def shop(projects: ProjectFactory) -> MeshProject:
-    project = projects.recipe("shop")
-    up = project.cli("up", "--detach", "--runtime", "local")
-    assert up.returncode == 0, up.stderr
-    return project
 
 
 def test_a_locked_mesh_serves_and_a_deny_rule_refuses_one_caller(shop: MeshProject) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import MeshProject, ProjectFactory
+from tests.e2e.conftest import MeshProject
 from tests.e2e.test_shop import DIRECT, get_json
 
 pytestmark = pytest.mark.e2e
@@ -50,14 +50,6 @@ def admin(shop: MeshProject, instance: str, action: str) -> None:
     )
     with DIRECT.open(request, timeout=10) as response:
         assert response.status == 200
-
-
-@pytest.fixture
-def shop(projects: ProjectFactory) -> MeshProject:
-    project = projects.recipe("shop")
-    up = project.cli("up", "--detach", "--runtime", "local")
-    assert up.returncode == 0, up.stderr
-    return project
 
 
 def test_the_breaker_opens_when_pricing_fails_and_closes_after_it_recovers(
