@@ -41,6 +41,11 @@ class Workspace:
         return self.root / "controlplane.json"
 
     @property
+    def roster_file(self) -> Path:
+        """The proxies the control plane last routed to (observed state, for its restart)."""
+        return self.root / "roster.json"
+
+    @property
     def runtime_file(self) -> Path:
         """What the local runtime started (pids, ports), so ``down`` can stop exactly that."""
         return self.root / "runtime.json"
@@ -64,6 +69,11 @@ class Workspace:
 
     def log_file(self, instance: str, *, sidecar: bool = False) -> Path:
         return self.logs_dir / (f"{instance}.sidecar.log" if sidecar else f"{instance}.log")
+
+    def forget_run(self) -> None:
+        """Remove the records of a run that no longer runs (state, token, CA and logs stay)."""
+        for path in (self.runtime_file, self.controlplane_file, self.roster_file):
+            path.unlink(missing_ok=True)
 
     def ensure(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)

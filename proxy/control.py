@@ -2,14 +2,29 @@
 
 Sidecar -> control plane messages (JSON text frames)::
 
-    {"type": "hello", "node": {...}, "snapshot_version": 6}
+    {"type": "hello", "node": {...}, "snapshot_version": 6,
+     "health": {"state": "ready", "detail": "..."}}
     {"type": "health", "state": "ready", "detail": "..."}
     {"type": "telemetry", "records": [...], "dropped": 0}
     {"type": "ack", "version": 7}   /   {"type": "nack", "version": 7, "error": "..."}
+    {"type": "breakers", "breakers": {...}}
+    {"type": "identity-ack", "fingerprint": "..."}
+    {"type": "leaving"}             (the sidecar is stopping: take it out of routing now)
 
 Control plane -> sidecar::
 
     {"type": "snapshot", "snapshot": {...}}
+    {"type": "identity", ...}
+
+Liveness: any frame counts as a sign of life, both ways. Each side pings (a
+WebSocket ping, answered by a pong) once it has heard nothing from the other
+for ``PING_AFTER`` seconds, and gives the link up after ``SILENCE_LIMIT``
+seconds of silence. A busy sidecar's telemetry keeps the control plane hearing
+from it; its pings keep it hearing from a control plane with nothing to say.
+
+The hello carries the sidecar's health as it stands, so a sidecar that dials
+again (the link dropped, or the control plane restarted) keeps its place in
+routing instead of starting over as ``starting``.
 
 If the link drops, the sidecar keeps routing with its last good snapshot and
 dials again with capped exponential backoff; records wait in the buffer.
@@ -43,8 +58,10 @@ FLUSH_INTERVAL = 0.1
 BATCH_LIMIT = 1000
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
 BREAKER_REFRESH = 1.0
+PING_AFTER = 10.0
+"""This long without a word from the control plane, the sidecar pings it."""
 SILENCE_LIMIT = 25.0
-"""The control plane pings every 10 s: this long without a word from it, the link is dead."""
+"""This long without a word from the control plane (its pongs included), the link is dead."""
 POLICY_VIOLATION = 1008
 
 
@@ -95,6 +112,7 @@ class ControlLink:
                 "health_check": self.health.describe(),
             },
             "snapshot_version": self.router.snapshot.version,
+            "health": {"state": self.health.state, "detail": self.health.detail},
         }
 
     async def run(self) -> None:
@@ -124,6 +142,12 @@ class ControlLink:
         """Send what is buffered now, if connected (used on shutdown)."""
         if self._ws is not None and not self._ws.closed:
             await self._send_pending(self._ws)
+
+    async def leave(self) -> None:
+        """Tell the control plane this sidecar is stopping (it leaves routing at once), if
+        connected; best effort, on shutdown."""
+        if self._ws is not None and not self._ws.closed:
+            await _send_json(self._ws, {"type": "leaving"})
 
     def _token(self) -> str | None:
         """The project token, read before each dial (``up`` may have written a new one)."""
@@ -198,12 +222,18 @@ class ControlLink:
         await _send_json(ws, {"type": "identity-ack", "fingerprint": installed.fingerprint})
 
     async def _send_loop(self, ws: WebSocket) -> None:
+        pinged = 0.0
         while True:
             await self._send_pending(ws)
             await asyncio.sleep(FLUSH_INTERVAL)
-            if time.monotonic() - ws.last_received > SILENCE_LIMIT:
+            now = time.monotonic()
+            silent = now - ws.last_received
+            if silent > SILENCE_LIMIT:
                 await ws.close()
                 raise TimeoutError(f"no word from the control plane in {SILENCE_LIMIT:g}s")
+            if silent > PING_AFTER and now - pinged > PING_AFTER:
+                pinged = now
+                await ws.ping()
 
     async def _send_pending(self, ws: WebSocket) -> None:
         if self._health_dirty:

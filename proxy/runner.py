@@ -77,7 +77,11 @@ class SidecarRunner:
             self.link.breakers_changed()
 
     async def stop(self) -> None:
-        """Stop listening, hand the control plane what is buffered, then disconnect."""
+        """Leave routing, stop listening, hand the control plane what is buffered, then
+        disconnect."""
+        if self.link is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.link.leave(), timeout=1.0)
         await self.sidecar.stop()
         if self.link is not None:
             with contextlib.suppress(Exception):

@@ -44,6 +44,10 @@ class WebSocket:
     async def send_text(self, text: str) -> None:
         await self._send(TEXT, text.encode())
 
+    async def ping(self) -> None:
+        """A ping: the server answers it with a pong, which counts in ``last_received``."""
+        await self._send(PING, b"")
+
     async def receive(self) -> str | None:
         """The next text message; ``None`` once the connection is closed (``close_code`` says
         how). Pings are answered on the way; binary messages are skipped."""

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from devmesh.controlplane.api import ControlPlaneAPI
 from devmesh.controlplane.mesh import Mesh
+from devmesh.controlplane.roster import Roster
 from devmesh.controlplane.store import StateStore
 from devmesh.errors import DevmeshError
 from devmesh.pki import DEFAULT_TTL
@@ -43,7 +44,7 @@ async def serve(
 ) -> int:
     try:
         token = workspace.token()
-        mesh = Mesh(StateStore(workspace.state_file))
+        mesh = Mesh(StateStore(workspace.state_file), roster=Roster(workspace.roster_file))
         cert_ttl = float(os.environ.get("DEVMESH_CERT_TTL", DEFAULT_TTL))
     except (OSError, DevmeshError, ValueError) as exc:
         log.error("cannot start: %s", exc)

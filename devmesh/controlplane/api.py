@@ -28,6 +28,7 @@ from devmesh.controlplane.instances import latest_logs, run_cli
 from devmesh.controlplane.mesh import Mesh, Proxy, UnknownService
 from devmesh.controlplane.metrics import WINDOWS
 from devmesh.controlplane.overrides import UnknownFault
+from devmesh.controlplane.roster import HEALTH_STATES
 from devmesh.controlplane.streams import (
     TAP_RATE,
     Events,
@@ -373,6 +374,8 @@ class ControlPlaneAPI:
             async for now in ticks():
                 try:
                     self._tick(now)
+                    if self.mesh.expire_absent():
+                        await self.publish()
                     await self._renew_identities()
                 except Exception:  # a bug of ours: say so, and keep the streams alive
                     log.exception("the per-second tick failed")
@@ -539,7 +542,10 @@ class ControlPlaneAPI:
         try:
             # The identity first: a snapshot naming strict destinations finds it in place.
             await self._send_identity(proxy, ws)
-            await self._send(ws, self.mesh.snapshot)
+            # A proxy that says hello ready may change the routes: then every proxy (this
+            # one too) gets the new snapshot; else this one gets the one in force.
+            if not await self.publish():
+                await self._send(ws, self.mesh.snapshot)
             async for message in ws:
                 if message.type == WSMsgType.TEXT and await self._handle(proxy, message.data):
                     await self.publish()
@@ -587,6 +593,9 @@ class ControlPlaneAPI:
                 }
                 for event in self.mesh.report_breakers(proxy, reported):
                     self.events.publish(event)
+        elif kind == "leaving":
+            self.mesh.leave(proxy)
+            return True
         elif kind == "identity-ack":
             fingerprint = message.get("fingerprint")
             if self.identities is not None and isinstance(fingerprint, str):
@@ -603,13 +612,14 @@ class ControlPlaneAPI:
             )
         return False
 
-    async def publish(self) -> None:
-        """Send a new snapshot to every connected proxy, if the mesh changed."""
+    async def publish(self) -> bool:
+        """Send a new snapshot to every connected proxy, if the mesh changed; True if so."""
         snapshot = self.mesh.rebuild()
         if snapshot is None:
-            return
+            return False
         self.events.publish({"type": "config", "ts": time.time(), "version": snapshot.version})
         await asyncio.gather(*(self._send(ws, snapshot) for ws in list(self._sockets.values())))
+        return True
 
     async def _send(self, ws: web.WebSocketResponse, snapshot: Snapshot) -> None:
         if ws.closed:
@@ -631,7 +641,7 @@ def _proxy_from_hello(hello: Any) -> Proxy:
     if not isinstance(node, dict):
         raise TypeError("hello.node must be an object")
     inbound = node.get("inbound")
-    return Proxy(
+    proxy = Proxy(
         service=str(node["service"]),
         version=str(node["version"]),
         instance=str(node["instance"]),
@@ -639,6 +649,11 @@ def _proxy_from_hello(hello: Any) -> Proxy:
         inbound=str(inbound) if inbound else None,
         health_check=str(node.get("health_check", "")),
     )
+    # Its health as it stands: a sidecar dialling again keeps its place in routing.
+    health = hello.get("health")
+    if isinstance(health, dict) and health.get("state") in HEALTH_STATES:
+        proxy.health, proxy.detail = health["state"], str(health.get("detail", ""))
+    return proxy
 
 
 async def _pump(

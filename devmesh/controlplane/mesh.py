@@ -17,6 +17,7 @@ from devmesh.config import dump_project, parse_project
 from devmesh.config.model import Policy, Project
 from devmesh.controlplane.metrics import DEFAULT_WINDOW, EdgeSecurity, Metrics, Series
 from devmesh.controlplane.overrides import ActiveFault, ActiveRule, Overrides
+from devmesh.controlplane.roster import Member, Roster
 from devmesh.controlplane.routepolicy import route_policy, sidecar_authz
 from devmesh.controlplane.store import StateStore, StoredState
 from devmesh.errors import UsageError
@@ -26,6 +27,9 @@ from proxy.snapshot import Endpoint, Route, Snapshot
 GATEWAY_INSTANCE = "ingress"
 BREAKER_HISTORY = 50
 """Breaker changes kept per edge (for the TUI's service detail)."""
+DISCONNECT_GRACE = 10.0
+"""How long a proxy whose control link dropped keeps its place in routing, as it last was
+(a sidecar dials again within about two seconds; one that died is reported by its runtime)."""
 
 
 class UnknownService(UsageError):
@@ -52,17 +56,64 @@ class Proxy:
     """Its breaker towards each destination, as last reported, by destination service."""
     breakers_at: float = 0.0
     """When they were reported (``retry_in`` counts from then)."""
+    left: bool = False
+    """It said it is stopping: out of routing at once, no grace period."""
+
+    def member(self) -> Member:
+        return Member(
+            service=self.service,
+            version=self.version,
+            instance=self.instance,
+            role=self.role,
+            inbound=self.inbound,
+            health=self.health,
+            detail=self.detail,
+        )
+
+    @classmethod
+    def of_member(cls, member: Member) -> Proxy:
+        return cls(
+            service=member.service,
+            version=member.version,
+            instance=member.instance,
+            role=member.role,
+            inbound=member.inbound,
+            health=member.health,
+            detail=member.detail,
+        )
+
+
+@dataclass
+class Absent:
+    """A proxy that is not connected (its link dropped, or a restarted control plane
+    remembers it): it keeps its place in routing, as it last was, for ``DISCONNECT_GRACE``
+    seconds after ``since``, unless it says hello again first or its runtime reports it
+    dead."""
+
+    proxy: Proxy
+    since: float
 
 
 class Mesh:
-    def __init__(self, store: StateStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        clock: Callable[[], float] = time.time,
+        roster: Roster | None = None,
+    ) -> None:
+        """``roster``: where the proxies in routing are kept, so that a restarted control
+        plane routes as before while its sidecars dial again."""
         self._store = store
         self._clock = clock
+        self._roster = roster
         self._state: StoredState = store.load()
         self.project: Project | None = (
             parse_project(self._state.project) if self._state.project is not None else None
         )
         self.proxies: dict[str, Proxy] = {}
+        """The connected proxies, by instance."""
+        self.absent: dict[str, Absent] = {}
+        """Proxies not connected that keep their place in routing for a while, by instance."""
         self._seen: set[str] = set()
         self.metrics = Metrics()
         self.snapshot = Snapshot(version=self._state.snapshot_version)
@@ -74,6 +125,13 @@ class Mesh:
         self._ejections_seen: dict[tuple[str, str], int] = {}
         """The ejection count each caller instance last reported per destination (its
         sidecar's own since it started), kept across reconnections."""
+        if roster is not None:
+            now = clock()
+            for member in roster.load():
+                self.absent[member.instance] = Absent(Proxy.of_member(member), now)
+                self._seen.add(member.instance)
+        # The first snapshot, made before any sidecar dials: the routes as they were kept.
+        self.rebuild()
 
     # -- desired state ---------------------------------------------------------
 
@@ -224,12 +282,41 @@ class Mesh:
 
     def connect(self, proxy: Proxy) -> None:
         self.proxies[proxy.instance] = proxy
+        self.absent.pop(proxy.instance, None)
         self._seen.add(proxy.instance)
 
     def disconnect(self, proxy: Proxy) -> None:
+        """``proxy``'s link ended: it keeps its place in routing for the grace period (unless
+        it said it was leaving)."""
         # A proxy that reconnected quickly has already replaced this entry.
+        if self.proxies.get(proxy.instance) is not proxy:
+            return
+        del self.proxies[proxy.instance]
+        if not proxy.left:
+            self.absent[proxy.instance] = Absent(proxy, self._clock())
+
+    def leave(self, proxy: Proxy) -> None:
+        """``proxy`` said it is stopping: out of routing now."""
+        proxy.left = True
         if self.proxies.get(proxy.instance) is proxy:
             del self.proxies[proxy.instance]
+
+    def gone(self, instance: str) -> bool:
+        """The runtime saw ``instance``'s sidecar die: a disconnected one leaves routing now.
+        True if that changed anything."""
+        return self.absent.pop(instance, None) is not None
+
+    def expire_absent(self) -> bool:
+        """Forget the proxies disconnected for longer than the grace period; True if any."""
+        now = self._clock()
+        expired = [i for i, a in self.absent.items() if now - a.since > DISCONNECT_GRACE]
+        for instance in expired:
+            del self.absent[instance]
+        return bool(expired)
+
+    def _routed(self) -> list[Proxy]:
+        """Every proxy routing may use: the connected ones and the absent ones in grace."""
+        return [*self.proxies.values(), *(a.proxy for a in self.absent.values())]
 
     def report_breakers(
         self, proxy: Proxy, breakers: dict[str, dict[str, Any]]
@@ -285,6 +372,8 @@ class Mesh:
         self.snapshot = Snapshot(version=self.snapshot.version + 1, routes=routes)
         self._state.snapshot_version = self.snapshot.version
         self._store.save(self._state)
+        if self._roster is not None:
+            self._roster.save(p.member() for p in self._routed())
         return self.snapshot
 
     def _routes(self) -> dict[str, Route]:
@@ -297,7 +386,7 @@ class Mesh:
             endpoints = sorted(
                 (
                     Endpoint(instance=p.instance, version=p.version, address=p.inbound)
-                    for p in self.proxies.values()
+                    for p in self._routed()
                     if p.service == name
                     and p.role == "sidecar"
                     and p.health == "ready"
@@ -441,8 +530,15 @@ class Mesh:
         traffic: Callable[[Series | None], dict[str, Any] | None],
     ) -> dict[str, Any]:
         proxy = self.proxies.get(instance)
+        absent = self.absent.get(instance)
         if proxy is not None:
             state, detail, address = proxy.health, proxy.detail, proxy.inbound
+        elif absent is not None:
+            state, address = "disconnected", absent.proxy.inbound
+            left = max(0.0, DISCONNECT_GRACE - (self._clock() - absent.since))
+            detail = "its sidecar's link to the control plane is down"
+            if absent.proxy.health == "ready":
+                detail += f"; still routed to for {left:.0f}s unless it dials again"
         else:
             state = "disconnected" if instance in self._seen else "starting"
             detail = "its sidecar is not connected to the control plane"

@@ -483,8 +483,7 @@ def stop_recorded(workspace: Workspace) -> list[str]:
 
 def forget(workspace: Workspace) -> None:
     """Remove the records of a run that no longer runs (state, token and logs stay)."""
-    workspace.runtime_file.unlink(missing_ok=True)
-    workspace.controlplane_file.unlink(missing_ok=True)
+    workspace.forget_run()
     shutil.rmtree(workspace.root / "sidecars", ignore_errors=True)
 
 

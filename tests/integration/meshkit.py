@@ -14,6 +14,7 @@ from aiohttp import web
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.controlplane.api import ControlPlaneAPI
 from devmesh.controlplane.mesh import Mesh
+from devmesh.controlplane.roster import Roster
 from devmesh.controlplane.store import StateStore
 from devmesh.pki import DEFAULT_TTL
 from devmesh.workspace import Workspace
@@ -71,7 +72,9 @@ class ControlPlane:
         return ControlPlaneClient(Endpoint(self.url, token or self.workspace.token()))
 
     async def start(self) -> None:
-        mesh = Mesh(StateStore(self.workspace.state_file))
+        mesh = Mesh(
+            StateStore(self.workspace.state_file), roster=Roster(self.workspace.roster_file)
+        )
         self.api = ControlPlaneAPI(
             mesh, self.workspace.token(), workspace=self.workspace, cert_ttl=self.cert_ttl
         )
@@ -115,13 +118,19 @@ async def serve(
 
 @asynccontextmanager
 async def sidecar(
-    plane: ControlPlane, instance: str, service: str, version: str, app_port: int | None
+    plane: ControlPlane,
+    instance: str,
+    service: str,
+    version: str,
+    app_port: int | None,
+    via: str | None = None,
 ) -> AsyncIterator[SidecarRunner]:
+    """A sidecar linked to ``plane`` (through the address ``via``, a relay, if given)."""
     boot = Bootstrap(
         service=service,
         version=version,
         instance=instance,
-        control_plane=plane.url,
+        control_plane=via or plane.url,
         token_file=plane.workspace.token_file,
         state_dir=plane.workspace.sidecar_dir(instance),
         app_port=app_port,
@@ -142,3 +151,65 @@ async def call_through(runner: SidecarRunner, service: str) -> tuple[int, str]:
         session.get(f"http://{service}/items", proxy=proxy) as response,
     ):
         return response.status, await response.text()
+
+
+class Relay:
+    """A TCP relay to ``target`` on 127.0.0.1: a link that the test can cut."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop accepting, and cut what is open."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self.cut()
+
+    def cut(self) -> None:
+        """Break every relayed connection at once (both ends see it close)."""
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._open |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._open -= {writer, up_writer}
+
+
+@asynccontextmanager
+async def relay(target_port: int) -> AsyncIterator[Relay]:
+    link = Relay(target_port)
+    await link.start()
+    try:
+        yield link
+    finally:
+        await link.stop()

@@ -1,5 +1,6 @@
 """proxy.control.ControlLink against a stand-in control plane on 127.0.0.1: what it logs
-when it has no token, and when handling a message fails."""
+when it has no token, and when handling a message fails; how it keeps a silent link alive
+with its own pings, and gives up on one that never answers."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
+from proxy import control
 from proxy.bootstrap import TOKEN_ENV, Bootstrap
 from proxy.control import STREAM_PATH, ControlLink
 from proxy.health import HealthProbe
@@ -139,3 +141,71 @@ async def test_a_key_error_in_handling_a_message_is_not_taken_for_a_missing_toke
     assert failures, messages(logs)
     assert failures[0].exc_info is not None
     assert isinstance(failures[0].exc_info[1], KeyError), "logged without what went wrong"
+
+
+@asynccontextmanager
+async def quiet_plane(answer_pings: bool) -> AsyncIterator[tuple[StandIn, list[str]]]:
+    """A stand-in that sends one snapshot and then nothing of its own (no heartbeat), as a
+    control plane that hears telemetry never pings; it answers pings only if told to."""
+    plane = StandIn()
+    frames: list[str] = []
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        plane.authorizations.append(request.headers.get("Authorization", ""))
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await ws.send_json(SNAPSHOT)
+        async for message in ws:
+            frames.append(message.type.name)
+            if message.type == WSMsgType.PING and answer_pings:
+                await ws.pong(message.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get(STREAM_PATH, stream)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, LOCALHOST, 0).start()
+        plane.url = f"http://{LOCALHOST}:{runner.addresses[0][1]}"
+        yield plane, frames
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def short_silence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "PING_AFTER", 0.2)
+    monkeypatch.setattr(control, "SILENCE_LIMIT", 1.0)
+
+
+@pytest.mark.usefixtures("short_silence")
+async def test_a_silent_control_plane_is_pinged_and_the_link_holds_while_it_answers(
+    tmp_path: Path, logs: pytest.LogCaptureFixture
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("the-token\n")
+    async with (
+        quiet_plane(answer_pings=True) as (plane, frames),
+        linked(plane, tmp_path, token_file=token_file) as link,
+    ):
+        await wait_for(link.connected.is_set, what="the link to connect")
+        # Five silence limits: the pongs alone keep it alive.
+        await wait_for(lambda: frames.count("PING") >= 20, what="the sidecar to ping", timeout=10)
+        assert len(plane.authorizations) == 1, "the link dropped and was dialled again"
+        assert not any("unreachable" in m for m in messages(logs)), messages(logs)
+
+
+@pytest.mark.usefixtures("short_silence")
+async def test_a_control_plane_that_never_answers_is_given_up_and_dialled_again(
+    tmp_path: Path, logs: pytest.LogCaptureFixture
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("the-token\n")
+    async with (
+        quiet_plane(answer_pings=False) as (plane, frames),
+        linked(plane, tmp_path, token_file=token_file),
+    ):
+        await wait_for(lambda: len(plane.authorizations) >= 2, what="the link to be dialled again")
+        assert "PING" in frames
+        assert any("no word from the control plane in 1s" in m for m in messages(logs))

@@ -27,8 +27,7 @@ def remove_project(client: docker.DockerClient, project_dir: str) -> list[str]:
 
 
 def forget_record(workspace: Workspace) -> None:
-    workspace.runtime_file.unlink(missing_ok=True)
-    workspace.controlplane_file.unlink(missing_ok=True)
+    workspace.forget_run()
 
 
 def down(workspace: Workspace) -> list[str]:

@@ -1,0 +1,154 @@
+"""An instance keeps its place in routing while its control link drops and comes back,
+and across a control-plane restart; it leaves routing when its sidecar says it stops, or
+when it stays away past the grace period. The real control plane and real sidecars, on
+real sockets; a TCP relay between a sidecar and the control plane is the link to cut."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from devmesh.controlplane import mesh
+from proxy.runner import SidecarRunner
+from tests.integration.meshkit import (
+    ControlPlane,
+    app_server,
+    call_through,
+    relay,
+    sidecar,
+    wait_until,
+)
+
+
+@contextmanager
+def catalog_endpoints_seen(frontend: SidecarRunner) -> Iterator[list[set[str]]]:
+    """Every set of catalog endpoints the frontend's sidecar is given, in order."""
+    seen: list[set[str]] = []
+
+    def record(snapshot: object) -> None:
+        routes = frontend.router.snapshot.routes
+        seen.append(
+            {e.instance for e in routes["catalog"].endpoints} if "catalog" in routes else set()
+        )
+
+    frontend.router.subscribe(record)
+    yield seen
+
+
+def routed(frontend: SidecarRunner) -> set[str]:
+    route = frontend.router.snapshot.routes.get("catalog")
+    return {e.instance for e in route.endpoints} if route is not None else set()
+
+
+BOTH = {"catalog-v1-1", "catalog-v2-1"}
+
+
+async def test_a_link_that_drops_and_comes_back_changes_no_routing(
+    controlplane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        app_server("catalog-v1") as v1_port,
+        app_server("catalog-v2") as v2_port,
+        relay(controlplane.port) as link,
+        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port, via=link.url) as v1,
+        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+    ):
+        await wait_until(lambda: routed(frontend) == BOTH, "the frontend knows both instances")
+        assert v1.link is not None
+        with catalog_endpoints_seen(frontend) as seen:
+            for _ in range(3):
+                link.cut()
+                await wait_until(lambda: not v1.link.connected.is_set(), "the link to drop")
+                await wait_until(v1.link.connected.is_set, "the sidecar to dial again")
+            await wait_until(
+                lambda: "catalog-v1-1" in controlplane.mesh.proxies, "it said hello again"
+            )
+            assert await call_through(frontend, "catalog") == (200, "catalog-v1")
+        assert all(endpoints == BOTH for endpoints in seen), seen
+
+
+async def test_an_instance_away_past_the_grace_period_leaves_routing(
+    controlplane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mesh, "DISCONNECT_GRACE", 1.0)
+    async with (
+        app_server("catalog-v1") as v1_port,
+        app_server("catalog-v2") as v2_port,
+        relay(controlplane.port) as link,
+        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port, via=link.url),
+        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+        controlplane.client() as client,
+    ):
+        await wait_until(lambda: routed(frontend) == BOTH, "the frontend knows both instances")
+        await link.stop()  # it cannot dial again
+
+        async def shown_disconnected() -> bool:
+            status = await client.status()
+            entry = next(
+                i for s in status["services"] for i in s["instances"] if i["id"] == "catalog-v1-1"
+            )
+            return bool(entry["state"] == "disconnected" and "still routed to" in entry["detail"])
+
+        await wait_until(shown_disconnected, "status to show it disconnected, still routed to")
+        assert routed(frontend) == BOTH, "within the grace period it keeps its place"
+        await wait_until(
+            lambda: routed(frontend) == {"catalog-v2-1"}, "it to leave routing after the grace"
+        )
+
+
+async def test_a_sidecar_that_stops_leaves_routing_at_once(
+    controlplane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mesh, "DISCONNECT_GRACE", 600.0)  # only its word can take it out
+    async with (
+        app_server("catalog-v1") as v1_port,
+        app_server("catalog-v2") as v2_port,
+        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+    ):
+        async with sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port):
+            await wait_until(lambda: routed(frontend) == BOTH, "the frontend knows both")
+        await wait_until(
+            lambda: routed(frontend) == {"catalog-v2-1"}, "the stopped one to leave", within=3
+        )
+
+
+async def test_a_restarted_control_plane_keeps_every_healthy_instance_in_routing(
+    controlplane: ControlPlane,
+) -> None:
+    async with (
+        app_server("catalog-v1") as v1_port,
+        app_server("catalog-v2") as v2_port,
+        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
+        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+    ):
+        await wait_until(lambda: routed(frontend) == BOTH, "the frontend knows both instances")
+        assert frontend.link is not None
+        with catalog_endpoints_seen(frontend) as seen:
+            await controlplane.stop()
+            await wait_until(lambda: not frontend.link.connected.is_set(), "the link drops")
+            before = len(seen)
+            await controlplane.start()
+            # What it publishes before any sidecar is back: the routes it kept.
+            first = {e.instance for e in controlplane.mesh.snapshot.routes["catalog"].endpoints}
+            assert first == BOTH
+            async with controlplane.client() as client:
+
+                async def all_back() -> bool:
+                    status = await client.status()
+                    return len(status["proxies"]) == 3 and all(
+                        p["acked_version"] == status["snapshot_version"] for p in status["proxies"]
+                    )
+
+                await wait_until(all_back, "every sidecar said hello and took the snapshot")
+            assert len(seen) > before, "the frontend was sent a snapshot after the restart"
+            assert {(await call_through(frontend, "catalog"))[1] for _ in range(4)} == {
+                "catalog-v1",
+                "catalog-v2",
+            }
+        assert all(endpoints == BOTH for endpoints in seen), seen
