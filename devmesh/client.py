@@ -20,6 +20,7 @@ from devmesh.workspace import Workspace, read_json
 
 _TIMEOUT = aiohttp.ClientTimeout(total=10.0, sock_connect=2.0)
 RESTART_TIMEOUT = aiohttp.ClientTimeout(total=330.0, sock_connect=2.0)
+HOLD_TIMEOUT = aiohttp.ClientTimeout(total=30.0, sock_connect=2.0)
 """A restart answers once every instance is ready again (each has its start timeout)."""
 
 
@@ -154,6 +155,18 @@ class ControlPlaneClient:
     async def kill(self, instance: str) -> None:
         """Kill an instance (SIGKILL), as `devmesh kill` does."""
         await self._call("POST", f"/v1/instances/{_segment(instance)}/kill")
+
+    async def hold(self, instance: str) -> int:
+        """Hold the instance's calls at its sidecar while its app restarts; returns once none
+        is in flight (how many still are, if draining timed out)."""
+        result: dict[str, Any] = await self._call(
+            "POST", f"/v1/instances/{_segment(instance)}/hold", limits=HOLD_TIMEOUT
+        )
+        return int(result["in_flight"])
+
+    async def release(self, instance: str) -> None:
+        """Let the calls held for the instance's restart go on to its (new) app."""
+        await self._call("POST", f"/v1/instances/{_segment(instance)}/release")
 
     async def restart(self, service: str) -> list[str]:
         """Restart a service's instances; returns them once each is ready again."""

@@ -10,11 +10,13 @@ Sidecar -> control plane messages (JSON text frames)::
     {"type": "breakers", "breakers": {...}}
     {"type": "identity-ack", "fingerprint": "..."}
     {"type": "leaving"}             (the sidecar is stopping: take it out of routing now)
+    {"type": "held", "in_flight": 0}   (the answer to a hold)
 
 Control plane -> sidecar::
 
     {"type": "snapshot", "snapshot": {...}}
     {"type": "identity", ...}
+    {"type": "hold"}  /  {"type": "release"}   (around a restart of the app: ``proxy.appgate``)
 
 Liveness: any frame counts as a sign of life, both ways. Each side pings (a
 WebSocket ping, answered by a pong) once it has heard nothing from the other
@@ -24,7 +26,9 @@ from it; its pings keep it hearing from a control plane with nothing to say.
 
 The hello carries the sidecar's health as it stands, so a sidecar that dials
 again (the link dropped, or the control plane restarted) keeps its place in
-routing instead of starting over as ``starting``.
+routing instead of starting over as ``starting``. While its app is held for a
+restart, the health it reports is the one it had when the hold began (the app
+is down on purpose); on release it probes the new app at once and reports that.
 
 If the link drops, the sidecar keeps routing with its last good snapshot and
 dials again with capped exponential backoff; records wait in the buffer.
@@ -33,6 +37,7 @@ dials again with capped exponential backoff; records wait in the buffer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -41,6 +46,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from proxy.appgate import AppGate
 from proxy.bootstrap import AUTO, Bootstrap
 from proxy.destinations import Destinations
 from proxy.health import HealthProbe
@@ -75,6 +81,7 @@ class ControlLink:
         health: HealthProbe,
         destinations: Destinations | None = None,
         identity: IdentityStore | None = None,
+        gate: AppGate | None = None,
     ) -> None:
         self.boot = boot
         self.ports = ports
@@ -87,6 +94,9 @@ class ControlLink:
         self._breakers_dirty = True
         self._breakers_looked = 0.0
         self._ws: WebSocket | None = None
+        self.gate = gate or AppGate()
+        self._health_at_hold: tuple[str, str] | None = None
+        self._hold_task: asyncio.Task[None] | None = None
         self.identity = identity or IdentityStore(boot.state_dir / "identity")
         """The identity the control plane issued this sidecar's service (for mTLS)."""
 
@@ -112,8 +122,13 @@ class ControlLink:
                 "health_check": self.health.describe(),
             },
             "snapshot_version": self.router.snapshot.version,
-            "health": {"state": self.health.state, "detail": self.health.detail},
+            "health": self._health(),
         }
+
+    def _health(self) -> dict[str, str]:
+        """The health to report: the probe's, or while the app is held the one it had then."""
+        state, detail = self._health_at_hold or (self.health.state, self.health.detail)
+        return {"state": state, "detail": detail}
 
     async def run(self) -> None:
         """Stay connected until cancelled."""
@@ -194,6 +209,12 @@ class ControlLink:
         if isinstance(message, dict) and message.get("type") == "identity":
             await self._install_identity(ws, message)
             return
+        if isinstance(message, dict) and message.get("type") == "hold":
+            self._hold_task = asyncio.create_task(self._hold(ws))
+            return
+        if isinstance(message, dict) and message.get("type") == "release":
+            await self._release()
+            return
         if not isinstance(message, dict) or message.get("type") != "snapshot":
             return
         raw = message.get("snapshot")
@@ -210,6 +231,21 @@ class ControlLink:
         except OSError as exc:
             log.warning("could not keep snapshot %s on disk: %s", snapshot.version, exc)
         await _send_json(ws, {"type": "ack", "version": snapshot.version})
+
+    async def _hold(self, ws: WebSocket) -> None:
+        if self._health_at_hold is None:
+            self._health_at_hold = (self.health.state, self.health.detail)
+        in_flight = await self.gate.hold()
+        log.info("holding calls to the app (%d still in flight)", in_flight)
+        with contextlib.suppress(WebSocketError, OSError):
+            await _send_json(ws, {"type": "held", "in_flight": in_flight})
+
+    async def _release(self) -> None:
+        await self.health.probe_now()  # what the new app is, before anyone counts on it
+        self._health_at_hold = None
+        self._health_dirty = True
+        self.gate.release()
+        log.info("released the calls held for the app (%s)", self.health.state)
 
     async def _install_identity(self, ws: WebSocket, message: dict[str, Any]) -> None:
         try:
@@ -236,11 +272,9 @@ class ControlLink:
                 await ws.ping()
 
     async def _send_pending(self, ws: WebSocket) -> None:
-        if self._health_dirty:
+        if self._health_dirty and self._health_at_hold is None:
             self._health_dirty = False
-            await _send_json(
-                ws, {"type": "health", "state": self.health.state, "detail": self.health.detail}
-            )
+            await _send_json(ws, {"type": "health", **self._health()})
         await self._send_breakers(ws)
         while len(self.telemetry):
             batch = self.telemetry.take(BATCH_LIMIT)

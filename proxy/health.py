@@ -93,6 +93,15 @@ class HealthProbe:
                 self._observe(passed, detail)
             await asyncio.sleep(self._intervals[self.state == "ready"])
 
+    async def probe_now(self) -> None:
+        """One probe at once, taken as any probe is (when a hold of the app ends)."""
+        if self.app_port is None:
+            return
+        observed = self._observed
+        passed, detail = await self.check()
+        if observed == self._observed:
+            self._observe(passed, detail)
+
     def observed_failure(self, detail: str) -> None:
         """Traffic found the app not answering (a request's connection was refused).
 

@@ -63,6 +63,7 @@ class SidecarRunner:
             self.health,
             self.destinations,
             self.identity,
+            self.sidecar.app_gate,
         )
         self.health.on_change = self.link.health_changed
         self._tasks = [

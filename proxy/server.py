@@ -30,6 +30,7 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict
 
+from proxy.appgate import HOLD_LIMIT, AppGate
 from proxy.authz import evaluate, normalized
 from proxy.bootstrap import Bootstrap
 from proxy.destinations import Destinations
@@ -99,6 +100,8 @@ class Sidecar:
         self.pool = Pool(connect_timeout=_CONNECT_TIMEOUT)
         self.calls = OutboundCalls(self.pool, router, destinations, identity=identity)
         self.ports = BoundPorts()
+        self.app_gate = AppGate()
+        """Held while the app restarts: calls to it wait instead of failing."""
         self._listeners: list[Listener] = []
         self.inbound: Listener | None = None
         self._mode = self._gate().mode
@@ -219,27 +222,42 @@ class Sidecar:
                 outcome,
                 trusted=False,
             )
-        else:
-            headers = forwardable(request.headers)
-            headers.popall(SOURCE_HEADER, None)
-            # The server span: the app's own calls, if it passes traceparent on, are its children.
-            outcome.span = trace_hop(headers)
-            _answer_expect_continue(request, headers)
-            sent = await send(
-                self.pool,
+        elif not await self.app_gate.enter():
+            await relay(
                 request,
-                "127.0.0.1",
-                self.boot.app_port,
-                headers,
-                request.body if request.has_body else None,
-                self.boot.instance,
+                NoAnswer(
+                    "app-restarting",
+                    f"{self.boot.instance} was held for its app's restart longer than "
+                    f"{HOLD_LIMIT:g}s",
+                ),
+                outcome,
+                trusted=False,
             )
-            if isinstance(sent, NoAnswer) and sent.refused:
-                self.on_app_refused(
-                    f"connection refused on 127.0.0.1:{self.boot.app_port} by a request"
-                )
-            await relay(request, sent, outcome, trusted=False)
+        else:
+            try:
+                await self._to_app(request, self.boot.app_port, outcome)
+            finally:
+                self.app_gate.leave()
         self._record(request, "inbound", source, self.boot.service, outcome, start)
+
+    async def _to_app(self, request: Request, app_port: int, outcome: Outcome) -> None:
+        headers = forwardable(request.headers)
+        headers.popall(SOURCE_HEADER, None)
+        # The server span: the app's own calls, if it passes traceparent on, are its children.
+        outcome.span = trace_hop(headers)
+        _answer_expect_continue(request, headers)
+        sent = await send(
+            self.pool,
+            request,
+            "127.0.0.1",
+            app_port,
+            headers,
+            request.body if request.has_body else None,
+            self.boot.instance,
+        )
+        if isinstance(sent, NoAnswer) and sent.refused:
+            self.on_app_refused(f"connection refused on 127.0.0.1:{app_port} by a request")
+        await relay(request, sent, outcome, trusted=False)
 
     def _gateway_handler(self, service: str) -> Handler:
         async def handle(request: Request) -> None:

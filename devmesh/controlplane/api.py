@@ -42,14 +42,19 @@ from devmesh.controlplane.traces import TraceStore, to_otlp
 from devmesh.errors import ConfigError, DevmeshError, UsageError
 from devmesh.pki import DEFAULT_TTL
 from devmesh.plan import plan_instances
+from devmesh.runtime.supervisor import PASS_INTERVAL as SUPERVISE_INTERVAL
+from devmesh.runtime.supervisor import LocalSupervisor
 from devmesh.units import parse_duration
 from devmesh.workspace import Workspace
+from proxy.appgate import DRAIN_LIMIT
 from proxy.control import STREAM_PATH
 from proxy.snapshot import Snapshot, snapshot_to_wire
 
 log = logging.getLogger("devmesh.controlplane")
 
 HELLO_TIMEOUT = 10.0
+HOLD_TIMEOUT = DRAIN_LIMIT + 5.0
+"""How long a sidecar may take to answer a hold (it drains for at most ``DRAIN_LIMIT``)."""
 EXPIRY_CHECK = 0.25
 MESH_KEY = web.AppKey("mesh", Mesh)
 
@@ -87,6 +92,8 @@ class ControlPlaneAPI:
         self.traces = TraceStore()
         self._windows: dict[Subscriber, int] = {}
         self._streams: set[web.WebSocketResponse] = set()
+        self._held: dict[str, asyncio.Future[int]] = {}
+        """Holds asked of sidecars and not answered yet, by instance."""
         self._lifecycle = asyncio.Lock()
         """One kill or restart at a time: they act on the same runtime records and ports."""
         """The event and tap streams' sockets, closed at shutdown like the sidecars'."""
@@ -105,6 +112,8 @@ class ControlPlaneAPI:
         app.router.add_get("/v1/instances/{instance}/logs", self.get_logs)
         app.router.add_post("/v1/instances/{instance}/kill", self.post_kill)
         app.router.add_post("/v1/services/{service}/restart", self.post_restart)
+        app.router.add_post("/v1/instances/{instance}/hold", self.post_hold)
+        app.router.add_post("/v1/instances/{instance}/release", self.post_release)
         app.router.add_get("/v1/project", self.get_project)
         app.router.add_put("/v1/project", self.put_project)
         app.router.add_put("/v1/services/{service}/split", self.put_split)
@@ -123,6 +132,7 @@ class ControlPlaneAPI:
         app.router.add_put("/v1/mtls", self.put_mtls)
         app.cleanup_ctx.append(self._expiry)
         app.cleanup_ctx.append(self._ticker)
+        app.cleanup_ctx.append(self._supervise)
         app.router.add_get(STREAM_PATH, self.sidecar_stream)
         app.on_shutdown.append(self._close_sockets)
         return app
@@ -321,6 +331,44 @@ class ControlPlaneAPI:
         restarted = [s.id for s in plan_instances(project) if s.service == service]
         return web.json_response({"service": service, "restarted": restarted})
 
+    async def post_hold(self, request: web.Request) -> web.Response:
+        """Hold the instance's calls at its sidecar while its app restarts (``proxy.appgate``):
+        its version's other instances take its calls meanwhile, if it has any; answers once
+        none is in flight at its app."""
+        instance = self._instance(request)
+        proxy, ws = self.mesh.proxies.get(instance), self._sockets.get(instance)
+        if proxy is None or ws is None:
+            raise Busy(
+                f"the sidecar of {instance} is not connected to the control plane",
+                "see `devmesh status`; its calls cannot be held for a restart",
+            )
+        waiter = self._held[instance] = asyncio.get_running_loop().create_future()
+        self.mesh.hold(proxy)
+        await self.publish()
+        try:
+            await ws.send_json({"type": "hold"})
+            in_flight = await asyncio.wait_for(waiter, HOLD_TIMEOUT)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            self.mesh.release(instance)
+            await self.publish()
+            raise DevmeshError(
+                f"the sidecar of {instance} did not hold its calls: {exc or type(exc).__name__}"
+            ) from None
+        finally:
+            self._held.pop(instance, None)
+        return web.json_response({"instance": instance, "in_flight": in_flight})
+
+    async def post_release(self, request: web.Request) -> web.Response:
+        """Let the calls held for the instance's restart go on, and route to it again."""
+        instance = self._instance(request)
+        ws = self._sockets.get(instance)
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_json({"type": "release"})
+        self.mesh.release(instance)
+        await self.publish()
+        return web.json_response({"instance": instance})
+
     # -- live streams ----------------------------------------------------------------
 
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
@@ -379,6 +427,30 @@ class ControlPlaneAPI:
                     await self._renew_identities()
                 except Exception:  # a bug of ours: say so, and keep the streams alive
                     log.exception("the per-second tick failed")
+
+        task = asyncio.create_task(run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _supervise(self, app: web.Application) -> AsyncIterator[None]:
+        """What the runtime started and died is started again (``devmesh.runtime.supervisor``);
+        the mesh shows it restarting, and a dead sidecar leaves routing at once."""
+        if self.workspace is None:
+            yield
+            return
+        supervisor = LocalSupervisor(self.workspace)
+
+        async def run() -> None:
+            while True:
+                try:
+                    report = await asyncio.to_thread(supervisor.check)
+                    if report is not None and self.mesh.apply_supervision(report):
+                        await self.publish()
+                except Exception:  # a bug of ours: say so, and keep supervising
+                    log.exception("supervising the runtime's processes failed")
+                await asyncio.sleep(SUPERVISE_INTERVAL)
 
         task = asyncio.create_task(run())
         yield
@@ -596,6 +668,11 @@ class ControlPlaneAPI:
         elif kind == "leaving":
             self.mesh.leave(proxy)
             return True
+        elif kind == "held":
+            waiter = self._held.get(proxy.instance)
+            in_flight = message.get("in_flight")
+            if waiter is not None and not waiter.done():
+                waiter.set_result(in_flight if isinstance(in_flight, int) else 0)
         elif kind == "identity-ack":
             fingerprint = message.get("fingerprint")
             if self.identities is not None and isinstance(fingerprint, str):

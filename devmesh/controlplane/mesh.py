@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from devmesh.config import dump_project, parse_project
 from devmesh.config.model import Policy, Project
@@ -22,6 +22,7 @@ from devmesh.controlplane.routepolicy import route_policy, sidecar_authz
 from devmesh.controlplane.store import StateStore, StoredState
 from devmesh.errors import UsageError
 from devmesh.plan import plan_instances, url_of
+from devmesh.runtime.supervision import Report
 from proxy.snapshot import Endpoint, Route, Snapshot
 
 GATEWAY_INSTANCE = "ingress"
@@ -58,6 +59,9 @@ class Proxy:
     """When they were reported (``retry_in`` counts from then)."""
     left: bool = False
     """It said it is stopping: out of routing at once, no grace period."""
+    held: bool = False
+    """Its app restarts (``devmesh restart``): its calls wait at its sidecar, or go to
+    another instance of its version if there is one."""
 
     def member(self) -> Member:
         return Member(
@@ -94,6 +98,17 @@ class Absent:
     since: float
 
 
+@dataclass(frozen=True)
+class Lifecycle:
+    """What the runtime's supervisor says of an instance, shown in place of its health."""
+
+    state: Literal["restarting", "stopped"]
+    detail: str
+
+
+HELD_DETAIL = "killed with `devmesh kill`; `devmesh restart` or `devmesh up` starts it again"
+
+
 class Mesh:
     def __init__(
         self,
@@ -115,6 +130,10 @@ class Mesh:
         self.absent: dict[str, Absent] = {}
         """Proxies not connected that keep their place in routing for a while, by instance."""
         self._seen: set[str] = set()
+        self.lifecycle: dict[str, Lifecycle] = {}
+        """Instances the supervisor reports down (restarting) or held down, by instance."""
+        self.restarts: dict[str, int] = {}
+        """Times the supervisor started each instance's processes again."""
         self.metrics = Metrics()
         self.snapshot = Snapshot(version=self._state.snapshot_version)
         self.overrides = Overrides(self._state.overrides)
@@ -301,10 +320,40 @@ class Mesh:
         if self.proxies.get(proxy.instance) is proxy:
             del self.proxies[proxy.instance]
 
+    def hold(self, proxy: Proxy) -> None:
+        proxy.held = True
+
+    def release(self, instance: str) -> None:
+        proxy = self.proxies.get(instance)
+        if proxy is not None:
+            proxy.held = False
+
     def gone(self, instance: str) -> bool:
-        """The runtime saw ``instance``'s sidecar die: a disconnected one leaves routing now.
-        True if that changed anything."""
-        return self.absent.pop(instance, None) is not None
+        """The runtime saw ``instance``'s sidecar die: it leaves routing now, connected or
+        not (its link is about to close). True if that changed anything."""
+        proxy = self.proxies.get(instance)
+        if proxy is not None:
+            self.leave(proxy)
+        return self.absent.pop(instance, None) is not None or proxy is not None
+
+    def apply_supervision(self, report: Report) -> bool:
+        """Take what the runtime's supervisor saw; True if the routes may have changed."""
+        changed = False
+        for instance, down in report.down.items():
+            self.lifecycle[instance] = Lifecycle("restarting", down.detail)
+            if down.sidecar:
+                changed = self.gone(instance) or changed
+        for instance in report.held:
+            self.lifecycle[instance] = Lifecycle("stopped", HELD_DETAIL)
+        for instance, life in list(self.lifecycle.items()):
+            if instance in report.down or instance in report.held:
+                continue
+            proxy = self.proxies.get(instance)
+            # Restarting until it is back for real: connected and ready.
+            if life.state == "stopped" or (proxy is not None and proxy.health == "ready"):
+                del self.lifecycle[instance]
+        self.restarts = dict(report.restarts)
+        return changed
 
     def expire_absent(self) -> bool:
         """Forget the proxies disconnected for longer than the grace period; True if any."""
@@ -382,16 +431,19 @@ class Mesh:
         planned = {spec.id for spec in plan_instances(self.project)}
         routes = {}
         effective, faults = self.overrides.resolve(self.project)
+        ready = [
+            p
+            for p in self._routed()
+            if p.role == "sidecar" and p.health == "ready" and p.inbound and p.instance in planned
+        ]
+        # An instance held for its app's restart is left out while its version has another.
+        serving = {(p.service, p.version) for p in ready if not p.held}
         for name in self.project.services:
             endpoints = sorted(
                 (
-                    Endpoint(instance=p.instance, version=p.version, address=p.inbound)
-                    for p in self._routed()
-                    if p.service == name
-                    and p.role == "sidecar"
-                    and p.health == "ready"
-                    and p.inbound
-                    and p.instance in planned
+                    Endpoint(instance=p.instance, version=p.version, address=p.inbound or "")
+                    for p in ready
+                    if p.service == name and not (p.held and (p.service, p.version) in serving)
                 ),
                 key=lambda e: e.instance,
             )
@@ -531,7 +583,15 @@ class Mesh:
     ) -> dict[str, Any]:
         proxy = self.proxies.get(instance)
         absent = self.absent.get(instance)
-        if proxy is not None:
+        life = self.lifecycle.get(instance)
+        state: str
+        if proxy is not None and proxy.held:
+            state, address = "restarting", proxy.inbound
+            detail = "its app restarts; calls to it wait at its sidecar meanwhile"
+        elif life is not None:
+            state, detail = life.state, life.detail
+            address = proxy.inbound if proxy is not None else None
+        elif proxy is not None:
             state, detail, address = proxy.health, proxy.detail, proxy.inbound
         elif absent is not None:
             state, address = "disconnected", absent.proxy.inbound
@@ -550,5 +610,6 @@ class Mesh:
             "state": state,
             "detail": detail,
             "address": address,
+            "restarts": self.restarts.get(instance, 0),
             "served": served,
         }

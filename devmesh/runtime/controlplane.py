@@ -9,9 +9,10 @@ start around it, not in this.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.errors import DevmeshError
 from devmesh.plan import InstanceSpec
 from devmesh.runtime.environment import infra_env
-from devmesh.runtime.processes import RuntimeRecord, record_of, spawn, tail
+from devmesh.runtime.processes import RuntimeRecord, launch, tail
 from devmesh.runtime.progress import Progress
 from devmesh.workspace import Workspace, read_json
 
@@ -81,8 +82,14 @@ async def start_controlplane(
         argv += ["--listen", host]
     for network in allow:
         argv += ["--allow", network]
-    process = spawn(argv, env=infra_env(), cwd=workspace.project_dir, log_path=log_path)
-    entry = record_of(process, "controlplane", "controlplane", log_path)
+    process, entry = launch(
+        argv,
+        env=infra_env(),
+        cwd=workspace.project_dir,
+        log_path=log_path,
+        name="controlplane",
+        role="controlplane",
+    )
     record.add(entry)
     deadline = time.monotonic() + CONTROLPLANE_START_TIMEOUT
     while True:
@@ -148,3 +155,23 @@ def instance_states(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def connected_proxies(status: Mapping[str, Any]) -> set[str]:
     return {p["instance"] for p in status["proxies"]}
+
+
+@contextlib.asynccontextmanager
+async def held_for_restart(
+    client: ControlPlaneClient, instance: str, note: Callable[[str], None]
+) -> AsyncIterator[None]:
+    """Around the restart of ``instance``'s app: its calls wait at its sidecar (or go to
+    another instance of its version) instead of failing, and go on once the block ends.
+    Without a control plane to ask, the restart goes on unheld, and ``note`` says so."""
+    try:
+        await client.hold(instance)
+    except DevmeshError as exc:
+        note(f"{instance}: its calls are not held for the restart ({exc.message})")
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(DevmeshError):
+            await client.release(instance)

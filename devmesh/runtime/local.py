@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from devmesh.runtime.controlplane import (
     POLL_INTERVAL,
     StartFailed,
     failure,
+    held_for_restart,
     instance_states,
     is_ready,
     start_controlplane,
@@ -55,8 +56,9 @@ from devmesh.runtime.processes import (
     RuntimeRecord,
     describe_exit,
     is_alive,
-    record_of,
-    spawn,
+    launch,
+    relaunch,
+    restartable,
     stop_all,
 )
 from devmesh.runtime.progress import Progress, SilentProgress
@@ -112,6 +114,8 @@ class LocalRuntime:
             stop_all(record.processes)
             self._forget()
             raise
+        record.supervised = True  # from now on, what dies is started again
+        record.save()
 
     async def _start_all(self, record: RuntimeRecord, controlplane_port: int = 0) -> None:
         endpoint = await self._start_controlplane(record, controlplane_port)
@@ -147,12 +151,12 @@ class LocalRuntime:
                 )
 
     async def _resume(self) -> bool:
-        """Handle a mesh that is already up; True if nothing more is to be done."""
+        """Converge a mesh that is already up: start again what is down (the control plane,
+        a process that died, an instance killed on purpose). True if it was up."""
         existing = RuntimeRecord.load(self.ws.runtime_file)
         if existing is None:
             return False
-        alive = {p.name: is_alive(p) for p in existing.processes}
-        if not any(alive.values()):
+        if not any(is_alive(p) for p in existing.processes):
             self._forget()
             return False
         if existing.runtime != self.name:
@@ -161,31 +165,95 @@ class LocalRuntime:
                 f"{existing.runtime} runtime",
                 "run `devmesh down`, then `devmesh up --runtime local`",
             )
-        workers_alive = all(alive[p.name] for p in existing.processes if p.role != "controlplane")
-        if existing.config_hash != config_hash(self.project) or not workers_alive:
-            why = (
-                "with a different configuration"
-                if existing.config_hash != config_hash(self.project)
-                else "but " + ", ".join(n for n, ok in alive.items() if not ok) + " stopped"
-            )
+        if existing.config_hash != config_hash(self.project):
             raise UsageError(
-                f"the mesh for {existing.project} is already running {why}",
+                f"the mesh for {existing.project} is already running with a different "
+                "configuration",
+                "run `devmesh down`, then `devmesh up`",
+            )
+        dead = [p for p in existing.processes if p.role != "controlplane" and not is_alive(p)]
+        stuck = [p.name for p in dead if not restartable(p)]
+        if stuck:  # recorded by a devmesh that did not keep how it started them
+            raise UsageError(
+                f"the mesh for {existing.project} is already running but "
+                f"{', '.join(stuck)} stopped",
                 "run `devmesh down`, then `devmesh up`",
             )
         controlplane = existing.find("controlplane")
-        if controlplane is not None and alive["controlplane"]:
+        controlplane_alive = controlplane is not None and is_alive(controlplane)
+        if controlplane_alive and not dead and not existing.held:
             self.progress.note(f"the mesh for {existing.project} is already up")
             return True
-        # Everything runs but the control plane: bring it back on its old port,
-        # where the sidecars are dialling; they reconnect and re-register.
-        old_port = controlplane.ports[0] if controlplane and controlplane.ports else 0
-        existing.processes = [p for p in existing.processes if p.role != "controlplane"]
-        endpoint = await self._start_controlplane(existing, old_port)
+        if controlplane_alive:
+            endpoint = Endpoint.of(self.ws)
+        else:
+            # Bring it back on its old port, where the sidecars are dialling; they say hello
+            # again and keep their place in routing.
+            old_port = controlplane.ports[0] if controlplane and controlplane.ports else 0
+            with RuntimeRecord.locked(self.ws.runtime_file) as record:
+                assert record is not None
+                record.processes = [p for p in record.processes if p.role != "controlplane"]
+                endpoint = await self._start_controlplane(record, old_port)
         async with ControlPlaneClient(endpoint) as client:
             await client.apply_project(dump_project(self.project))
+            started = await self._start_again()
+            await self._wait_all_ready(client, started)
             await self._wait_converged(client)
-        self.progress.note("restarted the control plane; every sidecar reconnected")
+        with RuntimeRecord.locked(self.ws.runtime_file) as record:
+            assert record is not None
+            record.supervised = True
+            record.save()
+        if not controlplane_alive:
+            self.progress.note("restarted the control plane; every sidecar reconnected")
+        if started:
+            self.progress.note(f"started again: {', '.join(sorted(started))}")
         return True
+
+    async def _start_again(self) -> dict[str, tuple[subprocess.Popen[bytes], float]]:
+        """Start again every recorded process that is down (killed ones too), sidecars
+        first; by name, each new process and when it started."""
+        started: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
+        with RuntimeRecord.locked(self.ws.runtime_file) as record:
+            assert record is not None
+            record.held = []
+            down = [p for p in record.processes if p.role != "controlplane" and not is_alive(p)]
+            for entry in sorted(down, key=lambda p: p.role == "service"):
+                self.progress.begin(f"starting {entry.name} again")
+                started[entry.name] = (relaunch(entry), time.monotonic())
+            record.save()
+        for name, (process, _) in started.items():
+            if name.endswith(".sidecar") or name == GATEWAY_INSTANCE:
+                instance = name.removesuffix(".sidecar")
+                boot = Bootstrap.load(self.ws.sidecar_dir(instance) / "bootstrap.json")
+                await self._wait_listening(boot, process)
+        return started
+
+    async def _wait_all_ready(
+        self,
+        client: ControlPlaneClient,
+        started: dict[str, tuple[subprocess.Popen[bytes], float]],
+    ) -> None:
+        """Wait until every instance is ready; a process started again that exits fails."""
+        specs = plan_instances(self.project)
+        deadline = time.monotonic() + max(s.health.start_timeout for s in specs)
+        while True:
+            states = instance_states(await client.status())
+            waiting = []
+            for spec in specs:
+                process, began = started.get(spec.id, (None, 0.0))
+                if process is not None:
+                    self._check_exit(process, spec.id, self.ws.log_file(spec.id), service=spec)
+                if not is_ready(states.get(spec.id, {}), spec, time.monotonic() - began):
+                    waiting.append(spec)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                spec = waiting[0]
+                detail = states.get(spec.id, {}).get("detail", "no report")
+                raise self._failure(
+                    f"{spec.id} did not become ready again: {detail}", self.ws.log_file(spec.id)
+                )
+            await asyncio.sleep(POLL_INTERVAL * 2)
 
     async def _start_controlplane(self, record: RuntimeRecord, port: int) -> Endpoint:
         return await start_controlplane(self.ws, record, port, self.progress)
@@ -221,6 +289,15 @@ class LocalRuntime:
         started = []
         for boot, process, planned in pending:
             ports = await self._wait_listening(boot, process)
+            # Started again after a crash, it must bind the very ports its app and the mesh
+            # know it by.
+            _write_bootstrap(
+                replace(
+                    boot,
+                    inbound_port=ports.get("inbound") or 0,
+                    outbound_port=ports.get("outbound") or 0,
+                )
+            )
             entry = record.find(_proxy_name(boot))
             if entry is not None:
                 entry.ports = [p for p in (ports.get("inbound"), ports.get("outbound")) if p]
@@ -266,17 +343,19 @@ class LocalRuntime:
     def _spawn_proxy(
         self, record: RuntimeRecord, boot: Bootstrap, role: Role
     ) -> subprocess.Popen[bytes]:
-        path = boot.state_dir / "bootstrap.json"
-        path.write_text(json.dumps(boot.to_dict(), indent=1))
+        path = _write_bootstrap(boot)
         sidecar = role == "sidecar"
         log_path = self.ws.log_file(boot.instance, sidecar=sidecar)
-        process = spawn(
+        process, entry = launch(
             [sys.executable, "-m", "proxy", "--bootstrap", str(path)],
             env=infra_env(),
             cwd=self.ws.project_dir,
             log_path=log_path,
+            name=_proxy_name(boot),
+            role=role,
+            instance=boot.instance,
         )
-        record.add(record_of(process, _proxy_name(boot), role, log_path, instance=boot.instance))
+        record.add(entry)
         return process
 
     async def _wait_listening(
@@ -322,10 +401,15 @@ class LocalRuntime:
             }
         )
         log_path = self.ws.log_file(spec.id)
-        process = spawn(
-            ["/bin/sh", "-c", spec.command], env=env, cwd=self._cwd(), log_path=log_path
+        process, entry = launch(
+            ["/bin/sh", "-c", spec.command],
+            env=env,
+            cwd=self._cwd(),
+            log_path=log_path,
+            name=spec.id,
+            role="service",
+            instance=spec.id,
         )
-        entry = record_of(process, spec.id, "service", log_path, instance=spec.id)
         entry.ports = [app_port]
         record.processes = [p for p in record.processes if p.name != spec.id]
         record.add(entry)
@@ -372,14 +456,24 @@ class LocalRuntime:
 
     async def restart(self, service: str, announce: Callable[[str], None]) -> list[str]:
         """Stop and start again every instance of ``service`` (sidecars stay); wait till ready."""
-        record = running_record(self.ws)
-        if record is None:
+        if running_record(self.ws) is None:
             raise UsageError(
                 f"no mesh is running for {self.ws.project_dir}", "start it with `devmesh up`"
             )
         specs = [s for s in plan_instances(self.project) if s.service == service]
         restarted = []
-        for spec in specs:
+        async with ControlPlaneClient(Endpoint.of(self.ws)) as client:
+            for spec in specs:
+                async with held_for_restart(client, spec.id, self.progress.note):
+                    await self._restart_one(spec)
+                announce(f"restarted {spec.id}")
+                restarted.append(spec.id)
+        return restarted
+
+    async def _restart_one(self, spec: InstanceSpec) -> None:
+        """Stop the instance's app, start it again on its port, wait till it answers."""
+        with RuntimeRecord.locked(self.ws.runtime_file) as record:
+            assert record is not None
             app = record.find(spec.id)
             sidecar = record.find(f"{spec.id}.sidecar")
             if app is None or sidecar is None or len(sidecar.ports) < 2 or not app.ports:
@@ -387,13 +481,18 @@ class LocalRuntime:
                     f"{spec.id} is not part of the running mesh",
                     "run `devmesh down`, then `devmesh up`",
                 )
-            stop_all([app])
+            # Held while it is stopped: its supervisor must not start it again meanwhile.
+            if spec.id not in record.held:
+                record.held.append(spec.id)
+                record.save()
+        stop_all([app])
+        with RuntimeRecord.locked(self.ws.runtime_file) as record:
+            assert record is not None
             process = self._spawn_app(record, spec, sidecar.ports[1], app.ports[0])
-            began = time.monotonic()
-            await self._probe_until_ready(spec, process, app.ports[0], began)
-            announce(f"restarted {spec.id}")
-            restarted.append(spec.id)
-        return restarted
+            record.held = [i for i in record.held if i != spec.id]
+            record.save()
+        began = time.monotonic()
+        await self._probe_until_ready(spec, process, app.ports[0], began)
 
     async def _probe_until_ready(
         self, spec: InstanceSpec, process: subprocess.Popen[bytes], port: int, began: float
@@ -413,12 +512,16 @@ class LocalRuntime:
             await asyncio.sleep(POLL_INTERVAL * 2)
 
     def kill(self, instance: str) -> None:
-        record = running_record(self.ws)
-        process = record.find(instance) if record is not None else None
-        if process is None or not is_alive(process):
-            raise UsageError(f"{instance} is not running", "see `devmesh status`")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        """SIGKILL the instance's process; it stays down (held) until ``restart`` or ``up``."""
+        with RuntimeRecord.locked(self.ws.runtime_file) as record:
+            process = record.find(instance) if record is not None else None
+            if record is None or process is None or not is_alive(process):
+                raise UsageError(f"{instance} is not running", "see `devmesh status`")
+            if instance not in record.held:
+                record.held.append(instance)
+                record.save()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
 
     # -- down ----------------------------------------------------------------------
 
@@ -468,6 +571,12 @@ class LocalRuntime:
 
     def _failure(self, message: str, log_path: Path, hint: str | None = None) -> StartFailed:
         return failure(message, log_path, hint)
+
+
+def _write_bootstrap(boot: Bootstrap) -> Path:
+    path = boot.state_dir / "bootstrap.json"
+    path.write_text(json.dumps(boot.to_dict(), indent=1))
+    return path
 
 
 def _proxy_name(boot: Bootstrap) -> str:

@@ -3,17 +3,23 @@
 Each process is started in its own session (so its process group is its
 pid, and ``killpg`` reaches whatever it forks) and recorded with its start
 time, so that ``down`` never signals an unrelated process that happened to
-reuse the pid.
+reuse the pid, and with what started it (command, environment, folder), so
+that its supervisor can start it again the same way when it dies.
+
+Whoever changes the record on disk (``up``, ``restart``, ``kill``, the
+supervisor) does so under ``RuntimeRecord.locked``, so that no change is lost
+to another made at the same time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +42,12 @@ class ProcessRecord:
     log: str
     instance: str | None = None
     ports: list[int] = field(default_factory=list)
+    argv: list[str] | None = None
+    """What started it, to start it again the same way (``None``: not known)."""
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    restarts: int = 0
+    """Times its supervisor started it again after it died."""
 
 
 @dataclass
@@ -51,6 +63,12 @@ class RuntimeRecord:
     config_hash: str
     processes: list[ProcessRecord] = field(default_factory=list)
     runtime: str = "local"
+    supervised: bool = False
+    """Set once ``up`` has brought everything up: from then on what dies is started again.
+    (While ``up`` starts things, a process that dies is ``up``'s failure to report.)"""
+    held: list[str] = field(default_factory=list)
+    """Instances whose service was stopped on purpose (``devmesh kill``): left down until
+    ``restart`` or ``up`` (as Docker leaves a killed container with a restart policy)."""
 
     @classmethod
     def load(cls, path: Path) -> RuntimeRecord | None:
@@ -64,9 +82,24 @@ class RuntimeRecord:
                 config_hash=str(data["config_hash"]),
                 processes=[ProcessRecord(**p) for p in data["processes"]],
                 runtime=str(data.get("runtime", "local")),
+                supervised=data.get("supervised") is True,
+                held=[str(i) for i in data.get("held") or []],
             )
         except (KeyError, TypeError):
             return None
+
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls, path: Path) -> Iterator[RuntimeRecord | None]:
+        """The record at ``path``, held against other writers until the block ends (save
+        it in the block to keep a change)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield cls.load(path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def save(self) -> None:
         write_json(
@@ -75,6 +108,8 @@ class RuntimeRecord:
                 "runtime": self.runtime,
                 "project": self.project,
                 "config_hash": self.config_hash,
+                "supervised": self.supervised,
+                "held": self.held,
                 "processes": [asdict(p) for p in self.processes],
             },
         )
@@ -93,10 +128,12 @@ def spawn(
     env: Mapping[str, str],
     cwd: Path,
     log_path: Path,
+    append: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` detached from the terminal, output to ``log_path`` (truncated)."""
+    """Start ``argv`` detached from the terminal, output to ``log_path`` (truncated, or
+    ``append``ed to: a process started again keeps its predecessor's last words)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab" if append else "wb") as log:
         return subprocess.Popen(
             list(argv),
             env=dict(env),
@@ -108,21 +145,46 @@ def spawn(
         )
 
 
-def record_of(
-    process: subprocess.Popen[bytes],
+def launch(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log_path: Path,
     name: str,
     role: Role,
-    log_path: Path,
     instance: str | None = None,
-) -> ProcessRecord:
-    return ProcessRecord(
+) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
+    """``spawn`` it, and the record of it (with what started it, to start it again)."""
+    process = spawn(argv, env=env, cwd=cwd, log_path=log_path)
+    record = ProcessRecord(
         name=name,
         role=role,
         pid=process.pid,
         started=start_time(process.pid),
         log=str(log_path),
         instance=instance,
+        argv=list(argv),
+        env=dict(env),
+        cwd=str(cwd),
     )
+    return process, record
+
+
+def relaunch(record: ProcessRecord) -> subprocess.Popen[bytes]:
+    """Start the recorded process again the way it was started (its log appended to);
+    ``record`` takes the new pid. ``ValueError`` if the record does not say how."""
+    if record.argv is None or record.env is None or record.cwd is None:
+        raise ValueError(f"the record of {record.name} does not say how it was started")
+    process = spawn(
+        record.argv, env=record.env, cwd=Path(record.cwd), log_path=Path(record.log), append=True
+    )
+    record.pid, record.started = process.pid, start_time(process.pid)
+    return process
+
+
+def restartable(record: ProcessRecord) -> bool:
+    return record.argv is not None and record.env is not None and record.cwd is not None
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -22,8 +22,7 @@ from devmesh.runtime.processes import (
     describe_exit,
     group_members,
     is_alive,
-    record_of,
-    spawn,
+    launch,
     stop_all,
     tail,
 )
@@ -48,9 +47,11 @@ def started(
     argv: list[str], tmp_path: Path, name: str = "svc"
 ) -> Iterator[tuple[subprocess.Popen[bytes], ProcessRecord]]:
     log = tmp_path / "logs" / f"{name}.log"
-    process = spawn(argv, env=dict(os.environ), cwd=tmp_path, log_path=log)
+    process, record = launch(
+        argv, env=dict(os.environ), cwd=tmp_path, log_path=log, name=name, role="service"
+    )
     try:
-        yield process, record_of(process, name, "service", log)
+        yield process, record
     finally:
         for pid in [process.pid, *group_members(process.pid)]:
             with suppress(ProcessLookupError, PermissionError):
