@@ -43,7 +43,7 @@ from devmesh.errors import ConfigError, DevmeshError, UsageError
 from devmesh.pki import DEFAULT_TTL
 from devmesh.plan import plan_instances
 from devmesh.runtime.supervisor import PASS_INTERVAL as SUPERVISE_INTERVAL
-from devmesh.runtime.supervisor import LocalSupervisor
+from devmesh.runtime.supervisor import Supervisor
 from devmesh.units import parse_duration
 from devmesh.workspace import Workspace
 from proxy.appgate import DRAIN_LIMIT
@@ -440,7 +440,7 @@ class ControlPlaneAPI:
         if self.workspace is None:
             yield
             return
-        supervisor = LocalSupervisor(self.workspace)
+        supervisor = Supervisor(self.workspace, lambda: self.mesh.project)
 
         async def run() -> None:
             while True:
@@ -457,6 +457,7 @@ class ControlPlaneAPI:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        supervisor.close()
 
     async def get_project(self, request: web.Request) -> web.Response:
         project = self.mesh.project

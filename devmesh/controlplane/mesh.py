@@ -328,10 +328,13 @@ class Mesh:
         if proxy is not None:
             proxy.held = False
 
-    def gone(self, instance: str) -> bool:
-        """The runtime saw ``instance``'s sidecar die: it leaves routing now, connected or
-        not (its link is about to close). True if that changed anything."""
+    def gone(self, instance: str, seen_at: float) -> bool:
+        """The runtime saw ``instance``'s sidecar dead at ``seen_at``: it leaves routing now,
+        connected or not (its link is about to close), unless it said hello since (a new
+        sidecar, started again). True if that changed anything."""
         proxy = self.proxies.get(instance)
+        if proxy is not None and proxy.connected_at >= seen_at:
+            return False
         if proxy is not None:
             self.leave(proxy)
         return self.absent.pop(instance, None) is not None or proxy is not None
@@ -342,7 +345,7 @@ class Mesh:
         for instance, down in report.down.items():
             self.lifecycle[instance] = Lifecycle("restarting", down.detail)
             if down.sidecar:
-                changed = self.gone(instance) or changed
+                changed = self.gone(instance, down.seen_at) or changed
         for instance in report.held:
             self.lifecycle[instance] = Lifecycle("stopped", HELD_DETAIL)
         for instance, life in list(self.lifecycle.items()):

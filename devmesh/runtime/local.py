@@ -55,6 +55,7 @@ from devmesh.runtime.processes import (
     Role,
     RuntimeRecord,
     describe_exit,
+    hold_instance,
     is_alive,
     launch,
     relaunch,
@@ -472,25 +473,19 @@ class LocalRuntime:
 
     async def _restart_one(self, spec: InstanceSpec) -> None:
         """Stop the instance's app, start it again on its port, wait till it answers."""
-        with RuntimeRecord.locked(self.ws.runtime_file) as record:
-            assert record is not None
-            app = record.find(spec.id)
-            sidecar = record.find(f"{spec.id}.sidecar")
-            if app is None or sidecar is None or len(sidecar.ports) < 2 or not app.ports:
-                raise UsageError(
-                    f"{spec.id} is not part of the running mesh",
-                    "run `devmesh down`, then `devmesh up`",
-                )
-            # Held while it is stopped: its supervisor must not start it again meanwhile.
-            if spec.id not in record.held:
-                record.held.append(spec.id)
-                record.save()
-        stop_all([app])
-        with RuntimeRecord.locked(self.ws.runtime_file) as record:
-            assert record is not None
-            process = self._spawn_app(record, spec, sidecar.ports[1], app.ports[0])
-            record.held = [i for i in record.held if i != spec.id]
-            record.save()
+        record = RuntimeRecord.load(self.ws.runtime_file)
+        app = record.find(spec.id) if record is not None else None
+        sidecar = record.find(f"{spec.id}.sidecar") if record is not None else None
+        if app is None or sidecar is None or len(sidecar.ports) < 2 or not app.ports:
+            raise UsageError(
+                f"{spec.id} is not part of the running mesh",
+                "run `devmesh down`, then `devmesh up`",
+            )
+        with hold_instance(self.ws.runtime_file, spec.id):  # its supervisor keeps off meanwhile
+            stop_all([app])
+            with RuntimeRecord.locked(self.ws.runtime_file) as record:
+                assert record is not None
+                process = self._spawn_app(record, spec, sidecar.ports[1], app.ports[0])
         began = time.monotonic()
         await self._probe_until_ready(spec, process, app.ports[0], began)
 

@@ -122,6 +122,23 @@ class RuntimeRecord:
         return next((p for p in self.processes if p.name == name), None)
 
 
+@contextlib.contextmanager
+def hold_instance(workspace_runtime_file: Path, instance: str) -> Iterator[None]:
+    """``instance`` held down (its supervisor keeps off) for the block: while a restart
+    stops and starts it."""
+    with RuntimeRecord.locked(workspace_runtime_file) as record:
+        if record is not None and instance not in record.held:
+            record.held.append(instance)
+            record.save()
+    try:
+        yield
+    finally:
+        with RuntimeRecord.locked(workspace_runtime_file) as record:
+            if record is not None and instance in record.held:
+                record.held.remove(instance)
+                record.save()
+
+
 def spawn(
     argv: Sequence[str],
     *,

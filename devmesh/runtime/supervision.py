@@ -72,6 +72,8 @@ class Down:
     detail: str
     sidecar: bool
     """Its sidecar is down: it cannot take traffic, whatever it said last."""
+    seen_at: float = 0.0
+    """When it was seen down (wall clock): a sidecar that said hello since is a new one."""
 
 
 @dataclass

@@ -9,7 +9,7 @@ says so, what died:
   with the very command, environment and folder it was started with (a
   sidecar binds the ports it had, so its app and the mesh find it where it
   was);
-* Docker: see ``devmesh.runtime.docker.supervisor``.
+* Docker: containers, see ``devmesh.runtime.docker.supervisor``.
 
 Nothing is supervised until ``up`` has brought the mesh up (``up`` reports a
 process that dies while it starts things), and an instance stopped on purpose
@@ -27,6 +27,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from devmesh.config.model import Project
+from devmesh.runtime.docker.supervisor import DockerSupervisor
 from devmesh.runtime.processes import (
     ProcessRecord,
     RuntimeRecord,
@@ -86,7 +88,9 @@ class LocalSupervisor:
                     )
                 else:
                     detail = f"{what} {how}; starting it again"
-                report.down[instance] = Down(detail, sidecar=what == "its sidecar")
+                report.down[instance] = Down(
+                    detail, sidecar=what == "its sidecar", seen_at=time.time()
+                )
                 if verdict == "start" and restartable(process):
                     self._start_again(process)
                     changed = True
@@ -113,3 +117,24 @@ class LocalSupervisor:
             if code is not None:
                 del self._children[name]
                 self._exits[name] = describe_exit(code)
+
+
+class Supervisor:
+    """The supervision of whichever runtime the project's mesh runs on."""
+
+    def __init__(self, workspace: Workspace, project: Callable[[], Project | None]) -> None:
+        self.ws = workspace
+        self.local = LocalSupervisor(workspace)
+        self.docker = DockerSupervisor(workspace, project)
+
+    def check(self) -> Report | None:
+        """One pass (blocking: run it in a thread); ``None`` if nothing is supervised."""
+        record = RuntimeRecord.load(self.ws.runtime_file)
+        if record is None:
+            return None
+        if record.runtime == "docker":
+            return self.docker.check(record)
+        return self.local.check()
+
+    def close(self) -> None:
+        self.docker.close()

@@ -49,6 +49,8 @@ class Found:
     project_dir: str
     published: tuple[int, ...] = ()
     """Host ports it publishes."""
+    version: str = ""
+    image: str = ""
 
     def observed(self) -> Observed:
         return Observed(self.name, self.role, self.spec_hash, self.status == "running")
@@ -84,6 +86,8 @@ def _list(client: docker.DockerClient, filters: dict[str, list[str]]) -> list[Fo
                 published=tuple(
                     int(p["PublicPort"]) for p in item.get("Ports") or () if p.get("PublicPort")
                 ),
+                version=tags.get(labels.VERSION, ""),
+                image=str(item.get("Image", "")),
             )
         )
     return found
@@ -220,6 +224,12 @@ def logs_of(client: docker.DockerClient, name: str, lines: int = LOG_LINES) -> l
         return []
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     return text.splitlines()
+
+
+def start(client: docker.DockerClient, name: str) -> None:
+    """Start a stopped container again (as it was created)."""
+    with docker_errors(f"starting {name} again"):
+        client.api.start(name)
 
 
 def restart(client: docker.DockerClient, name: str) -> None:

@@ -36,6 +36,7 @@ from devmesh.plan import (
 )
 from devmesh.runtime.controlplane import (
     failure,
+    held_for_restart,
     start_controlplane,
     wait_converged,
 )
@@ -52,7 +53,7 @@ from devmesh.runtime.docker.topology import (
     init_spec,
 )
 from devmesh.runtime.ports import port_in_use
-from devmesh.runtime.processes import RuntimeRecord, is_alive, stop_all
+from devmesh.runtime.processes import RuntimeRecord, hold_instance, is_alive, stop_all
 from devmesh.runtime.progress import Progress, SilentProgress
 from devmesh.workspace import Workspace
 
@@ -122,6 +123,10 @@ class DockerRuntime:
             record = previous or RuntimeRecord(
                 self.ws.runtime_file, self.project.name, "", runtime=self.name
             )
+            # Not supervised while this run changes containers (its own removals are not
+            # deaths to repair); supervised again once the mesh is up.
+            record.supervised = False
+            record.held = []
             record.save()
             network, created = containers.ensure_network(
                 client, labels.network_name(self.project.name), self._labels()
@@ -153,10 +158,19 @@ class DockerRuntime:
                 self.progress.note("removing what this run started; the rest is left as it was")
                 with contextlib.suppress(DevmeshError):
                     containers.remove(client, reversed(self._created))
+                self._supervise()
             else:
                 self.progress.note("removing everything that had started")
                 self._teardown(client)
             raise
+        self._supervise()
+
+    def _supervise(self) -> None:
+        """From now on, what dies is started again (``devmesh.runtime.docker.supervisor``)."""
+        with RuntimeRecord.locked(self.ws.runtime_file) as record:
+            if record is not None:
+                record.supervised = True
+                record.save()
 
     def _previous_record(self) -> RuntimeRecord | None:
         """The record of this project's Docker mesh if one runs; refuses a local one."""
@@ -353,28 +367,37 @@ class DockerRuntime:
     # -- day two -------------------------------------------------------------------
 
     async def restart(self, service: str, announce: Callable[[str], None]) -> list[str]:
-        """Restart the service containers of ``service`` (sidecars stay) and wait until ready."""
+        """Restart the service containers of ``service`` (sidecars stay) one at a time, each
+        held at its sidecar meanwhile, and wait until ready."""
         specs = [s for s in plan_instances(self.project) if s.service == service]
         client = connect()
         try:
             watch = Watch(client, self.project, self.project_dir)
             async with ControlPlaneClient(Endpoint.of(self.ws)) as cp:
-                await asyncio.gather(*(self._restart_one(watch, spec, announce) for spec in specs))
+                for spec in specs:
+                    async with held_for_restart(cp, spec.id, self.progress.note):
+                        await self._restart_one(watch, spec)
+                    announce(f"restarted {spec.id}")
                 await watch.ready(cp, specs)
         finally:
             client.close()
         return [s.id for s in specs]
 
-    async def _restart_one(
-        self, watch: Watch, spec: InstanceSpec, announce: Callable[[str], None]
-    ) -> None:
-        await asyncio.to_thread(containers.restart, watch.client, watch.name(spec.id, "service"))
+    async def _restart_one(self, watch: Watch, spec: InstanceSpec) -> None:
+        with hold_instance(self.ws.runtime_file, spec.id):  # its supervisor keeps off meanwhile
+            await asyncio.to_thread(
+                containers.restart, watch.client, watch.name(spec.id, "service")
+            )
         await watch.answers(spec)
-        announce(f"restarted {spec.id}")
 
     def kill(self, instance: str) -> None:
+        """Kill the instance's service container; it stays down until ``restart`` or ``up``."""
         client = connect()
         try:
+            with RuntimeRecord.locked(self.ws.runtime_file) as record:
+                if record is not None and instance not in record.held:
+                    record.held.append(instance)
+                    record.save()
             containers.kill(client, labels.container_name(self.project.name, instance, "service"))
         finally:
             client.close()
