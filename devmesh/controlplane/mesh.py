@@ -7,6 +7,7 @@ the snapshots this model decides on.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from devmesh.controlplane.metrics import DEFAULT_WINDOW, EdgeSecurity, Metrics, 
 from devmesh.controlplane.overrides import ActiveFault, ActiveRule, Overrides, check_split
 from devmesh.controlplane.routepolicy import route_policy, sidecar_authz
 from devmesh.controlplane.store import StateStore, StoredState
-from devmesh.errors import UsageError
+from devmesh.errors import ConfigError, UsageError
 from devmesh.plan import plan_instances, url_of
 from proxy.snapshot import Endpoint, Route, Snapshot
 
@@ -78,8 +79,19 @@ class Mesh:
     # -- desired state ---------------------------------------------------------
 
     def apply_project(self, data: object) -> Project:
-        """Validate and adopt a project sent by the CLI (config form); persisted."""
+        """Validate and adopt a project sent by the CLI (config form); persisted. The runtime
+        changes it keeps must fit it too, or nothing changes."""
         project = parse_project(data)
+        kept = Overrides(copy.deepcopy(self._state.overrides))
+        kept.forget_unknown(project)
+        try:
+            kept.check(project)
+        except ConfigError as exc:
+            raise UsageError(
+                f"a change made at run time does not fit this project: {exc.problems[0].message}",
+                "undo it first (see `devmesh fault ls`, `devmesh authz ls`, `devmesh policy "
+                "SERVICE`), then apply the project again",
+            ) from None
         self.project = project
         self._state.project = dump_project(project)
         # Overrides for services or versions that no longer exist are dropped.

@@ -175,6 +175,12 @@ class Overrides:
     def _changed(self) -> None:
         self._revision += 1
 
+    def check(self, project: Project) -> None:
+        """Whether every override applies to ``project``, by the validation every change goes
+        through: ``ConfigError`` naming each problem otherwise (``state`` must have the
+        shape above)."""
+        self.resolve(project)
+
     # -- policies ----------------------------------------------------------------
 
     def policy(self, project: Project, service: str) -> Policy:

@@ -314,6 +314,29 @@ async def test_applying_a_project_drops_overrides_that_no_longer_fit(
     assert catalog["split"] is None
 
 
+async def test_a_project_a_runtime_change_does_not_fit_is_refused_and_changes_nothing(
+    controlplane: ControlPlane,
+) -> None:
+    """A fault matching calls from frontend does not fit a project without frontend: the
+    project is refused whole, rather than adopted with a state every later change fails on."""
+    async with controlplane.client() as client:
+        await client.add_fault("catalog", {"abort": 503, "match": {"source": "frontend"}})
+        state_before = controlplane.workspace.state_file.read_bytes()
+        data = dump_project(parse_project(PROJECT))
+        del data["services"]["frontend"]  # type: ignore[attr-defined]
+        with pytest.raises(UsageError) as caught:
+            await client.apply_project(data)
+        assert caught.value.message == (
+            "a change made at run time does not fit this project: a fault of the policy for "
+            "catalog matches calls from 'frontend', which is not a service"
+        )
+        assert "devmesh fault ls" in str(caught.value.hint)
+        assert controlplane.workspace.state_file.read_bytes() == state_before
+        status = await client.status()
+        assert [s["name"] for s in status["services"]] == ["frontend", "catalog"]
+        await client.set_split("catalog", {"v1": 50, "v2": 50})  # later changes still work
+
+
 @pytest.mark.parametrize(
     ("remote", "allowed"),
     [
