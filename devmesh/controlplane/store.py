@@ -95,9 +95,10 @@ def read_state(text: str) -> StoredState:
         raise StateProblem(f"is not JSON devmesh wrote: {exc}") from None
     if not isinstance(data, dict) or "format" not in data:
         raise StateProblem("is not a devmesh state file (it has no format)")
-    if data["format"] != FORMAT:
+    given = data["format"]
+    if isinstance(given, bool) or given != FORMAT:  # true == 1 in Python, not in this file
         raise StateProblem(
-            f"is of format {describe(data['format'])}, from another devmesh version "
+            f"is of format {describe(given)}, from another devmesh version "
             f"(this one reads format {FORMAT})"
         )
     _known_keys(data, KEYS, "")

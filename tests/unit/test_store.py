@@ -45,6 +45,7 @@ BAD = [
     ("bad_not_utf8.json", "is not text (not UTF-8)"),
     ("bad_no_format.json", "is not a devmesh state file (it has no format)"),
     ("bad_format.json", "is of format 2, from another devmesh version (this one reads format 1)"),
+    ("bad_format_boolean.json", "is of format the boolean true, from another devmesh version"),
     ("bad_unknown_key.json", "has an unknown key 'routes'"),
     (
         "bad_project.json",
