@@ -1,12 +1,28 @@
 """Parsing and printing the units users type: durations such as ``200ms`` or ``2m``, and
-sizes such as ``64kB``."""
+sizes such as ``64kB``; and what counts as a number at all."""
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def finite_number(value: object) -> float | None:
+    """``value`` as a float if it is a number one can mean, else ``None``.
+
+    Not a boolean (``true`` is not 1), not NaN, not an infinity, and not an integer
+    too large for a float: every number devmesh takes from a user goes through here.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_duration(value: object) -> float:
@@ -14,14 +30,15 @@ def parse_duration(value: object) -> float:
 
     Raises ``ValueError`` with a sentence fit to show a user.
     """
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration; write it like 250ms, 2s or 1m")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
+    if isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _SCALE[match.group(2) or "s"]
     else:
-        raise ValueError(f"{value!r} is not a duration; write it like 250ms, 2s or 1m")
+        number = finite_number(value)
+        if number is None:
+            raise ValueError(f"{value!r} is not a duration; write it like 250ms, 2s or 1m")
+        seconds = number
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is too long to be a duration; write it like 250ms, 2s or 1m")
     if seconds < 0:
         raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
     return seconds
@@ -62,14 +79,15 @@ def parse_size(value: object) -> int:
     Raises ``ValueError`` with a sentence fit to show a user.
     """
     hint = "write it like 512B, 64kB or 1MB"
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size; {hint}")
-    if isinstance(value, int | float):
-        size = float(value)
-    elif isinstance(value, str) and (match := _SIZE.match(value)):
+    if isinstance(value, str) and (match := _SIZE.match(value)):
         size = float(match.group(1)) * _SIZE_SCALE[match.group(2) or "B"]
     else:
-        raise ValueError(f"{value!r} is not a size; {hint}")
+        number = finite_number(value)
+        if number is None:
+            raise ValueError(f"{value!r} is not a size; {hint}")
+        size = number
+    if not math.isfinite(size):
+        raise ValueError(f"{value!r} is too large to be a size; {hint}")
     if size < 0:
         raise ValueError(f"{value!r} is negative; a size must be 0 or more")
     return round(size)

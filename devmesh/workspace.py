@@ -99,11 +99,16 @@ def write_secret(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any, mode: int = 0o600) -> None:
-    """Write atomically (temp file + rename): readers see the old or the new, never half."""
+    """Write atomically (temp file + rename): readers see the old or the new, never half.
+
+    Only JSON: a NaN or an infinity in ``data`` is a bug, raised (``ValueError``) before
+    anything is written, never written as text no JSON reader takes.
+    """
+    text = json.dumps(data, indent=1, allow_nan=False)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1)
+        handle.write(text)
     tmp.replace(path)
 
 

@@ -11,6 +11,7 @@ from devmesh.cli.app import app, context
 from devmesh.cli.output import console, print_json
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.errors import UsageError
+from devmesh.units import finite_number
 from devmesh.workspace import Workspace
 
 
@@ -20,7 +21,7 @@ def parse_weights(items: list[str]) -> dict[str, float]:
     for item in items:
         version, sep, weight = item.partition("=")
         try:
-            value = float(weight)
+            value = finite_number(float(weight))  # nan, inf: not weights
         except ValueError:
             value = None
         if not sep or not version or value is None:

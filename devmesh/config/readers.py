@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from devmesh.config.report import Problems, did_you_mean
-from devmesh.units import parse_duration
+from devmesh.units import finite_number, parse_duration
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -32,11 +32,16 @@ def describe(value: object) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else f"{'-' if value < 0 else ''}infinity"
+    if isinstance(value, int) and finite_number(value) is None:  # beyond any float
+        return f"a {len(str(abs(value)))}-digit number"
     return str(value)
 
 
 def is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number, not a boolean (see ``units.finite_number``)."""
+    return finite_number(value) is not None
 
 
 def _range_text(low: float, high: float | None) -> str:
@@ -189,15 +194,15 @@ class Section:
         self, path: str, what: str, value: object, low: float, high: float, example: str
     ) -> float | None:
         """``value`` as a float within ``low..high``, else report it at ``path``."""
-        if not is_number(value):
+        number = finite_number(value)
+        if number is None:
             self.problems.add(
                 path,
                 f"{what} must be a number, not {describe(value)}",
                 f"write a number without quotes, e.g. `{example}`",
             )
             return None
-        number = float(value)  # type: ignore[arg-type]  # is_number checked it
-        if math.isnan(number) or not low <= number <= high:
+        if not low <= number <= high:
             self.problems.add(
                 path,
                 f"{what} must be {_range_text(low, high)}, not {value}",
@@ -220,7 +225,7 @@ class Section:
             else:
                 self._type(key, "a duration", value, hint)
             return None
-        if seconds <= 0 or not math.isfinite(seconds):
+        if seconds <= 0:
             self.wrong(key, f"{key} of {self.owner} must be more than 0, not {value}", hint)
             return None
         return seconds
@@ -260,6 +265,12 @@ class Section:
                 )
             elif isinstance(value, bool):
                 result[name] = str(value).lower()
+            elif isinstance(value, float) and not is_number(value):
+                section.wrong(
+                    name,
+                    f"{name} in {key} of {self.owner} is {describe(value)}, which is not a number",
+                    f"write a number, or quote the value to pass it as text: `{name}: '...'`",
+                )
             elif isinstance(value, str | int | float):
                 result[name] = str(value)
             else:

@@ -46,7 +46,12 @@ async def serve(
         token = workspace.token()
         mesh = Mesh(StateStore(workspace.state_file), roster=Roster(workspace.roster_file))
         cert_ttl = float(os.environ.get("DEVMESH_CERT_TTL", DEFAULT_TTL))
-    except (OSError, DevmeshError, ValueError) as exc:
+    except DevmeshError as exc:  # a state file it refuses: its sentence, not a traceback
+        log.error("cannot start: %s", exc.message)
+        if exc.hint:
+            log.error("%s", exc.hint)
+        return 1
+    except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     api = ControlPlaneAPI(

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
-import json
 import logging
 import math
 import time
@@ -44,7 +43,8 @@ from devmesh.pki import DEFAULT_TTL
 from devmesh.plan import plan_instances
 from devmesh.runtime.supervisor import PASS_INTERVAL as SUPERVISE_INTERVAL
 from devmesh.runtime.supervisor import Supervisor
-from devmesh.units import parse_duration
+from devmesh.strictjson import NotJsonNumber
+from devmesh.strictjson import loads as strict_loads
 from devmesh.workspace import Workspace
 from proxy.appgate import DRAIN_LIMIT
 from proxy.control import STREAM_PATH
@@ -471,9 +471,7 @@ class ControlPlaneAPI:
     async def put_split(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         weights = body.get("weights") if isinstance(body, dict) else None
-        if not isinstance(weights, dict) or not all(
-            isinstance(w, int | float) and not isinstance(w, bool) for w in weights.values()
-        ):
+        if not isinstance(weights, dict):
             raise DevmeshError('the body must be {"weights": {"<version>": <number>, ...}}')
         service = request.match_info["service"]
         self.mesh.set_split(service, weights)
@@ -524,17 +522,10 @@ class ControlPlaneAPI:
         body = await _json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("service"), str):
             raise DevmeshError('the body must be {"service": "...", "fault": {...}, "for": null}')
-        fault, lasts = body.get("fault"), body.get("for")
+        fault = body.get("fault")
         if not isinstance(fault, dict):
             raise DevmeshError("the fault must be an object, in devmesh.yaml's shape")
-        if isinstance(lasts, str):  # a duration as a user writes it: "2m"
-            try:
-                lasts = parse_duration(lasts)
-            except ValueError as exc:
-                raise DevmeshError(f"for: {exc}", "e.g. 2m, 30s") from None
-        if lasts is not None and (not isinstance(lasts, int | float) or lasts <= 0):
-            raise DevmeshError("`for` must be a duration above 0 (seconds, or like 2m)")
-        added = self.mesh.add_fault(body["service"], fault, lasts)
+        added = self.mesh.add_fault(body["service"], fault, body.get("for"))
         await self.publish()
         return web.json_response({"fault": added.to_json(time.time())}, status=201)
 
@@ -639,8 +630,8 @@ class ControlPlaneAPI:
     async def _handle(self, proxy: Proxy, data: str) -> bool:
         """Apply one message from a proxy; True if the snapshot may need rebuilding."""
         try:
-            message = json.loads(data)
-        except ValueError:
+            message = strict_loads(data)
+        except ValueError:  # not JSON, or a number that is none (NaN): the whole message
             return False
         if not isinstance(message, dict):
             return False
@@ -782,8 +773,14 @@ def _number(request: web.Request, name: str, default: float) -> float:
 
 
 async def _json_body(request: web.Request) -> Any:
+    """The request's JSON body, for every route that takes one: only JSON's own numbers (no
+    NaN, no Infinity, none beyond a float), so no route ever sees one that is not."""
     try:
-        return await request.json()
+        return await request.json(loads=strict_loads)
+    except NotJsonNumber as exc:
+        raise DevmeshError(
+            f"in the request body, {exc}", "send a finite number, such as 30 or 0.5"
+        ) from None
     except ValueError as exc:
         raise DevmeshError(f"the request body is not valid JSON: {exc}") from exc
 

@@ -7,6 +7,7 @@ the snapshots this model decides on.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -16,11 +17,11 @@ from typing import Any, Literal
 from devmesh.config import dump_project, parse_project
 from devmesh.config.model import Policy, Project
 from devmesh.controlplane.metrics import DEFAULT_WINDOW, EdgeSecurity, Metrics, Series
-from devmesh.controlplane.overrides import ActiveFault, ActiveRule, Overrides
+from devmesh.controlplane.overrides import ActiveFault, ActiveRule, Overrides, check_split
 from devmesh.controlplane.roster import Member, Roster
 from devmesh.controlplane.routepolicy import route_policy, sidecar_authz
 from devmesh.controlplane.store import StateStore, StoredState
-from devmesh.errors import UsageError
+from devmesh.errors import ConfigError, UsageError
 from devmesh.plan import plan_instances, url_of
 from devmesh.runtime.supervision import Report
 from proxy.snapshot import Endpoint, Route, Snapshot
@@ -155,8 +156,19 @@ class Mesh:
     # -- desired state ---------------------------------------------------------
 
     def apply_project(self, data: object) -> Project:
-        """Validate and adopt a project sent by the CLI (config form); persisted."""
+        """Validate and adopt a project sent by the CLI (config form); persisted. The runtime
+        changes it keeps must fit it too, or nothing changes."""
         project = parse_project(data)
+        kept = Overrides(copy.deepcopy(self._state.overrides))
+        kept.forget_unknown(project)
+        try:
+            kept.check(project)
+        except ConfigError as exc:
+            raise UsageError(
+                f"a change made at run time does not fit this project: {exc.problems[0].message}",
+                "undo it first (see `devmesh fault ls`, `devmesh authz ls`, `devmesh policy "
+                "SERVICE`), then apply the project again",
+            ) from None
         self.project = project
         self._state.project = dump_project(project)
         # Overrides for services or versions that no longer exist are dropped.
@@ -171,7 +183,7 @@ class Mesh:
 
     # -- faults and policy settings ------------------------------------------------
 
-    def add_fault(self, service: str, fault: dict[str, Any], lasts: float | None) -> ActiveFault:
+    def add_fault(self, service: str, fault: dict[str, Any], lasts: object) -> ActiveFault:
         self._service(service)
         added = self.overrides.add_fault(self._project(), service, fault, lasts)
         self._store.save(self._state)
@@ -253,32 +265,9 @@ class Mesh:
             raise UnknownService("no project is applied yet", "run `devmesh up`")
         return self.project
 
-    def set_split(self, service: str, weights: Mapping[str, float]) -> None:
-        svc = self._service(service)
-        if not svc.versioned:
-            raise UsageError(
-                f"{service} has no versions to split traffic between",
-                f"declare versions under services.{service}.versions in devmesh.yaml",
-            )
-        known = [v.name for v in svc.versions]
-        for version, weight in weights.items():
-            if version not in known:
-                raise UsageError(
-                    f"{service} has no version {version!r}",
-                    f"its versions are {', '.join(known)}",
-                )
-            if not 0 <= weight <= 100:
-                raise UsageError(
-                    f"the weight of {service} {version} is {weight:g}",
-                    "give each weight from 0 to 100",
-                )
-        total = sum(weights.values())
-        if abs(total - 100.0) > 1e-6:
-            raise UsageError(
-                f"the weights for {service} sum to {total:g}, not 100",
-                "give weights that add up to 100, e.g. v1=90 v2=10",
-            )
-        self._state.splits[service] = {v: float(w) for v, w in weights.items()}
+    def set_split(self, service: str, weights: Mapping[str, object]) -> None:
+        """Split calls to ``service`` between its versions (see ``check_split``); persisted."""
+        self._state.splits[service] = check_split(self._service(service), weights)
         self._store.save(self._state)
 
     def clear_split(self, service: str) -> None:

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from devmesh.config import dump_project, parse_project
 from devmesh.config.dump import dump_fault, dump_policy, dump_rule
-from devmesh.config.model import MTLS_MODES, AuthzRule, FaultSpec, Policy, Project
+from devmesh.config.model import MTLS_MODES, AuthzRule, FaultSpec, Policy, Project, Service
+from devmesh.config.readers import describe as describe_value
 from devmesh.errors import UsageError
 from devmesh.faultflags import describe, describe_match
+from devmesh.units import finite_number, parse_duration
 
 OVERRIDABLE = ("timeout", "retries", "breaker", "lb", "pool")
 """The policy settings `devmesh policy` may change (the split has its own command)."""
@@ -57,6 +59,59 @@ class ActiveFault:
             "matches": describe_match(fault),
             "expires_in": None if self.expires_at is None else max(0.0, self.expires_at - now),
         }
+
+
+def fault_lifetime(value: object) -> float | None:
+    """The seconds a runtime fault lasts (``None``: until removed), from the API's ``for``:
+    a duration as a user writes it (``"2m"``) or a number of seconds, above 0."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise UsageError(
+            f"`for` must be a duration above 0, not {describe_value(value)}",
+            'send a number of seconds or a duration such as "2m", e.g. "for": "30s"',
+        )
+    return seconds
+
+
+def check_split(service: Service, weights: Mapping[str, object]) -> dict[str, float]:
+    """The weights of a runtime split of ``service``'s calls between its versions: each a
+    number from 0 to 100, summing to 100. ``UsageError`` naming the first thing wrong."""
+    name = service.name
+    if not service.versioned:
+        raise UsageError(
+            f"{name} has no versions to split traffic between",
+            f"declare versions under services.{name}.versions in devmesh.yaml",
+        )
+    known = [v.name for v in service.versions]
+    checked: dict[str, float] = {}
+    for version, weight in weights.items():
+        if version not in known:
+            raise UsageError(
+                f"{name} has no version {version!r}", f"its versions are {', '.join(known)}"
+            )
+        number = finite_number(weight)
+        if number is None:
+            raise UsageError(
+                f"the weight of {name} {version} must be a number, not {describe_value(weight)}",
+                "give each weight as a number from 0 to 100",
+            )
+        if not 0 <= number <= 100:
+            raise UsageError(
+                f"the weight of {name} {version} is {number:g}", "give each weight from 0 to 100"
+            )
+        checked[version] = number
+    total = sum(checked.values())
+    if abs(total - 100.0) > 1e-6:
+        raise UsageError(
+            f"the weights for {name} sum to {total:g}, not 100",
+            "give weights that add up to 100, e.g. v1=90 v2=10",
+        )
+    return checked
 
 
 class UnknownRule(UsageError):
@@ -120,6 +175,12 @@ class Overrides:
     def _changed(self) -> None:
         self._revision += 1
 
+    def check(self, project: Project) -> None:
+        """Whether every override applies to ``project``, by the validation every change goes
+        through: ``ConfigError`` naming each problem otherwise (``state`` must have the
+        shape above)."""
+        self.resolve(project)
+
     # -- policies ----------------------------------------------------------------
 
     def policy(self, project: Project, service: str) -> Policy:
@@ -163,7 +224,7 @@ class Overrides:
     def add_rule(self, project: Project, rule: dict[str, Any]) -> ActiveRule:
         """Add an authorization rule (config form); validated with the others first. One
         without a name is named ``<service>-<action>-<n>``, the first such name free."""
-        if not rule.get("name"):
+        if rule.get("name") is None:
             taken = {active.rule.name for active in self.rules(project)}
             number = 1
             while f"{rule.get('service')}-{rule.get('action')}-{number}" in taken:
@@ -211,14 +272,16 @@ class Overrides:
     # -- faults ------------------------------------------------------------------
 
     def add_fault(
-        self, project: Project, service: str, fault: dict[str, Any], lasts: float | None
+        self, project: Project, service: str, fault: dict[str, Any], lasts: object
     ) -> ActiveFault:
-        """Add a fault (config form) on calls to ``service``, optionally for ``lasts`` seconds."""
+        """Add a fault (config form) on calls to ``service``, for ``lasts`` (a duration, see
+        ``fault_lifetime``) or until removed (``None``)."""
+        seconds = fault_lifetime(lasts)
         fault_id = f"f{self.state['next_fault']}"
         entry = {
             "service": service,
             "fault": fault,
-            "expires_at": None if lasts is None else self._clock() + lasts,
+            "expires_at": None if seconds is None else self._clock() + seconds,
         }
         self._candidate(project, faults={**self.state["faults"], fault_id: entry})
         self.state["faults"][fault_id] = entry

@@ -13,6 +13,7 @@ a user always knows how much they are not seeing.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -102,7 +103,9 @@ class TapFilter:
         try:
             min_latency = None if latency is None else float(latency)
         except ValueError:
-            raise TapFilterError(f"min_latency_ms {latency!r} is not a number") from None
+            min_latency = math.nan
+        if min_latency is not None and not math.isfinite(min_latency):
+            raise TapFilterError(f"min_latency_ms {latency!r} is not a number")
         if min_latency is not None and min_latency < 0:
             raise TapFilterError("min_latency_ms must be 0 or more")
         return cls(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from devmesh.client import ControlPlaneClient, Endpoint
+from devmesh.controlplane.store import StateStore
 from devmesh.errors import DevmeshError
 from devmesh.plan import InstanceSpec
 from devmesh.runtime.environment import infra_env
@@ -63,8 +64,10 @@ async def start_controlplane(
     """Start the control plane (``port`` 0: any free one) and wait until it listens.
 
     ``listen`` adds addresses besides 127.0.0.1 (the Docker network's gateway);
-    ``allow`` the networks whose peers it answers besides loopback.
+    ``allow`` the networks whose peers it answers besides loopback. A state file it would
+    refuse is refused here first, in its own sentence rather than in its log's last lines.
     """
+    StateStore(workspace.state_file).load()
     began = time.monotonic()
     progress.begin("starting the control plane")
     workspace.controlplane_file.unlink(missing_ok=True)

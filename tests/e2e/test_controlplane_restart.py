@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +79,23 @@ def test_a_bad_split_is_refused_and_changes_nothing(
     assert f"error: {message}" in result.stderr
     assert "hint: " in result.stderr
     assert shop.status()["snapshot_version"] == before
+
+
+def test_up_refuses_a_state_file_it_cannot_use_in_its_own_sentence(
+    projects: ProjectFactory,
+) -> None:
+    project = projects.from_yaml("name: demo\nservices:\n  web: {command: 'true'}\n")
+    state = project.dir / ".devmesh" / "state.json"
+    state.parent.mkdir(mode=0o700)
+    bad = Path(__file__).parents[1] / "unit" / "states" / "bad_nan_expiry.json"
+    shutil.copy(bad, state)
+    result = project.cli("up", "--detach", "--runtime", "local")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        f"error: the control plane's state file {state} is not JSON devmesh wrote: "
+        "`overrides.faults.f1.expires_at` is NaN, which is not a JSON number"
+    ) in result.stderr
+    assert f"hint: move it aside (mv {state} {state}.bak)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project.dir / ".devmesh" / "runtime.json").exists(), "nothing was started"
+    assert state.read_bytes() == bad.read_bytes()

@@ -8,6 +8,9 @@ survives a restart.
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from devmesh.controlplane.api import ControlPlaneAPI
 from devmesh.controlplane.mesh import Mesh
 from devmesh.controlplane.store import StateStore
 from devmesh.errors import DevmeshError, UsageError
+from devmesh.workspace import Workspace
 from proxy.runner import SidecarRunner
 from tests.integration.meshkit import (
     PROJECT,
@@ -314,6 +318,29 @@ async def test_applying_a_project_drops_overrides_that_no_longer_fit(
     assert catalog["split"] is None
 
 
+async def test_a_project_a_runtime_change_does_not_fit_is_refused_and_changes_nothing(
+    controlplane: ControlPlane,
+) -> None:
+    """A fault matching calls from frontend does not fit a project without frontend: the
+    project is refused whole, rather than adopted with a state every later change fails on."""
+    async with controlplane.client() as client:
+        await client.add_fault("catalog", {"abort": 503, "match": {"source": "frontend"}})
+        state_before = controlplane.workspace.state_file.read_bytes()
+        data = dump_project(parse_project(PROJECT))
+        del data["services"]["frontend"]  # type: ignore[attr-defined]
+        with pytest.raises(UsageError) as caught:
+            await client.apply_project(data)
+        assert caught.value.message == (
+            "a change made at run time does not fit this project: a fault of the policy for "
+            "catalog matches calls from 'frontend', which is not a service"
+        )
+        assert "devmesh fault ls" in str(caught.value.hint)
+        assert controlplane.workspace.state_file.read_bytes() == state_before
+        status = await client.status()
+        assert [s["name"] for s in status["services"]] == ["frontend", "catalog"]
+        await client.set_split("catalog", {"v1": 50, "v2": 50})  # later changes still work
+
+
 @pytest.mark.parametrize(
     ("remote", "allowed"),
     [
@@ -335,3 +362,29 @@ def test_only_loopback_and_the_project_network_may_connect(
         allowed_networks=[ipaddress.ip_network("172.18.0.0/16")],
     )
     assert api.peer_allowed(remote) is allowed
+
+
+def test_a_state_file_it_cannot_use_stops_the_control_plane_with_a_sentence(
+    tmp_path: Path,
+) -> None:
+    """What `devmesh up` shows from its log: the sentence and the hint, never a traceback."""
+    workspace = Workspace(tmp_path)
+    workspace.ensure()
+    workspace.token(create=True)
+    states = Path(__file__).parents[1] / "unit" / "states"
+    shutil.copy(states / "bad_nan_expiry.json", workspace.state_file)
+    result = subprocess.run(
+        [sys.executable, "-m", "devmesh.controlplane", "--project-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert (
+        f"cannot start: the control plane's state file {workspace.state_file} is not JSON "
+        "devmesh wrote: `overrides.faults.f1.expires_at` is NaN, which is not a JSON number"
+    ) in result.stderr
+    assert f"move it aside (mv {workspace.state_file} " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not workspace.controlplane_file.exists()

@@ -7,6 +7,7 @@ line, the dotted path and that the hint says what to do.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -451,6 +452,49 @@ BAD = [
         "the policy for catalog splits traffic between versions, but catalog has no versions",
         "declare `versions:` under service catalog, or remove `split:`",
     ),
+    # YAML's .nan and .inf are numbers to PyYAML, and none devmesh takes.
+    (
+        "bad_duration_nan.yaml",
+        6,
+        "policies.catalog.timeout",
+        "timeout of the policy for catalog must be a duration, not NaN",
+        "write it like 250ms, 2s or 1m",
+    ),
+    (
+        "bad_fault_percent_infinity.yaml",
+        9,
+        "policies.web.faults[0].abort.percent",
+        "percent of the abort of fault 1 of the policy for web must be a number, not infinity",
+        "`percent: 10`",
+    ),
+    (
+        "bad_fault_bandwidth_infinity.yaml",
+        7,
+        "policies.web.faults[0].bandwidth",
+        "bandwidth of fault 1 of the policy for web must be a size, not -infinity",
+        "64kB",
+    ),
+    (
+        "bad_split_weight_nan.yaml",
+        8,
+        "policies.catalog.split.v1",
+        "the weight of v1 in the split of the policy for catalog must be a number, not NaN",
+        "`v1: 50`",
+    ),
+    (
+        "bad_env_nan.yaml",
+        5,
+        "services.web.env.RATIO",
+        "RATIO in env of service web is NaN, which is not a number",
+        "quote the value to pass it as text",
+    ),
+    (
+        "bad_replicas_nan.yaml",
+        4,
+        "services.web.replicas",
+        "replicas of service web must be a whole number, not NaN",
+        "`replicas: 2`",
+    ),
 ]
 MULTI = {"bad_many_problems.yaml", "bad_split_weight.yaml"}
 
@@ -509,6 +553,77 @@ def test_each_wrong_split_weight_is_reported() -> None:
     assert problems[1].message == (
         "the weight of v2 in the split of the policy for catalog must be from 0 to 100, not -50"
     )
+
+
+HUGE = 10**400
+"""An integer JSON or YAML may hold and no float can: it must be refused, not overflow."""
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            {"timeout": True},
+            "timeout of the policy for web must be a duration, not the boolean true",
+        ),
+        ({"timeout": math.nan}, "timeout of the policy for web must be a duration, not NaN"),
+        ({"timeout": math.inf}, "timeout of the policy for web must be a duration, not infinity"),
+        (
+            {"timeout": HUGE},
+            "timeout of the policy for web must be a duration, not a 401-digit number",
+        ),
+        (
+            {"breaker": {"max_ejection_percent": False}},
+            "max_ejection_percent of the breaker of the policy for web must be a number, "
+            "not the boolean false",
+        ),
+        (
+            {"breaker": {"max_ejection_percent": HUGE}},
+            "max_ejection_percent of the breaker of the policy for web must be a number, "
+            "not a 401-digit number",
+        ),
+        (
+            {"retries": {"attempts": True}},
+            "attempts of the retries of the policy for web must be a whole number, "
+            "not the boolean true",
+        ),
+        (
+            {"pool": {"max_connections": math.inf}},
+            "max_connections of the connection pool of the policy for web must be a whole "
+            "number, not infinity",
+        ),
+        (
+            {"faults": [{"delay": {"fixed": "1s", "percent": True}}]},
+            "percent of the delay of fault 1 of the policy for web must be a number, "
+            "not the boolean true",
+        ),
+        (
+            {"faults": [{"delay": {"fixed": "1s", "jitter": -math.inf}}]},
+            "jitter of the delay of fault 1 of the policy for web must be a duration, "
+            "not -infinity",
+        ),
+        (
+            {"faults": [{"abort": {"http_status": True}}]},
+            "http_status of the abort of fault 1 of the policy for web must be a whole number, "
+            "not the boolean true",
+        ),
+        (
+            {"faults": [{"bandwidth": HUGE}]},
+            "bandwidth of fault 1 of the policy for web must be a size, not a 401-digit number",
+        ),
+        (
+            {"faults": [{"hang": math.nan}]},
+            "hang of fault 1 of the policy for web must be a duration, not NaN",
+        ),
+    ],
+)
+def test_a_number_that_is_none_is_refused_where_one_is_asked(
+    setting: dict[str, object], message: str
+) -> None:
+    """What the API hands the validators too: booleans, NaN, infinities and integers too large
+    for a float are each refused in a sentence, never taken (true as 1) nor overflowing."""
+    [problem] = problems_of({"services": {"web": {"image": "w:1"}}, "policies": {"web": setting}})
+    assert problem.message == message
 
 
 # --- good configs -----------------------------------------------------------

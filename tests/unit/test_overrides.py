@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
 
 from devmesh.config import parse_project
 from devmesh.config.model import FaultMatch, FaultSpec, RetryPolicy
-from devmesh.controlplane.overrides import Overrides, UnknownFault
+from devmesh.controlplane.overrides import Overrides, UnknownFault, check_split, fault_lifetime
 from devmesh.errors import ConfigError, UsageError
 
 PROJECT = parse_project(
@@ -158,3 +159,83 @@ def test_the_state_is_plain_json_so_it_survives_a_restart() -> None:
     [fault] = [f for f in restored.active(PROJECT) if f.origin == "cli"]
     assert fault.spec == FaultSpec(delay=0.05, match=FaultMatch(headers={"x-test": "1"}))
     assert fault.expires_at == 1060.0
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [(None, None), (30, 30.0), (0.5, 0.5), ("2m", 120.0), ("250ms", 0.25)]
+)
+def test_a_fault_lasts_the_duration_its_for_gives(value: object, seconds: float | None) -> None:
+    assert fault_lifetime(value) == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (True, "the boolean true"),
+        (False, "the boolean false"),
+        (math.nan, "NaN"),
+        (math.inf, "infinity"),
+        (-math.inf, "-infinity"),
+        (10**400, "a 401-digit number"),
+        (0, "0"),
+        (-5, "-5"),
+        ("banana", "the text 'banana'"),
+        ([30], "a list"),
+    ],
+)
+def test_a_fault_lifetime_that_is_no_duration_is_refused_by_name(value: object, shown: str) -> None:
+    """`true` is not one second, NaN no time at all: each is refused in one sentence."""
+    with pytest.raises(UsageError) as caught:
+        fault_lifetime(value)
+    assert caught.value.message == f"`for` must be a duration above 0, not {shown}"
+    assert '"for": "30s"' in str(caught.value.hint)
+
+
+@pytest.mark.parametrize("lasts", [math.nan, math.inf, True, 0])
+def test_a_fault_with_a_bad_lifetime_is_refused_and_changes_nothing(lasts: object) -> None:
+    state: dict[str, Any] = {}
+    live, _ = overrides(state)
+    with pytest.raises(UsageError, match="`for` must be a duration above 0"):
+        live.add_fault(PROJECT, "catalog", {"abort": 503}, lasts)
+    assert state["faults"] == {}
+    assert state["next_fault"] == 1
+    json.dumps(state, allow_nan=False)  # nothing that is not JSON was kept
+
+
+VERSIONED = parse_project(
+    {"services": {"catalog": {"image": "c:1", "versions": {"v1": {}, "v2": {}}}}}
+).services["catalog"]
+
+
+def test_a_split_is_taken_as_floats() -> None:
+    assert check_split(VERSIONED, {"v1": 90, "v2": 10.0}) == {"v1": 90.0, "v2": 10.0}
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"v1": True, "v2": 99}, "the weight of catalog v1 must be a number, not the boolean true"),
+        ({"v1": math.nan, "v2": 100}, "the weight of catalog v1 must be a number, not NaN"),
+        ({"v1": 0, "v2": math.inf}, "the weight of catalog v2 must be a number, not infinity"),
+        ({"v1": "50", "v2": 50}, "the weight of catalog v1 must be a number, not the text '50'"),
+        (
+            {"v1": 10**400, "v2": 0},
+            "the weight of catalog v1 must be a number, not a 401-digit number",
+        ),
+        ({"v1": 150, "v2": -50}, "the weight of catalog v1 is 150"),
+        ({"v1": 50, "v2": 40}, "the weights for catalog sum to 90, not 100"),
+        ({"v1": 50, "v3": 50}, "catalog has no version 'v3'"),
+    ],
+)
+def test_a_bad_split_is_refused_in_one_sentence(weights: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        check_split(VERSIONED, weights)
+    assert caught.value.message == message
+
+
+def test_a_rule_named_false_is_refused_not_renamed() -> None:
+    state: dict[str, Any] = {}
+    live, _ = overrides(state)
+    with pytest.raises(ConfigError, match="name of an authorization rule must be a string"):
+        live.add_rule(PROJECT, {"name": False, "service": "catalog", "action": "deny"})
+    assert state["authorization"] == []

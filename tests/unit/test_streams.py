@@ -50,6 +50,9 @@ def test_filters(query: dict[str, str], changes: dict[str, Any], matches: bool) 
         ({"status": "5zz"}, "not a status"),
         ({"status": "600"}, "not a status"),
         ({"min_latency_ms": "slow"}, "not a number"),
+        ({"min_latency_ms": "nan"}, "not a number"),
+        ({"min_latency_ms": "inf"}, "not a number"),
+        ({"min_latency_ms": "1e400"}, "not a number"),
         ({"min_latency_ms": "-1"}, "0 or more"),
     ],
 )

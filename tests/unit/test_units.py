@@ -7,7 +7,22 @@ import random
 
 import pytest
 
-from devmesh.units import format_duration, format_size, parse_duration, parse_size
+from devmesh.units import finite_number, format_duration, format_size, parse_duration, parse_size
+
+NOT_NUMBERS = [math.nan, math.inf, -math.inf, 10**400, -(10**400), True, False, None]
+"""Values where a number is asked that mean none: NaN, the infinities (JSON's NaN and
+Infinity, YAML's .nan and .inf, and 1e400 as Python reads it), an integer no float holds,
+and booleans (true is not 1)."""
+
+
+@pytest.mark.parametrize(("value", "number"), [(1, 1.0), (-2.5, -2.5), (0, 0.0), (1e308, 1e308)])
+def test_finite_number_takes_ints_and_floats(value: object, number: float) -> None:
+    assert finite_number(value) == number
+
+
+@pytest.mark.parametrize("value", [*NOT_NUMBERS, "1"])
+def test_finite_number_refuses_what_is_no_number(value: object) -> None:
+    assert finite_number(value) is None
 
 
 @pytest.mark.parametrize(
@@ -44,6 +59,18 @@ def test_parse_duration_rejects_text_that_is_not_a_duration(value: str) -> None:
 @pytest.mark.parametrize("value", [True, False, None, [1], {"s": 1}])
 def test_parse_duration_rejects_other_types(value: object) -> None:
     with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("value", NOT_NUMBERS)
+def test_parse_duration_rejects_numbers_that_are_none(value: object) -> None:
+    with pytest.raises(ValueError, match="is not a duration; write it like 250ms"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "9" * 400 + "h", f"{'9' * 306}h"])
+def test_parse_duration_rejects_text_too_long_for_a_float(value: str) -> None:
+    with pytest.raises(ValueError, match="is too long to be a duration"):
         parse_duration(value)
 
 
@@ -102,7 +129,7 @@ def test_sizes_are_read_in_bytes_and_written_back(text: object, size: int) -> No
     assert parse_size(format_size(size)) == size
 
 
-@pytest.mark.parametrize("text", ["fast", "-1", "1 TB", True, "kB"])
+@pytest.mark.parametrize("text", ["fast", "-1", "1 TB", True, "kB", *NOT_NUMBERS, "9" * 400])
 def test_a_size_that_is_not_one_says_how_to_write_it(text: object) -> None:
     with pytest.raises(ValueError, match="write it like 512B, 64kB or 1MB"):
         parse_size(text)
