@@ -3,10 +3,12 @@
 It follows Envoy's outlier detection (consecutive 5xx), with Envoy's defaults:
 
 * ``consecutive_5xx`` failures in a row eject an endpoint. A failure is a 5xx from
-  the upstream or a locally-originated one (connect failure, reset, timeout),
-  which Envoy maps to a 5xx; a success (any other status) resets the run; a 503
-  answered by the caller's own connection-pool limit (overflow) neither counts
-  nor resets.
+  the upstream or a locally-originated one (connect failure, reset, timeout of a
+  request sent whole), which Envoy maps to a 5xx; a success (any other status)
+  resets the run. What says nothing of the endpoint neither counts nor resets:
+  as in Envoy, only upstream results count, not a caller that hung up or never
+  sent its body whole, nor a request the mesh refused itself (the caller's own
+  connection-pool limit overflowing, say).
 * An ejection is refused if it would take more than ``max_ejection_percent`` of
   the endpoints out, but one endpoint may always be ejected. Either way the run
   starts again from zero, as in Envoy.
@@ -29,7 +31,7 @@ from typing import Any, Literal
 
 State = Literal["closed", "open", "half-open"]
 LocalFailure = Literal["connect-failure", "reset", "timeout"]
-Kind = Literal["success", "5xx", "local-failure", "overflow"]
+Kind = Literal["success", "5xx", "local-failure", "not-the-endpoint"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class Outcome:
 
     kind: Kind
     detail: str
-    """The status (``"503"``) or the local failure (``"connect-failure"``)."""
+    """The status (``"503"``), the local failure (``"connect-failure"``), or why it says
+    nothing of the endpoint (``"downstream-reset"``)."""
 
     @classmethod
     def status(cls, code: int) -> Outcome:
@@ -65,9 +68,15 @@ class Outcome:
         return cls("local-failure", what)
 
     @classmethod
+    def not_the_endpoint(cls, why: str) -> Outcome:
+        """It ended by the caller's doing or the mesh's (the caller hung up, its body never
+        came whole, the mesh refused the request): neither counts nor resets."""
+        return cls("not-the-endpoint", why)
+
+    @classmethod
     def overflow(cls) -> Outcome:
-        """The caller's own connection-pool limit answered 503: ignored."""
-        return cls("overflow", "503")
+        """The caller's own connection-pool limit answered 503."""
+        return cls.not_the_endpoint("overflow")
 
     @property
     def failed(self) -> bool:
@@ -203,7 +212,7 @@ class OutlierDetector:
         ep = self._endpoints.get(instance)
         if ep is None:
             return None
-        if outcome.kind == "overflow" or ep.state == "open":
+        if outcome.kind == "not-the-endpoint" or ep.state == "open":
             return self._state(instance, ep)
         if not outcome.failed and ep.state == "closed":
             ep.consecutive = 0  # the common case, which changes no state: nothing to report

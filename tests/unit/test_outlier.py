@@ -544,3 +544,29 @@ def test_ejected_lists_open_endpoints_with_their_retry_time() -> None:
     d, clock = detector()
     fail(d, "ep-2")
     assert d.ejected() == {"ep-2": clock.now + 30}
+
+
+# what is not the endpoint's doing
+
+
+@pytest.mark.parametrize("why", ["downstream-reset", "body-timeout", "no-identity", "overflow"])
+def test_what_is_not_the_endpoint_s_doing_neither_counts_nor_resets(why: str) -> None:
+    d, _ = detector()
+    for _ in range(20):
+        d.record("ep-0", Outcome.not_the_endpoint(why))
+    assert endpoint(d, "ep-0").consecutive_failures == 0
+    fail(d, "ep-0", 4)
+    d.record("ep-0", Outcome.not_the_endpoint(why))
+    assert endpoint(d, "ep-0").consecutive_failures == 4, "a caller's hang-up is no success"
+    d.record("ep-0", E503)
+    assert d.is_ejected("ep-0")
+
+
+def test_a_caller_hanging_up_on_a_half_open_endpoint_leaves_it_half_open() -> None:
+    d, clock = detector()
+    fail(d, "ep-0")
+    clock.advance(30)
+    d.record("ep-0", Outcome.not_the_endpoint("downstream-reset"))
+    assert state_of(d, "ep-0") == "half-open"
+    d.record("ep-0", OK)
+    assert state_of(d, "ep-0") == "closed"
