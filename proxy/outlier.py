@@ -17,6 +17,10 @@ It follows Envoy's outlier detection (consecutive 5xx), with Envoy's defaults:
 * When its time is up the endpoint is *half-open*: it takes traffic again and its
   first result decides: a success closes it, a failure ejects it again at once
   (where Envoy would wait for a new run of failures).
+* The panic threshold (Envoy's ``healthy_panic_threshold``): when fewer than
+  ``panic_threshold`` percent of a pool's endpoints are healthy (not open), the
+  caller routes to all of them, ejected or not (``in_panic``); 0 never does.
+  Ejections go on as before: panic only overrides them for picking.
 
 Time comes from an injected monotonic ``clock``; time-driven changes happen
 lazily, whenever a method looks at the clock (there are no timers).
@@ -25,7 +29,7 @@ lazily, whenever a method looks at the clock (there are no timers).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Container, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,6 +50,17 @@ class OutlierSettings:
     base_ejection_time: float = 30.0
     max_ejection_time: float = 300.0
     max_ejection_percent: float = 10.0
+    panic_threshold: float = 50.0
+    """Below this percent of a pool healthy, route to all of it (0: never)."""
+
+
+def in_panic(pool: Collection[str], ejected: Container[str], threshold: float) -> bool:
+    """Whether fewer than ``threshold`` percent of ``pool`` (instance ids) are healthy, that
+    is not in ``ejected``: then the caller routes to the whole pool, as Envoy does."""
+    if threshold <= 0 or not pool:
+        return False
+    healthy = sum(1 for instance in pool if instance not in ejected)
+    return 100.0 * healthy / len(pool) < threshold
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,9 @@ class BreakerSummary:
     total: int
     ejections: int = 0
     """Ejections on this edge since the sidecar started, over every endpoint."""
+    panic: bool = False
+    """A pool the caller picks among is under its panic threshold: it routes to all of it,
+    ejected endpoints too (the detector alone cannot say: the destination fills it in)."""
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -140,6 +158,7 @@ class BreakerSummary:
             "half_open": self.half_open,
             "total": self.total,
             "ejections": self.ejections,
+            "panic": self.panic,
         }
 
 

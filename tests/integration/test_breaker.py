@@ -1,11 +1,13 @@
-"""What the caller's breaker counts, through real sidecars on real sockets.
+"""What the caller's breaker counts, and what it does with what it ejected, through real
+sidecars on real sockets.
 
     raw client -> ingress gateway (listener for frontend) -> frontend's sidecar inbound -> app
 
 Issue 15 (a): a caller that hangs up, or whose body never arrives, is not the
 endpoint's failure: any local process could otherwise eject a service. Only what
-the upstream did counts, as in Envoy. The gateway's routing is driven with
-snapshots (no control plane).
+the upstream did counts, as in Envoy. (b): an ejected sole endpoint is still
+routed to (Envoy's panic threshold), so the service answers as soon as it
+recovers. The gateway's routing is driven with snapshots (no control plane).
 """
 
 from __future__ import annotations
@@ -233,3 +235,45 @@ async def test_a_per_try_timeout_of_a_request_sent_whole_still_counts(tmp_path: 
             assert (await e.get("/slow")).startswith(b"HTTP/1.1 504")
         breaker = e.breaker()
         assert (breaker.state, breaker.reason) == ("open", "2 consecutive failures (last: timeout)")
+
+
+# -- the panic threshold -----------------------------------------------------------------
+
+
+async def fail_five_times(e: Edge) -> None:
+    e.behaviour["mode"] = "500"
+    for _ in range(5):
+        assert (await e.get()).startswith(b"HTTP/1.1 500")
+    breaker = e.breaker()
+    assert (breaker.state, breaker.reason) == ("open", "5 consecutive 5xx (last: 500)")
+
+
+async def test_an_ejected_sole_endpoint_is_still_routed_to_and_answers_once_it_recovers(
+    tmp_path: Path,
+) -> None:
+    async with edge(tmp_path) as e:  # Envoy's defaults: 50 % panic threshold
+        await fail_five_times(e)
+        assert e.breaker().panic
+        served = len(e.app.requests)
+        assert (await e.get()).startswith(b"HTTP/1.1 500"), "the app's answer, not breaker-open"
+        assert len(e.app.requests) == served + 1
+        e.behaviour["mode"] = "ok"
+        assert (await e.get()).startswith(b"HTTP/1.1 200"), "at once, not in 30 s"
+        breaker = e.breaker()
+        assert (breaker.state, breaker.panic) == ("open", True), "still ejected, routed to"
+        assert breaker.to_json(0.0)["panic"] is True
+
+
+async def test_with_panic_0_an_ejected_sole_endpoint_takes_nothing_as_before(
+    tmp_path: Path,
+) -> None:
+    async with edge(tmp_path) as e:
+        e.route(RoutePolicy(outlier=OutlierSettings(panic_threshold=0.0)))
+        await fail_five_times(e)
+        e.behaviour["mode"] = "ok"
+        served = len(e.app.requests)
+        answer = await e.get()
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+        assert b"x-devmesh-error: breaker-open" in answer
+        assert len(e.app.requests) == served
+        assert not e.breaker().panic
