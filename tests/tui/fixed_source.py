@@ -301,6 +301,7 @@ POLICY = {
         "base_ejection_time": "30s",
         "max_ejection_time": "300s",
         "max_ejection_percent": 10.0,
+        "panic_threshold": 50.0,
     },
     "lb": "round-robin",
 }
