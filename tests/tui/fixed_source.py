@@ -63,6 +63,7 @@ OPEN = {
     "retry_in": 23.0,
     "ejected": 1,
     "total": 1,
+    "panic": True,
 }
 
 EJECTIONS = [
