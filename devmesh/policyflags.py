@@ -63,6 +63,13 @@ def settings_from_flags(**flags: Any) -> dict[str, Any]:
                 "e.g. --max-ejection-percent 50",
             )
         breaker["max_ejection_percent"] = flags["max_ejection_percent"]
+    if flags["panic_threshold"] is not None:
+        if not 0 <= flags["panic_threshold"] <= 100:
+            raise UsageError(
+                f"--panic-threshold must be from 0 to 100, not {flags['panic_threshold']:g}",
+                "e.g. --panic-threshold 50 (0: never route to ejected instances)",
+            )
+        breaker["panic_threshold"] = flags["panic_threshold"]
     if breaker:
         settings["breaker"] = breaker
     if flags["lb"] is not None:

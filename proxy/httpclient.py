@@ -3,8 +3,10 @@
 ``Pool.request`` sends one request and returns the response's head as soon as
 it has arrived, its body still streaming in (``Response.body``); ``release``
 gives the connection back to the pool once the body is read whole, or closes
-it. Errors are two: ``ConnectFailed`` (nothing was sent) and ``UpstreamReset``
-(the connection broke before the head of an answer came).
+it. Errors are three: ``ConnectFailed`` (nothing was sent), ``UpstreamReset``
+(the connection broke before the head of an answer came) and ``BodyBrokeOff``
+(the request's own body broke off on its way in: the caller's doing, so the
+request is cut off before the upstream can take it for whole).
 
 A call to another sidecar may go over mTLS (``Tls``): the connection presents
 this sidecar's certificate, checks the other's against the mesh's CA, and is
@@ -32,6 +34,7 @@ from multidict import CIMultiDict
 from proxy.body import Body, BodyError
 from proxy.connection import Connection
 from proxy.mtls import peer_spiffe_ids
+from proxy.toxics import reset_connection
 
 IDLE_TIMEOUT = 30.0
 """A pooled connection unused for this long is closed rather than reused."""
@@ -45,6 +48,11 @@ class ConnectFailed(OSError):
 
 class UpstreamReset(ConnectionError):
     """The connection broke before the head of an answer came."""
+
+
+class BodyBrokeOff(ConnectionError):
+    """The request body being streamed broke off before its end (its caller went away or
+    sent a bad chunk): the upstream did nothing wrong, and was cut off."""
 
 
 @dataclass(frozen=True)
@@ -197,8 +205,13 @@ class ClientConnection(Connection):
             self.transport.write(head + body if body else head)
         try:
             return await self._head
+        except asyncio.CancelledError:
+            # Given up on (a timeout, or the caller left): reset, so that the upstream learns
+            # nobody waits for the answer (a close alone would read as a half-close).
+            self.abort()
+            raise
         except BaseException:
-            self.close()  # broken, or given up on (cancelled): never reused
+            self.close()  # broken: never reused
             raise
         finally:
             self._head = None
@@ -214,16 +227,18 @@ class ClientConnection(Connection):
                 await self.drain()
             if chunked and self.transport is not None:
                 self.transport.write(b"0\r\n\r\n")
-        except (BodyError, UpstreamReset):
+        except BodyError as exc:
             # The caller broke off mid-body: the upstream must not take it as whole.
-            self._fail("the caller broke off the request body")
+            self._fail(f"the caller broke off the request body: {exc}", BodyBrokeOff)
             if self.transport is not None:
                 self.transport.abort()
+        except UpstreamReset:
+            self._fail("the upstream closed the connection")  # as connection_lost said
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, error: type[ConnectionError] = UpstreamReset) -> None:
         self._reusable = False
         if self._head is not None and not self._head.done():
-            self._head.set_exception(UpstreamReset(message))
+            self._head.set_exception(error(message))
         response = self._response
         if response is not None:
             if self._close_delimited:
@@ -252,6 +267,13 @@ class ClientConnection(Connection):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close with a TCP reset (an upstream takes a plain close for a half-close)."""
+        self.closed = True
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+        reset_connection(self.transport)
+
     @property
     def answered_nothing(self) -> bool:
         return not self._got_bytes
@@ -274,7 +296,8 @@ class Pool:
         body: RequestBody,
         tls: Tls | None = None,
     ) -> Response:
-        """Send a request; its answer's head. Raises ``ConnectFailed`` or ``UpstreamReset``."""
+        """Send a request; its answer's head. Raises ``ConnectFailed``, ``UpstreamReset`` or
+        ``BodyBrokeOff``."""
         key = (host, port, tls.peer_id if tls is not None else "")
         head = _request_head(method, target, headers, body)
         conn = self._reuse(key)

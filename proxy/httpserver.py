@@ -73,6 +73,7 @@ class Request:
         "headers",
         "keep_alive",
         "loop",
+        "lost",
         "method",
         "path",
         "path_qs",
@@ -114,6 +115,9 @@ class Request:
         self.started = False
         """The response's head is written: it can no longer be replaced."""
         self.finished = False
+        self.lost = False
+        """The caller's connection broke before the answer was done: its handling is
+        cancelled (there is no one left to answer), as Envoy resets the upstream request."""
         self._framing = ""
 
     # -- about the connection --------------------------------------------------
@@ -297,6 +301,12 @@ class ServerConnection(Connection):
         self.writer_lost()
         if self._parsing is not None:
             self._parsing.body.fail(BodyError("the caller closed the connection mid-body"))
+        current, task = self._current, self._task
+        if current is not None and not current.finished and task is not None:
+            # The caller is gone (it reset the connection, or it was cut off): what its
+            # request still waits for is given up. (A half-close is not this: eof_received.)
+            current.lost = True
+            task.cancel()
 
     def gone(self) -> ResponseError:
         return ResponseError("the caller closed the connection")

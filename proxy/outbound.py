@@ -10,13 +10,16 @@ In order, for one request to ``catalog``:
    prefers one not tried yet): faults are rolled per attempt and act as the
    destination failing would for the caller (delays count against the per-try
    timeout, and retries react to injected aborts — unlike Istio, where faults
-   turn retries off); every real attempt's result feeds the outlier detector
-   (an injected failure says nothing of the endpoint's health, as in Envoy);
+   turn retries off); every real attempt's result feeds the outlier detector,
+   as far as it tells of the endpoint (an injected failure, a caller that hung
+   up or did not send its body whole, a request the mesh refused say nothing
+   of it: Envoy counts only what the upstream did);
 4. each attempt goes over mTLS to the endpoint's sidecar unless the service's
    mode is ``off`` (or, ``permissive``, this sidecar has no identity yet), and
    the endpoint must prove it is of the service (its SPIFFE ID);
 5. the answer is relayed (at the fault's bandwidth, if one limits it), all
-   within the route's timeout.
+   within the route's timeout (a timeout that fires while the request's body is
+   still arriving is the caller's: 408, not the endpoint's 504).
 
 A request that never reached an app (connect failure) and can be replayed is
 tried once more on another endpoint even without a retry policy.
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from multidict import CIMultiDict
 
 from proxy.balancer import Unavailable
-from proxy.body import Body
+from proxy.body import Body, BodyError
 from proxy.deadline import deadline
 from proxy.destinations import Destination, Destinations
 from proxy.faults import NO_FAULT, Decision, RequestInfo, decide
@@ -47,7 +50,7 @@ from proxy.pool import Overflow
 from proxy.router import NoEndpoint, Router
 from proxy.snapshot import Endpoint
 from proxy.toxics import Throttle, reset_connection
-from proxy.upstream import Injected, NoAnswer, Outcome, Sent, discard, relay, send
+from proxy.upstream import Injected, NoAnswer, Outcome, Refusal, Sent, discard, relay, send
 
 log = logging.getLogger("devmesh.proxy")
 
@@ -93,7 +96,6 @@ class OutboundCalls:
             return
         version, candidates = target
         policy = destination.route.policy
-        body = await _body(request, policy.retries is not None)
         try:
             await destination.gate.acquire()
         except Overflow:
@@ -111,6 +113,7 @@ class OutboundCalls:
             return
         try:
             with deadline(request.loop, _task(request), policy.timeout):
+                body = await _body(request, policy.retries is not None)
                 sent, decision = await self._attempts(
                     call, destination, version, candidates, body, outcome
                 )
@@ -122,10 +125,17 @@ class OutboundCalls:
                     return
                 throttle = Throttle(decision.bandwidth) if decision.bandwidth else None
                 await relay(request, sent, outcome, trusted=True, throttle=throttle)
+        except BodyError as exc:  # a body kept for retries broke off while read whole
+            await relay(request, NoAnswer("downstream-reset", str(exc)), outcome, trusted=True)
         except TimeoutError:
             if request.started:  # the answer had begun: it cannot end normally
                 request.abort()
                 outcome.error = "timeout"
+                return
+            if not request.body.complete:
+                await relay(
+                    request, _body_timeout(call.service, policy.timeout), outcome, trusted=True
+                )
                 return
             await relay(
                 request,
@@ -160,7 +170,9 @@ class OutboundCalls:
             endpoint = destination.pick(candidates, version, avoid=tried)
             if isinstance(endpoint, Unavailable):
                 what = call.service if version is None else f"{call.service} version {version}"
-                code = "breaker-open" if endpoint.why == "all-ejected" else "no-healthy-upstream"
+                code: Refusal = (
+                    "breaker-open" if endpoint.why == "all-ejected" else "no-healthy-upstream"
+                )
                 sent: Sent = NoAnswer(code, endpoint.describe(what, time.monotonic()))
                 decision = NO_FAULT
                 break
@@ -172,7 +184,7 @@ class OutboundCalls:
                 call, destination, version, endpoint, body, decision, outcome
             )
             if not decision:  # an injected failure says nothing of the endpoint's health
-                destination.detector.record(endpoint.instance, _result(sent))
+                destination.detector.record(endpoint.instance, endpoint_result(sent))
             left = attempts - len(tried)
             if left > 0 and _should_retry(sent, policy.retries):
                 outcome.retries += 1
@@ -245,6 +257,8 @@ class OutboundCalls:
                 finally:
                     destination.finished(endpoint, version)
         except TimeoutError:  # this attempt's own: the route's would not be caught here
+            if isinstance(body, Body) and not body.complete:
+                return _body_timeout(call.service, per_try)
             return NoAnswer(
                 "timeout", f"{endpoint.instance} did not answer within {per_try:g}s", status=504
             )
@@ -282,15 +296,30 @@ def _task(request: Request) -> asyncio.Task[None]:
     return request.task
 
 
-def _result(sent: Sent) -> AttemptResult:
+def _body_timeout(service: str, seconds: float | None) -> NoAnswer:
+    """A timeout that ran out while the request's body was still arriving: the caller's."""
+    return NoAnswer(
+        "body-timeout",
+        f"the request body was still arriving when the {seconds:g}s timeout of the call to "
+        f"{service} ran out",
+        status=408,
+    )
+
+
+def endpoint_result(sent: Sent) -> AttemptResult:
+    """What one attempt tells the outlier detector of its endpoint: the upstream's status, or
+    its failure to answer (it could not be reached, it reset, it did not answer a request
+    sent whole in time); what the caller did (it hung up, its body did not arrive whole in
+    time) or the mesh refused says nothing of the endpoint. (An attempt a fault shaped is not
+    recorded at all.)"""
     if isinstance(sent, Injected):
         return AttemptResult.status(sent.status)
     if isinstance(sent, NoAnswer):
-        if sent.code == "connect-failure":
-            return AttemptResult.local_failure("connect-failure")
-        if sent.code == "timeout":
-            return AttemptResult.local_failure("timeout")
-        return AttemptResult.local_failure("reset")
+        match sent.code:
+            case "connect-failure" | "reset" | "timeout" as failure:
+                return AttemptResult.local_failure(failure)
+            case code:
+                return AttemptResult.not_the_endpoint(code)
     return AttemptResult.status(sent.status)
 
 

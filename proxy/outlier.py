@@ -3,10 +3,12 @@
 It follows Envoy's outlier detection (consecutive 5xx), with Envoy's defaults:
 
 * ``consecutive_5xx`` failures in a row eject an endpoint. A failure is a 5xx from
-  the upstream or a locally-originated one (connect failure, reset, timeout),
-  which Envoy maps to a 5xx; a success (any other status) resets the run; a 503
-  answered by the caller's own connection-pool limit (overflow) neither counts
-  nor resets.
+  the upstream or a locally-originated one (connect failure, reset, timeout of a
+  request sent whole), which Envoy maps to a 5xx; a success (any other status)
+  resets the run. What says nothing of the endpoint neither counts nor resets:
+  as in Envoy, only upstream results count, not a caller that hung up or never
+  sent its body whole, nor a request the mesh refused itself (the caller's own
+  connection-pool limit overflowing, say).
 * An ejection is refused if it would take more than ``max_ejection_percent`` of
   the endpoints out, but one endpoint may always be ejected. Either way the run
   starts again from zero, as in Envoy.
@@ -15,6 +17,10 @@ It follows Envoy's outlier detection (consecutive 5xx), with Envoy's defaults:
 * When its time is up the endpoint is *half-open*: it takes traffic again and its
   first result decides: a success closes it, a failure ejects it again at once
   (where Envoy would wait for a new run of failures).
+* The panic threshold (Envoy's ``healthy_panic_threshold``): when fewer than
+  ``panic_threshold`` percent of a pool's endpoints are healthy (not open), the
+  caller routes to all of them, ejected or not (``in_panic``); 0 never does.
+  Ejections go on as before: panic only overrides them for picking.
 
 Time comes from an injected monotonic ``clock``; time-driven changes happen
 lazily, whenever a method looks at the clock (there are no timers).
@@ -23,13 +29,13 @@ lazily, whenever a method looks at the clock (there are no timers).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Container, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 State = Literal["closed", "open", "half-open"]
 LocalFailure = Literal["connect-failure", "reset", "timeout"]
-Kind = Literal["success", "5xx", "local-failure", "overflow"]
+Kind = Literal["success", "5xx", "local-failure", "not-the-endpoint"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,17 @@ class OutlierSettings:
     base_ejection_time: float = 30.0
     max_ejection_time: float = 300.0
     max_ejection_percent: float = 10.0
+    panic_threshold: float = 50.0
+    """Below this percent of a pool healthy, route to all of it (0: never)."""
+
+
+def in_panic(pool: Collection[str], ejected: Container[str], threshold: float) -> bool:
+    """Whether fewer than ``threshold`` percent of ``pool`` (instance ids) are healthy, that
+    is not in ``ejected``: then the caller routes to the whole pool, as Envoy does."""
+    if threshold <= 0 or not pool:
+        return False
+    healthy = sum(1 for instance in pool if instance not in ejected)
+    return 100.0 * healthy / len(pool) < threshold
 
 
 @dataclass(frozen=True)
@@ -52,7 +69,8 @@ class Outcome:
 
     kind: Kind
     detail: str
-    """The status (``"503"``) or the local failure (``"connect-failure"``)."""
+    """The status (``"503"``), the local failure (``"connect-failure"``), or why it says
+    nothing of the endpoint (``"downstream-reset"``)."""
 
     @classmethod
     def status(cls, code: int) -> Outcome:
@@ -65,9 +83,15 @@ class Outcome:
         return cls("local-failure", what)
 
     @classmethod
+    def not_the_endpoint(cls, why: str) -> Outcome:
+        """It ended by the caller's doing or the mesh's (the caller hung up, its body never
+        came whole, the mesh refused the request): neither counts nor resets."""
+        return cls("not-the-endpoint", why)
+
+    @classmethod
     def overflow(cls) -> Outcome:
-        """The caller's own connection-pool limit answered 503: ignored."""
-        return cls("overflow", "503")
+        """The caller's own connection-pool limit answered 503."""
+        return cls.not_the_endpoint("overflow")
 
     @property
     def failed(self) -> bool:
@@ -120,6 +144,9 @@ class BreakerSummary:
     total: int
     ejections: int = 0
     """Ejections on this edge since the sidecar started, over every endpoint."""
+    panic: bool = False
+    """A pool the caller picks among is under its panic threshold: it routes to all of it,
+    ejected endpoints too (the detector alone cannot say: the destination fills it in)."""
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -131,6 +158,7 @@ class BreakerSummary:
             "half_open": self.half_open,
             "total": self.total,
             "ejections": self.ejections,
+            "panic": self.panic,
         }
 
 
@@ -203,7 +231,7 @@ class OutlierDetector:
         ep = self._endpoints.get(instance)
         if ep is None:
             return None
-        if outcome.kind == "overflow" or ep.state == "open":
+        if outcome.kind == "not-the-endpoint" or ep.state == "open":
             return self._state(instance, ep)
         if not outcome.failed and ep.state == "closed":
             ep.consecutive = 0  # the common case, which changes no state: nothing to report

@@ -11,7 +11,8 @@ Wire form (JSON; every key optional, absent means the default)::
      "retries": {"attempts": 3, "per_try_timeout": 0.5,
                  "retry_on": ["5xx", "connect-failure"]},
      "outlier": {"consecutive_5xx": 5, "interval": 10.0, "base_ejection_time": 30.0,
-                 "max_ejection_time": 300.0, "max_ejection_percent": 10.0},
+                 "max_ejection_time": 300.0, "max_ejection_percent": 10.0,
+                 "panic_threshold": 50.0},
      "pool": {"max_connections": 1024, "max_pending": 1024, "max_requests": 1024},
      "lb": "round-robin",
      "faults": [{"id": "f1", "abort_status": 503, "abort_percent": 20.0}]}
@@ -106,6 +107,7 @@ def policy_to_wire(policy: RoutePolicy) -> dict[str, Any]:
             "base_ejection_time": o.base_ejection_time,
             "max_ejection_time": o.max_ejection_time,
             "max_ejection_percent": o.max_ejection_percent,
+            "panic_threshold": o.panic_threshold,
         }
     if policy.pool != Pool():
         p = policy.pool
@@ -149,6 +151,9 @@ def _outlier(data: object, where: str) -> OutlierSettings:
     percent = obj.get("max_ejection_percent", default.max_ejection_percent)
     if not _number(percent) or not 0 <= percent <= 100:
         raise PolicyError(f"{where}.max_ejection_percent must be from 0 to 100")
+    panic = obj.get("panic_threshold", default.panic_threshold)
+    if not _number(panic) or not 0 <= panic <= 100:
+        raise PolicyError(f"{where}.panic_threshold must be from 0 to 100")
     return OutlierSettings(
         consecutive_5xx=consecutive,
         interval=_seconds(obj.get("interval"), f"{where}.interval") or default.interval,
@@ -157,6 +162,7 @@ def _outlier(data: object, where: str) -> OutlierSettings:
         max_ejection_time=_seconds(obj.get("max_ejection_time"), f"{where}.max_ejection_time")
         or default.max_ejection_time,
         max_ejection_percent=float(percent),
+        panic_threshold=float(panic),
     )
 
 

@@ -73,7 +73,8 @@ class SidecarRunner:
         return ports
 
     def _breaker_changed(self, service: str, summary: BreakerSummary) -> None:
-        log.info("breaker to %s: %s (%s)", service, summary.state, summary.reason or "")
+        panic = " · panic: routing to all" if summary.panic else ""
+        log.info("breaker to %s: %s%s (%s)", service, summary.state, panic, summary.reason or "")
         if self.link is not None:
             self.link.breakers_changed()
 

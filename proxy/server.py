@@ -21,10 +21,12 @@ its body was streamed to the first endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -188,6 +190,14 @@ class Sidecar:
         outcome = Outcome(
             instance=self.boot.instance, version=self.boot.version, mtls=principal is not None
         )
+        with _until_the_caller_leaves(request, outcome):
+            await self._judged(request, outcome)
+        self._record(request, "inbound", source, self.boot.service, outcome, start)
+
+    async def _judged(self, request: Request, outcome: Outcome) -> None:
+        """Judge an inbound request by the service's authorization policies, then hand it to
+        the instance's app (through its gate, held while the app restarts)."""
+        principal = request.principal
         route = self.router.snapshot.routes.get(self.boot.service)
         verdict = None
         if route is not None and route.authz:
@@ -196,7 +206,6 @@ class Sidecar:
                 await relay(
                     request, NoAnswer("bad-path", unsafe, status=400), outcome, trusted=False
                 )
-                self._record(request, "inbound", source, self.boot.service, outcome, start)
                 return
             verdict = evaluate(route.authz, principal, request.path, request.method)
         if verdict is not None and verdict.audit is not None:
@@ -238,7 +247,6 @@ class Sidecar:
                 await self._to_app(request, self.boot.app_port, outcome)
             finally:
                 self.app_gate.leave()
-        self._record(request, "inbound", source, self.boot.service, outcome, start)
 
     async def _to_app(self, request: Request, app_port: int, outcome: Outcome) -> None:
         headers = forwardable(request.headers)
@@ -277,11 +285,12 @@ class Sidecar:
             append_forwarded_for(headers, request.remote)
         outcome.span = trace_hop(headers)
         too_big = _too_big(request)
-        if too_big is not None:
-            await relay(request, too_big, outcome, trusted=True)
-        else:
-            _answer_expect_continue(request, headers)
-            await self.calls.call(Call(request, service, source, headers, version), outcome)
+        with _until_the_caller_leaves(request, outcome):
+            if too_big is not None:
+                await relay(request, too_big, outcome, trusted=True)
+            else:
+                _answer_expect_continue(request, headers)
+                await self.calls.call(Call(request, service, source, headers, version), outcome)
         self._record(request, "outbound", source, service, outcome, start)
 
     async def _passthrough(self, request: Request) -> None:
@@ -300,24 +309,25 @@ class Sidecar:
         original = original_destination(request.transport)
         if original is not None:
             address = original
-        if self._is_own_listener(request, address):
-            sent: Sent = NoAnswer(
-                "loop",
-                f"{authority} is this sidecar's own listener: the request would loop; "
-                "name a service of the mesh or an outside host",
-                status=508,
-            )
-        else:
-            _answer_expect_continue(request, headers)
-            sent = await send(
-                self.pool,
-                request,
-                address[0],
-                address[1],
-                headers,
-                request.body if request.has_body else None,
-            )
-        await relay(request, sent, outcome, trusted=False)
+        with _until_the_caller_leaves(request, outcome):
+            if self._is_own_listener(request, address):
+                sent: Sent = NoAnswer(
+                    "loop",
+                    f"{authority} is this sidecar's own listener: the request would loop; "
+                    "name a service of the mesh or an outside host",
+                    status=508,
+                )
+            else:
+                _answer_expect_continue(request, headers)
+                sent = await send(
+                    self.pool,
+                    request,
+                    address[0],
+                    address[1],
+                    headers,
+                    request.body if request.has_body else None,
+                )
+            await relay(request, sent, outcome, trusted=False)
         self._record(request, "outbound", self.boot.service, host, outcome, start)
 
     def _is_own_listener(self, request: Request, address: tuple[str, int]) -> bool:
@@ -378,6 +388,22 @@ class Sidecar:
                 authz=outcome.authz,
             )
         )
+
+
+@contextmanager
+def _until_the_caller_leaves(request: Request, outcome: Outcome) -> Iterator[None]:
+    """Run the block that answers ``request``; if the caller's connection breaks meanwhile
+    (its handling is cancelled, ``Request.lost``), the request ends there as a downstream
+    reset: the caller's doing, which says nothing of the upstream."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        task = request.task
+        if not request.lost or task is None or task.uncancel() > 0:
+            raise  # not (only) the caller leaving: the sidecar stopping, say
+        outcome.error = "downstream-reset"
+        if not request.started:
+            outcome.status = 0
 
 
 _ESCAPED_SEPARATOR = re.compile("%(2f|5c)", re.IGNORECASE)

@@ -10,23 +10,54 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from typing import Literal
 
 from multidict import CIMultiDict
 
 from proxy.body import BodyError
 from proxy.headers import ERROR_HEADER, FAULT_HEADER, Span, forwardable, header_safe
-from proxy.httpclient import ConnectFailed, Pool, RequestBody, Response, Tls, UpstreamReset
+from proxy.httpclient import (
+    BodyBrokeOff,
+    ConnectFailed,
+    Pool,
+    RequestBody,
+    Response,
+    Tls,
+    UpstreamReset,
+)
 from proxy.httpserver import Request, ResponseError
 from proxy.toxics import Throttle
+
+UpstreamFailure = Literal["connect-failure", "reset", "timeout"]
+"""The upstream failed to answer: it could not be reached, it broke the connection, or it
+did not answer a request sent whole in time. Only these count against an endpoint."""
+CallerFailure = Literal["downstream-reset", "body-timeout"]
+"""The caller failed its own request: it went away (or its body broke off) before the
+answer, or its body did not arrive whole in time."""
+Refusal = Literal[
+    "no-healthy-upstream",
+    "breaker-open",
+    "overflow",
+    "no-identity",
+    "body-too-large",
+    "bad-path",
+    "denied",
+    "no-port",
+    "loop",
+    "app-restarting",
+]
+"""The mesh refused the request itself, before (or instead of) sending it."""
+Code = UpstreamFailure | CallerFailure | Refusal
 
 
 @dataclass(frozen=True)
 class NoAnswer:
     """The upstream gave no response; the mesh answers in its place."""
 
-    code: str
-    """``connect-failure`` (nothing was sent), ``reset``, ``timeout``, or what stopped the
-    request before it was sent (``no-healthy-upstream``, ``breaker-open``, ``overflow``)."""
+    code: Code
+    """Whose doing it was: the upstream's (``connect-failure``: nothing was sent; ``reset``,
+    ``timeout``), the caller's (``downstream-reset``, ``body-timeout``), or the mesh's
+    refusal (``no-healthy-upstream``, ``breaker-open``, ``overflow``...)."""
     message: str
     refused: bool = False
     """The connection was refused: nothing listens on the upstream's port."""
@@ -92,6 +123,8 @@ async def send(
         )
     except UpstreamReset as exc:
         return NoAnswer("reset", f"upstream reset before response: {exc}")
+    except BodyBrokeOff as exc:
+        return NoAnswer("downstream-reset", str(exc), status=0)
 
 
 async def relay(
@@ -119,6 +152,12 @@ async def relay(
         )
         return
     if isinstance(sent, NoAnswer):
+        if sent.code == "downstream-reset":
+            # The caller broke off its own request: there is no one to answer (and a
+            # request that ended short cannot be answered as if whole).
+            outcome.status, outcome.error = 0, sent.code
+            request.abort()
+            return
         outcome.status, outcome.error = sent.status, sent.code
         reply(request, sent.status, sent.code, sent.message, sent.headers)
         return

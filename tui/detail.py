@@ -79,10 +79,16 @@ def describe_policy(policy: dict[str, Any], overrides: dict[str, Any]) -> Text:
     else:
         part("retries", "none", "retries")
     breaker = policy.get("breaker") or {}
+    panic = breaker.get("panic_threshold")
+    if isinstance(panic, int | float):
+        panic_text = f", panic <{panic:g}%" if panic else ", no panic"
+    else:
+        panic_text = ""
     part(
         "breaker",
         f"{breaker.get('consecutive_5xx')} 5xx in a row, ejects {breaker.get('base_ejection_time')}"
-        f"..{breaker.get('max_ejection_time')}, ≤{breaker.get('max_ejection_percent')}%",
+        f"..{breaker.get('max_ejection_time')}, ≤{breaker.get('max_ejection_percent')}%"
+        + panic_text,
         "breaker",
     )
     part("lb", str(policy.get("lb")), "lb")

@@ -23,9 +23,11 @@ FIELDS = (
     ("base_ejection_time", "ejection", "first ejection time, e.g. 30s"),
     ("max_ejection_time", "max ejection", "longest ejection time, e.g. 300s"),
     ("max_ejection_percent", "max ejected %", "most instances ejected at once"),
+    ("panic_threshold", "panic %", "below this % healthy, route to all (0: never)"),
     ("lb", "balancing", "round-robin or least-request"),
 )
 INTEGERS = ("retries", "consecutive_5xx")
+PERCENTS = ("max_ejection_percent", "panic_threshold")
 LABELS = {key: label for key, label, _ in FIELDS}
 
 
@@ -42,8 +44,9 @@ def current_values(policy: dict[str, Any]) -> dict[str, str]:
     }
     for key in ("consecutive_5xx", "base_ejection_time", "max_ejection_time"):
         values[key] = str(breaker.get(key, ""))
-    percent = breaker.get("max_ejection_percent")
-    values["max_ejection_percent"] = "" if percent is None else f"{percent:g}"
+    for key in PERCENTS:
+        percent = breaker.get(key)
+        values[key] = "" if percent is None else f"{percent:g}"
     return values
 
 
@@ -65,7 +68,7 @@ def settings_from_form(before: dict[str, str], after: dict[str, str]) -> dict[st
             if not value.isdigit():
                 raise DevmeshError(f"{LABELS[key]} must be a whole number, not {value!r}")
             number = int(value)
-        elif key == "max_ejection_percent":
+        elif key in PERCENTS:
             try:
                 number = float(value)
             except ValueError:

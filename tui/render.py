@@ -57,8 +57,14 @@ def rps(value: float | None) -> Text:
     return Text(f"{value:.1f}")
 
 
-def breaker(state: dict[str, Any] | None) -> Text:
-    """``closed``, ``half-open`` or ``open 12s`` (the countdown to its next try)."""
+PANIC = "panic: routing to all"
+"""What a breaker in panic does: its callers route to every instance, ejected ones too."""
+
+
+def breaker(state: dict[str, Any] | None, *, short: bool = False) -> Text:
+    """``closed``, ``half-open`` or ``open 12s`` (the countdown to its next try), and
+    ``· panic: routing to all`` when too few instances are healthy to leave any out
+    (``· panic`` when ``short``, for a table's cell)."""
     if not state:
         return Text("-", style="dim")
     name = str(state.get("state") or "closed")
@@ -66,6 +72,8 @@ def breaker(state: dict[str, Any] | None) -> Text:
     retry_in = state.get("retry_in")
     if name == "open" and retry_in is not None:
         text += Text(f" {retry_in:.0f}s", style="red")
+    if state.get("panic"):
+        text += Text(" · panic" if short else f" · {PANIC}", style="yellow")
     return text
 
 
@@ -73,7 +81,9 @@ def worst_breaker(states: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     found = [s for s in states if s]
     if not found:
         return None
-    return max(found, key=lambda s: BREAKER_RANK.get(str(s.get("state")), 0))
+    return max(
+        found, key=lambda s: (BREAKER_RANK.get(str(s.get("state")), 0), bool(s.get("panic")))
+    )
 
 
 @dataclass(frozen=True)
@@ -149,7 +159,9 @@ def service_rows(status: dict[str, Any], spark_width: int = 20) -> list[ServiceR
                 p50=ms(traffic.get("p50_ms")),
                 p99=ms(traffic.get("p99_ms")),
                 minute=sparkline(history, spark_width),
-                breaker=breaker(worst_breaker(into)) if into else Text("-", style="dim"),
+                breaker=breaker(worst_breaker(into), short=True)
+                if into
+                else Text("-", style="dim"),
                 faults=(
                     Text(f"⚡{faults[name]}", style="bold magenta") if name in faults else Text("")
                 ),
@@ -187,7 +199,7 @@ def edge_cells(
         ms(edge.get("p50_ms")),
         ms(edge.get("p99_ms")),
         *minute,
-        breaker(edge.get("breaker")),
+        breaker(edge.get("breaker"), short=True),
         security(edge.get("security")),
         mark,
     )

@@ -83,12 +83,15 @@ BREAKER_STYLE = {"closed": "green", "half-open": "yellow", "open": "bold red"}
 
 
 def breaker_text(breaker: dict[str, Any]) -> Text:
-    """``closed``, ``half-open``, or ``open (retry in 12s)``: red means open, everywhere."""
+    """``closed``, ``half-open``, or ``open (retry in 12s)``: red means open, everywhere;
+    ``· panic: routing to all`` when too few instances are healthy to leave any out."""
     state = str(breaker.get("state") or "closed")
     text = Text(state, style=BREAKER_STYLE.get(state, ""))
     retry_in = breaker.get("retry_in")
     if state == "open" and retry_in is not None:
         text += Text(f" (retry in {retry_in:.0f}s)", style="red")
+    if breaker.get("panic"):
+        text += Text(" · panic: routing to all", style="yellow")
     return text
 
 

@@ -39,6 +39,10 @@ def policy(
     max_ejection_percent: Annotated[
         float | None, typer.Option(help="Most instances ejected at once, in %.")
     ] = None,
+    panic_threshold: Annotated[
+        float | None,
+        typer.Option(help="Below this % of instances healthy, route to all (0: never)."),
+    ] = None,
     lb: Annotated[str | None, typer.Option(help="round-robin or least-request.")] = None,
     max_connections: Annotated[int | None, typer.Option(help="Pool: connections.")] = None,
     max_pending: Annotated[int | None, typer.Option(help="Pool: requests waiting.")] = None,
@@ -59,6 +63,7 @@ def policy(
         base_ejection_time=base_ejection_time,
         max_ejection_time=max_ejection_time,
         max_ejection_percent=max_ejection_percent,
+        panic_threshold=panic_threshold,
         lb=lb,
         max_connections=max_connections,
         max_pending=max_pending,

@@ -139,6 +139,7 @@ def dump_policy(policy: Policy) -> dict[str, object]:
             "base_ejection_time": dump_duration(breaker.base_ejection_time),
             "max_ejection_time": dump_duration(breaker.max_ejection_time),
             "max_ejection_percent": breaker.max_ejection_percent,
+            "panic_threshold": breaker.panic_threshold,
         }
     if policy.split is not None:
         data["split"] = dict(policy.split)

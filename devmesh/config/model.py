@@ -91,6 +91,9 @@ class BreakerPolicy:
     base_ejection_time: float = 30.0
     max_ejection_time: float = 300.0
     max_ejection_percent: float = 10.0
+    panic_threshold: float = 50.0
+    """Below this percent of a pool healthy, callers route to all of it (Envoy's
+    ``healthy_panic_threshold``); 0 never does."""
 
 
 LB_POLICIES = ("round-robin", "least-request")

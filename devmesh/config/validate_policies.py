@@ -37,6 +37,7 @@ BREAKER_KEYS = (
     "base_ejection_time",
     "max_ejection_time",
     "max_ejection_percent",
+    "panic_threshold",
 )
 MAX_ATTEMPTS = 10
 
@@ -276,6 +277,10 @@ def _breaker(policy: Section, service: str) -> BreakerPolicy | None:
         max_ejection_percent=_or(
             section.number("max_ejection_percent", 0, 100, example="max_ejection_percent: 10"),
             default.max_ejection_percent,
+        ),
+        panic_threshold=_or(
+            section.number("panic_threshold", 0, 100, example="panic_threshold: 50"),
+            default.panic_threshold,
         ),
     )
 

@@ -553,17 +553,28 @@ class Mesh:
         return {"mode": mode, "locked": mode == "strict", "shown": shown, **seen}
 
     def breaker(self, source: str, destination: str, now: float) -> dict[str, Any]:
-        """The edge's breaker: the worst of its callers' (open, then half-open, then closed),
-        with the reason and the time until it tries again."""
+        """The edge's breaker: the worst of its callers' (open, then half-open, then closed;
+        of two open ones, one in panic: routing to all), with the reason and the time until
+        it tries again."""
         rank = {"open": 2, "half-open": 1, "closed": 0}
-        worst: dict[str, Any] = {"state": "closed", "reason": None, "retry_in": None}
+
+        def badness(breaker: dict[str, Any]) -> tuple[int, bool]:
+            return rank.get(breaker.get("state", ""), 0), bool(breaker.get("panic"))
+
+        worst: dict[str, Any] = {
+            "state": "closed",
+            "reason": None,
+            "retry_in": None,
+            "panic": False,
+        }
         for proxy in self.proxies.values():
             if proxy.service != source or destination not in proxy.breakers:
                 continue
             reported = dict(proxy.breakers[destination])
             if reported.get("retry_in") is not None:
                 reported["retry_in"] = max(0.0, reported["retry_in"] - (now - proxy.breakers_at))
-            if rank.get(reported.get("state", ""), 0) > rank[worst["state"]]:
+            reported["panic"] = bool(reported.get("panic"))  # a sidecar of before says none
+            if badness(reported) > badness(worst):
                 worst = reported
         return worst
 

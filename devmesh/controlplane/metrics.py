@@ -301,11 +301,12 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-_NOT_ERRORS = ("downstream-reset", "denied")
+_NOT_ERRORS = ("downstream-reset", "body-timeout", "denied")
+"""A caller that went away, or whose body did not arrive in time, is not the service's
+failure; nor is a 403 of a policy."""
 MAX_SECURITY_EDGES = 10_000
 """Edges whose mTLS and authorization are counted; a plaintext caller's source is what it
 says, so the edges it can make up are bounded."""
-"""A caller that went away is not the service's failure; nor is a 403 of a policy."""
 
 
 class EdgeSecurity:
@@ -338,7 +339,8 @@ class EdgeSecurity:
 def is_error(status: int, error: str | None) -> bool:
     """A failure as users count them: a 5xx, or a response the upstream cut short.
 
-    A caller that hangs up (``downstream-reset``) is not the service's failure.
+    A caller that hangs up (``downstream-reset``) or does not send its body in time
+    (``body-timeout``) is not the service's failure.
     """
     return status >= 500 or (error is not None and error not in _NOT_ERRORS)
 

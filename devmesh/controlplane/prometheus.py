@@ -66,16 +66,26 @@ def _lines(mesh: Mesh, now: float) -> Iterator[str]:
             "devmesh_request_duration_seconds", series, source=source, destination=destination
         )
 
+    breakers = {key: mesh.breaker(*key, now) for key, _ in edges}
     yield from _header(
         "devmesh_breaker_state",
         "gauge",
         "The breaker of each edge, one series per state: 1 for the state it is in.",
     )
-    for source, destination in (key for key, _ in edges):
-        state = mesh.breaker(source, destination, now).get("state", "closed")
+    for (source, destination), breaker in breakers.items():
+        state = breaker.get("state", "closed")
         for name in BREAKER_STATES:
             labels = _labels(source=source, destination=destination, state=name)
             yield f"devmesh_breaker_state{labels} {int(state == name)}"
+    yield from _header(
+        "devmesh_breaker_panic",
+        "gauge",
+        "1 while the breaker of the edge is in panic: too few of its instances are healthy, "
+        "so its callers route to all of them, ejected ones too.",
+    )
+    for (source, destination), breaker in breakers.items():
+        labels = _labels(source=source, destination=destination)
+        yield f"devmesh_breaker_panic{labels} {int(bool(breaker.get('panic')))}"
     yield from _header(
         "devmesh_breaker_ejections_total",
         "counter",

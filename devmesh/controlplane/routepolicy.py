@@ -38,6 +38,7 @@ def route_policy(policy: Policy, faults: Iterable[ActiveFault]) -> RoutePolicy:
             base_ejection_time=breaker.base_ejection_time,
             max_ejection_time=breaker.max_ejection_time,
             max_ejection_percent=breaker.max_ejection_percent,
+            panic_threshold=breaker.panic_threshold,
         ),
         pool=(
             Pool(pool.max_connections, pool.max_pending, pool.max_requests)

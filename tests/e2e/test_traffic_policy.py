@@ -1,8 +1,11 @@
-"""Shaping traffic on recipes/shop through the CLI: breaker, split, time-boxed faults."""
+"""Shaping traffic on recipes/shop through the CLI: breaker, split, time-boxed faults; what
+the breaker must not do (issue 15): eject a service for its callers' hang-ups, or leave a
+service that recovered black-holed for the rest of its ejection."""
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -85,6 +88,42 @@ def test_the_breaker_opens_when_pricing_fails_and_closes_after_it_recovers(
 
     wait_until(closed, 20, "the breaker to close again once pricing answers", poll=0.3)
     assert get_json(shop.url + "/")["items"]
+
+
+def test_callers_that_hang_up_mid_body_do_not_take_the_shop_down(shop: MeshProject) -> None:
+    assert shop.expose is not None
+    for _ in range(5):  # the issue's: ten bytes announced, two sent, a pause, gone
+        with socket.create_connection(("127.0.0.1", shop.expose), timeout=5) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: f\r\nContent-Length: 10\r\n\r\nab")
+            time.sleep(0.3)  # the caller's stall (what it does), not a wait for the mesh
+
+    def counted() -> bool:
+        return int(edge(shop, "ingress", "frontend")["requests"]) >= 5
+
+    wait_until(counted, 15, "the gateway's five records to be counted", poll=0.3)
+    hung_up = edge(shop, "ingress", "frontend")
+    assert hung_up["errors"] == 0, hung_up
+    assert hung_up["breaker"]["state"] == "closed", hung_up["breaker"]
+    assert get_json(shop.url + "/")["items"], "the shop is still there"
+
+
+def test_the_shop_answers_as_soon_as_a_fault_is_reset(shop: MeshProject) -> None:
+    # catalog's aborts make frontend answer 502: the gateway ejects its only instance.
+    added = shop.cli("fault", "add", "catalog", "--abort", "503")
+    assert added.returncode == 0, added.stderr
+    for _ in range(6):
+        assert status_of(shop.url + "/") == 502, "frontend's own 502, never breaker-open"
+
+    def in_panic() -> bool:
+        return bool(edge(shop, "ingress", "frontend")["breaker"].get("panic"))
+
+    wait_until(in_panic, 15, "the gateway's breaker on frontend to show its panic", poll=0.3)
+    assert "panic: routing to all" in shop.cli("status").stdout
+    assert shop.cli("fault", "reset").returncode == 0
+    # Within seconds (the new snapshot reaching frontend's sidecar), not the 30 s the
+    # gateway's ejection of frontend still has to run.
+    wait_until(lambda: status_of(shop.url + "/") == 200, 5, "the shop to answer", poll=0.2)
+    assert edge(shop, "ingress", "frontend")["breaker"]["state"] != "closed", "still ejected"
 
 
 def test_all_traffic_shifts_to_v2(shop: MeshProject) -> None:

@@ -311,7 +311,9 @@ async def test_the_breaker_opens_after_5_consecutive_5xx_then_half_opens_and_clo
     tmp_path: Path,
 ) -> None:
     async with mesh(tmp_path, ["v1"]) as m:
-        settings = OutlierSettings(base_ejection_time=0.5, max_ejection_percent=100.0)
+        settings = OutlierSettings(
+            base_ejection_time=0.5, max_ejection_percent=100.0, panic_threshold=0.0
+        )
         m.route(RoutePolicy(outlier=settings))
         m.behaviour["catalog-v1-1"] = "500"
         for _ in range(5):

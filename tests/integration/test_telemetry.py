@@ -313,6 +313,7 @@ async def test_metrics_are_served_in_prometheus_text_format(controlplane: Contro
     )
     assert value("devmesh_breaker_state", "devmesh_breaker_state", **edge, state="closed") == 1
     assert value("devmesh_breaker_state", "devmesh_breaker_state", **edge, state="open") == 0
+    assert value("devmesh_breaker_panic", "devmesh_breaker_panic", **edge) == 0
     served = value(
         "devmesh_instance_requests",
         "devmesh_instance_requests_total",
@@ -321,6 +322,33 @@ async def test_metrics_are_served_in_prometheus_text_format(controlplane: Contro
     )
     assert served == 12
     assert families["devmesh_telemetry_records"].samples[0].value >= 24
+
+
+async def test_a_breaker_in_panic_shows_in_status_and_metrics(controlplane: ControlPlane) -> None:
+    # catalog's only instance fails: ejected, yet still routed to (Envoy's panic threshold).
+    async with (
+        frontend_to_catalog(controlplane, status=500) as frontend,
+        controlplane.client() as client,
+    ):
+        async with aiohttp.ClientSession() as session:
+            for _ in range(6):
+                assert (await send(session, frontend))[0] == 500, "the app's, not breaker-open"
+
+        async def in_panic() -> bool:
+            return bool(catalog_edge(await client.status())["breaker"].get("panic"))
+
+        await wait_until(in_panic, "the status to show the breaker in panic")
+        breaker = catalog_edge(await client.status())["breaker"]
+        assert (breaker["state"], breaker["ejected"], breaker["total"]) == ("open", 1, 1)
+        text = await client.metrics_text()
+    (panic,) = [
+        s
+        for f in text_string_to_metric_families(text)
+        if f.name == "devmesh_breaker_panic"
+        for s in f.samples
+        if s.labels == {"source": "frontend", "destination": "catalog"}
+    ]
+    assert panic.value == 1
 
 
 async def test_metrics_need_the_project_token(controlplane: ControlPlane) -> None:

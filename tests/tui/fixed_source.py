@@ -63,6 +63,7 @@ OPEN = {
     "retry_in": 23.0,
     "ejected": 1,
     "total": 1,
+    "panic": True,
 }
 
 EJECTIONS = [
@@ -301,6 +302,7 @@ POLICY = {
         "base_ejection_time": "30s",
         "max_ejection_time": "300s",
         "max_ejection_percent": 10.0,
+        "panic_threshold": 50.0,
     },
     "lb": "round-robin",
 }

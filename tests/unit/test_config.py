@@ -432,6 +432,21 @@ BAD = [
         "from 0 to 100",
     ),
     (
+        "bad_breaker_panic_threshold.yaml",
+        8,
+        "policies.catalog.breaker.panic_threshold",
+        "panic_threshold of the breaker of the policy for catalog must be from 0 to 100, not -5",
+        "e.g. `panic_threshold: 50`",
+    ),
+    (
+        "bad_breaker_panic_threshold_text.yaml",
+        6,
+        "policies.catalog.breaker.panic_threshold",
+        "panic_threshold of the breaker of the policy for catalog must be a number, "
+        "not the text 'half'",
+        "write a number without quotes",
+    ),
+    (
         "bad_split_sum.yaml",
         9,
         "policies.catalog.split",
@@ -690,6 +705,7 @@ def test_policy_values_are_in_seconds(full: Project) -> None:
             base_ejection_time=30.0,
             max_ejection_time=300.0,
             max_ejection_percent=12.5,
+            panic_threshold=0.0,
         ),
         split={"v1": 90.0, "v2": 10.0},
     )

@@ -27,6 +27,18 @@ def ep(instance: str, version: str = "v1", port: int = 1000) -> Endpoint:
 THREE = (ep("a-1", port=1), ep("a-2", port=2), ep("a-3", port=3))
 
 
+def ejecting_at_once(
+    panic_threshold: float = 50.0, max_ejection_percent: float = 100.0
+) -> RoutePolicy:
+    """One 500 ejects, and as many endpoints may be ejected as fail."""
+    outlier = OutlierSettings(
+        consecutive_5xx=1,
+        max_ejection_percent=max_ejection_percent,
+        panic_threshold=panic_threshold,
+    )
+    return RoutePolicy(outlier=outlier)
+
+
 def destinations(clock: Clock | None = None, **routes: Route) -> Destinations:
     found = Destinations(clock=clock or Clock())
     found.sync(Snapshot(1, routes))
@@ -128,7 +140,7 @@ def test_a_tried_endpoint_is_known_by_its_instance_wherever_it_moved() -> None:
 
 def test_ejected_endpoints_are_skipped_and_all_ejected_says_when_to_retry() -> None:
     clock = Clock()
-    policy = RoutePolicy(outlier=OutlierSettings(consecutive_5xx=1, max_ejection_percent=100.0))
+    policy = ejecting_at_once(panic_threshold=0)  # without panic: all ejected, none taken
     where = destination(Route(endpoints=THREE[:2], policy=policy), clock)
     where.detector.record("a-1", Outcome.status(500))
     assert picks(where, 4, THREE[:2]) == ["a-2"] * 4
@@ -160,3 +172,112 @@ def test_a_new_snapshot_keeps_what_the_breaker_learnt_and_forgets_gone_services(
     found.sync(Snapshot(3, {"pricing": Route(endpoints=(ep("p-1"),))}))
     assert found.get("catalog") is None
     assert set(found.breakers()) == {"pricing"}
+
+
+# the panic threshold: too few healthy, route to all
+
+
+def test_the_only_endpoint_ejected_by_5xx_is_still_routed_to() -> None:
+    only = (ep("c-1"),)
+    where = destination(Route(endpoints=only, policy=RoutePolicy()))
+    for _ in range(5):
+        where.detector.record("c-1", Outcome.status(500))
+    assert where.detector.is_ejected("c-1")
+    assert picks(where, 3, only) == ["c-1"] * 3
+    summary = where.summary()
+    assert (summary.state, summary.panic) == ("open", True)
+    assert summary.to_json(0.0)["panic"] is True
+
+
+def test_with_panic_0_the_only_endpoint_ejected_takes_nothing() -> None:
+    only = (ep("c-1"),)
+    where = destination(Route(endpoints=only, policy=ejecting_at_once(panic_threshold=0)))
+    where.detector.record("c-1", Outcome.status(500))
+    blocked = where.pick(only, None)
+    assert isinstance(blocked, Unavailable)
+    assert blocked.why == "all-ejected"
+    assert (where.summary().state, where.summary().panic) == ("open", False)
+
+
+def test_at_50_half_healthy_is_no_panic_fewer_is() -> None:
+    four = (*THREE, ep("a-4", port=4))
+    where = destination(Route(endpoints=four, policy=ejecting_at_once()))
+    where.detector.record("a-1", Outcome.status(500))
+    where.detector.record("a-2", Outcome.status(500))
+    assert picks(where, 4, four) == ["a-3", "a-4"] * 2
+    assert not where.summary().panic
+    where.detector.record("a-3", Outcome.status(500))
+    assert sorted(picks(where, 4, four)) == ["a-1", "a-2", "a-3", "a-4"], "one in four: all"
+    assert where.summary().panic
+
+
+def test_at_100_one_ejection_routes_to_all() -> None:
+    where = destination(Route(endpoints=THREE, policy=ejecting_at_once(panic_threshold=100)))
+    where.detector.record("a-2", Outcome.status(500))
+    assert picks(where, 3) == ["a-1", "a-2", "a-3"]
+    assert where.summary().panic
+
+
+def test_the_pool_is_the_version_the_split_chose() -> None:
+    # catalog has four endpoints, three healthy (75 %); its v1 has one, ejected (0 %).
+    mixed = (ep("v1-1", "v1", 1), ep("v2-1", "v2", 2), ep("v2-2", "v2", 3), ep("v2-3", "v2", 4))
+    v1 = mixed[:1]
+    split = {"v1": 50.0, "v2": 50.0}
+    where = destination(Route(endpoints=mixed, split=split, versions=("v1", "v2")))
+    for _ in range(5):
+        where.detector.record("v1-1", Outcome.status(503))
+    assert where.detector.is_ejected("v1-1")
+    assert picks(where, 2, v1, "v1") == ["v1-1"] * 2, "v1's own pool is in panic"
+    assert "v1-1" not in picks(where, 6, mixed), "the whole service is not"
+    assert where.summary().panic
+
+
+def test_without_a_split_the_pool_is_the_whole_service() -> None:
+    mixed = (ep("v1-1", "v1", 1), ep("v2-1", "v2", 2), ep("v2-2", "v2", 3), ep("v2-3", "v2", 4))
+    where = destination(Route(endpoints=mixed, versions=("v1", "v2")))
+    for _ in range(5):
+        where.detector.record("v1-1", Outcome.status(503))
+    assert "v1-1" not in picks(where, 6, mixed)
+    assert not where.summary().panic
+
+
+def test_in_panic_ejections_follow_the_max_ejection_percent_as_before() -> None:
+    clock = Clock()
+    policy = ejecting_at_once(panic_threshold=100, max_ejection_percent=50.0)
+    where = destination(Route(endpoints=THREE, policy=policy), clock)
+    where.detector.record("a-1", Outcome.status(500))
+    assert where.summary().panic
+    where.detector.record("a-2", Outcome.status(500))  # two of three out: over 50 %, refused
+    assert not where.detector.is_ejected("a-2")
+    assert where.summary().ejected == 1
+    for _ in range(5):  # taking traffic in panic, an open endpoint's results change nothing
+        where.detector.record("a-1", Outcome.status(500))
+    found = where.detector.endpoint("a-1")
+    assert found is not None
+    assert (found.ejections, found.retry_at) == (1, clock.now + 30.0)
+    clock.now += 30.0
+    assert (where.summary().state, where.summary().panic) == ("half-open", False)
+    where.detector.record("a-1", Outcome.status(200))
+    assert where.summary().state == "closed"
+
+
+def test_in_panic_a_retry_still_prefers_an_endpoint_not_tried() -> None:
+    two = THREE[:2]
+    where = destination(Route(endpoints=two, policy=ejecting_at_once()))
+    where.detector.record("a-1", Outcome.status(500))
+    where.detector.record("a-2", Outcome.status(500))
+    for tried in ("a-1", "a-2"):
+        other = where.pick(two, None, avoid=[tried])
+        assert isinstance(other, Endpoint)
+        assert other.instance != tried
+
+
+def test_the_breaker_listener_is_told_of_the_panic() -> None:
+    seen: list[tuple[str, bool]] = []
+    found = Destinations(lambda service, s: seen.append((s.state, s.panic)), clock=Clock())
+    found.sync(Snapshot(1, {"catalog": Route(endpoints=(ep("c-1"),), policy=ejecting_at_once())}))
+    catalog = found.get("catalog")
+    assert catalog is not None
+    catalog.detector.record("c-1", Outcome.status(500))
+    assert seen == [("open", True)]
+    assert found.breakers()["catalog"].panic

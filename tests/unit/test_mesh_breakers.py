@@ -38,3 +38,18 @@ def test_a_reconnection_with_nothing_new_is_not_an_event(tmp_path: Path) -> None
     mesh = Mesh(StateStore(tmp_path / "state.json"), clock=lambda: 1000.0)
     mesh.report_breakers(caller(), report("closed", 3))
     assert mesh.report_breakers(caller(), report("closed", 3)) == []
+
+
+def test_the_edge_s_breaker_says_whether_a_caller_is_in_panic(tmp_path: Path) -> None:
+    mesh = Mesh(StateStore(tmp_path / "state.json"), clock=lambda: 1000.0)
+    assert mesh.breaker("frontend", "catalog", 1000.0)["panic"] is False, "nobody reported"
+    one, two = caller("frontend-1"), caller("frontend-2")
+    for proxy in (one, two):
+        mesh.connect(proxy)
+    mesh.report_breakers(one, {"catalog": {"state": "open", "retry_in": 5.0, "panic": False}})
+    assert mesh.breaker("frontend", "catalog", 1000.0)["panic"] is False
+    mesh.report_breakers(two, {"catalog": {"state": "open", "retry_in": 9.0, "panic": True}})
+    shown = mesh.breaker("frontend", "catalog", 1000.0)
+    assert (shown["state"], shown["panic"], shown["retry_in"]) == ("open", True, 9.0)
+    mesh.report_breakers(two, {"catalog": {"state": "closed"}})  # a sidecar that says nothing
+    assert mesh.breaker("frontend", "catalog", 1000.0)["panic"] is False

@@ -245,6 +245,7 @@ def test_memory_stays_bounded_by_the_ring_whatever_the_traffic() -> None:
         (200, "downstream-reset", False),
         (0, "downstream-reset", False),
         (502, "downstream-reset", True),
+        (408, "body-timeout", False),
     ],
 )
 def test_is_error(status: int, error: str | None, expected: bool) -> None:

@@ -14,6 +14,7 @@ from proxy.outlier import (
     Outcome,
     OutlierDetector,
     OutlierSettings,
+    in_panic,
 )
 
 E503 = Outcome.status(503)
@@ -69,6 +70,7 @@ def test_the_defaults_are_envoys() -> None:
     s = OutlierSettings()
     assert (s.consecutive_5xx, s.interval, s.base_ejection_time) == (5, 10.0, 30.0)
     assert (s.max_ejection_time, s.max_ejection_percent) == (300.0, 10.0)
+    assert s.panic_threshold == 50.0
 
 
 def test_exactly_five_consecutive_5xx_eject() -> None:
@@ -449,6 +451,7 @@ def test_summary_open_gives_the_reason_and_a_countdown() -> None:
         "half_open": 0,
         "total": 3,
         "ejections": 1,
+        "panic": False,
     }
     assert data["endpoints"][1] == {
         "instance": "ep-1",
@@ -544,3 +547,58 @@ def test_ejected_lists_open_endpoints_with_their_retry_time() -> None:
     d, clock = detector()
     fail(d, "ep-2")
     assert d.ejected() == {"ep-2": clock.now + 30}
+
+
+# what is not the endpoint's doing
+
+
+@pytest.mark.parametrize("why", ["downstream-reset", "body-timeout", "no-identity", "overflow"])
+def test_what_is_not_the_endpoint_s_doing_neither_counts_nor_resets(why: str) -> None:
+    d, _ = detector()
+    for _ in range(20):
+        d.record("ep-0", Outcome.not_the_endpoint(why))
+    assert endpoint(d, "ep-0").consecutive_failures == 0
+    fail(d, "ep-0", 4)
+    d.record("ep-0", Outcome.not_the_endpoint(why))
+    assert endpoint(d, "ep-0").consecutive_failures == 4, "a caller's hang-up is no success"
+    d.record("ep-0", E503)
+    assert d.is_ejected("ep-0")
+
+
+def test_a_caller_hanging_up_on_a_half_open_endpoint_leaves_it_half_open() -> None:
+    d, clock = detector()
+    fail(d, "ep-0")
+    clock.advance(30)
+    d.record("ep-0", Outcome.not_the_endpoint("downstream-reset"))
+    assert state_of(d, "ep-0") == "half-open"
+    d.record("ep-0", OK)
+    assert state_of(d, "ep-0") == "closed"
+
+
+# the panic threshold
+
+
+@pytest.mark.parametrize(
+    ("size", "ejected", "threshold", "panic"),
+    [
+        (1, 1, 50.0, True),  # the only endpoint ejected: route to it all the same
+        (2, 1, 50.0, False),  # half healthy is not fewer than half
+        (3, 2, 50.0, True),
+        (10, 1, 50.0, False),
+        (10, 6, 50.0, True),
+        (4, 1, 100.0, True),  # 100: any ejection routes to all
+        (4, 0, 100.0, False),
+        (1, 1, 0.0, False),  # 0: never (Istio's default)
+        (3, 3, 0.0, False),
+        (0, 0, 50.0, False),  # no endpoints: nothing to route to either way
+    ],
+)
+def test_a_pool_is_in_panic_when_fewer_than_the_threshold_are_healthy(
+    size: int, ejected: int, threshold: float, panic: bool
+) -> None:
+    pool = [f"ep-{i}" for i in range(size)]
+    assert in_panic(pool, set(pool[:ejected]), threshold) is panic
+
+
+def test_ejected_ids_outside_the_pool_do_not_count_against_it() -> None:
+    assert not in_panic(["v1-1", "v1-2"], {"v2-1", "v2-2"}, 100.0)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from devmesh.config import parse_project
-from devmesh.config.model import FaultMatch, FaultSpec, RetryPolicy
+from devmesh.config.model import BreakerPolicy, FaultMatch, FaultSpec, RetryPolicy
 from devmesh.controlplane.overrides import Overrides, UnknownFault, check_split, fault_lifetime
 from devmesh.errors import ConfigError, UsageError
 
@@ -126,6 +126,16 @@ def test_a_policy_setting_overrides_devmesh_yaml_and_keeps_its_other_values() ->
     assert policy.lb == "least-request"
     assert live.clear_policy("pricing")
     assert live.policy(PROJECT, "pricing").retries == RetryPolicy(attempts=2, per_try_timeout=0.3)
+
+
+def test_the_panic_threshold_is_a_breaker_setting_changed_live() -> None:
+    live, _ = overrides()
+    policy = live.set_policy(PROJECT, "catalog", {"breaker": {"consecutive_5xx": 3}})
+    policy = live.set_policy(PROJECT, "catalog", {"breaker": {"panic_threshold": 0}})
+    assert policy.breaker == BreakerPolicy(consecutive_5xx=3, panic_threshold=0.0)
+    with pytest.raises(ConfigError, match=r"panic_threshold of the breaker .* from 0 to 100"):
+        live.set_policy(PROJECT, "catalog", {"breaker": {"panic_threshold": 101}})
+    assert live.policy(PROJECT, "catalog").breaker == policy.breaker
 
 
 def test_a_bad_policy_setting_is_refused_and_changes_nothing() -> None:

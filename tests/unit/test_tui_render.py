@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from devmesh.cli.output import breaker_text
 from tui.graph import edge_style, graph
-from tui.render import even_split, rebalance, sparkline, versions, worst_breaker
+from tui.render import breaker, even_split, rebalance, sparkline, versions, worst_breaker
 
 
 def test_a_sparkline_scales_to_its_largest_value_and_keeps_empty_seconds_empty() -> None:
@@ -58,6 +59,17 @@ def test_the_worst_breaker_is_open_then_half_open_then_closed() -> None:
     states = [{"state": "closed"}, {"state": "open"}, {"state": "half-open"}]
     assert worst_breaker(states) == {"state": "open"}
     assert worst_breaker([{}, {}]) is None
+    in_panic = {"state": "open", "panic": True}
+    assert worst_breaker([{"state": "open"}, in_panic]) == in_panic, "the one routing to all"
+
+
+def test_a_breaker_in_panic_says_it_routes_to_all() -> None:
+    state = {"state": "open", "retry_in": 12.0, "panic": True}
+    assert str(breaker(state)) == "open 12s · panic: routing to all"
+    assert str(breaker(state, short=True)) == "open 12s · panic", "a table's cell"
+    assert str(breaker_text(state)) == "open (retry in 12s) · panic: routing to all"
+    assert str(breaker({"state": "open", "retry_in": 12.0, "panic": False})) == "open 12s"
+    assert str(breaker_text({"state": "closed", "panic": False})) == "closed"
 
 
 def edge(
