@@ -18,7 +18,10 @@ object on stdout:
 * ``send_lag_ms``: how late requests left, their due time to their write: the
   pacer wakes from epoll with 1 ms resolution, so about 0-1 ms here is the
   generator itself; more means every connection was busy;
-* ``cpu_s``: this process's own CPU time over the measured window.
+* ``cpu_s``: this process's own CPU time over the measured window;
+* ``failures``: the first requests that did not get a 2xx (``at_s``: when each
+  was due, from the start; ``what``: its status, or why it got none), so that
+  a test under load can say when things went wrong.
 
 Only the standard library: a raw ``asyncio.Protocol`` client with a minimal
 response parser (Content-Length or chunked), no HTTP library in the way.
@@ -39,6 +42,7 @@ from urllib.parse import urlsplit
 
 DRAIN_TIMEOUT = 5.0
 """How long to wait for the answers still due after the last request has left."""
+MAX_FAILURES_KEPT = 50
 
 
 class _ParseError(Exception):
@@ -152,6 +156,8 @@ class Generator:
         self.done = array("d")
         self.status: dict[int, int] = {}
         self.errors: dict[str, int] = {}
+        self.failures: list[tuple[int, str]] = []
+        """(request index, what went wrong), for the first ``MAX_FAILURES_KEPT``."""
         self.idle: deque[Connection] = deque()
         self.waiting: deque[int] = deque()
         self.outstanding = 0
@@ -197,15 +203,22 @@ class Generator:
     def completed(self, conn: Connection, index: int, status: int) -> None:
         self.done[index] = time.perf_counter()
         self.status[status] = self.status.get(status, 0) + 1
+        if not 200 <= status < 300:
+            self._keep_failure(index, str(status))
         self._next(conn)
 
     def failed(self, conn: Connection, index: int, why: str) -> None:
         self.errors[why] = self.errors.get(why, 0) + 1
+        self._keep_failure(index, why)
         self.done[index] = -1.0
         if conn.transport is not None:
             self._next(conn)
         else:
             self._finished()
+
+    def _keep_failure(self, index: int, what: str) -> None:
+        if len(self.failures) < MAX_FAILURES_KEPT:
+            self.failures.append((index, what))
 
     def _next(self, conn: Connection, finished: bool = True) -> None:
         if finished:
@@ -314,6 +327,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "send_lag_ms": percentiles(lag),
         "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
         "wall_s": time.perf_counter() - start,
+        "failures": [
+            {"at_s": round(index * interval, 3), "what": what} for index, what in gen.failures
+        ],
     }
 
 

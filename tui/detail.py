@@ -190,10 +190,13 @@ class DetailScreen(Screen[None]):
                 if instance["version"] != version:
                     continue
                 state = instance["state"]
-                style = "green" if state == "ready" else "bold red"
+                style = {"ready": "green", "starting": "yellow", "restarting": "yellow"}
+                shown = Text(state, style=style.get(state, "bold red"))
+                if instance.get("restarts"):
+                    shown += Text(f" ↻{instance['restarts']}", style="dim")
                 table.add_row(
                     Text(f"└ {instance['id']}"),
-                    Text(state, style=style),
+                    shown,
                     *_numbers(instance.get("served") or {}),
                     key=f"instance:{instance['id']}",
                 )

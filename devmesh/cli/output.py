@@ -120,13 +120,20 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}ms"
 
 
-STATE_STYLE = {"ready": "green", "starting": "yellow", "unhealthy": "red", "disconnected": "red"}
+STATE_STYLE = {
+    "ready": "green",
+    "starting": "yellow",
+    "restarting": "yellow",
+    "unhealthy": "red",
+    "disconnected": "red",
+    "stopped": "red",
+}
 
 
 def status_tables(status: dict[str, Any]) -> list[Table]:
     services = Table(title=f"project {status.get('project')}", title_justify="left")
-    for column in ("SERVICE", "VERSION", "INSTANCE", "STATE", "URL"):
-        services.add_column(column)
+    for column in ("SERVICE", "VERSION", "INSTANCE", "STATE", "RESTARTS", "URL"):
+        services.add_column(column, justify="right" if column == "RESTARTS" else "left")
     for service in status["services"]:
         split = service.get("split")
         for index, instance in enumerate(service["instances"]):
@@ -138,6 +145,7 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
                 Text(version),
                 Text(instance["id"]),
                 Text(instance["state"], style=STATE_STYLE.get(instance["state"], "")),
+                str(instance.get("restarts", 0)),
                 Text((service.get("url") or "") if index == 0 else ""),
             )
     edges = Table(

@@ -579,7 +579,10 @@ def _proxy_name(boot: Bootstrap) -> str:
 
 
 def stop_recorded(workspace: Workspace) -> list[str]:
-    record = RuntimeRecord.load(workspace.runtime_file)
+    with RuntimeRecord.locked(workspace.runtime_file) as record:
+        if record is not None:  # what is stopped now stays stopped: no supervisor restarts it
+            record.supervised = False
+            record.save()
     stopped = stop_all(record.processes) if record is not None else []
     forget(workspace)
     return stopped

@@ -57,46 +57,51 @@ class LocalSupervisor:
         """How each of those ended (``exited with code 1``), by name."""
 
     def check(self) -> Report | None:
-        """One pass (blocking: run it in a thread). ``None`` if there is nothing to
-        supervise (no local mesh is up)."""
+        """One pass (blocking: run it in a thread). ``None`` if no local mesh runs; while
+        ``up`` or ``down`` changes it, a report of what is held, with nothing done."""
         self._reap()
         with RuntimeRecord.locked(self.ws.runtime_file) as record:
-            if record is None or record.runtime != "local" or not record.supervised:
+            if record is None or record.runtime != "local":
                 return None
             report = Report(held=set(record.held))
-            changed = False
-            for process in record.processes:
-                instance = process.instance
-                if process.role == "controlplane" or instance is None:
-                    continue
-                if process.restarts:
-                    report.restarts[instance] = report.restarts.get(instance, 0) + process.restarts
-                if process.role == "service" and instance in record.held:
-                    self.schedule.forget(process.name)
-                    continue
-                verdict = self.schedule.observe(process.name, is_alive(process))
-                if verdict == "running":
-                    continue
-                what = "its sidecar" if process.role in ("sidecar", "gateway") else "its process"
-                how = self._exits.get(process.name, "is not running")
-                due = self.schedule.due(process.name)
-                if not restartable(process):
-                    detail = f"{what} {how}; `devmesh up` starts it again"
-                elif verdict == "wait" and due is not None:
-                    detail = (
-                        f"{what} {how}; starting it again in {max(0.0, due - self._clock()):.1f}s"
-                    )
-                else:
-                    detail = f"{what} {how}; starting it again"
-                report.down[instance] = Down(
-                    detail, sidecar=what == "its sidecar", seen_at=time.time()
-                )
-                if verdict == "start" and restartable(process):
-                    self._start_again(process)
-                    changed = True
-            if changed:
+            workers = [p for p in record.processes if p.role != "controlplane" and p.instance]
+            for process in workers:
+                if process.restarts and process.instance:
+                    counted = report.restarts.get(process.instance, 0)
+                    report.restarts[process.instance] = counted + process.restarts
+            if not record.supervised:  # `up` or `down` is at work: it has the last word
+                return report
+            started = [p for p in workers if self._look_at(p, record.held, report)]
+            if started:
                 record.save()
         return report
+
+    def _look_at(self, process: ProcessRecord, held: list[str], report: Report) -> bool:
+        """Note ``process`` in ``report`` if it is down, and start it again when it is due;
+        True if it was started."""
+        instance = process.instance
+        assert instance is not None
+        if process.role == "service" and instance in held:
+            self.schedule.forget(process.name)
+            return False
+        verdict = self.schedule.observe(process.name, is_alive(process))
+        if verdict == "running":
+            return False
+        sidecar = process.role in ("sidecar", "gateway")
+        how = f"{'its sidecar' if sidecar else 'its process'} "
+        how += self._exits.get(process.name, "is not running")
+        due = self.schedule.due(process.name)
+        if not restartable(process):
+            detail = f"{how}; `devmesh up` starts it again"
+        elif verdict == "wait" and due is not None:
+            detail = f"{how}; starting it again in {max(0.0, due - self._clock()):.1f}s"
+        else:
+            detail = f"{how}; starting it again"
+        report.down[instance] = Down(detail, sidecar=sidecar, seen_at=time.time())
+        if verdict != "start" or not restartable(process):
+            return False
+        self._start_again(process)
+        return True
 
     def _start_again(self, process: ProcessRecord) -> None:
         try:

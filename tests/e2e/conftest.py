@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,16 @@ class MeshProject:
     def runtime(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.dir / ".devmesh" / "runtime.json").read_text())
         return data
+
+    def api(self, path: str) -> Any:
+        """GET the control plane's API directly (no CLI start-up: for timing what changes)."""
+        info = json.loads((self.dir / ".devmesh" / "controlplane.json").read_text())
+        token = (self.dir / ".devmesh" / "token").read_text().strip()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{info['port']}{path}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
 
     def status(self) -> dict[str, Any]:
         result = self.cli("status", "--json")

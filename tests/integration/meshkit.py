@@ -103,12 +103,13 @@ async def app_server(name: str) -> AsyncIterator[int]:
 
 @asynccontextmanager
 async def serve(
-    handle: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    handle: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], port: int = 0
 ) -> AsyncIterator[int]:
-    """An HTTP server on 127.0.0.1 answering every request with ``handle``; its port."""
+    """An HTTP server on 127.0.0.1 (``port``, or any free one) answering every request with
+    ``handle``; its port."""
     runner = web.ServerRunner(web.Server(handle), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
     await site.start()
     try:
         yield runner.addresses[0][1]

@@ -56,8 +56,10 @@ class DockerSupervisor:
     def check(self, record: RuntimeRecord) -> Report | None:
         """One pass over the project's containers (blocking: run it in a thread)."""
         project = self._project()
-        if project is None or not record.supervised:
+        if project is None:
             return None
+        if not record.supervised:  # `up` or `down` is at work: it has the last word
+            return Report(held=set(record.held), restarts=dict(self._restarts))
         try:
             client = self._client = self._client or connect()
             found = containers.list_project(client, str(self.ws.project_dir))
