@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 HOLD_LIMIT = 60.0
 """At most this long a hold lasts, and a call waits at the gate."""
@@ -24,7 +25,9 @@ DRAIN_LIMIT = 10.0
 
 
 class AppGate:
-    def __init__(self) -> None:
+    def __init__(self, on_release: Callable[[], None] = lambda: None) -> None:
+        """``on_release`` is called each time a hold ends (by a release, or by itself)."""
+        self.on_release = on_release
         self._open = asyncio.Event()
         self._open.set()
         self._idle = asyncio.Event()
@@ -68,4 +71,6 @@ class AppGate:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        self._open.set()
+        if not self._open.is_set():
+            self._open.set()
+            self.on_release()

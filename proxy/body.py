@@ -75,6 +75,12 @@ class Body:
         return self._done and self._error is None
 
     @property
+    def waiting_on_sender(self) -> bool:
+        """Not whole yet, and nothing of it waits unread: its sender is the one to send more
+        (not the reader, which may have stopped reading, so that the sender was paused)."""
+        return not self._done and not self._chunks
+
+    @property
     def at_eof(self) -> bool:
         """Read to its end: nothing waits and nothing more will come."""
         return self._done and not self._chunks

@@ -11,6 +11,7 @@ Sidecar -> control plane messages (JSON text frames)::
     {"type": "identity-ack", "fingerprint": "..."}
     {"type": "leaving"}             (the sidecar is stopping: take it out of routing now)
     {"type": "held", "in_flight": 0}   (the answer to a hold)
+    {"type": "released"}                (a hold ended: by a release, or by itself)
 
 Control plane -> sidecar::
 
@@ -95,8 +96,11 @@ class ControlLink:
         self._breakers_looked = 0.0
         self._ws: WebSocket | None = None
         self.gate = gate or AppGate()
+        self.gate.on_release = self._released
         self._health_at_hold: tuple[str, str] | None = None
-        self._hold_task: asyncio.Task[None] | None = None
+        self._say_released = False
+        self._holds: set[asyncio.Task[None]] = set()
+        """Holds draining (each answers on the link of the moment when it is done)."""
         self.identity = identity or IdentityStore(boot.state_dir / "identity")
         """The identity the control plane issued this sidecar's service (for mTLS)."""
 
@@ -210,7 +214,9 @@ class ControlLink:
             await self._install_identity(ws, message)
             return
         if isinstance(message, dict) and message.get("type") == "hold":
-            self._hold_task = asyncio.create_task(self._hold(ws))
+            task = asyncio.create_task(self._hold())
+            self._holds.add(task)
+            task.add_done_callback(self._holds.discard)
             return
         if isinstance(message, dict) and message.get("type") == "release":
             await self._release()
@@ -232,20 +238,29 @@ class ControlLink:
             log.warning("could not keep snapshot %s on disk: %s", snapshot.version, exc)
         await _send_json(ws, {"type": "ack", "version": snapshot.version})
 
-    async def _hold(self, ws: WebSocket) -> None:
+    async def _hold(self) -> None:
         if self._health_at_hold is None:
             self._health_at_hold = (self.health.state, self.health.detail)
         in_flight = await self.gate.hold()
         log.info("holding calls to the app (%d still in flight)", in_flight)
-        with contextlib.suppress(WebSocketError, OSError):
-            await _send_json(ws, {"type": "held", "in_flight": in_flight})
+        ws = self._ws  # the link may have been dialled again while it drained
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(WebSocketError, OSError):
+                await _send_json(ws, {"type": "held", "in_flight": in_flight})
 
     async def _release(self) -> None:
-        await self.health.probe_now()  # what the new app is, before anyone counts on it
+        if self.gate.held:
+            await self.health.probe_now()  # what the new app is, before anyone counts on it
+        self.gate.release()
+        self._released()  # said again even if it had ended: the control plane may not know
+
+    def _released(self) -> None:
+        """A hold ended: report the probe's health again, and say so."""
+        if self._health_at_hold is not None:
+            log.info("released the calls held for the app (%s)", self.health.state)
         self._health_at_hold = None
         self._health_dirty = True
-        self.gate.release()
-        log.info("released the calls held for the app (%s)", self.health.state)
+        self._say_released = True
 
     async def _install_identity(self, ws: WebSocket, message: dict[str, Any]) -> None:
         try:
@@ -275,6 +290,9 @@ class ControlLink:
         if self._health_dirty and self._health_at_hold is None:
             self._health_dirty = False
             await _send_json(ws, {"type": "health", **self._health()})
+        if self._say_released:
+            self._say_released = False
+            await _send_json(ws, {"type": "released"})
         await self._send_breakers(ws)
         while len(self.telemetry):
             batch = self.telemetry.take(BATCH_LIMIT)

@@ -132,7 +132,7 @@ class OutboundCalls:
                 request.abort()
                 outcome.error = "timeout"
                 return
-            if not request.body.complete:
+            if request.body.waiting_on_sender:  # the caller's body is late, not the answer
                 await relay(
                     request, _body_timeout(call.service, policy.timeout), outcome, trusted=True
                 )
@@ -257,7 +257,7 @@ class OutboundCalls:
                 finally:
                     destination.finished(endpoint, version)
         except TimeoutError:  # this attempt's own: the route's would not be caught here
-            if isinstance(body, Body) and not body.complete:
+            if isinstance(body, Body) and body.waiting_on_sender:
                 return _body_timeout(call.service, per_try)
             return NoAnswer(
                 "timeout", f"{endpoint.instance} did not answer within {per_try:g}s", status=504

@@ -41,7 +41,6 @@ from devmesh.controlplane.traces import TraceStore, to_otlp
 from devmesh.errors import ConfigError, DevmeshError, UsageError
 from devmesh.pki import DEFAULT_TTL
 from devmesh.plan import plan_instances
-from devmesh.runtime.supervisor import PASS_INTERVAL as SUPERVISE_INTERVAL
 from devmesh.runtime.supervisor import Supervisor
 from devmesh.strictjson import NotJsonNumber
 from devmesh.strictjson import loads as strict_loads
@@ -53,6 +52,9 @@ from proxy.snapshot import Snapshot, snapshot_to_wire
 log = logging.getLogger("devmesh.controlplane")
 
 HELLO_TIMEOUT = 10.0
+HEARTBEAT = 10.0
+"""A sidecar the control plane has heard nothing from for this long is pinged; one that
+does not answer within half of it more is gone (aiohttp's heartbeat: any frame counts)."""
 HOLD_TIMEOUT = DRAIN_LIMIT + 5.0
 """How long a sidecar may take to answer a hold (it drains for at most ``DRAIN_LIMIT``)."""
 EXPIRY_CHECK = 0.25
@@ -92,11 +94,11 @@ class ControlPlaneAPI:
         self.traces = TraceStore()
         self._windows: dict[Subscriber, int] = {}
         self._streams: set[web.WebSocketResponse] = set()
+        """The event and tap streams' sockets, closed at shutdown like the sidecars'."""
         self._held: dict[str, asyncio.Future[int]] = {}
         """Holds asked of sidecars and not answered yet, by instance."""
         self._lifecycle = asyncio.Lock()
         """One kill or restart at a time: they act on the same runtime records and ports."""
-        """The event and tap streams' sockets, closed at shutdown like the sidecars'."""
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._peers, self._errors, self._auth])
@@ -342,6 +344,8 @@ class ControlPlaneAPI:
                 f"the sidecar of {instance} is not connected to the control plane",
                 "see `devmesh status`; its calls cannot be held for a restart",
             )
+        if instance in self._held:
+            raise Busy(f"{instance} is being held already", "wait for that restart to end")
         waiter = self._held[instance] = asyncio.get_running_loop().create_future()
         self.mesh.hold(proxy)
         await self.publish()
@@ -349,8 +353,7 @@ class ControlPlaneAPI:
             await ws.send_json({"type": "hold"})
             in_flight = await asyncio.wait_for(waiter, HOLD_TIMEOUT)
         except (ConnectionError, RuntimeError, TimeoutError) as exc:
-            self.mesh.release(instance)
-            await self.publish()
+            await self._release(instance)
             raise DevmeshError(
                 f"the sidecar of {instance} did not hold its calls: {exc or type(exc).__name__}"
             ) from None
@@ -361,13 +364,16 @@ class ControlPlaneAPI:
     async def post_release(self, request: web.Request) -> web.Response:
         """Let the calls held for the instance's restart go on, and route to it again."""
         instance = self._instance(request)
+        await self._release(instance)
+        return web.json_response({"instance": instance})
+
+    async def _release(self, instance: str) -> None:
         ws = self._sockets.get(instance)
         if ws is not None and not ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await ws.send_json({"type": "release"})
         self.mesh.release(instance)
         await self.publish()
-        return web.json_response({"instance": instance})
 
     # -- live streams ----------------------------------------------------------------
 
@@ -422,7 +428,7 @@ class ControlPlaneAPI:
             async for now in ticks():
                 try:
                     self._tick(now)
-                    if self.mesh.expire_absent():
+                    if self.mesh.expire_absent() | self.mesh.expire_holds():
                         await self.publish()
                     await self._renew_identities()
                 except Exception:  # a bug of ours: say so, and keep the streams alive
@@ -450,14 +456,14 @@ class ControlPlaneAPI:
                         await self.publish()
                 except Exception:  # a bug of ours: say so, and keep supervising
                     log.exception("supervising the runtime's processes failed")
-                await asyncio.sleep(SUPERVISE_INTERVAL)
+                await asyncio.sleep(supervisor.interval)
 
         task = asyncio.create_task(run())
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        supervisor.close()
+        await asyncio.to_thread(supervisor.close)  # after the pass its thread may still run
 
     async def get_project(self, request: web.Request) -> web.Response:
         project = self.mesh.project
@@ -591,7 +597,7 @@ class ControlPlaneAPI:
     # -- sidecar stream ------------------------------------------------------------
 
     async def sidecar_stream(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=10.0)
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT)
         await ws.prepare(request)
         try:
             hello = await ws.receive_json(timeout=HELLO_TIMEOUT)
@@ -617,6 +623,9 @@ class ControlPlaneAPI:
             self.mesh.disconnect(proxy)
             if self._sockets.get(proxy.instance) is ws:
                 del self._sockets[proxy.instance]
+                waiter = self._held.get(proxy.instance)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(ConnectionError("its link to the control plane closed"))
             log.info("%s %s disconnected", proxy.role, proxy.instance)
             await self.publish()
         return ws
@@ -645,7 +654,7 @@ class ControlPlaneAPI:
             )
         elif kind == "health":
             state = message.get("state")
-            if state in ("starting", "ready", "unhealthy"):
+            if state in HEALTH_STATES:
                 changed: bool = state != proxy.health
                 proxy.health, proxy.detail = state, str(message.get("detail", ""))
                 return changed
@@ -657,6 +666,9 @@ class ControlPlaneAPI:
                 }
                 for event in self.mesh.report_breakers(proxy, reported):
                     self.events.publish(event)
+        elif kind == "released":
+            self.mesh.release(proxy.instance)
+            return True
         elif kind == "leaving":
             self.mesh.leave(proxy)
             return True

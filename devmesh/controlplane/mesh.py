@@ -24,6 +24,7 @@ from devmesh.controlplane.store import StateStore, StoredState
 from devmesh.errors import ConfigError, UsageError
 from devmesh.plan import plan_instances, url_of
 from devmesh.runtime.supervision import Report
+from proxy.appgate import HOLD_LIMIT
 from proxy.snapshot import Endpoint, Route, Snapshot
 
 GATEWAY_INSTANCE = "ingress"
@@ -63,6 +64,7 @@ class Proxy:
     held: bool = False
     """Its app restarts (``devmesh restart``): its calls wait at its sidecar, or go to
     another instance of its version if there is one."""
+    held_at: float = 0.0
 
     def member(self) -> Member:
         return Member(
@@ -105,9 +107,15 @@ class Lifecycle:
 
     state: Literal["restarting", "stopped"]
     detail: str
+    at: float
+    """When the supervisor last said so."""
 
 
-HELD_DETAIL = "killed with `devmesh kill`; `devmesh restart` or `devmesh up` starts it again"
+STOPPED_DETAIL = "killed with `devmesh kill`; `devmesh restart` or `devmesh up` starts it again"
+RESTARTING_DETAIL = "`devmesh restart` is restarting it"
+RESTART_SETTLE = 5.0
+"""An instance started again shows ``restarting`` until it is ready, or this long: then its
+health (``unhealthy``, say) says what is wrong with it."""
 
 
 class Mesh:
@@ -310,12 +318,21 @@ class Mesh:
             del self.proxies[proxy.instance]
 
     def hold(self, proxy: Proxy) -> None:
-        proxy.held = True
+        proxy.held, proxy.held_at = True, self._clock()
 
     def release(self, instance: str) -> None:
         proxy = self.proxies.get(instance)
         if proxy is not None:
             proxy.held = False
+
+    def expire_holds(self) -> bool:
+        """Forget holds older than a sidecar keeps one (it ended them by itself, and its word
+        was lost); True if any."""
+        now = self._clock()
+        stale = [p for p in self.proxies.values() if p.held and now - p.held_at > HOLD_LIMIT]
+        for proxy in stale:
+            proxy.held = False
+        return bool(stale)
 
     def gone(self, instance: str, seen_at: float) -> bool:
         """The runtime saw ``instance``'s sidecar dead at ``seen_at``: it leaves routing now,
@@ -330,19 +347,25 @@ class Mesh:
 
     def apply_supervision(self, report: Report) -> bool:
         """Take what the runtime's supervisor saw; True if the routes may have changed."""
+        now = self._clock()
         changed = False
         for instance, down in report.down.items():
-            self.lifecycle[instance] = Lifecycle("restarting", down.detail)
+            self.lifecycle[instance] = Lifecycle("restarting", down.detail, now)
             if down.sidecar:
                 changed = self.gone(instance, down.seen_at) or changed
-        for instance in report.held:
-            self.lifecycle[instance] = Lifecycle("stopped", HELD_DETAIL)
+        for instance in report.restarting:
+            self.lifecycle[instance] = Lifecycle("restarting", RESTARTING_DETAIL, now)
+        for instance in report.stopped:
+            self.lifecycle[instance] = Lifecycle("stopped", STOPPED_DETAIL, now)
+        said = {*report.down, *report.restarting, *report.stopped}
         for instance, life in list(self.lifecycle.items()):
-            if instance in report.down or instance in report.held:
+            if instance in said:
                 continue
             proxy = self.proxies.get(instance)
-            # Restarting until it is back for real: connected and ready.
-            if life.state == "stopped" or (proxy is not None and proxy.health == "ready"):
+            # Restarting until it is back for real (connected and ready), or for a while:
+            # then its own health says how it is.
+            back = proxy is not None and proxy.health == "ready"
+            if life.state == "stopped" or back or now - life.at > RESTART_SETTLE:
                 del self.lifecycle[instance]
         self.restarts = dict(report.restarts)
         return changed

@@ -7,9 +7,9 @@ kept: each proxy as it last was (address, health), counted as disconnected
 from the moment it starts, until its sidecar says hello again or its grace
 period ends.
 
-The roster is observed state, not the user's: a file that cannot be read is
-ignored (with a warning), and ``down`` removes it with the other records of a
-run.
+The roster is observed state, not the user's: a file that cannot be read
+whole is ignored (with a warning: the mesh then routes only to the sidecars
+that say hello), and ``down`` removes it with the other records of a run.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ class Roster:
 
     def load(self) -> list[Member]:
         """The members kept, or none if the file is missing or not whole."""
-        data = read_json(self.path)
-        if data is None:
+        if not self.path.exists():
             return []
-        members = _members(data)
+        data = read_json(self.path)
+        members = _members(data) if data is not None else None
         if members is None:
             log.warning("ignoring %s: it is not a roster this devmesh wrote", self.path)
             return []
@@ -83,7 +83,9 @@ class Roster:
 
 
 def _members(data: object) -> list[Member] | None:
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or type(data.get("format")) is not int:
+        return None
+    if data["format"] != FORMAT:
         return None
     raw = data.get("members")
     if not isinstance(raw, list):

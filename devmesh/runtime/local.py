@@ -29,7 +29,7 @@ from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config import dump_project
 from devmesh.config.model import Project
 from devmesh.controlplane.mesh import GATEWAY_INSTANCE
-from devmesh.errors import UsageError
+from devmesh.errors import DevmeshError, UsageError
 from devmesh.plan import (
     InstanceSpec,
     describe_instance,
@@ -55,11 +55,12 @@ from devmesh.runtime.processes import (
     Role,
     RuntimeRecord,
     describe_exit,
-    hold_instance,
     is_alive,
     launch,
     relaunch,
     restartable,
+    restarting,
+    set_supervised,
     stop_all,
 )
 from devmesh.runtime.progress import Progress, SilentProgress
@@ -75,7 +76,8 @@ class _Started:
     """One instance on its way up."""
 
     spec: InstanceSpec
-    sidecar: subprocess.Popen[bytes]
+    sidecar: subprocess.Popen[bytes] | None
+    """Its sidecar's process, if this run started it (else it was running already)."""
     outbound_port: int
     app_port: int
     app: subprocess.Popen[bytes] | None = None
@@ -182,28 +184,29 @@ class LocalRuntime:
             )
         controlplane = existing.find("controlplane")
         controlplane_alive = controlplane is not None and is_alive(controlplane)
-        if controlplane_alive and not dead and not existing.held:
+        if controlplane_alive and not dead and not existing.stopped:
             self.progress.note(f"the mesh for {existing.project} is already up")
             return True
-        if controlplane_alive:
-            endpoint = Endpoint.of(self.ws)
-        else:
-            # Bring it back on its old port, where the sidecars are dialling; they say hello
-            # again and keep their place in routing.
-            old_port = controlplane.ports[0] if controlplane and controlplane.ports else 0
-            with RuntimeRecord.locked(self.ws.runtime_file) as record:
-                assert record is not None
-                record.processes = [p for p in record.processes if p.role != "controlplane"]
+        set_supervised(self.ws.runtime_file, False)  # this `up` starts what is down, alone
+        try:
+            if controlplane_alive:
+                endpoint = Endpoint.of(self.ws)
+            else:
+                # Bring it back on its old port, where the sidecars are dialling; they say
+                # hello again and keep their place in routing.
+                old_port = controlplane.ports[0] if controlplane and controlplane.ports else 0
+                with RuntimeRecord.locked(self.ws.runtime_file) as record:
+                    assert record is not None
+                    record.processes = [p for p in record.processes if p.role != "controlplane"]
+                    record.save()
                 endpoint = await self._start_controlplane(record, old_port)
-        async with ControlPlaneClient(endpoint) as client:
-            await client.apply_project(dump_project(self.project))
-            started = await self._start_again()
-            await self._wait_all_ready(client, started)
-            await self._wait_converged(client)
-        with RuntimeRecord.locked(self.ws.runtime_file) as record:
-            assert record is not None
-            record.supervised = True
-            record.save()
+            async with ControlPlaneClient(endpoint) as client:
+                await client.apply_project(dump_project(self.project))
+                started = await self._start_again()
+                await self._wait_all_ready(client, started)
+                await self._wait_converged(client)
+        finally:
+            set_supervised(self.ws.runtime_file, True)  # whatever came of it, it is watched
         if not controlplane_alive:
             self.progress.note("restarted the control plane; every sidecar reconnected")
         if started:
@@ -216,12 +219,20 @@ class LocalRuntime:
         started: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
         with RuntimeRecord.locked(self.ws.runtime_file) as record:
             assert record is not None
-            record.held = []
+            record.stopped = []
             down = [p for p in record.processes if p.role != "controlplane" and not is_alive(p)]
-            for entry in sorted(down, key=lambda p: p.role == "service"):
-                self.progress.begin(f"starting {entry.name} again")
-                started[entry.name] = (relaunch(entry), time.monotonic())
-            record.save()
+            try:
+                for entry in sorted(down, key=lambda p: p.role == "service"):
+                    self.progress.begin(f"starting {entry.name} again")
+                    try:
+                        started[entry.name] = (relaunch(entry), time.monotonic())
+                    except OSError as exc:
+                        raise DevmeshError(
+                            f"could not start {entry.name} again: {exc.strerror or exc}",
+                            "fix what stops it and run `devmesh up` again",
+                        ) from None
+            finally:
+                record.save()  # what did start is recorded, so that `down` stops it
         for name, (process, _) in started.items():
             if name.endswith(".sidecar") or name == GATEWAY_INSTANCE:
                 instance = name.removesuffix(".sidecar")
@@ -235,26 +246,23 @@ class LocalRuntime:
         started: dict[str, tuple[subprocess.Popen[bytes], float]],
     ) -> None:
         """Wait until every instance is ready; a process started again that exits fails."""
-        specs = plan_instances(self.project)
-        deadline = time.monotonic() + max(s.health.start_timeout for s in specs)
-        while True:
-            states = instance_states(await client.status())
-            waiting = []
-            for spec in specs:
-                process, began = started.get(spec.id, (None, 0.0))
-                if process is not None:
-                    self._check_exit(process, spec.id, self.ws.log_file(spec.id), service=spec)
-                if not is_ready(states.get(spec.id, {}), spec, time.monotonic() - began):
-                    waiting.append(spec)
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                spec = waiting[0]
-                detail = states.get(spec.id, {}).get("detail", "no report")
-                raise self._failure(
-                    f"{spec.id} did not become ready again: {detail}", self.ws.log_file(spec.id)
+        record = RuntimeRecord.load(self.ws.runtime_file)
+        now = time.monotonic()
+        batch = []
+        for spec in plan_instances(self.project):
+            app, sidecar = started.get(spec.id), started.get(f"{spec.id}.sidecar")
+            entry = record.find(spec.id) if record is not None else None
+            batch.append(
+                _Started(
+                    spec,
+                    sidecar[0] if sidecar else None,
+                    outbound_port=0,
+                    app_port=entry.ports[0] if entry is not None and entry.ports else 0,
+                    app=app[0] if app else None,
+                    began=app[1] if app else now,
                 )
-            await asyncio.sleep(POLL_INTERVAL * 2)
+            )
+        await self._wait_ready(client, batch)
 
     async def _start_controlplane(self, record: RuntimeRecord, port: int) -> Endpoint:
         return await start_controlplane(self.ws, record, port, self.progress)
@@ -422,14 +430,15 @@ class LocalRuntime:
             states = instance_states(await client.status())
             for instance_id, started in list(pending.items()):
                 spec = started.spec
-                assert started.app is not None
                 log_path = self.ws.log_file(spec.id)
-                self._check_exit(started.app, spec.id, log_path, service=spec)
-                self._check_exit(
-                    started.sidecar,
-                    f"the sidecar of {spec.id}",
-                    self.ws.log_file(spec.id, sidecar=True),
-                )
+                if started.app is not None:
+                    self._check_exit(started.app, spec.id, log_path, service=spec)
+                if started.sidecar is not None:
+                    self._check_exit(
+                        started.sidecar,
+                        f"the sidecar of {spec.id}",
+                        self.ws.log_file(spec.id, sidecar=True),
+                    )
                 state = states.get(instance_id, {})
                 elapsed = time.monotonic() - started.began
                 if is_ready(state, spec, elapsed):
@@ -473,21 +482,19 @@ class LocalRuntime:
 
     async def _restart_one(self, spec: InstanceSpec) -> None:
         """Stop the instance's app, start it again on its port, wait till it answers."""
-        record = RuntimeRecord.load(self.ws.runtime_file)
-        app = record.find(spec.id) if record is not None else None
-        sidecar = record.find(f"{spec.id}.sidecar") if record is not None else None
-        if app is None or sidecar is None or len(sidecar.ports) < 2 or not app.ports:
-            raise UsageError(
-                f"{spec.id} is not part of the running mesh",
-                "run `devmesh down`, then `devmesh up`",
-            )
-        with hold_instance(self.ws.runtime_file, spec.id):  # its supervisor keeps off meanwhile
+        with restarting(self.ws.runtime_file, spec.id) as record:  # its supervisor keeps off
+            app = record.find(spec.id)
+            sidecar = record.find(f"{spec.id}.sidecar")
+            if app is None or sidecar is None or len(sidecar.ports) < 2 or not app.ports:
+                raise UsageError(
+                    f"{spec.id} is not part of the running mesh",
+                    "run `devmesh down`, then `devmesh up`",
+                )
             stop_all([app])
-            with RuntimeRecord.locked(self.ws.runtime_file) as record:
-                assert record is not None
-                process = self._spawn_app(record, spec, sidecar.ports[1], app.ports[0])
-        began = time.monotonic()
-        await self._probe_until_ready(spec, process, app.ports[0], began)
+            with RuntimeRecord.locked(self.ws.runtime_file) as current:
+                assert current is not None
+                process = self._spawn_app(current, spec, sidecar.ports[1], app.ports[0])
+            await self._probe_until_ready(spec, process, app.ports[0], time.monotonic())
 
     async def _probe_until_ready(
         self, spec: InstanceSpec, process: subprocess.Popen[bytes], port: int, began: float
@@ -512,8 +519,8 @@ class LocalRuntime:
             process = record.find(instance) if record is not None else None
             if record is None or process is None or not is_alive(process):
                 raise UsageError(f"{instance} is not running", "see `devmesh status`")
-            if instance not in record.held:
-                record.held.append(instance)
+            if instance not in record.stopped:
+                record.stopped.append(instance)
                 record.save()
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -579,10 +586,8 @@ def _proxy_name(boot: Bootstrap) -> str:
 
 
 def stop_recorded(workspace: Workspace) -> list[str]:
-    with RuntimeRecord.locked(workspace.runtime_file) as record:
-        if record is not None:  # what is stopped now stays stopped: no supervisor restarts it
-            record.supervised = False
-            record.save()
+    set_supervised(workspace.runtime_file, False)  # what is stopped now stays stopped
+    record = RuntimeRecord.load(workspace.runtime_file)
     stopped = stop_all(record.processes) if record is not None else []
     forget(workspace)
     return stopped

@@ -66,9 +66,11 @@ class RuntimeRecord:
     supervised: bool = False
     """Set once ``up`` has brought everything up: from then on what dies is started again.
     (While ``up`` starts things, a process that dies is ``up``'s failure to report.)"""
-    held: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
     """Instances whose service was stopped on purpose (``devmesh kill``): left down until
     ``restart`` or ``up`` (as Docker leaves a killed container with a restart policy)."""
+    restarting: list[str] = field(default_factory=list)
+    """Instances a ``restart`` stops and starts: its supervisor keeps off meanwhile."""
 
     @classmethod
     def load(cls, path: Path) -> RuntimeRecord | None:
@@ -83,7 +85,8 @@ class RuntimeRecord:
                 processes=[ProcessRecord(**p) for p in data["processes"]],
                 runtime=str(data.get("runtime", "local")),
                 supervised=data.get("supervised") is True,
-                held=[str(i) for i in data.get("held") or []],
+                stopped=[str(i) for i in data.get("stopped") or []],
+                restarting=[str(i) for i in data.get("restarting") or []],
             )
         except (KeyError, TypeError):
             return None
@@ -109,7 +112,8 @@ class RuntimeRecord:
                 "project": self.project,
                 "config_hash": self.config_hash,
                 "supervised": self.supervised,
-                "held": self.held,
+                "stopped": self.stopped,
+                "restarting": self.restarting,
                 "processes": [asdict(p) for p in self.processes],
             },
         )
@@ -122,21 +126,34 @@ class RuntimeRecord:
         return next((p for p in self.processes if p.name == name), None)
 
 
-@contextlib.contextmanager
-def hold_instance(workspace_runtime_file: Path, instance: str) -> Iterator[None]:
-    """``instance`` held down (its supervisor keeps off) for the block: while a restart
-    stops and starts it."""
-    with RuntimeRecord.locked(workspace_runtime_file) as record:
-        if record is not None and instance not in record.held:
-            record.held.append(instance)
+def set_supervised(path: Path, supervised: bool) -> None:
+    """Turn the supervisor on (``up`` is done) or off (``up`` or ``down`` is at work); a pass
+    in progress ends first."""
+    with RuntimeRecord.locked(path) as record:
+        if record is not None and record.supervised != supervised:
+            record.supervised = supervised
             record.save()
+
+
+@contextlib.contextmanager
+def restarting(path: Path, instance: str) -> Iterator[RuntimeRecord]:
+    """For the block, ``instance`` is being restarted: its supervisor keeps off, and it is no
+    longer stopped on purpose. Yields the record as it is once that is said (locked only
+    while it is read and saved: write changes under ``RuntimeRecord.locked``)."""
+    with RuntimeRecord.locked(path) as record:
+        if record is None:
+            raise ValueError(f"no runtime record at {path}")
+        if instance not in record.restarting:
+            record.restarting.append(instance)
+        record.stopped = [i for i in record.stopped if i != instance]
+        record.save()
     try:
-        yield
+        yield record
     finally:
-        with RuntimeRecord.locked(workspace_runtime_file) as record:
-            if record is not None and instance in record.held:
-                record.held.remove(instance)
-                record.save()
+        with RuntimeRecord.locked(path) as current:
+            if current is not None and instance in current.restarting:
+                current.restarting.remove(instance)
+                current.save()
 
 
 def spawn(
@@ -193,6 +210,8 @@ def relaunch(record: ProcessRecord) -> subprocess.Popen[bytes]:
     ``record`` takes the new pid. ``ValueError`` if the record does not say how."""
     if record.argv is None or record.env is None or record.cwd is None:
         raise ValueError(f"the record of {record.name} does not say how it was started")
+    if group_members(record.pid):  # what the dead one left running (its children) goes too
+        _signal_group(record, signal.SIGKILL)
     process = spawn(
         record.argv, env=record.env, cwd=Path(record.cwd), log_path=Path(record.log), append=True
     )

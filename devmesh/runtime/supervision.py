@@ -81,7 +81,16 @@ class Report:
     """What one pass of a runtime's supervisor saw, for the mesh to show."""
 
     down: dict[str, Down] = field(default_factory=dict)
-    held: set[str] = field(default_factory=set)
+    stopped: set[str] = field(default_factory=set)
     """Instances stopped on purpose (``devmesh kill``), left down."""
+    restarting: set[str] = field(default_factory=set)
+    """Instances a ``devmesh restart`` is restarting."""
     restarts: dict[str, int] = field(default_factory=dict)
     """Times each instance's processes were started again, by instance."""
+
+    def add_down(self, instance: str, down: Down) -> None:
+        """Note ``instance`` down; with both its sidecar and its app down, the sidecar's
+        word wins (it cannot take traffic at all)."""
+        known = self.down.get(instance)
+        if known is None or not known.sidecar:
+            self.down[instance] = down

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -43,7 +44,9 @@ from devmesh.workspace import Workspace
 log = logging.getLogger("devmesh.supervisor")
 
 PASS_INTERVAL = 0.2
-"""How often the processes are looked at."""
+"""How often the local runtime's processes are looked at (reading /proc: cheap)."""
+DOCKER_PASS_INTERVAL = 0.5
+"""How often the Docker runtime's containers are listed (a call to the daemon)."""
 
 
 class LocalSupervisor:
@@ -56,32 +59,30 @@ class LocalSupervisor:
         self._exits: dict[str, str] = {}
         """How each of those ended (``exited with code 1``), by name."""
 
-    def check(self) -> Report | None:
-        """One pass (blocking: run it in a thread). ``None`` if no local mesh runs; while
-        ``up`` or ``down`` changes it, a report of what is held, with nothing done."""
+    def check(self, record: RuntimeRecord) -> Report:
+        """One pass over ``record`` (held locked by the caller; blocking). While ``up`` or
+        ``down`` changes the mesh, a report of what is held, with nothing done."""
         self._reap()
-        with RuntimeRecord.locked(self.ws.runtime_file) as record:
-            if record is None or record.runtime != "local":
-                return None
-            report = Report(held=set(record.held))
-            workers = [p for p in record.processes if p.role != "controlplane" and p.instance]
-            for process in workers:
-                if process.restarts and process.instance:
-                    counted = report.restarts.get(process.instance, 0)
-                    report.restarts[process.instance] = counted + process.restarts
-            if not record.supervised:  # `up` or `down` is at work: it has the last word
-                return report
-            started = [p for p in workers if self._look_at(p, record.held, report)]
-            if started:
-                record.save()
+        report = Report(stopped=set(record.stopped), restarting=set(record.restarting))
+        workers = [p for p in record.processes if p.role != "controlplane" and p.instance]
+        for process in workers:
+            if process.restarts and process.instance:
+                counted = report.restarts.get(process.instance, 0)
+                report.restarts[process.instance] = counted + process.restarts
+        if not record.supervised:  # `up` or `down` is at work: it has the last word
+            return report
+        left_alone = {*record.stopped, *record.restarting}
+        started = [p for p in workers if self._look_at(p, left_alone, report)]
+        if started:
+            record.save()
         return report
 
-    def _look_at(self, process: ProcessRecord, held: list[str], report: Report) -> bool:
+    def _look_at(self, process: ProcessRecord, left_alone: set[str], report: Report) -> bool:
         """Note ``process`` in ``report`` if it is down, and start it again when it is due;
         True if it was started."""
         instance = process.instance
         assert instance is not None
-        if process.role == "service" and instance in held:
+        if process.role == "service" and instance in left_alone:
             self.schedule.forget(process.name)
             return False
         verdict = self.schedule.observe(process.name, is_alive(process))
@@ -97,7 +98,7 @@ class LocalSupervisor:
             detail = f"{how}; starting it again in {max(0.0, due - self._clock()):.1f}s"
         else:
             detail = f"{how}; starting it again"
-        report.down[instance] = Down(detail, sidecar=sidecar, seen_at=time.time())
+        report.add_down(instance, Down(detail, sidecar=sidecar, seen_at=time.time()))
         if verdict != "start" or not restartable(process):
             return False
         self._start_again(process)
@@ -115,8 +116,12 @@ class LocalSupervisor:
             log.info("started %s again (restart %d)", process.name, process.restarts)
         self.schedule.started(process.name)
 
+    def running(self) -> list[str]:
+        """What this supervisor started and still runs (what ended is reaped first)."""
+        self._reap()
+        return list(self._children)
+
     def _reap(self) -> None:
-        """Collect the exit of every child that ended (no zombie is left)."""
         for name, child in list(self._children.items()):
             code = child.poll()
             if code is not None:
@@ -131,15 +136,23 @@ class Supervisor:
         self.ws = workspace
         self.local = LocalSupervisor(workspace)
         self.docker = DockerSupervisor(workspace, project)
+        self.interval = PASS_INTERVAL
+        """The wait before the next pass, for the runtime the last one found."""
+        self._passing = threading.Lock()
 
     def check(self) -> Report | None:
-        """One pass (blocking: run it in a thread); ``None`` if nothing is supervised."""
-        record = RuntimeRecord.load(self.ws.runtime_file)
-        if record is None:
-            return None
-        if record.runtime == "docker":
-            return self.docker.check(record)
-        return self.local.check()
+        """One pass, with the runtime record held against every other writer (blocking: run
+        it in a thread); ``None`` if no mesh runs."""
+        with self._passing, RuntimeRecord.locked(self.ws.runtime_file) as record:
+            if record is None:
+                return None
+            if record.runtime == "docker":
+                self.interval = DOCKER_PASS_INTERVAL
+                return self.docker.check(record)
+            self.interval = PASS_INTERVAL
+            return self.local.check(record)
 
     def close(self) -> None:
-        self.docker.close()
+        """Once a pass in progress has ended (blocking)."""
+        with self._passing:
+            self.docker.close()

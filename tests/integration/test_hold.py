@@ -65,6 +65,7 @@ async def test_a_held_instance_s_calls_wait_for_its_new_app_and_none_fails(
         assert routed() == 1, "the only instance of its version stays routed: its calls wait"
 
         await old.aclose()  # the app stops...
+        await asyncio.sleep(0.2)  # a while, for something that must not happen
         assert not held.done(), "a held call is not answered, nor failed, while it is away"
         await stack.enter_async_context(serve(new_app, port))  # ...and starts again
         await client.release("catalog-v1-1")

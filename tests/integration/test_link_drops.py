@@ -8,9 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import aiohttp
 import pytest
 
-from devmesh.controlplane import mesh
+from devmesh.controlplane import api, mesh
+from proxy import appgate
+from proxy.control import STREAM_PATH
 from proxy.runner import SidecarRunner
 from tests.integration.meshkit import (
     ControlPlane,
@@ -46,7 +49,7 @@ BOTH = {"catalog-v1-1", "catalog-v2-1"}
 
 
 async def test_a_link_that_drops_and_comes_back_changes_no_routing(
-    controlplane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+    controlplane: ControlPlane,
 ) -> None:
     async with (
         app_server("catalog-v1") as v1_port,
@@ -152,3 +155,52 @@ async def test_a_restarted_control_plane_keeps_every_healthy_instance_in_routing
                 "catalog-v2",
             }
         assert all(endpoints == BOTH for endpoints in seen), seen
+
+
+async def test_a_silent_sidecar_is_pinged_and_one_that_never_answers_is_let_go(
+    controlplane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "HEARTBEAT", 0.4)
+    hello = {
+        "type": "hello",
+        "node": {"service": "catalog", "version": "v1", "instance": "catalog-v1-1",
+                 "role": "sidecar", "inbound": "127.0.0.1:1"},
+        "health": {"state": "ready", "detail": "fine"},
+    }  # fmt: skip
+    headers = {"Authorization": f"Bearer {controlplane.workspace.token()}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(controlplane.url + STREAM_PATH, headers=headers, autoping=False) as ws,
+    ):
+        await ws.send_json(hello)
+        await wait_until(
+            lambda: "catalog-v1-1" in controlplane.mesh.proxies, "the hello to be taken"
+        )
+        kinds = []
+        async for message in ws:  # a stand-in that never answers a ping
+            kinds.append(message.type)
+        assert aiohttp.WSMsgType.PING in kinds, "it was pinged first"
+    await wait_until(lambda: "catalog-v1-1" not in controlplane.mesh.proxies, "it is let go")
+    assert "catalog-v1-1" in controlplane.mesh.absent, "its place is kept for the grace period"
+
+
+async def test_a_hold_that_is_never_released_ends_by_itself_on_both_sides(
+    controlplane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(appgate, "HOLD_LIMIT", 0.5)
+    async with (
+        app_server("catalog-v1") as v1_port,
+        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port) as catalog,
+        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+        controlplane.client() as client,
+    ):
+        await wait_until(lambda: routed(frontend) == {"catalog-v1-1"}, "routed")
+        await client.hold("catalog-v1-1")  # and the restart that should release it never ends
+        assert catalog.sidecar.app_gate.held
+        proxy = controlplane.mesh.proxies["catalog-v1-1"]
+        assert proxy.held
+        await wait_until(lambda: not catalog.sidecar.app_gate.held, "the sidecar's hold to end")
+        await wait_until(lambda: not proxy.held, "the control plane to hear of it")
+        assert await call_through(frontend, "catalog") == (200, "catalog-v1")
+        catalog.health.observed_failure("the app went away")  # health is reported again
+        await wait_until(lambda: proxy.health == "unhealthy", "its health to be reported again")

@@ -29,7 +29,7 @@ async def test_a_hold_waits_for_the_calls_in_flight_and_new_ones_wait_for_the_re
     waiting = asyncio.create_task(gate.enter())  # a new call arrives
     gate.leave()  # the call in flight ends
     assert await holding == 0
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.1)  # a while, for something that must not happen
     assert not waiting.done(), "a new call waits while the app is held"
     gate.release()
     assert await waiting, "released, it goes on"

@@ -143,7 +143,7 @@ def test_a_sidecar_seen_dead_leaves_at_once_unless_it_said_hello_since(tmp_path:
 
 def test_a_held_instance_is_shown_stopped_and_its_restarts_are_counted(tmp_path: Path) -> None:
     mesh = make(tmp_path, Clock())
-    mesh.apply_supervision(Report(held={"catalog-v2-1"}, restarts={"catalog-v1-1": 3}))
+    mesh.apply_supervision(Report(stopped={"catalog-v2-1"}, restarts={"catalog-v1-1": 3}))
     entries = {i["id"]: i for s in mesh.status()["services"] for i in s["instances"]}
     assert entries["catalog-v2-1"]["state"] == "stopped"
     assert "devmesh kill" in entries["catalog-v2-1"]["detail"]

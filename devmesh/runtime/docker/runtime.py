@@ -53,7 +53,13 @@ from devmesh.runtime.docker.topology import (
     init_spec,
 )
 from devmesh.runtime.ports import port_in_use
-from devmesh.runtime.processes import RuntimeRecord, hold_instance, is_alive, stop_all
+from devmesh.runtime.processes import (
+    RuntimeRecord,
+    is_alive,
+    restarting,
+    set_supervised,
+    stop_all,
+)
 from devmesh.runtime.progress import Progress, SilentProgress
 from devmesh.workspace import Workspace
 
@@ -125,9 +131,12 @@ class DockerRuntime:
             )
             # Not supervised while this run changes containers (its own removals are not
             # deaths to repair); supervised again once the mesh is up.
-            record.supervised = False
-            record.held = []
-            record.save()
+            with RuntimeRecord.locked(self.ws.runtime_file) as current:
+                if current is not None:
+                    record = current
+                record.supervised = False
+                record.stopped = []
+                record.save()
             network, created = containers.ensure_network(
                 client, labels.network_name(self.project.name), self._labels()
             )
@@ -167,10 +176,7 @@ class DockerRuntime:
 
     def _supervise(self) -> None:
         """From now on, what dies is started again (``devmesh.runtime.docker.supervisor``)."""
-        with RuntimeRecord.locked(self.ws.runtime_file) as record:
-            if record is not None:
-                record.supervised = True
-                record.save()
+        set_supervised(self.ws.runtime_file, True)
 
     def _previous_record(self) -> RuntimeRecord | None:
         """The record of this project's Docker mesh if one runs; refuses a local one."""
@@ -269,6 +275,8 @@ class DockerRuntime:
         if current is not None:
             stop_all([current])
             record.processes = [p for p in record.processes if p is not current]
+        if fresh_network:  # every container will be new: none of the kept routes holds
+            self.ws.roster_file.unlink(missing_ok=True)
         return await start_controlplane(
             self.ws,
             record,
@@ -384,21 +392,22 @@ class DockerRuntime:
         return [s.id for s in specs]
 
     async def _restart_one(self, watch: Watch, spec: InstanceSpec) -> None:
-        with hold_instance(self.ws.runtime_file, spec.id):  # its supervisor keeps off meanwhile
+        with restarting(self.ws.runtime_file, spec.id):  # its supervisor keeps off meanwhile
             await asyncio.to_thread(
                 containers.restart, watch.client, watch.name(spec.id, "service")
             )
-        await watch.answers(spec)
+            await watch.answers(spec)
 
     def kill(self, instance: str) -> None:
         """Kill the instance's service container; it stays down until ``restart`` or ``up``."""
         client = connect()
         try:
             with RuntimeRecord.locked(self.ws.runtime_file) as record:
-                if record is not None and instance not in record.held:
-                    record.held.append(instance)
+                name = labels.container_name(self.project.name, instance, "service")
+                containers.kill(client, name)
+                if record is not None and instance not in record.stopped:
+                    record.stopped.append(instance)
                     record.save()
-            containers.kill(client, labels.container_name(self.project.name, instance, "service"))
         finally:
             client.close()
 

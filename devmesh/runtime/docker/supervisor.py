@@ -54,12 +54,17 @@ class DockerSupervisor:
         self._restarts: dict[str, int] = {}
 
     def check(self, record: RuntimeRecord) -> Report | None:
-        """One pass over the project's containers (blocking: run it in a thread)."""
+        """One pass over the project's containers, ``record`` held locked by the caller
+        (blocking: run it in a thread)."""
         project = self._project()
         if project is None:
             return None
         if not record.supervised:  # `up` or `down` is at work: it has the last word
-            return Report(held=set(record.held), restarts=dict(self._restarts))
+            return Report(
+                stopped=set(record.stopped),
+                restarting=set(record.restarting),
+                restarts=dict(self._restarts),
+            )
         try:
             client = self._client = self._client or connect()
             found = containers.list_project(client, str(self.ws.project_dir))
@@ -67,13 +72,17 @@ class DockerSupervisor:
             log.warning("cannot supervise the containers: %s", exc.message)
             self.close()
             return None
-        report = Report(held=set(record.held), restarts=dict(self._restarts))
+        report = Report(
+            stopped=set(record.stopped),
+            restarting=set(record.restarting),
+            restarts=dict(self._restarts),
+        )
         services = {f.instance: f for f in found if f.role == "service"}
         for container in found:
             if container.role not in ("sidecar", "service", "gateway"):
                 continue
-            held = container.role == "service" and container.instance in record.held
-            if held:
+            left_alone = {*record.stopped, *record.restarting}
+            if container.role == "service" and container.instance in left_alone:
                 self.schedule.forget(container.name)
                 continue
             verdict = self.schedule.observe(container.name, container.status in _RUNNING)
@@ -81,15 +90,22 @@ class DockerSupervisor:
                 continue
             code = "" if container.exit_code is None else f" (code {container.exit_code})"
             what = "its sidecar" if container.role != "service" else "its container"
-            report.down[container.instance] = Down(
-                f"{what} exited{code}; starting it again",
-                sidecar=container.role != "service",
-                seen_at=time.time(),
+            report.add_down(
+                container.instance,
+                Down(
+                    f"{what} exited{code}; starting it again",
+                    sidecar=container.role != "service",
+                    seen_at=time.time(),
+                ),
             )
             if verdict == "start":
-                self._start_again(client, project, container, services.get(container.instance))
+                service = services.get(container.instance)
+                if service is not None and service.instance in record.stopped:
+                    service = None  # killed on purpose: its sidecar comes back, it does not
+                if self._start_again(client, project, container, service):
+                    counted = self._restarts.get(container.instance, 0)
+                    self._restarts[container.instance] = counted + 1
                 self.schedule.started(container.name)
-                self._restarts[container.instance] = self._restarts.get(container.instance, 0) + 1
         return report
 
     def _start_again(
@@ -98,17 +114,20 @@ class DockerSupervisor:
         project: Project,
         container: containers.Found,
         service: containers.Found | None,
-    ) -> None:
+    ) -> bool:
+        """Start ``container`` again (a sidecar: with its namespace's redirects and its
+        ``service``); True if it worked."""
         try:
             containers.start(client, container.name)
             if container.role == "sidecar":
                 self._intercept_again(client, project, container)
-                if service is not None and service.instance not in self._held():
+                if service is not None:
                     containers.restart(client, service.name)  # into the new namespace
         except DevmeshError as exc:
             log.error("could not start %s again: %s", container.name, exc.message)
-        else:
-            log.info("started %s again", container.name)
+            return False
+        log.info("started %s again", container.name)
+        return True
 
     def _intercept_again(
         self, client: docker.DockerClient, project: Project, sidecar: containers.Found
@@ -141,10 +160,6 @@ class DockerSupervisor:
                 code,
                 " / ".join(output[-3:]),
             )
-
-    def _held(self) -> set[str]:
-        record = RuntimeRecord.load(self.ws.runtime_file)
-        return set(record.held) if record is not None else set()
 
     def close(self) -> None:
         if self._client is not None:

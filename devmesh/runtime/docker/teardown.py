@@ -13,7 +13,7 @@ from devmesh.errors import DevmeshError
 from devmesh.runtime.docker import containers
 from devmesh.runtime.docker.daemon import connect
 from devmesh.runtime.docker.reconcile import REMOVE_ORDER
-from devmesh.runtime.processes import RuntimeRecord, stop_all
+from devmesh.runtime.processes import RuntimeRecord, set_supervised, stop_all
 from devmesh.workspace import Workspace
 
 
@@ -36,6 +36,7 @@ def down(workspace: Workspace) -> list[str]:
     Without a Docker daemon this stops what runs on this machine and, unless the
     record says a Docker mesh runs (then it raises), forgets the rest.
     """
+    set_supervised(workspace.runtime_file, False)  # nothing restarts what goes now
     record = RuntimeRecord.load(workspace.runtime_file)
     stopped = stop_all(record.processes) if record is not None else []
     try:
