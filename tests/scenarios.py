@@ -149,7 +149,7 @@ def controlplane_restart(project: MeshProject, runtime: Runtime) -> LoadResult:
 def restarts_under_load(project: MeshProject) -> LoadResult:
     """`devmesh restart` of every service, one after the other, under 100 req/s: no request
     fails (each instance's calls wait at its sidecar while its app restarts)."""
-    with SteadyLoad(project.url, 40, RATE) as load:
+    with SteadyLoad(project.url, 30, RATE) as load:
         load.wait_until(5)
         for service in ("catalog", "frontend", "pricing"):
             restarted = project.cli("restart", service)
@@ -191,12 +191,12 @@ def half_abort_and_reset(project: MeshProject) -> tuple[LoadResult, LoadResult]:
     black-holed by the breaker), and `fault reset` gives 0 errors at once."""
     added = project.cli("fault", "add", "catalog", "--abort", "503", "--percent", "50")
     assert added.returncode == 0, added.stderr
-    with SteadyLoad(project.url, 20, RATE) as load:
+    with SteadyLoad(project.url, 12, RATE) as load:
         faulted = load.result()
     assert 0.44 <= faulted.failed / faulted.sent <= 0.56, faulted.describe()
     reset = project.cli("fault", "reset")
     assert reset.returncode == 0, reset.stderr
-    with SteadyLoad(project.url, 10, RATE) as load:
+    with SteadyLoad(project.url, 6, RATE) as load:
         after = load.result()
     assert after.failed == 0, after.describe()
     return faulted, after

@@ -52,6 +52,8 @@ from proxy.snapshot import Snapshot, snapshot_to_wire
 log = logging.getLogger("devmesh.controlplane")
 
 HELLO_TIMEOUT = 10.0
+BUSY_WAIT = 30.0
+"""How long a kill or restart asked for waits for the one that runs."""
 HEARTBEAT = 10.0
 """A sidecar the control plane has heard nothing from for this long is pinged; one that
 does not answer within half of it more is gone (aiohttp's heartbeat: any frame counts)."""
@@ -301,10 +303,18 @@ class ControlPlaneAPI:
 
     @contextlib.asynccontextmanager
     async def _busy(self) -> AsyncIterator[None]:
-        if self._lifecycle.locked():
-            raise Busy("another kill or restart is still running", "try again when it has finished")
-        async with self._lifecycle:
+        """One kill or restart at a time: one asked for while another runs waits for it (a
+        restart right after a kill), for ``BUSY_WAIT`` at most."""
+        try:
+            await asyncio.wait_for(self._lifecycle.acquire(), BUSY_WAIT)
+        except TimeoutError:
+            raise Busy(
+                "another kill or restart is still running", "try again when it has finished"
+            ) from None
+        try:
             yield
+        finally:
+            self._lifecycle.release()
 
     async def get_logs(self, request: web.Request) -> web.Response:
         """The instance's latest ``lines`` (100) log lines."""

@@ -11,7 +11,7 @@ import copy
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from devmesh.config import dump_project, parse_project
@@ -67,27 +67,12 @@ class Proxy:
     held_at: float = 0.0
 
     def member(self) -> Member:
-        return Member(
-            service=self.service,
-            version=self.version,
-            instance=self.instance,
-            role=self.role,
-            inbound=self.inbound,
-            health=self.health,
-            detail=self.detail,
-        )
+        """As the roster keeps it."""
+        return Member(**{f.name: getattr(self, f.name) for f in fields(Member)})
 
     @classmethod
     def of_member(cls, member: Member) -> Proxy:
-        return cls(
-            service=member.service,
-            version=member.version,
-            instance=member.instance,
-            role=member.role,
-            inbound=member.inbound,
-            health=member.health,
-            detail=member.detail,
-        )
+        return cls(**asdict(member))
 
 
 @dataclass

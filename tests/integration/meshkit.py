@@ -49,6 +49,15 @@ async def wait_until(
         await asyncio.sleep(0.02)
 
 
+async def all_synced(client: ControlPlaneClient, count: int) -> bool:
+    """``count`` proxies are connected and every one holds the latest snapshot."""
+    status = await client.status()
+    proxies = status["proxies"]
+    return len(proxies) == count and all(
+        p["acked_version"] == status["snapshot_version"] for p in proxies
+    )
+
+
 class ControlPlane:
     """A real control plane on 127.0.0.1 that can be stopped and started on the same port."""
 

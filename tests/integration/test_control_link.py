@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,15 @@ async def stand_in() -> AsyncIterator[StandIn]:
             pass
         return ws
 
+    async with serving(plane, stream):
+        yield plane
+
+
+@asynccontextmanager
+async def serving(
+    plane: StandIn, stream: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> AsyncIterator[None]:
+    """The sidecar stream at ``plane.url``, answered by ``stream``."""
     app = web.Application()
     app.router.add_get(STREAM_PATH, stream)
     runner = web.AppRunner(app, access_log=None)
@@ -55,7 +64,7 @@ async def stand_in() -> AsyncIterator[StandIn]:
     try:
         await web.TCPSite(runner, LOCALHOST, 0).start()
         plane.url = f"http://{LOCALHOST}:{runner.addresses[0][1]}"
-        yield plane
+        yield
     finally:
         await runner.cleanup()
 
@@ -161,16 +170,8 @@ async def quiet_plane(answer_pings: bool) -> AsyncIterator[tuple[StandIn, list[s
                 await ws.pong(message.data)
         return ws
 
-    app = web.Application()
-    app.router.add_get(STREAM_PATH, stream)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, LOCALHOST, 0).start()
-        plane.url = f"http://{LOCALHOST}:{runner.addresses[0][1]}"
+    async with serving(plane, stream):
         yield plane, frames
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from proxy.runner import SidecarRunner
 from tests.integration.meshkit import (
     PROJECT,
     ControlPlane,
+    all_synced,
     app_server,
     call_through,
     sidecar,
@@ -265,14 +266,9 @@ async def test_split_is_applied_live_and_survives_a_restart(controlplane: Contro
         assert controlplane.mesh.snapshot.version >= version_before, "versions never go back"
         await wait_until(lambda: frontend.link.connected.is_set(), "the sidecar reconnects")
         async with controlplane.client() as client:
-
-            async def all_back() -> bool:
-                status = await client.status()
-                return len(status["proxies"]) == 3 and all(
-                    p["acked_version"] == status["snapshot_version"] for p in status["proxies"]
-                )
-
-            await wait_until(all_back, "every sidecar re-registered and took the snapshot")
+            await wait_until(
+                lambda: all_synced(client, 3), "every sidecar re-registered and took the snapshot"
+            )
             await client.clear_split("catalog")
         await wait_until(
             lambda: frontend.router.snapshot.routes["catalog"].split is None,

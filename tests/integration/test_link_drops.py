@@ -17,6 +17,7 @@ from proxy.control import STREAM_PATH
 from proxy.runner import SidecarRunner
 from tests.integration.meshkit import (
     ControlPlane,
+    all_synced,
     app_server,
     call_through,
     relay,
@@ -141,14 +142,9 @@ async def test_a_restarted_control_plane_keeps_every_healthy_instance_in_routing
             first = {e.instance for e in controlplane.mesh.snapshot.routes["catalog"].endpoints}
             assert first == BOTH
             async with controlplane.client() as client:
-
-                async def all_back() -> bool:
-                    status = await client.status()
-                    return len(status["proxies"]) == 3 and all(
-                        p["acked_version"] == status["snapshot_version"] for p in status["proxies"]
-                    )
-
-                await wait_until(all_back, "every sidecar said hello and took the snapshot")
+                await wait_until(
+                    lambda: all_synced(client, 3), "every sidecar said hello and took the snapshot"
+                )
             assert len(seen) > before, "the frontend was sent a snapshot after the restart"
             assert {(await call_through(frontend, "catalog"))[1] for _ in range(4)} == {
                 "catalog-v1",
