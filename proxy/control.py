@@ -210,19 +210,19 @@ class ControlLink:
         except ValueError:
             log.warning("ignoring a control plane message that is not JSON")
             return
-        if isinstance(message, dict) and message.get("type") == "identity":
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "identity":
             await self._install_identity(ws, message)
-            return
-        if isinstance(message, dict) and message.get("type") == "hold":
+        elif kind == "hold":
             task = asyncio.create_task(self._hold())
             self._holds.add(task)
             task.add_done_callback(self._holds.discard)
-            return
-        if isinstance(message, dict) and message.get("type") == "release":
+        elif kind == "release":
             await self._release()
-            return
-        if not isinstance(message, dict) or message.get("type") != "snapshot":
-            return
+        elif kind == "snapshot":
+            await self._take_snapshot(ws, message)
+
+    async def _take_snapshot(self, ws: WebSocket, message: dict[str, Any]) -> None:
         raw = message.get("snapshot")
         version = raw.get("version") if isinstance(raw, dict) else None
         try:

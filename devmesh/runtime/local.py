@@ -514,7 +514,8 @@ class LocalRuntime:
             await asyncio.sleep(POLL_INTERVAL * 2)
 
     def kill(self, instance: str) -> None:
-        """SIGKILL the instance's process; it stays down (held) until ``restart`` or ``up``."""
+        """SIGKILL the instance's process; it stays down (``stopped``) until ``restart`` or
+        ``up``."""
         with RuntimeRecord.locked(self.ws.runtime_file) as record:
             process = record.find(instance) if record is not None else None
             if record is None or process is None or not is_alive(process):

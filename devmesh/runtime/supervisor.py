@@ -16,8 +16,8 @@ process that dies while it starts things), and an instance stopped on purpose
 (``devmesh kill``) is left down until ``restart`` or ``up``.
 
 Each pass returns what the mesh should show: the instances with a process
-down (``restarting``, with why), those held down, and how often each was
-started again.
+down (``restarting``, with why), those stopped on purpose or being restarted,
+and how often each was started again.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class LocalSupervisor:
 
     def check(self, record: RuntimeRecord) -> Report:
         """One pass over ``record`` (held locked by the caller; blocking). While ``up`` or
-        ``down`` changes the mesh, a report of what is held, with nothing done."""
+        ``down`` changes the mesh, a report of what is stopped or restarting, nothing done."""
         self._reap()
         report = Report(stopped=set(record.stopped), restarting=set(record.restarting))
         workers = [p for p in record.processes if p.role != "controlplane" and p.instance]
