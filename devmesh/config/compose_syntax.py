@@ -26,6 +26,7 @@ _SHORT_PORT = re.compile(
 )
 _PORT_NUMBER = re.compile(r"^\d+(?:-\d+)?$", re.ASCII)
 LONG_PORT_KEYS = ("target", "published", "host_ip", "protocol")
+"""The keys of a long-form ``ports`` entry devmesh reads (``mode``, ``name``... it ignores)."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,6 @@ class PortEntry:
     published: str | None = None
     host_ip: str | None = None
     protocol: str = "tcp"
-    other_keys: tuple[str, ...] = ()
-    """Keys of a long-form entry other than ``LONG_PORT_KEYS`` (``mode``, ``name``...)."""
 
     @property
     def is_range(self) -> bool:
@@ -73,7 +72,6 @@ def parse_port(entry: object) -> PortEntry | None:
             published=None if published is None else str(published),
             host_ip=None if host_ip is None else str(host_ip),
             protocol=str(entry.get("protocol") or "tcp"),
-            other_keys=tuple(str(key) for key in entry if key not in LONG_PORT_KEYS),
         )
     else:
         match = _SHORT_PORT.match(str(entry)) if isinstance(entry, str | int) else None

@@ -15,6 +15,7 @@ from devmesh.config import dump_project, load_project, parse_project
 from devmesh.config.compose import (
     COMPOSE_NAMES,
     Imported,
+    compose_project,
     compose_to_config,
     find_compose,
     import_compose,
@@ -55,6 +56,13 @@ def service(compose: dict[str, object]) -> tuple[dict[str, object], list[str]]:
 def problems_of(path: Path) -> list[Problem]:
     with pytest.raises(ConfigError) as caught:
         load_compose(path)
+    return caught.value.problems
+
+
+def problems_in(imported: Imported) -> list[Problem]:
+    """Every problem ``compose_project`` reports for ``imported``: conversion's and validation's."""
+    with pytest.raises(ConfigError) as caught:
+        compose_project(imported, FILE)
     return caught.value.problems
 
 
@@ -455,7 +463,7 @@ def test_replicas(compose: dict[str, object], replicas: int, warnings: list[str]
 def test_what_devmesh_rejects_is_its_config_error_at_the_compose_line(tmp_path: Path) -> None:
     path = copy("bad_replicas.yml", tmp_path)
     [problem] = problems_of(path)
-    assert (problem.file, problem.line, problem.path) == (path, 5, "services.web.replicas")
+    assert (problem.file, problem.line, problem.path) == (path, 5, "services.web.deploy.replicas")
     assert problem.message == "replicas of service web must be from 1 to 20, not 0"
 
 
@@ -464,6 +472,125 @@ def test_a_service_with_nothing_to_run_is_left_to_the_validator(tmp_path: Path) 
     [problem] = problems_of(path)
     assert (problem.file, problem.line, problem.path) == (path, 4, "services.worker")
     assert problem.message == "worker has nothing to run"
+
+
+# --- keys Compose does not know, and everything at once ---------------------------------
+
+
+def test_every_problem_of_a_compose_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = copy("bad_many_problems.yml", tmp_path)
+    problems = problems_of(path)
+    assert [(p.file, p.line, p.path) for p in problems] == [
+        (path, 5, "services.web.enviroment"),
+        (path, 12, "services.api.depends_on[0]"),
+        (path, 14, "services.api.deploy.replicas"),
+        (path, 16, "services.api.ports[0]"),
+        (path, 18, "services.db.imag"),
+        (path, 19, "volumse"),
+    ]
+    assert [p.hint for p in problems if p.path.endswith(("enviroment", "imag", "volumse"))] == [
+        "did you mean 'environment'?",
+        "did you mean 'image'?",
+        "did you mean 'volumes'?",
+    ]
+    assert not any("restart" in p.path for p in problems), "a key Compose knows only warns"
+    assert not any("nothing to run" in p.message for p in problems), "db's typo says it all"
+
+
+def test_a_top_level_key_compose_does_not_know_is_an_error(tmp_path: Path) -> None:
+    path = copy("bad_top_level_typo.yml", tmp_path)
+    problems = problems_of(path)
+    assert [(p.line, p.path) for p in problems] == [(1, "services"), (2, "servics")]
+    assert problems[0].message == "the compose file has no services"
+    assert problems[1].message == "unknown key 'servics' in the compose file"
+    assert problems[1].hint == "did you mean 'services'?"
+
+
+@pytest.mark.parametrize(
+    ("compose", "path", "owner", "hint"),
+    [
+        ({"enviroment": {"A": "1"}}, "services.web.enviroment", "service web", "'environment'"),
+        ({"comand": "sh"}, "services.web.comand", "service web", "'command'"),
+        ({"restrat": "always"}, "services.web.restrat", "service web", "'restart'"),
+        (
+            {"build": {"context": ".", "dockerfiel": "D"}},
+            "services.web.build.dockerfiel",
+            "the build of web",
+            "'dockerfile'",
+        ),
+        (
+            {"deploy": {"replica": 2}},
+            "services.web.deploy.replica",
+            "the deploy of web",
+            "'replicas'",
+        ),
+        (
+            {"ports": [{"target": 80, "publshed": 8080}]},
+            "services.web.ports[0].publshed",
+            "port entry 1 of web",
+            "'published'",
+        ),
+        (
+            {"depends_on": {"api": {"conditon": "service_started"}}},
+            "services.web.depends_on.api.conditon",
+            "the dependency of web on api",
+            "'condition'",
+        ),
+        ({"frobnicate": True}, "services.web.frobnicate", "service web", "check its spelling"),
+    ],
+)
+def test_a_key_compose_does_not_know_is_an_error_with_the_key_it_may_mean(
+    compose: dict[str, object], path: str, owner: str, hint: str
+) -> None:
+    imported = convert({"web": {"image": "nginx", **compose}, "api": {"image": "api"}})
+    [problem] = problems_in(imported)
+    key = path.rpartition(".")[2]
+    assert (problem.path, problem.message) == (path, f"unknown key '{key}' in {owner}")
+    assert problem.hint is not None
+    assert hint in problem.hint
+    assert not any(key in warning for warning in imported.warnings), "an error, not a warning"
+
+
+@pytest.mark.parametrize(
+    "compose",
+    [
+        {"restart": "always", "volumes": ["./data:/data"], "x-note": "hi"},
+        {"build": {"context": ".", "target": "dev", "x-note": "hi"}},
+        {"deploy": {"replicas": 2, "resources": {}}},
+        {"ports": [{"target": 80, "published": 8080, "mode": "host", "app_protocol": "http"}]},
+        {"depends_on": {"api": {"condition": "service_started", "required": True}}},
+    ],
+)
+def test_keys_compose_knows_and_devmesh_ignores_stay_warnings(compose: dict[str, object]) -> None:
+    imported = convert({"web": {"image": "nginx", **compose}, "api": {"image": "api"}})
+    assert imported.problems == []
+    assert imported.warnings
+    assert all("is not supported by devmesh and is ignored" in w for w in imported.warnings)
+    assert not any("x-note" in w for w in imported.warnings), "extensions pass silently"
+    compose_project(imported, FILE)
+
+
+def test_a_port_clash_names_the_ports_of_the_compose_file(tmp_path: Path) -> None:
+    path = copy("bad_port_clash.yml", tmp_path)
+    [problem] = problems_of(path)
+    assert (problem.line, problem.path) == (11, "services.api.ports[0]")
+    assert problem.message == "api exposes host port 8080, which web already exposes on line 7"
+    assert problem.hint == "give api or web another host port in `ports:`"
+
+
+def test_a_tcp_service_run_twice_with_a_host_port_is_told_to_drop_it_from_ports() -> None:
+    imported = convert({"db": {"image": "postgres:16", "ports": ["5433:5432"], "scale": 2}})
+    [problem] = problems_in(imported)
+    assert problem.path == "services.db.ports[0]"
+    assert (
+        problem.hint == "run one instance of it, or leave the host port out of its `ports:` entry"
+    )
+
+
+def test_a_problem_of_a_converted_value_is_at_its_compose_path() -> None:
+    imported = convert({"web": {"image": "nginx", "environment": {"BAD-NAME": "1"}}})
+    [problem] = problems_in(imported)
+    assert problem.path == "services.web.environment.BAD-NAME"
 
 
 # --- names and invalid files ------------------------------------------------------------
@@ -526,9 +653,8 @@ def test_invalid_compose_files(
 
 @pytest.mark.parametrize("data", [None, ["web"], "services"])
 def test_data_that_is_not_a_mapping_is_an_error(data: object) -> None:
-    with pytest.raises(ConfigError) as caught:
-        compose_to_config(data, file=FILE, lines={"": 1}, default_name="demo")
-    [problem] = caught.value.problems
+    imported = compose_to_config(data, file=FILE, lines={"": 1}, default_name="demo")
+    [problem] = problems_in(imported)
     assert (problem.file, problem.line) == (FILE, 1)
     assert problem.message.startswith("a compose file must be a mapping")
 
@@ -606,9 +732,10 @@ def test_an_unset_variable_becomes_empty_with_a_warning() -> None:
 )
 def test_a_required_variable_or_a_malformed_reference_is_an_error(text: str, message: str) -> None:
     data = {"services": {"web": {"image": "nginx", "command": text}}}
-    with pytest.raises(ConfigError) as caught:
-        compose_to_config(data, file=FILE, lines={"services.web.command": 3}, default_name="d")
-    [problem] = caught.value.problems
+    imported = compose_to_config(
+        data, file=FILE, lines={"services.web.command": 3}, default_name="d"
+    )
+    [problem] = problems_in(imported)
     assert (problem.line, problem.path, problem.message) == (3, "services.web.command", message)
 
 
