@@ -75,6 +75,7 @@ _HINTS = {
 COMPOSE_WORDING = Wording(
     other_host_port="another host port in `ports:`",
     no_host_port="leave the host port out of its `ports:` entry",
+    examples={"replicas": "deploy: {replicas: 2}"},
 )
 """Hints about a compose file name its keys: a host port is given in ``ports:``."""
 
@@ -364,7 +365,14 @@ class _Converter:
                 key, sep, text = str(item).partition("=")
                 items.append((key, text if sep else None, path_item(path, index)))
         else:
-            return value  # the validator says what is wrong with it
+            owner, _, what = path.removeprefix("services.").partition(".")
+            key = what.rpartition(".")[2]
+            self.problem(
+                path,
+                f"{what} of service {owner} must be a mapping or a list, not {describe(value)}",
+                f"write it like `{key}: {{MODE: dev}}` or `{key}: [MODE=dev]`",
+            )
+            return {}
         result: dict[str, object] = {}
         for key, item, item_path in items:
             if item is None and key not in self.environ:
@@ -419,7 +427,7 @@ class _Converter:
                     self.problem(
                         at,
                         f"{entry!r} is not a port entry devmesh understands",
-                        'write it like "8080:8000", "8000" or {target: 8000, published: 8080}',
+                        _PORT_HINTS[key],
                     )
                     continue
                 if isinstance(entry, dict):
@@ -510,4 +518,9 @@ class _Converter:
         return result
 
 
+_PORT_HINTS = {
+    "ports": 'write it like "8080:8000", "8000" or {target: 8000, published: 8080} '
+    "(ports from 1 to 65535)",
+    "expose": 'write it like "8000" or "8000/tcp" (a port from 1 to 65535)',
+}
 _SVC_HINT = "list the services under `services:`, e.g. `services: {web: {image: nginx}}`"

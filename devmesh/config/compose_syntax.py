@@ -79,14 +79,21 @@ def parse_port(entry: object) -> PortEntry | None:
             return None
         ip, host, target, protocol = match.group("ip", "host", "target", "proto")
         port = PortEntry(target, host, ip, protocol or "tcp")
-    published_ok = not port.published or _PORT_NUMBER.match(port.published)
-    return port if _PORT_NUMBER.match(port.target) and published_ok else None
+    published_ok = not port.published or _is_port_number(port.published)
+    return port if _is_port_number(port.target) and published_ok else None
 
 
 def parse_expose(entry: object) -> PortEntry | None:
     """An ``expose`` entry: ``"8000"``, ``8000`` or ``"8000/tcp"``; ``None`` if it is not one."""
     target, _, protocol = (str(entry) if isinstance(entry, str | int) else "").partition("/")
-    return PortEntry(target, protocol=protocol or "tcp") if _PORT_NUMBER.match(target) else None
+    return PortEntry(target, protocol=protocol or "tcp") if _is_port_number(target) else None
+
+
+def _is_port_number(text: str) -> bool:
+    """A port (``80``) or a range (``80-81``) of ports from 1 to 65535, as Compose takes them."""
+    return bool(_PORT_NUMBER.match(text)) and all(
+        1 <= int(part) <= 65535 for part in text.split("-")
+    )
 
 
 def read_dotenv(path: Path) -> tuple[dict[str, str], list[str]]:

@@ -58,6 +58,9 @@ class Wording:
     """What to give one of two services that expose the same host port."""
     no_host_port: str = "remove `expose:`"
     """How to stop exposing a service on the host."""
+    examples: Mapping[str, str] = field(default_factory=dict)
+    """Examples of the numbers a service's key takes, where the file writes them otherwise
+    (``replicas`` -> ``deploy: {replicas: 2}``)."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from devmesh.config.compose import (
     render_devmesh_yaml,
 )
 from devmesh.config.model import Build
+from devmesh.config.report import source_path
 from devmesh.errors import ConfigError, Problem, UsageError
 
 COMPOSE = Path(__file__).parent / "compose"
@@ -585,6 +586,72 @@ def test_a_tcp_service_run_twice_with_a_host_port_is_told_to_drop_it_from_ports(
     assert (
         problem.hint == "run one instance of it, or leave the host port out of its `ports:` entry"
     )
+
+
+@pytest.mark.parametrize(
+    ("compose", "path", "message", "hint"),
+    [
+        (
+            {"environment": "MODE=dev"},
+            "services.web.environment",
+            "environment of service web must be a mapping or a list, not the text 'MODE=dev'",
+            "write it like `environment: {MODE: dev}` or `environment: [MODE=dev]`",
+        ),
+        (
+            {"build": {"context": ".", "args": 5}},
+            "services.web.build.args",
+            "build.args of service web must be a mapping or a list, not 5",
+            "write it like `args: {MODE: dev}` or `args: [MODE=dev]`",
+        ),
+        (
+            {"ports": ["99999:80"]},
+            "services.web.ports[0]",
+            "'99999:80' is not a port entry devmesh understands",
+            'write it like "8080:8000", "8000" or {target: 8000, published: 8080} '
+            "(ports from 1 to 65535)",
+        ),
+        (
+            {"expose": ["0"]},
+            "services.web.expose[0]",
+            "'0' is not a port entry devmesh understands",
+            'write it like "8000" or "8000/tcp" (a port from 1 to 65535)',
+        ),
+        (
+            {"deploy": {"replicas": 30}},
+            "services.web.deploy.replicas",
+            "replicas of service web must be from 1 to 20, not 30",
+            "use a whole number from 1 to 20, e.g. `deploy: {replicas: 2}`",
+        ),
+    ],
+)
+def test_a_wrong_value_is_told_in_the_compose_files_keys(
+    compose: dict[str, object], path: str, message: str, hint: str
+) -> None:
+    [problem] = problems_in(convert({"web": {"image": "nginx", **compose}}))
+    assert (problem.path, problem.message, problem.hint) == (path, message, hint)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("services.web.expose", "services.web.ports[0]"),
+        ("services.web.env.MODE", "services.web.environment.MODE"),
+        ("services.web.depends_on[0]", "services.web.depends_on.db"),
+        ("services.web", "services.web"),
+        ("policies.web.timeout", "policies.web.timeout"),
+    ],
+)
+def test_source_path_names_a_converted_path_as_the_compose_file_does(
+    path: str, expected: str
+) -> None:
+    sources = {
+        "": "",
+        "services.web": "services.web",
+        "services.web.expose": "services.web.ports[0]",
+        "services.web.env": "services.web.environment",
+        "services.web.depends_on[0]": "services.web.depends_on.db",
+    }
+    assert source_path(path, sources) == expected
 
 
 def test_a_problem_of_a_converted_value_is_at_its_compose_path() -> None:
