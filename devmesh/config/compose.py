@@ -29,11 +29,9 @@ from devmesh.config.compose_keys import (
     BUILD_KEYS,
     DEPENDENCY_KEYS,
     DEPLOY_KEYS,
-    EXTENSION_PREFIX,
     PORT_KEYS,
     SERVICE_KEYS,
     TOP_KEYS,
-    is_compose_key,
 )
 from devmesh.config.compose_syntax import (
     LONG_PORT_KEYS,
@@ -49,7 +47,7 @@ from devmesh.config.protocols import not_http
 from devmesh.config.readers import describe
 from devmesh.config.report import Origin, Wording, did_you_mean, parent_path
 from devmesh.config.validate import parse_project
-from devmesh.config.validate_shape import NAME, NAME_RULE, suggest_name
+from devmesh.config.validate_shape import EXTENSION_PREFIX, NAME, NAME_RULE, suggest_name
 from devmesh.config.yamlsource import load_yaml, path_item, path_join
 from devmesh.errors import ConfigError, Problem, UsageError
 
@@ -229,7 +227,7 @@ class _Converter:
     def problem(self, path: str, message: str, hint: str) -> None:
         self.problems.append(Problem(path, message, hint, self.file, self.line(path)))
 
-    def ignored_keys(
+    def check_keys(
         self,
         mapping: Mapping[object, object],
         path: str,
@@ -247,13 +245,12 @@ class _Converter:
             if key in used or key.startswith(EXTENSION_PREFIX):
                 continue
             at = path_join(path, key)
-            if is_compose_key(key, known):
+            if key in known:
                 self.unsupported(at, _HINTS.get(key))
             else:
-                otherwise = f"{owner} takes no such key in Compose either: check its spelling"
-                self.problem(
-                    at, f"unknown key '{key}' in {owner}", did_you_mean(key, known, otherwise)
-                )
+                otherwise = f"Compose knows no such key in {owner} either: check its spelling"
+                hint = did_you_mean(key, sorted(known), otherwise)
+                self.problem(at, f"unknown key '{key}' in {owner}", hint)
 
     def mark(self, out_path: str, in_path: str) -> None:
         """Record that ``out_path`` of the config comes from ``in_path`` of the compose file."""
@@ -266,7 +263,7 @@ class _Converter:
         if not isinstance(data, dict):
             self.problem("", f"a compose file must be a mapping, not {describe(data)}", _SVC_HINT)
             return {}
-        self.ignored_keys(data, "", TOP_KEYS, "the compose file", _SILENT_TOP)
+        self.check_keys(data, "", TOP_KEYS, "the compose file", _SILENT_TOP)
         self.mark("", "")
         result: dict[str, object] = {"name": self._name(data.get("name"), default_name)}
         services = data.get("services")
@@ -317,7 +314,7 @@ class _Converter:
                 "write its settings on indented lines below it, e.g. `image: nginx`",
             )
             return {}
-        self.ignored_keys(raw, path, SERVICE_KEYS, f"service {name}", _USED_SERVICE_KEYS)
+        self.check_keys(raw, path, SERVICE_KEYS, f"service {name}", _USED_SERVICE_KEYS)
         raw = {
             k: self.interpolate(v, f"{path}.{k}") for k, v in raw.items() if k in _USED_SERVICE_KEYS
         }
@@ -347,7 +344,7 @@ class _Converter:
         if not isinstance(value, dict):
             return value
         owner = f"the build of {path.removeprefix('services.').removesuffix('.build')}"
-        self.ignored_keys(value, path, BUILD_KEYS, owner, _USED_BUILD_KEYS)
+        self.check_keys(value, path, BUILD_KEYS, owner, _USED_BUILD_KEYS)
         build: dict[str, object] = {"context": value.get("context") or "."}
         if value.get("dockerfile") is not None:
             build["dockerfile"] = value["dockerfile"]
@@ -398,7 +395,7 @@ class _Converter:
             self.mark(f"{path}.depends_on[{index}]", at)
             spec = spec if isinstance(spec, dict) else {}
             owner = f"the dependency of {path.removeprefix('services.')} on {dependency}"
-            self.ignored_keys(spec, at, DEPENDENCY_KEYS, owner, ("condition",))
+            self.check_keys(spec, at, DEPENDENCY_KEYS, owner, ("condition",))
             if "condition" in spec and spec["condition"] not in _READY_CONDITIONS:
                 self.warn(
                     f"{at}.condition",
@@ -432,7 +429,7 @@ class _Converter:
                     continue
                 if isinstance(entry, dict):
                     owner = f"port entry {index + 1} of {path.removeprefix('services.')}"
-                    self.ignored_keys(entry, at, PORT_KEYS, owner, LONG_PORT_KEYS)
+                    self.check_keys(entry, at, PORT_KEYS, owner, LONG_PORT_KEYS)
                 if "port" in out and (key == "ports" or port.target != str(out["port"])):
                     self.warn(
                         at,
@@ -488,7 +485,7 @@ class _Converter:
         deploy, given = raw.get("deploy"), []
         if isinstance(deploy, dict):
             owner = f"the deploy of {path.removeprefix('services.')}"
-            self.ignored_keys(deploy, f"{path}.deploy", DEPLOY_KEYS, owner, ("replicas",))
+            self.check_keys(deploy, f"{path}.deploy", DEPLOY_KEYS, owner, ("replicas",))
             if deploy.get("replicas") is not None:
                 given.append(("deploy.replicas", deploy["replicas"]))
         elif deploy is not None:

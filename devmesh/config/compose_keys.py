@@ -4,12 +4,10 @@ A key Compose knows but devmesh does not carry over is a warning (see
 ``compose``); a key Compose does not know either is an error, as it is for
 Compose itself, with the known key it is most likely a typo of. The lists
 follow the specification's schema (``compose-spec.json``); keys starting with
-``x-`` are extensions, allowed everywhere.
+``x-`` are extensions, allowed everywhere (``validate_shape.EXTENSION_PREFIX``).
 """
 
 from __future__ import annotations
-
-EXTENSION_PREFIX = "x-"
 
 TOP_KEYS = frozenset(
     (
@@ -172,8 +170,3 @@ PORT_KEYS = frozenset(
     ("target", "published", "host_ip", "protocol", "mode", "name", "app_protocol")
 )
 """The keys of one ``ports`` entry in the long syntax."""
-
-
-def is_compose_key(key: str, known: frozenset[str]) -> bool:
-    """Whether Compose accepts ``key`` where ``known`` are its keys (extensions included)."""
-    return key in known or key.startswith(EXTENSION_PREFIX)
