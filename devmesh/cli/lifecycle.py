@@ -14,9 +14,10 @@ from devmesh.cli.app import app, context
 from devmesh.cli.attach import attach
 from devmesh.cli.live import open_tui
 from devmesh.cli.output import RichProgress, console, print_json, print_warning
-from devmesh.config import CONFIG_NAMES, load_project, parse_project
+from devmesh.config import CONFIG_NAMES, load_project
 from devmesh.config.compose import (
     COMPOSE_NAMES,
+    compose_project,
     import_compose,
     load_compose,
     render_devmesh_yaml,
@@ -108,7 +109,7 @@ def _from_compose(source: Path, project_dir: Path, name: str | None) -> str:
     imported = import_compose(source, default_name=name)
     if name is not None:
         imported = replace(imported, data={**imported.data, "name": name})
-    parse_project(imported.data, file=source, lines=imported.lines)
+    compose_project(imported, source)
     for warning in imported.warnings:
         print_warning(warning)
     console.print(

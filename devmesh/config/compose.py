@@ -2,12 +2,17 @@
 
 ``compose_to_config`` is pure: it turns the loaded Compose data into the dict a
 ``devmesh.yaml`` would hold, plus one warning per Compose setting devmesh does
-not support (nothing is dropped silently). Values are interpolated as Compose
-does (``$VAR``, ``${VAR:-default}``, ``$$``). A service name devmesh cannot use
-is an error, not a rename: other services call it by that name.
+not support (nothing is dropped silently) and the problems that make the file
+unusable. A key Compose does not know either is such a problem, as it is for
+Compose, with the key it is likely a typo of (see ``compose_keys``). Values are
+interpolated as Compose does (``$VAR``, ``${VAR:-default}``, ``$$``). A service
+name devmesh cannot use is an error, not a rename: other services call it by
+that name. ``compose_project`` validates the result like any ``devmesh.yaml``,
+reporting the conversion's problems and the validation's at once, at the
+compose file's own paths and in its own words (``ports:``, not ``expose:``).
 ``import_compose`` reads the file (and ``.env`` beside it) and converts it;
-``load_compose`` also validates the result like any ``devmesh.yaml``;
-``render_devmesh_yaml`` writes it out for ``devmesh init --from``.
+``load_compose`` also validates it; ``render_devmesh_yaml`` writes it out for
+``devmesh init --from``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ from pathlib import Path
 
 import yaml
 
+from devmesh.config.compose_keys import (
+    BUILD_KEYS,
+    DEPENDENCY_KEYS,
+    DEPLOY_KEYS,
+    PORT_KEYS,
+    SERVICE_KEYS,
+    TOP_KEYS,
+)
 from devmesh.config.compose_syntax import (
+    LONG_PORT_KEYS,
     PortEntry,
     interpolate,
     parse_expose,
@@ -31,9 +45,9 @@ from devmesh.config.loader import default_project_name
 from devmesh.config.model import Project
 from devmesh.config.protocols import not_http
 from devmesh.config.readers import describe
-from devmesh.config.report import parent_path
+from devmesh.config.report import Origin, Wording, did_you_mean, parent_path
 from devmesh.config.validate import parse_project
-from devmesh.config.validate_shape import NAME, NAME_RULE, suggest_name
+from devmesh.config.validate_shape import EXTENSION_PREFIX, NAME, NAME_RULE, suggest_name
 from devmesh.config.yamlsource import load_yaml, path_item, path_join
 from devmesh.errors import ConfigError, Problem, UsageError
 
@@ -43,8 +57,8 @@ COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-c
 _SILENT_TOP = ("name", "services", "version")
 
 _RUN_KEYS = ("image", "build", "command", "environment")
-_SERVICE_KEYS = (*_RUN_KEYS, "depends_on", "ports", "expose", "deploy", "scale")
-_BUILD_KEYS = ("context", "dockerfile", "args")
+_USED_SERVICE_KEYS = (*_RUN_KEYS, "depends_on", "ports", "expose", "deploy", "scale")
+_USED_BUILD_KEYS = ("context", "dockerfile", "args")
 _READY_CONDITIONS = ("service_started", "service_healthy")
 _LOOPBACK = ("127.0.0.1", "localhost")
 _HINTS = {
@@ -56,11 +70,17 @@ _HINTS = {
     "links": "services reach each other by name through the mesh",
     "profiles": "devmesh runs every service, whatever its profiles",
 }
+COMPOSE_WORDING = Wording(
+    other_host_port="another host port in `ports:`",
+    no_host_port="leave the host port out of its `ports:` entry",
+    examples={"replicas": "deploy: {replicas: 2}"},
+)
+"""Hints about a compose file name its keys: a host port is given in ``ports:``."""
 
 
 @dataclass(frozen=True)
 class Imported:
-    """A compose file as devmesh config, and what devmesh left out of it."""
+    """A compose file as devmesh config, what devmesh left out of it, and what is wrong in it."""
 
     data: dict[str, object]
     """Config-shaped: exactly what a ``devmesh.yaml`` would hold."""
@@ -68,6 +88,10 @@ class Imported:
     """One sentence each: ``docker-compose.yml:12: services.db.volumes is not supported ...``."""
     lines: dict[str, int] = field(default_factory=dict)
     """Line in the compose file of each dotted path of ``data`` (``services.web.port``)."""
+    paths: dict[str, str] = field(default_factory=dict)
+    """The compose file's path of each dotted path of ``data`` (``services.web.ports[0]``)."""
+    problems: list[Problem] = field(default_factory=list)
+    """What makes the file unusable, found while converting it (``compose_project`` raises them)."""
 
 
 def find_compose(directory: Path) -> Path | None:
@@ -83,17 +107,31 @@ def compose_to_config(
     environ: Mapping[str, str] | None = None,
     default_name: str,
 ) -> Imported:
-    """The devmesh config of the Compose ``data`` read from ``file``; ``ConfigError`` if unusable.
+    """The devmesh config of the Compose ``data`` read from ``file``, with its problems if any.
 
     ``lines`` maps Compose dotted paths to lines (see ``yamlsource``); ``environ``
     holds the variables for interpolation (none when not given).
     """
     converter = _Converter(file, lines or {}, environ or {})
     result = converter.project(data, default_name)
-    if converter.problems:
-        raise ConfigError(sorted(converter.problems, key=lambda p: p.line or 0))
     warnings = [text for _, text in sorted(converter.warnings, key=lambda pair: pair[0])]
-    return Imported(data=result, warnings=warnings, lines=converter.out_lines)
+    return Imported(
+        data=result,
+        warnings=warnings,
+        lines=converter.out_lines,
+        paths=converter.out_paths,
+        problems=converter.problems,
+    )
+
+
+def compose_project(imported: Imported, file: Path) -> Project:
+    """The project of a converted compose ``file``; ``ConfigError`` listing every problem.
+
+    The conversion's problems and the validation's come together, ordered by line,
+    each at the compose file's path and with hints in its keys.
+    """
+    origin = Origin(problems=imported.problems, paths=imported.paths, wording=COMPOSE_WORDING)
+    return parse_project(imported.data, file=file, lines=imported.lines, origin=origin)
 
 
 def import_compose(path: Path, *, default_name: str | None = None) -> Imported:
@@ -120,8 +158,7 @@ def load_compose(path: Path, *, default_name: str | None = None) -> tuple[Projec
     The project's ``source`` is the compose file, and its ``lines`` point into it.
     """
     imported = import_compose(path, default_name=default_name)
-    project = parse_project(imported.data, file=path, lines=imported.lines)
-    return project, imported.warnings
+    return compose_project(imported, path), imported.warnings
 
 
 def render_devmesh_yaml(imported: Imported, source: Path) -> str:
@@ -171,6 +208,7 @@ class _Converter:
     """(line, text): the text, and its line to put the warnings in file order."""
     problems: list[Problem] = field(default_factory=list)
     out_lines: dict[str, int] = field(default_factory=dict)
+    out_paths: dict[str, str] = field(default_factory=dict)
 
     def line(self, path: str) -> int | None:
         while path not in self.lines and path:
@@ -189,7 +227,34 @@ class _Converter:
     def problem(self, path: str, message: str, hint: str) -> None:
         self.problems.append(Problem(path, message, hint, self.file, self.line(path)))
 
+    def check_keys(
+        self,
+        mapping: Mapping[object, object],
+        path: str,
+        known: frozenset[str],
+        owner: str,
+        used: tuple[str, ...] = (),
+    ) -> None:
+        """A warning for each key Compose knows devmesh does not use, an error for the others.
+
+        ``known``: Compose's keys in ``mapping`` (at ``path``, named ``owner`` in
+        messages); ``used``: those devmesh reads. Extensions (``x-...``) pass silently.
+        """
+        for raw_key in mapping:
+            key = str(raw_key)
+            if key in used or key.startswith(EXTENSION_PREFIX):
+                continue
+            at = path_join(path, key)
+            if key in known:
+                self.unsupported(at, _HINTS.get(key))
+            else:
+                otherwise = f"Compose knows no such key in {owner} either: check its spelling"
+                hint = did_you_mean(key, sorted(known), otherwise)
+                self.problem(at, f"unknown key '{key}' in {owner}", hint)
+
     def mark(self, out_path: str, in_path: str) -> None:
+        """Record that ``out_path`` of the config comes from ``in_path`` of the compose file."""
+        self.out_paths[out_path] = in_path
         line = self.line(in_path)
         if line is not None:
             self.out_lines[out_path] = line
@@ -198,9 +263,7 @@ class _Converter:
         if not isinstance(data, dict):
             self.problem("", f"a compose file must be a mapping, not {describe(data)}", _SVC_HINT)
             return {}
-        for key in data:
-            if key not in _SILENT_TOP and not str(key).startswith("x-"):
-                self.unsupported(str(key), _HINTS.get(str(key)))
+        self.check_keys(data, "", TOP_KEYS, "the compose file", _SILENT_TOP)
         self.mark("", "")
         result: dict[str, object] = {"name": self._name(data.get("name"), default_name)}
         services = data.get("services")
@@ -251,10 +314,10 @@ class _Converter:
                 "write its settings on indented lines below it, e.g. `image: nginx`",
             )
             return {}
-        for key in raw:
-            if key not in _SERVICE_KEYS and not str(key).startswith("x-"):
-                self.unsupported(path_join(path, str(key)), _HINTS.get(str(key)))
-        raw = {k: self.interpolate(v, f"{path}.{k}") for k, v in raw.items() if k in _SERVICE_KEYS}
+        self.check_keys(raw, path, SERVICE_KEYS, f"service {name}", _USED_SERVICE_KEYS)
+        raw = {
+            k: self.interpolate(v, f"{path}.{k}") for k, v in raw.items() if k in _USED_SERVICE_KEYS
+        }
         out: dict[str, object] = {}
         for key in _RUN_KEYS:
             if raw.get(key) is None:
@@ -280,9 +343,8 @@ class _Converter:
     def build(self, value: object, path: str) -> object:
         if not isinstance(value, dict):
             return value
-        for key in value:
-            if key not in _BUILD_KEYS:
-                self.unsupported(path_join(path, key))
+        owner = f"the build of {path.removeprefix('services.').removesuffix('.build')}"
+        self.check_keys(value, path, BUILD_KEYS, owner, _USED_BUILD_KEYS)
         build: dict[str, object] = {"context": value.get("context") or "."}
         if value.get("dockerfile") is not None:
             build["dockerfile"] = value["dockerfile"]
@@ -300,7 +362,14 @@ class _Converter:
                 key, sep, text = str(item).partition("=")
                 items.append((key, text if sep else None, path_item(path, index)))
         else:
-            return value  # the validator says what is wrong with it
+            owner, _, what = path.removeprefix("services.").partition(".")
+            key = what.rpartition(".")[2]
+            self.problem(
+                path,
+                f"{what} of service {owner} must be a mapping or a list, not {describe(value)}",
+                f"write it like `{key}: {{MODE: dev}}` or `{key}: [MODE=dev]`",
+            )
+            return {}
         result: dict[str, object] = {}
         for key, item, item_path in items:
             if item is None and key not in self.environ:
@@ -324,16 +393,16 @@ class _Converter:
         for index, (dependency, spec) in enumerate(value.items()):
             at = f"{path}.depends_on.{dependency}"
             self.mark(f"{path}.depends_on[{index}]", at)
-            for key, setting in (spec or {}).items() if isinstance(spec, dict) else ():
-                if key != "condition":
-                    self.unsupported(f"{at}.{key}")
-                elif setting not in _READY_CONDITIONS:
-                    self.warn(
-                        f"{at}.condition",
-                        f"is {setting}, which devmesh does not support",
-                        f"devmesh starts {path.removeprefix('services.')} once {dependency} "
-                        "is ready instead",
-                    )
+            spec = spec if isinstance(spec, dict) else {}
+            owner = f"the dependency of {path.removeprefix('services.')} on {dependency}"
+            self.check_keys(spec, at, DEPENDENCY_KEYS, owner, ("condition",))
+            if "condition" in spec and spec["condition"] not in _READY_CONDITIONS:
+                self.warn(
+                    f"{at}.condition",
+                    f"is {spec['condition']}, which devmesh does not support",
+                    f"devmesh starts {path.removeprefix('services.')} once {dependency} "
+                    "is ready instead",
+                )
         return [str(dependency) for dependency in value]
 
     def ports(self, raw: dict[str, object], path: str, out: dict[str, object]) -> None:
@@ -355,11 +424,12 @@ class _Converter:
                     self.problem(
                         at,
                         f"{entry!r} is not a port entry devmesh understands",
-                        'write it like "8080:8000", "8000" or {target: 8000, published: 8080}',
+                        _PORT_HINTS[key],
                     )
                     continue
-                for other in port.other_keys:
-                    self.unsupported(f"{at}.{other}")
+                if isinstance(entry, dict):
+                    owner = f"port entry {index + 1} of {path.removeprefix('services.')}"
+                    self.check_keys(entry, at, PORT_KEYS, owner, LONG_PORT_KEYS)
                 if "port" in out and (key == "ports" or port.target != str(out["port"])):
                     self.warn(
                         at,
@@ -414,9 +484,8 @@ class _Converter:
     def replicas(self, raw: dict[str, object], path: str, out: dict[str, object]) -> None:
         deploy, given = raw.get("deploy"), []
         if isinstance(deploy, dict):
-            for key in deploy:
-                if key != "replicas":
-                    self.unsupported(f"{path}.deploy.{key}")
+            owner = f"the deploy of {path.removeprefix('services.')}"
+            self.check_keys(deploy, f"{path}.deploy", DEPLOY_KEYS, owner, ("replicas",))
             if deploy.get("replicas") is not None:
                 given.append(("deploy.replicas", deploy["replicas"]))
         elif deploy is not None:
@@ -446,4 +515,9 @@ class _Converter:
         return result
 
 
+_PORT_HINTS = {
+    "ports": 'write it like "8080:8000", "8000" or {target: 8000, published: 8080} '
+    "(ports from 1 to 65535)",
+    "expose": 'write it like "8000" or "8000/tcp" (a port from 1 to 65535)',
+}
 _SVC_HINT = "list the services under `services:`, e.g. `services: {web: {image: nginx}}`"

@@ -26,6 +26,7 @@ _SHORT_PORT = re.compile(
 )
 _PORT_NUMBER = re.compile(r"^\d+(?:-\d+)?$", re.ASCII)
 LONG_PORT_KEYS = ("target", "published", "host_ip", "protocol")
+"""The keys of a long-form ``ports`` entry devmesh reads (``mode``, ``name``... it ignores)."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,6 @@ class PortEntry:
     published: str | None = None
     host_ip: str | None = None
     protocol: str = "tcp"
-    other_keys: tuple[str, ...] = ()
-    """Keys of a long-form entry other than ``LONG_PORT_KEYS`` (``mode``, ``name``...)."""
 
     @property
     def is_range(self) -> bool:
@@ -73,7 +72,6 @@ def parse_port(entry: object) -> PortEntry | None:
             published=None if published is None else str(published),
             host_ip=None if host_ip is None else str(host_ip),
             protocol=str(entry.get("protocol") or "tcp"),
-            other_keys=tuple(str(key) for key in entry if key not in LONG_PORT_KEYS),
         )
     else:
         match = _SHORT_PORT.match(str(entry)) if isinstance(entry, str | int) else None
@@ -81,14 +79,21 @@ def parse_port(entry: object) -> PortEntry | None:
             return None
         ip, host, target, protocol = match.group("ip", "host", "target", "proto")
         port = PortEntry(target, host, ip, protocol or "tcp")
-    published_ok = not port.published or _PORT_NUMBER.match(port.published)
-    return port if _PORT_NUMBER.match(port.target) and published_ok else None
+    published_ok = not port.published or _is_port_number(port.published)
+    return port if _is_port_number(port.target) and published_ok else None
 
 
 def parse_expose(entry: object) -> PortEntry | None:
     """An ``expose`` entry: ``"8000"``, ``8000`` or ``"8000/tcp"``; ``None`` if it is not one."""
     target, _, protocol = (str(entry) if isinstance(entry, str | int) else "").partition("/")
-    return PortEntry(target, protocol=protocol or "tcp") if _PORT_NUMBER.match(target) else None
+    return PortEntry(target, protocol=protocol or "tcp") if _is_port_number(target) else None
+
+
+def _is_port_number(text: str) -> bool:
+    """A port (``80``) or a range (``80-81``) of ports from 1 to 65535, as Compose takes them."""
+    return bool(_PORT_NUMBER.match(text)) and all(
+        1 <= int(part) <= 65535 for part in text.split("-")
+    )
 
 
 def read_dotenv(path: Path) -> tuple[dict[str, str], list[str]]:

@@ -175,6 +175,7 @@ class Section:
         value = self.get(key)
         if value is None:
             return None
+        example = self.problems.origin.wording.examples.get(key, example)
         if not isinstance(value, int) or isinstance(value, bool):
             hint = f"write a whole number without quotes, e.g. `{example}`"
             self._type(key, "a whole number", value, hint)

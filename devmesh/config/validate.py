@@ -4,7 +4,10 @@ Two passes, as docker-compose does: ``validate_shape`` checks each value on its
 own (types, ranges, required and unknown keys) and builds what it can;
 ``validate_refs`` then checks what values say about each other (dependencies,
 ports, versions named by splits). Every problem from both passes is raised
-together as one ``ConfigError``, ordered by line.
+together as one ``ConfigError``, ordered by line. A config converted from
+another file (a compose file) is validated with its ``Origin``: the problems
+the conversion found come in the same error, and every problem speaks of that
+file's paths and keys.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 from devmesh.config.model import Project
 from devmesh.config.readers import describe
-from devmesh.config.report import Problems
+from devmesh.config.report import Origin, Problems
 from devmesh.config.validate_refs import check_references
 from devmesh.config.validate_shape import read_shape
 
@@ -25,13 +28,14 @@ def parse_project(
     file: Path | None = None,
     lines: Mapping[str, int] | None = None,
     default_name: str = "devmesh",
+    origin: Origin | None = None,
 ) -> Project:
     """The ``Project`` described by ``data``; ``ConfigError`` listing every problem otherwise.
 
     ``lines`` maps dotted paths to lines in ``file`` (see ``yamlsource``); without
-    it, problems carry no line.
+    it, problems carry no line. ``origin``: the file ``data`` was converted from.
     """
-    problems = Problems(file=file, lines=lines)
+    problems = Problems(file=file, lines=lines, origin=origin or Origin())
     if not isinstance(data, dict):
         problems.add(
             "",

@@ -119,7 +119,7 @@ def _check_expose(problems: Problems, services: Mapping[str, Service]) -> None:
                 f"services.{service.name}.expose",
                 f"{service.name} exposes host port {port}, which {other} already exposes"
                 f"{problems.where(f'services.{other}.expose')}",
-                f"give {service.name} or {other} another `expose:` port",
+                f"give {service.name} or {other} {problems.origin.wording.other_host_port}",
             )
         else:
             owners[port] = service.name
@@ -149,7 +149,7 @@ def _check_ports(problems: Problems, service: Service) -> None:
             f"{path}.expose",
             f"{service.name} speaks tcp and runs {instances} instances, but a tcp port can be "
             "exposed for one instance only",
-            "run one instance of it, or remove `expose:`",
+            f"run one instance of it, or {problems.origin.wording.no_host_port}",
         )
 
 

@@ -55,3 +55,30 @@ def test_a_compose_name_devmesh_cannot_use_is_refused_with_its_line(tmp_path: Pa
     assert "my-db" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "devmesh.yaml").exists(), "nothing is written for a bad file"
+
+
+def test_validate_reports_every_mistake_of_a_compose_file_at_once(tmp_path: Path) -> None:
+    project = MeshProject(tmp_path)
+    (tmp_path / "docker-compose.yml").write_text(
+        "services:\n"
+        "  web:\n"
+        "    image: nginx\n"
+        "    enviroment:\n"
+        "      MODE: dev\n"
+        "    restart: always\n"
+        "volumse:\n"
+        "  data: {}\n"
+    )
+    result = project.cli("validate")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "2 problems" in result.stderr
+    assert (
+        "docker-compose.yml:4: services.web.enviroment: unknown key 'enviroment' in service web "
+        "— did you mean 'environment'?" in result.stderr
+    )
+    assert (
+        "docker-compose.yml:7: volumse: unknown key 'volumse' in the compose file "
+        "— did you mean 'volumes'?" in result.stderr
+    )
+    assert "restart" not in result.stderr, "a key Compose knows is no problem"

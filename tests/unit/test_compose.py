@@ -15,6 +15,7 @@ from devmesh.config import dump_project, load_project, parse_project
 from devmesh.config.compose import (
     COMPOSE_NAMES,
     Imported,
+    compose_project,
     compose_to_config,
     find_compose,
     import_compose,
@@ -22,6 +23,7 @@ from devmesh.config.compose import (
     render_devmesh_yaml,
 )
 from devmesh.config.model import Build
+from devmesh.config.report import source_path
 from devmesh.errors import ConfigError, Problem, UsageError
 
 COMPOSE = Path(__file__).parent / "compose"
@@ -55,6 +57,13 @@ def service(compose: dict[str, object]) -> tuple[dict[str, object], list[str]]:
 def problems_of(path: Path) -> list[Problem]:
     with pytest.raises(ConfigError) as caught:
         load_compose(path)
+    return caught.value.problems
+
+
+def problems_in(imported: Imported) -> list[Problem]:
+    """Every problem ``compose_project`` reports for ``imported``: conversion's and validation's."""
+    with pytest.raises(ConfigError) as caught:
+        compose_project(imported, FILE)
     return caught.value.problems
 
 
@@ -455,7 +464,7 @@ def test_replicas(compose: dict[str, object], replicas: int, warnings: list[str]
 def test_what_devmesh_rejects_is_its_config_error_at_the_compose_line(tmp_path: Path) -> None:
     path = copy("bad_replicas.yml", tmp_path)
     [problem] = problems_of(path)
-    assert (problem.file, problem.line, problem.path) == (path, 5, "services.web.replicas")
+    assert (problem.file, problem.line, problem.path) == (path, 5, "services.web.deploy.replicas")
     assert problem.message == "replicas of service web must be from 1 to 20, not 0"
 
 
@@ -464,6 +473,191 @@ def test_a_service_with_nothing_to_run_is_left_to_the_validator(tmp_path: Path) 
     [problem] = problems_of(path)
     assert (problem.file, problem.line, problem.path) == (path, 4, "services.worker")
     assert problem.message == "worker has nothing to run"
+
+
+# --- keys Compose does not know, and everything at once ---------------------------------
+
+
+def test_every_problem_of_a_compose_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = copy("bad_many_problems.yml", tmp_path)
+    problems = problems_of(path)
+    assert [(p.file, p.line, p.path) for p in problems] == [
+        (path, 5, "services.web.enviroment"),
+        (path, 12, "services.api.depends_on[0]"),
+        (path, 14, "services.api.deploy.replicas"),
+        (path, 16, "services.api.ports[0]"),
+        (path, 18, "services.db.imag"),
+        (path, 19, "volumse"),
+    ]
+    assert [p.hint for p in problems if p.path.endswith(("enviroment", "imag", "volumse"))] == [
+        "did you mean 'environment'?",
+        "did you mean 'image'?",
+        "did you mean 'volumes'?",
+    ]
+    assert not any("restart" in p.path for p in problems), "a key Compose knows only warns"
+    assert not any("nothing to run" in p.message for p in problems), "db's typo says it all"
+
+
+def test_a_top_level_key_compose_does_not_know_is_an_error(tmp_path: Path) -> None:
+    path = copy("bad_top_level_typo.yml", tmp_path)
+    problems = problems_of(path)
+    assert [(p.line, p.path) for p in problems] == [(1, "services"), (2, "servics")]
+    assert problems[0].message == "the compose file has no services"
+    assert problems[1].message == "unknown key 'servics' in the compose file"
+    assert problems[1].hint == "did you mean 'services'?"
+
+
+@pytest.mark.parametrize(
+    ("compose", "path", "owner", "hint"),
+    [
+        ({"enviroment": {"A": "1"}}, "services.web.enviroment", "service web", "'environment'"),
+        ({"comand": "sh"}, "services.web.comand", "service web", "'command'"),
+        ({"restrat": "always"}, "services.web.restrat", "service web", "'restart'"),
+        (
+            {"build": {"context": ".", "dockerfiel": "D"}},
+            "services.web.build.dockerfiel",
+            "the build of web",
+            "'dockerfile'",
+        ),
+        (
+            {"deploy": {"replica": 2}},
+            "services.web.deploy.replica",
+            "the deploy of web",
+            "'replicas'",
+        ),
+        (
+            {"ports": [{"target": 80, "publshed": 8080}]},
+            "services.web.ports[0].publshed",
+            "port entry 1 of web",
+            "'published'",
+        ),
+        (
+            {"depends_on": {"api": {"conditon": "service_started"}}},
+            "services.web.depends_on.api.conditon",
+            "the dependency of web on api",
+            "'condition'",
+        ),
+        ({"frobnicate": True}, "services.web.frobnicate", "service web", "check its spelling"),
+    ],
+)
+def test_a_key_compose_does_not_know_is_an_error_with_the_key_it_may_mean(
+    compose: dict[str, object], path: str, owner: str, hint: str
+) -> None:
+    imported = convert({"web": {"image": "nginx", **compose}, "api": {"image": "api"}})
+    [problem] = problems_in(imported)
+    key = path.rpartition(".")[2]
+    assert (problem.path, problem.message) == (path, f"unknown key '{key}' in {owner}")
+    assert problem.hint is not None
+    assert hint in problem.hint
+    assert not any(key in warning for warning in imported.warnings), "an error, not a warning"
+
+
+@pytest.mark.parametrize(
+    "compose",
+    [
+        {"restart": "always", "volumes": ["./data:/data"], "x-note": "hi"},
+        {"build": {"context": ".", "target": "dev", "x-note": "hi"}},
+        {"deploy": {"replicas": 2, "resources": {}}},
+        {"ports": [{"target": 80, "published": 8080, "mode": "host", "app_protocol": "http"}]},
+        {"depends_on": {"api": {"condition": "service_started", "required": True}}},
+    ],
+)
+def test_keys_compose_knows_and_devmesh_ignores_stay_warnings(compose: dict[str, object]) -> None:
+    imported = convert({"web": {"image": "nginx", **compose}, "api": {"image": "api"}})
+    assert imported.problems == []
+    assert imported.warnings
+    assert all("is not supported by devmesh and is ignored" in w for w in imported.warnings)
+    assert not any("x-note" in w for w in imported.warnings), "extensions pass silently"
+    compose_project(imported, FILE)
+
+
+def test_a_port_clash_names_the_ports_of_the_compose_file(tmp_path: Path) -> None:
+    path = copy("bad_port_clash.yml", tmp_path)
+    [problem] = problems_of(path)
+    assert (problem.line, problem.path) == (11, "services.api.ports[0]")
+    assert problem.message == "api exposes host port 8080, which web already exposes on line 7"
+    assert problem.hint == "give api or web another host port in `ports:`"
+
+
+def test_a_tcp_service_run_twice_with_a_host_port_is_told_to_drop_it_from_ports() -> None:
+    imported = convert({"db": {"image": "postgres:16", "ports": ["5433:5432"], "scale": 2}})
+    [problem] = problems_in(imported)
+    assert problem.path == "services.db.ports[0]"
+    assert (
+        problem.hint == "run one instance of it, or leave the host port out of its `ports:` entry"
+    )
+
+
+@pytest.mark.parametrize(
+    ("compose", "path", "message", "hint"),
+    [
+        (
+            {"environment": "MODE=dev"},
+            "services.web.environment",
+            "environment of service web must be a mapping or a list, not the text 'MODE=dev'",
+            "write it like `environment: {MODE: dev}` or `environment: [MODE=dev]`",
+        ),
+        (
+            {"build": {"context": ".", "args": 5}},
+            "services.web.build.args",
+            "build.args of service web must be a mapping or a list, not 5",
+            "write it like `args: {MODE: dev}` or `args: [MODE=dev]`",
+        ),
+        (
+            {"ports": ["99999:80"]},
+            "services.web.ports[0]",
+            "'99999:80' is not a port entry devmesh understands",
+            'write it like "8080:8000", "8000" or {target: 8000, published: 8080} '
+            "(ports from 1 to 65535)",
+        ),
+        (
+            {"expose": ["0"]},
+            "services.web.expose[0]",
+            "'0' is not a port entry devmesh understands",
+            'write it like "8000" or "8000/tcp" (a port from 1 to 65535)',
+        ),
+        (
+            {"deploy": {"replicas": 30}},
+            "services.web.deploy.replicas",
+            "replicas of service web must be from 1 to 20, not 30",
+            "use a whole number from 1 to 20, e.g. `deploy: {replicas: 2}`",
+        ),
+    ],
+)
+def test_a_wrong_value_is_told_in_the_compose_files_keys(
+    compose: dict[str, object], path: str, message: str, hint: str
+) -> None:
+    [problem] = problems_in(convert({"web": {"image": "nginx", **compose}}))
+    assert (problem.path, problem.message, problem.hint) == (path, message, hint)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("services.web.expose", "services.web.ports[0]"),
+        ("services.web.env.MODE", "services.web.environment.MODE"),
+        ("services.web.depends_on[0]", "services.web.depends_on.db"),
+        ("services.web", "services.web"),
+        ("policies.web.timeout", "policies.web.timeout"),
+    ],
+)
+def test_source_path_names_a_converted_path_as_the_compose_file_does(
+    path: str, expected: str
+) -> None:
+    sources = {
+        "": "",
+        "services.web": "services.web",
+        "services.web.expose": "services.web.ports[0]",
+        "services.web.env": "services.web.environment",
+        "services.web.depends_on[0]": "services.web.depends_on.db",
+    }
+    assert source_path(path, sources) == expected
+
+
+def test_a_problem_of_a_converted_value_is_at_its_compose_path() -> None:
+    imported = convert({"web": {"image": "nginx", "environment": {"BAD-NAME": "1"}}})
+    [problem] = problems_in(imported)
+    assert problem.path == "services.web.environment.BAD-NAME"
 
 
 # --- names and invalid files ------------------------------------------------------------
@@ -526,9 +720,8 @@ def test_invalid_compose_files(
 
 @pytest.mark.parametrize("data", [None, ["web"], "services"])
 def test_data_that_is_not_a_mapping_is_an_error(data: object) -> None:
-    with pytest.raises(ConfigError) as caught:
-        compose_to_config(data, file=FILE, lines={"": 1}, default_name="demo")
-    [problem] = caught.value.problems
+    imported = compose_to_config(data, file=FILE, lines={"": 1}, default_name="demo")
+    [problem] = problems_in(imported)
     assert (problem.file, problem.line) == (FILE, 1)
     assert problem.message.startswith("a compose file must be a mapping")
 
@@ -606,9 +799,10 @@ def test_an_unset_variable_becomes_empty_with_a_warning() -> None:
 )
 def test_a_required_variable_or_a_malformed_reference_is_an_error(text: str, message: str) -> None:
     data = {"services": {"web": {"image": "nginx", "command": text}}}
-    with pytest.raises(ConfigError) as caught:
-        compose_to_config(data, file=FILE, lines={"services.web.command": 3}, default_name="d")
-    [problem] = caught.value.problems
+    imported = compose_to_config(
+        data, file=FILE, lines={"services.web.command": 3}, default_name="d"
+    )
+    [problem] = problems_in(imported)
     assert (problem.line, problem.path, problem.message) == (3, "services.web.command", message)
 
 
