@@ -109,11 +109,12 @@ _HUMAN_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 def human_duration(seconds: float) -> str:
     """A duration as people read it in a table: ``12s``, ``3m 05s``, ``23h 59m``, ``2d 04h``.
 
-    Its two largest units, the second one cut rather than rounded (86398 s is ``23h 59m``,
-    not ``24h``) and left out when it is 0 (``5m``, ``1h``); whole seconds, so anything under
-    half a second is ``0s``; a duration gone by is ``-12s``. ``--json`` keeps the seconds.
+    Its two largest units, the smaller ones cut rather than rounded, as a countdown reads
+    (86399.6 s is ``23h 59m``, not ``1d``); the second left out when it is 0 (``5m``,
+    ``1h``); under a second is ``0s``; a duration gone by is ``-12s``. ``--json`` keeps the
+    seconds.
     """
-    left = math.floor(abs(seconds) + 0.5)
+    left = math.floor(abs(seconds))
     sign = "-" if seconds < 0 and left else ""
     for (unit, size), (smaller, smaller_size) in itertools.pairwise(_HUMAN_UNITS):
         if left >= size:
