@@ -146,11 +146,11 @@ async def _send(frontend: SidecarRunner, count: int) -> None:
 @pytest.fixture(scope="module")
 def project_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("pipes")
+    fault = ["fault", "add", CATALOG, "--delay", "1ms", "--path", "/never", "--for", "1h"]
+    rule = ["authz", "add", CATALOG, "--deny", "--path", "/admin/*", "--audit"]
     with MeshInThread(folder):
-        assert cli(folder, "fault", "add", CATALOG, "--delay", "1ms", "--path", "/never",
-                   "--for", "1h") == 0  # fmt: skip
-        assert cli(folder, "authz", "add", CATALOG, "--deny", "--path", "/admin/*",
-                   "--audit") == 0  # fmt: skip
+        assert cli(folder, *fault) == 0, "a fault for `fault ls` (on no path called)"
+        assert cli(folder, *rule) == 0, "a rule for `authz ls` (audit: denies nothing)"
         yield folder
 
 
