@@ -1,4 +1,5 @@
-"""How the CLI prints: errors, progress, tables. The only module that knows about rich."""
+"""How the CLI prints: errors, progress, tables (laid out for a terminal or whole, by
+``devmesh.cli.layout``). With it, the only module that knows about rich."""
 
 from __future__ import annotations
 
@@ -132,8 +133,8 @@ STATE_STYLE = {
 
 
 def status_tables(status: dict[str, Any]) -> list[Listing]:
-    """Its instances (a service's name and URL once over its instances, on a terminal)
-    and, if any, its edges."""
+    """The services' instances (on a terminal, a service's name and URL once over its
+    instances) and, if there are any, the edges."""
     services = Listing(title=f"project {status.get('project')}")
     for column in ("SERVICE", "VERSION", "INSTANCE", "STATE", "RESTARTS", "URL"):
         services.add_column(
