@@ -46,7 +46,7 @@ class StdoutConsole(Console):
 
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
-        self._width, self._height = new_size
+        self.width, self.height = new_size
 
 
 @dataclass(frozen=True)
