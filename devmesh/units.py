@@ -3,6 +3,7 @@ sizes such as ``64kB``; and what counts as a number at all."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -99,3 +100,25 @@ def format_size(size: int) -> str:
         if size >= scale and (size * 1000) % scale == 0:
             return f"{_number(size / scale)}{unit}"
     return f"{size}B"
+
+
+_HUMAN_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+"""The units ``human_duration`` writes, each with its seconds, largest first."""
+
+
+def human_duration(seconds: float) -> str:
+    """A duration as people read it in a table: ``12s``, ``3m 05s``, ``23h 59m``, ``2d 04h``.
+
+    Its two largest units, the smaller ones cut rather than rounded, as a countdown reads
+    (86399.6 s is ``23h 59m``, not ``1d``); the second left out when it is 0 (``5m``,
+    ``1h``); under a second is ``0s``; a duration gone by is ``-12s``. ``--json`` keeps the
+    seconds.
+    """
+    left = math.floor(abs(seconds))
+    sign = "-" if seconds < 0 and left else ""
+    for (unit, size), (smaller, smaller_size) in itertools.pairwise(_HUMAN_UNITS):
+        if left >= size:
+            count, rest = divmod(left, size)
+            tail = rest // smaller_size
+            return f"{sign}{count}{unit}" + (f" {tail:02d}{smaller}" if tail else "")
+    return f"{sign}{left}s"

@@ -11,14 +11,14 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from devmesh.cli.app import app, context
+from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.faultflags import fault_from_flags, parse_flag_duration
-from devmesh.units import format_duration, parse_duration
+from devmesh.units import format_duration, human_duration, parse_duration
 from devmesh.workspace import Workspace
 
 fault_app = typer.Typer(
@@ -97,7 +97,7 @@ def list_faults(
     if not faults:
         console.print("no faults")
         return
-    table = Table()
+    table = Listing()
     for column in ("ID", "SERVICE", "FAULT", "MATCH", "EXPIRES", "FROM"):
         table.add_column(column)
     for fault in faults:
@@ -107,7 +107,7 @@ def list_faults(
             fault["service"],
             Text(fault["does"]),
             Text(fault["matches"]),
-            "-" if expires is None else f"in {format_duration(round(expires, 1))}",
+            "-" if expires is None else f"in {human_duration(expires)}",
             "devmesh.yaml" if fault["origin"] == "config" else "cli",
         )
     console.print(table)

@@ -1,4 +1,5 @@
-"""How the CLI prints: errors, progress, tables. The only module that knows about rich."""
+"""How the CLI prints: errors, progress, tables (laid out for a terminal or whole, by
+``devmesh.cli.layout``). With it, the only module that knows about rich."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ from typing import Any
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.status import Status
-from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from devmesh.cli.layout import Listing, StdoutConsole
 from devmesh.errors import DevmeshError
-from devmesh.units import format_duration
+from devmesh.units import human_duration
 
 Renderable = RenderableType
-console = Console(highlight=False)
+
+console = StdoutConsole(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
@@ -89,7 +91,7 @@ def breaker_text(breaker: dict[str, Any]) -> Text:
     text = Text(state, style=BREAKER_STYLE.get(state, ""))
     retry_in = breaker.get("retry_in")
     if state == "open" and retry_in is not None:
-        text += Text(f" (retry in {retry_in:.0f}s)", style="red")
+        text += Text(f" (retry in {human_duration(retry_in)})", style="red")
     if breaker.get("panic"):
         text += Text(" · panic: routing to all", style="yellow")
     return text
@@ -130,28 +132,31 @@ STATE_STYLE = {
 }
 
 
-def status_tables(status: dict[str, Any]) -> list[Table]:
-    services = Table(title=f"project {status.get('project')}", title_justify="left")
+def status_tables(status: dict[str, Any]) -> list[Listing]:
+    """The services' instances (on a terminal, a service's name and URL once over its
+    instances) and, if there are any, the edges."""
+    services = Listing(title=f"project {status.get('project')}")
     for column in ("SERVICE", "VERSION", "INSTANCE", "STATE", "RESTARTS", "URL"):
-        services.add_column(column, justify="right" if column == "RESTARTS" else "left")
+        services.add_column(
+            column,
+            justify="right" if column == "RESTARTS" else "left",
+            grouped=column in ("SERVICE", "URL"),
+        )
     for service in status["services"]:
         split = service.get("split")
-        for index, instance in enumerate(service["instances"]):
+        for instance in service["instances"]:
             version = instance["version"]
             if split:
                 version += f" ({split.get(version, 0):g}%)"
             services.add_row(
-                Text(service["name"] if index == 0 else ""),
+                Text(service["name"]),
                 Text(version),
                 Text(instance["id"]),
                 Text(instance["state"], style=STATE_STYLE.get(instance["state"], "")),
                 str(instance.get("restarts", 0)),
-                Text((service.get("url") or "") if index == 0 else ""),
+                Text(service.get("url") or ""),
             )
-    edges = Table(
-        title=f"traffic (rates over the last {format_duration(status['window_s'])})",
-        title_justify="left",
-    )
+    edges = Listing(title=f"traffic (rates over the last {human_duration(status['window_s'])})")
     columns = ("SOURCE", "DESTINATION", "RPS", "SUCCESS", "P50", "P99", "REQUESTS", "ERRORS")
     for column in (*columns, "BREAKER", "MTLS"):
         edges.add_column(
@@ -176,11 +181,11 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
     return [services, edges] if status["edges"] else [services]
 
 
-def top_table(status: dict[str, Any], edges: list[dict[str, Any]], sort: str) -> Table:
+def top_table(status: dict[str, Any], edges: list[dict[str, Any]], sort: str) -> Listing:
     """The edges in the order given (idle ones left out, unless sorted by other than rps)."""
-    table = Table(
-        title=f"edges by {sort} (last {status['window_s']}s)  {time.strftime('%H:%M:%S')}",
-        title_justify="left",
+    table = Listing(
+        title=f"edges by {sort} (last {human_duration(status['window_s'])})  "
+        f"{time.strftime('%H:%M:%S')}"
     )
     for column in ("SOURCE", "DESTINATION", "RPS", "SUCCESS", "P50", "P90", "P99", "BREAKER"):
         table.add_column(column, justify="left" if column[0] in "SDB" else "right")
@@ -251,8 +256,8 @@ class LiveView:
         self._live.update(what, refresh=True)
 
 
-def trace_table(traces: list[dict[str, Any]]) -> Table:
-    table = Table(title="latest traces (newest first)", title_justify="left")
+def trace_table(traces: list[dict[str, Any]]) -> Listing:
+    table = Listing(title="latest traces (newest first)")
     for column in ("TRACE", "WHEN", "REQUEST", "STATUS", "TOOK", "SPANS", "FAULTS"):
         table.add_column(column, justify="right" if column in ("TOOK", "SPANS") else "left")
     for trace in traces:
@@ -316,24 +321,33 @@ def _span_line(span: dict[str, Any], trace_start: float) -> Text:
     return line
 
 
-def certs_table(data: dict[str, Any]) -> Table:
-    """Each sidecar's identity; the CA's fingerprint in the title."""
+FINGERPRINT_SHOWN = 16
+"""How much of a fingerprint a terminal shows (then ``…``); printed whole, all of it."""
+
+
+def certs_table(data: dict[str, Any]) -> Listing:
+    """Each sidecar's identity; the CA's fingerprint in the title (its start on a terminal,
+    as in the FINGERPRINT column)."""
     ca = data.get("ca") or {}
-    title = "identities"
+    title = whole_title = "identities"
     if ca:
-        title += f" (CA {ca['fingerprint'][:16]}…, in {ca['folder']})"
-    table = Table(title=title, title_justify="left")
-    for column in ("SERVICE", "INSTANCE", "SPIFFE ID", "FINGERPRINT", "EXPIRES IN", "RENEWS IN"):
+        title += f" (CA {ca['fingerprint'][:FINGERPRINT_SHOWN]}…, in {ca['folder']})"
+        whole_title += f" (CA {ca['fingerprint']}, in {ca['folder']})"
+    table = Listing(title=title, whole_title=whole_title)
+    for column in ("SERVICE", "INSTANCE", "SPIFFE ID"):
         table.add_column(column)
+    table.add_column("FINGERPRINT", max_width=FINGERPRINT_SHOWN + 1)
+    table.add_column("EXPIRES IN")
+    table.add_column("RENEWS IN")
     table.add_column("HELD", justify="center")
     for identity in data["identities"]:
         table.add_row(
             Text(identity["service"]),
             Text(identity["instance"]),
             Text(identity["spiffe_id"]),
-            identity["fingerprint"][:16] + "…",
-            format_duration(round(identity["expires_in"])),
-            format_duration(round(identity["renews_in"])),
+            identity["fingerprint"],
+            human_duration(identity["expires_in"]),
+            human_duration(identity["renews_in"]),
             Text("yes", style="green") if identity["installed"] else Text("not yet", style="red"),
         )
     return table

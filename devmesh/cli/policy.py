@@ -11,10 +11,10 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from devmesh.cli.app import app, context
 from devmesh.cli.faults import call_api
+from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
 from devmesh.errors import UsageError
 from devmesh.policyflags import DEFAULTS, settings_from_flags
@@ -86,8 +86,8 @@ def policy(
     console.print(_table(result))
 
 
-def _table(result: dict[str, Any]) -> Table:
-    table = Table(title=f"calls to {result['service']}", title_justify="left")
+def _table(result: dict[str, Any]) -> Listing:
+    table = Listing(title=f"calls to {result['service']}")
     for column in ("SETTING", "VALUE", "FROM"):
         table.add_column(column)
     policy, overrides = result["policy"], result["overrides"]

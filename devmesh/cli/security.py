@@ -12,11 +12,11 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from devmesh.cli.app import app, context
 from devmesh.cli.faults import call_api
+from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
 from devmesh.config.model import MTLS_MODES
 from devmesh.errors import UsageError
@@ -66,7 +66,7 @@ def mtls(
     if mode is not None or reset:
         what = service or "the mesh"
         console.print(f"mTLS of {what}: " + (mode or "back to devmesh.yaml's"))
-    table = Table()
+    table = Listing()
     table.add_column("SERVICE")
     table.add_column("MTLS")
     for name, its in modes.items():
@@ -132,7 +132,7 @@ def list_rules(
     if not rules:
         console.print("no authorization rules: every call is allowed")
         return
-    table = Table()
+    table = Listing()
     for column in ("NAME", "SERVICE", "ACTION", "FROM", "PATHS", "METHODS", "MODE", "ORIGIN"):
         table.add_column(column)
     for rule in rules:

@@ -7,7 +7,14 @@ import random
 
 import pytest
 
-from devmesh.units import finite_number, format_duration, format_size, parse_duration, parse_size
+from devmesh.units import (
+    finite_number,
+    format_duration,
+    format_size,
+    human_duration,
+    parse_duration,
+    parse_size,
+)
 
 NOT_NUMBERS = [math.nan, math.inf, -math.inf, 10**400, -(10**400), True, False, None]
 """Values where a number is asked that mean none: NaN, the infinities (JSON's NaN and
@@ -133,3 +140,31 @@ def test_sizes_are_read_in_bytes_and_written_back(text: object, size: int) -> No
 def test_a_size_that_is_not_one_says_how_to_write_it(text: object) -> None:
     with pytest.raises(ValueError, match="write it like 512B, 64kB or 1MB"):
         parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "0s"),
+        (0.4, "0s"),
+        (0.9, "0s"),
+        (12.0, "12s"),
+        (59.4, "59s"),
+        (59.9, "59s"),
+        (60.0, "1m"),
+        (185.0, "3m 05s"),
+        (300.0, "5m"),
+        (3599.0, "59m 59s"),
+        (3600.0, "1h"),
+        (3660.0, "1h 01m"),
+        (86399.6, "23h 59m"),
+        (86400.0, "1d"),
+        (2 * 86400.0 + 4 * 3600.0 + 59.0, "2d 04h"),
+        (-12.0, "-12s"),
+        (-0.2, "0s"),
+    ],
+)
+def test_human_duration_shows_the_two_largest_units_the_second_cut(
+    seconds: float, text: str
+) -> None:
+    assert human_duration(seconds) == text
