@@ -1,11 +1,11 @@
-"""devmesh.cli.traffic: the weights `devmesh split` reads from its arguments."""
+"""devmesh.forms.splits: the weights `devmesh split` reads from its arguments."""
 
 from __future__ import annotations
 
 import pytest
 
-from devmesh.cli.traffic import parse_weights
 from devmesh.errors import UsageError
+from devmesh.forms.splits import parse_weights
 
 
 def test_weights_are_read_as_numbers() -> None:
