@@ -6,6 +6,8 @@ wrong and what to do, so callers never see aiohttp exceptions.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,11 +208,33 @@ class ControlPlaneClient:
         try:
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
-                    yield message.json()
+                    yield self._message(path, message.data)
+                elif message.type == aiohttp.WSMsgType.ERROR:
+                    raise self._dropped(path, ws.exception())
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._dropped(path, exc) from exc
         finally:
-            await ws.close()
-        raise ControlPlaneUnavailable(
-            f"the control plane at {self.endpoint.url} closed the stream (it stopped?)",
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                await ws.close()
+        raise self._dropped(path, None)
+
+    def _message(self, path: str, data: str) -> dict[str, Any]:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            raise DevmeshError(
+                f"the control plane at {self.endpoint.url} sent a message on {path} "
+                "that is not a JSON object"
+            )
+        return message
+
+    def _dropped(self, path: str, exc: BaseException | None) -> ControlPlaneUnavailable:
+        """The stream ended: the control plane closed it, or the connection broke."""
+        how = "closed the stream" if exc is None else f"dropped the stream ({exc or 'no reason'})"
+        return ControlPlaneUnavailable(
+            f"the control plane at {self.endpoint.url} {how} {path} (it stopped?)",
             "`devmesh status` tells whether the mesh runs; `devmesh up` starts it again",
         )
 

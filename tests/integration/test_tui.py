@@ -16,8 +16,9 @@ from devmesh.workspace import write_json
 from tests.integration.meshkit import ControlPlane
 from tests.integration.test_telemetry import frontend_to_catalog, send
 from tui.access import AccessScreen
-from tui.app import MeshApp, StatusBar
+from tui.app import MeshApp
 from tui.editors import FaultScreen, SplitScreen
+from tui.overview import StatusBar
 from tui.source import LiveSource
 
 
