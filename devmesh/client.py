@@ -210,13 +210,13 @@ class ControlPlaneClient:
                 if message.type == aiohttp.WSMsgType.TEXT:
                     yield self._message(path, message.data)
                 elif message.type == aiohttp.WSMsgType.ERROR:
-                    raise self._dropped(path, ws.exception())
+                    raise self._dropped(path, message.data or ws.exception() or "no reason")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self._dropped(path, exc) from exc
         finally:
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 await ws.close()
-        raise self._dropped(path, None)
+        raise self._dropped(path)
 
     def _message(self, path: str, data: str) -> dict[str, Any]:
         try:
@@ -226,15 +226,19 @@ class ControlPlaneClient:
         if not isinstance(message, dict):
             raise DevmeshError(
                 f"the control plane at {self.endpoint.url} sent a message on {path} "
-                "that is not a JSON object"
+                "that is not a JSON object",
+                "is it another devmesh's? `devmesh down` then `devmesh up` starts this one's",
             )
         return message
 
-    def _dropped(self, path: str, exc: BaseException | None) -> ControlPlaneUnavailable:
-        """The stream ended: the control plane closed it, or the connection broke."""
-        how = "closed the stream" if exc is None else f"dropped the stream ({exc or 'no reason'})"
+    def _dropped(self, path: str, why: object = None) -> ControlPlaneUnavailable:
+        """The stream ended: the control plane closed it (``why`` ``None``), or the
+        connection broke (``why``: the error)."""
+        url = self.endpoint.url
         return ControlPlaneUnavailable(
-            f"the control plane at {self.endpoint.url} {how} {path} (it stopped?)",
+            f"the control plane at {url} closed the stream {path} (it stopped?)"
+            if why is None
+            else f"the stream {path} from the control plane at {url} broke ({why})",
             "`devmesh status` tells whether the mesh runs; `devmesh up` starts it again",
         )
 
