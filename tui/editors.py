@@ -14,15 +14,16 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.widgets import Button, DataTable, Footer, Static
 
 from devmesh.errors import DevmeshError
 from devmesh.forms import faults
 from devmesh.forms.faults import fault_from_fields
 from devmesh.forms.fields import Names
 from devmesh.forms.splits import rebalance, whole_split
+from tui.form import FormScreen
 from tui.source import MeshSource
 
 FIELDS = (
@@ -42,25 +43,23 @@ NAMES = Names({key: label for key, label, _ in FIELDS})
 """The form's fields, named in messages by their labels."""
 
 
-class FaultScreen(Screen[None]):
+class FaultScreen(FormScreen):
     """The faults on calls to one service: those in force, and a form to add one."""
 
-    CSS = """
+    CSS = (
+        FormScreen.CSS
+        + """
     FaultScreen { layout: vertical; }
     #faults { height: auto; max-height: 8; margin-bottom: 1; }
-    #form { height: auto; }
-    .row { height: 1; margin-bottom: 0; }
-    .row Label { width: 12; padding: 0 1; }
-    .row Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
-    .row Input:focus { background: $accent 30%; }
     #actions { height: 3; margin-top: 1; }
     """
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("ctrl+s", "add", "Add", priority=True),
+        Binding("ctrl+s", "apply", "Add", priority=True),
         Binding("ctrl+d", "remove", "Remove selected", priority=True),
         Binding("ctrl+r", "remove_all", "Remove all", priority=True),
     ]
+    FIELDS = FIELDS
 
     def __init__(self, source: MeshSource, service: str) -> None:
         super().__init__()
@@ -70,11 +69,7 @@ class FaultScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(Text(f"faults on calls to {self.service}", style="bold"), classes="caption")
         yield DataTable(id="faults", cursor_type="row")
-        with Vertical(id="form"):
-            for key, label, hint in FIELDS:
-                with Horizontal(classes="row"):
-                    yield Label(label)
-                    yield Input(placeholder=hint, id=f"field-{key}")
+        yield from self.fields()
         with Horizontal(id="actions"):
             yield Button("Add (enter)", id="add", variant="primary")
             yield Button("Remove selected (ctrl+d)", id="remove")
@@ -85,7 +80,7 @@ class FaultScreen(Screen[None]):
         table = self.query_one("#faults", DataTable)
         table.add_columns("ID", "DOES", "MATCHES", "EXPIRES", "FROM")
         self.watch(self.app, "status", self.refresh_faults)
-        self.query_one("#field-delay", Input).focus()
+        self.field("delay").focus()
 
     def refresh_faults(self, status: dict[str, Any] | None) -> None:
         """The faults on calls to the service, as in the latest status."""
@@ -109,15 +104,13 @@ class FaultScreen(Screen[None]):
         if table.row_count:
             table.move_cursor(row=min(selected, table.row_count - 1))
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.action_add()
-
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        actions = {"add": self.action_add, "remove": self.action_remove}
+        actions = {"add": self.action_apply, "remove": self.action_remove}
         actions.get(str(event.button.id), self.action_remove_all)()
 
-    def action_add(self) -> None:
-        values = {key: self.query_one(f"#field-{key}", Input).value for key, _, _ in FIELDS}
+    def action_apply(self) -> None:
+        """Add the fault the form describes."""
+        values = self.values()
         try:
             fault = fault_from_fields(values, names=NAMES)
             lasts = faults.lasts(values["for"], NAMES)
@@ -134,7 +127,7 @@ class FaultScreen(Screen[None]):
             self.notify(exc.message, title="fault not added", severity="error")
             return
         for key, _, _ in FIELDS:
-            self.query_one(f"#field-{key}", Input).value = ""
+            self.field(key).value = ""
         self.notify(f"fault {added['id']} on calls to {self.service}: {added['does']}")
 
     def action_remove(self) -> None:
