@@ -18,7 +18,7 @@ from tui.form import FormScreen
 from tui.source import MeshSource
 
 FIELDS = (
-    ("timeout", "timeout", "the whole call, e.g. 2s (none: no timeout)"),
+    ("timeout", "timeout", "the whole call, e.g. 2s"),
     ("retries", "retries", "attempts in all, 1-10"),
     ("per_try_timeout", "per try", "each attempt's timeout, e.g. 500ms"),
     ("retry_on", "retry on", "5xx,gateway-error,reset,connect-failure"),

@@ -37,13 +37,14 @@ def fault_from_fields(
     if value["delay"] is not None:
         fault["delay"] = {"fixed": duration(value["delay"], "delay", names), "percent": share}
         if value["jitter"] is not None:
-            fault["delay"]["jitter"] = duration(value["jitter"], "jitter", names, zero=True)
+            jitter = duration(value["jitter"], "jitter", names, zero=True, example="50ms")
+            fault["delay"]["jitter"] = jitter
     if value["abort"] is not None:
         fault["abort"] = {**_abort(value["abort"], names), "percent": share}
     if value["bandwidth"] is not None:
         fault["bandwidth"] = _bandwidth(value["bandwidth"], names)
     if value["hang"] is not None:
-        fault["hang"] = duration(value["hang"], "hang", names)
+        fault["hang"] = duration(value["hang"], "hang", names, example="10s")
     if not fault:
         kinds = [names.name(kind) for kind in KINDS]
         raise UsageError("the fault does nothing", f"give {', '.join(kinds[:-1])} or {kinds[-1]}")

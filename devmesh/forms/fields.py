@@ -47,7 +47,12 @@ def given(value: str | None) -> str | None:
 
 
 def duration(
-    value: str | None, key: str, names: Names = FLAGS, *, zero: bool = False
+    value: str | None,
+    key: str,
+    names: Names = FLAGS,
+    *,
+    zero: bool = False,
+    example: str = "200ms",
 ) -> str | None:
     """A duration as devmesh.yaml writes it (``200ms``), from what was typed; more than 0
     unless ``zero``."""
@@ -57,17 +62,19 @@ def duration(
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
-        raise UsageError(f"{names.name(key)}: {exc}", names.example(key, "200ms")) from None
+        raise UsageError(f"{names.name(key)}: {exc}", names.example(key, example)) from None
     if seconds <= 0 and not zero:
         raise UsageError(
-            f"{names.name(key)} must be more than 0, not {text}", names.example(key, "200ms")
+            f"{names.name(key)} must be more than 0, not {text}", names.example(key, example)
         )
     return format_duration(seconds)
 
 
-def seconds(value: str | None, key: str, names: Names = FLAGS) -> float | None:
+def seconds(
+    value: str | None, key: str, names: Names = FLAGS, *, example: str = "2m"
+) -> float | None:
     """A duration above 0 in seconds (e.g. how long a fault lasts)."""
-    text = duration(value, key, names)
+    text = duration(value, key, names, example=example)
     return None if text is None else parse_duration(text)
 
 

@@ -49,7 +49,7 @@ def settings_from_fields(fields: Mapping[str, Value], names: Names = FLAGS) -> d
         return percentage(value if not isinstance(value, int) else float(value), key, names)
 
     settings: dict[str, Any] = {}
-    if (timeout := duration(text("timeout"), "timeout", names)) is not None:
+    if (timeout := duration(text("timeout"), "timeout", names, example="2s")) is not None:
         settings["timeout"] = timeout
     retries: dict[str, Any] = {}
     if (attempts := whole_from("retries", 1, 10, "3")) is not None:
@@ -69,7 +69,7 @@ def settings_from_fields(fields: Mapping[str, Value], names: Names = FLAGS) -> d
         settings["retries"] = retries
     breaker: dict[str, Any] = {}
     for key in ("interval", "base_ejection_time", "max_ejection_time"):
-        if (found := duration(text(key), key, names)) is not None:
+        if (found := duration(text(key), key, names, example="30s")) is not None:
             breaker[key] = found
     if (consecutive := whole_from("consecutive_5xx", 1, None, "5")) is not None:
         breaker["consecutive_5xx"] = consecutive
