@@ -14,7 +14,7 @@ from textual.widgets import Footer, Static
 from devmesh.errors import DevmeshError
 from devmesh.forms.authz import rule_from_fields
 from devmesh.forms.fields import Names, items, yes_or_no
-from tui.form import FormScreen
+from tui.form import FormScreen, said
 from tui.source import MeshSource
 
 FIELDS = (
@@ -93,7 +93,7 @@ class AccessScreen(FormScreen):
         try:
             rule = rule_from_form(self.service, values)
         except DevmeshError as exc:
-            self.notify(exc.message, title="nothing changed", severity="error")
+            self.notify(said(exc), title="nothing changed", severity="error")
             return
         mode = values["mtls"].strip()
         remove = values["remove"].strip()

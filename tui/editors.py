@@ -23,7 +23,7 @@ from devmesh.forms import faults
 from devmesh.forms.faults import fault_from_fields
 from devmesh.forms.fields import Names
 from devmesh.forms.splits import rebalance, whole_split
-from tui.form import FormScreen
+from tui.form import FormScreen, said
 from tui.source import MeshSource
 
 FIELDS = (
@@ -115,7 +115,7 @@ class FaultScreen(FormScreen):
             fault = fault_from_fields(values, names=NAMES)
             lasts = faults.lasts(values["for"], NAMES)
         except DevmeshError as exc:
-            self.notify(exc.message, title="fault not added", severity="error")
+            self.notify(said(exc), title="fault not added", severity="error")
             return
         self._add(fault, lasts)
 

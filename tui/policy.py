@@ -14,7 +14,7 @@ from textual.widgets import Footer, Static
 from devmesh.errors import DevmeshError
 from devmesh.forms.fields import Names
 from devmesh.forms.policies import settings_from_fields
-from tui.form import FormScreen
+from tui.form import FormScreen, said
 from tui.source import MeshSource
 
 FIELDS = (
@@ -101,7 +101,7 @@ class PolicyScreen(FormScreen):
         try:
             settings = settings_from_fields(changed_fields(self.before, after), NAMES)
         except DevmeshError as exc:
-            self.notify(exc.message, title="policy not changed", severity="error")
+            self.notify(said(exc), title="policy not changed", severity="error")
             return
         if not settings:
             self.notify("nothing changed", severity="warning")

@@ -17,6 +17,7 @@ from devmesh.errors import DevmeshError
 from devmesh.forms.tap import Filters, filters_from_words
 from devmesh.tracetree import status_text, trace_tree
 from tui import render
+from tui.form import said
 from tui.source import MeshSource
 
 KEEP = 500
@@ -122,7 +123,7 @@ class TapScreen(Screen[None]):
         try:
             self.filters = filters_from_words(event.value)
         except DevmeshError as exc:
-            self.notify(exc.message, title="filter not applied", severity="error")
+            self.notify(said(exc), title="filter not applied", severity="error")
             return
         event.input.remove_class("shown")
         self.query_one("#requests", DataTable).clear()
