@@ -13,7 +13,7 @@ from devmesh.units import format_size, parse_size
 
 KINDS = ("delay", "abort", "bandwidth", "hang")
 """What a fault can do; ``abort`` is an HTTP status or ``reset``."""
-FIELDS = (*KINDS, "jitter", "percent", "path", "method", "header", "source", "for")
+KEYS = (*KINDS, "jitter", "percent", "path", "method", "header", "source", "for")
 """Every field of a fault, as ``fault_from_fields`` reads them (``for``: ``lasts``)."""
 
 
@@ -22,10 +22,10 @@ def fault_from_fields(
 ) -> dict[str, Any]:
     """The fault the fields describe, in devmesh.yaml's shape; ``UsageError`` naming the field.
 
-    ``fields`` holds text as typed, by key of ``FIELDS`` (missing or empty: not given);
+    ``fields`` holds text as typed, by key of ``KEYS`` (missing or empty: not given);
     ``abort`` is a status (``503``) or ``reset``; ``headers`` are ``NAME=VALUE``.
     """
-    value = {key: given(fields.get(key)) for key in FIELDS}
+    value = {key: given(fields.get(key)) for key in KEYS}
     percent = percentage(value["percent"], "percent", names)
     share = 100.0 if percent is None else percent
     if value["jitter"] is not None and value["delay"] is None:

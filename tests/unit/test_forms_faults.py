@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from devmesh.errors import UsageError
-from devmesh.forms.faults import KINDS, describe, describe_match, fault_from_fields, lasts
+from devmesh.forms.faults import KEYS, KINDS, describe, describe_match, fault_from_fields, lasts
 from tui.editors import FIELDS, NAMES
 
 
@@ -73,6 +73,7 @@ def test_a_problem_names_the_flag_or_the_form_s_label(
 def test_the_editor_has_a_field_for_every_kind_of_fault() -> None:
     keys = {key for key, _, _ in FIELDS}
     assert set(KINDS) <= keys
+    assert keys == set(KEYS), "and a field for every part of a fault"
     with pytest.raises(UsageError) as caught:
         fault_from_fields({}, names=NAMES)
     assert caught.value.hint == "give delay, abort, bandwidth or hang"
