@@ -144,7 +144,7 @@ async def refresh_ms(services: int, rounds: int = 30) -> list[float]:
     rng = random.Random(2)
     timings = []
     async with app.run_test(size=(120, 40)) as pilot:
-        while not app.overview.ready:
+        while not app.overview.is_mounted:
             await pilot.pause(0.02)
         for tick in range(rounds):
             status = synthetic_status(services, tick, rng)

@@ -6,6 +6,8 @@ wrong and what to do, so callers never see aiohttp exceptions.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,11 +208,37 @@ class ControlPlaneClient:
         try:
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
-                    yield message.json()
+                    yield self._message(path, message.data)
+                elif message.type == aiohttp.WSMsgType.ERROR:
+                    raise self._dropped(path, message.data or ws.exception() or "no reason")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._dropped(path, exc) from exc
         finally:
-            await ws.close()
-        raise ControlPlaneUnavailable(
-            f"the control plane at {self.endpoint.url} closed the stream (it stopped?)",
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                await ws.close()
+        raise self._dropped(path)
+
+    def _message(self, path: str, data: str) -> dict[str, Any]:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            raise DevmeshError(
+                f"the control plane at {self.endpoint.url} sent a message on {path} "
+                "that is not a JSON object",
+                "is it another devmesh's? `devmesh down` then `devmesh up` starts this one's",
+            )
+        return message
+
+    def _dropped(self, path: str, why: object = None) -> ControlPlaneUnavailable:
+        """The stream ended: the control plane closed it (``why`` ``None``), or the
+        connection broke (``why``: the error)."""
+        url = self.endpoint.url
+        return ControlPlaneUnavailable(
+            f"the control plane at {url} closed the stream {path} (it stopped?)"
+            if why is None
+            else f"the stream {path} from the control plane at {url} broke ({why})",
             "`devmesh status` tells whether the mesh runs; `devmesh up` starts it again",
         )
 

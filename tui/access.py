@@ -12,7 +12,9 @@ from textual.app import ComposeResult
 from textual.widgets import Footer, Static
 
 from devmesh.errors import DevmeshError
-from tui.form import FormScreen
+from devmesh.forms.authz import rule_from_fields
+from devmesh.forms.fields import Names, items, yes_or_no
+from tui.form import FormScreen, said
 from tui.source import MeshSource
 
 FIELDS = (
@@ -26,23 +28,24 @@ FIELDS = (
 )
 
 
+NAMES = Names({key: label for key, label, _ in FIELDS})
+"""The form's fields, named in messages by their labels."""
+
+
 def rule_from_form(service: str, values: dict[str, str]) -> dict[str, Any] | None:
-    """The rule the form describes, in devmesh.yaml's shape (``None``: no action given);
-    the control plane names it."""
-    action = values.get("action", "").strip().lower()
-    if not action:
+    """The rule the form describes, in devmesh.yaml's shape (``None``: no action given), read
+    by the same code as ``devmesh authz add``'s flags; the control plane names it."""
+    if not values.get("action", "").strip():
         return None
-    rule: dict[str, Any] = {"service": service, "action": action}
-    for key in ("from", "paths", "methods"):
-        items = [item.strip() for item in values.get(key, "").split(",") if item.strip()]
-        if items:
-            rule[key] = items
-    audit = values.get("audit", "").strip().lower()
-    if audit not in ("", "no", "yes"):
-        raise DevmeshError(f"audit only must be yes or no, not {audit!r}")
-    if audit == "yes":
-        rule["mode"] = "audit"
-    return rule
+    return rule_from_fields(
+        service,
+        values["action"],
+        sources=items(values.get("from")),
+        paths=items(values.get("paths")),
+        methods=items(values.get("methods")),
+        audit=yes_or_no(values.get("audit"), "audit", NAMES),
+        names=NAMES,
+    )
 
 
 def rules_text(rules: list[dict[str, Any]]) -> Text:
@@ -90,7 +93,7 @@ class AccessScreen(FormScreen):
         try:
             rule = rule_from_form(self.service, values)
         except DevmeshError as exc:
-            self.notify(exc.message, title="nothing changed", severity="error")
+            self.notify(said(exc), title="nothing changed", severity="error")
             return
         mode = values["mtls"].strip()
         remove = values["remove"].strip()

@@ -14,51 +14,17 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Label, Static
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
 
 from devmesh.errors import DevmeshError
 from tui import render
+from tui.confirm import ConfirmScreen
 from tui.source import MeshSource
 
 LOG_LINES = 12
 LOG_REFRESH_S = 2.0
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question; ``y`` or enter says yes, ``n`` or esc no."""
-
-    CSS = """
-    ConfirmScreen { align: center middle; }
-    #question { width: 60; height: auto; border: round $warning; padding: 1 2; }
-    #buttons { height: 3; align-horizontal: center; }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n", "answer(False)", "No"),
-        Binding("escape", "answer(False)", "No"),
-    ]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="question"):
-            yield Label(self.question)
-            with Horizontal(id="buttons"):
-                yield Button("Yes (y)", id="yes", variant="warning")
-                yield Button("No (n)", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
 
 
 def describe_policy(policy: dict[str, Any], overrides: dict[str, Any]) -> Text:
@@ -133,6 +99,8 @@ class DetailScreen(Screen[None]):
         self.source = source
         self.service = service
         self.policy: dict[str, Any] | None = None
+        self.status: dict[str, Any] | None = None
+        """The latest status the app received."""
         self.logs_of: str | None = None
         """The instance whose logs show."""
         self.busy = False
@@ -151,24 +119,23 @@ class DetailScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one("#members", DataTable)
         table.add_columns("VERSION / INSTANCE", "STATE", "RPS", "OK", "P50", "P99")
-        self.refresh_view()
-        self.set_interval(1.0, self.refresh_view)
+        self.watch(self.app, "status", self._status_changed)
         self.set_interval(LOG_REFRESH_S, self._load_logs)
         self._load_policy()
         self._load_logs()
 
-    def _status(self) -> dict[str, Any] | None:
-        status: dict[str, Any] | None = getattr(self.app, "status", None)
-        return status
+    def _status_changed(self, status: dict[str, Any] | None) -> None:
+        self.status = status
+        self.refresh_view()
 
     def _service(self) -> dict[str, Any] | None:
-        status = self._status()
+        status = self.status
         if status is None:
             return None
         return next((s for s in status["services"] if s["name"] == self.service), None)
 
     def refresh_view(self) -> None:
-        service, status = self._service(), self._status()
+        service, status = self._service(), self.status
         if service is None or status is None:
             return
         self.query_one("#title", Static).update(

@@ -1,8 +1,9 @@
 """The TUI's editors: faults on calls to a service (``f``) and its split (``s``).
 
-Each change goes to the control plane, which validates it with the config's own
-code: what it refuses comes back as a notification, in its words, and nothing
-changes.
+The form is read by the same code as ``devmesh fault add``'s flags
+(``devmesh.forms.faults``), so it offers every fault the CLI does; the control plane
+then validates the fault with the config's own code. What either refuses comes back
+as a notification, in its words, and nothing changes.
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.widgets import Button, DataTable, Footer, Static
 
 from devmesh.errors import DevmeshError
-from tui import render
+from devmesh.forms import faults
+from devmesh.forms.faults import fault_from_fields
+from devmesh.forms.fields import Names
+from devmesh.forms.splits import rebalance, whole_split
+from tui.form import FormScreen, said
 from tui.source import MeshSource
 
 FIELDS = (
     ("delay", "delay", "e.g. 200ms"),
     ("jitter", "jitter", "e.g. 50ms (with a delay)"),
     ("abort", "abort", "an HTTP status (503) or reset"),
+    ("bandwidth", "bandwidth", "bytes a second of the answer, e.g. 64kB"),
+    ("hang", "hang", "accept, never answer, for e.g. 10s"),
     ("percent", "percent", "of matching calls (100)"),
     ("path", "path", "only paths starting so, e.g. /items"),
     ("method", "method", "only this method, e.g. GET"),
@@ -32,86 +39,37 @@ FIELDS = (
     ("source", "source", "only calls from this service"),
     ("for", "for", "removed by itself after, e.g. 2m"),
 )
+NAMES = Names({key: label for key, label, _ in FIELDS})
+"""The form's fields, named in messages by their labels."""
 
 
-def fault_from_form(values: dict[str, str]) -> tuple[dict[str, Any], str | None]:
-    """The fault the form describes, in devmesh.yaml's shape, and how long it lasts (as
-    typed). Only its shape is checked here (``DevmeshError`` naming the field): the values
-    are the control plane's to judge, with the config's own rules and words."""
-    value = {key: text.strip() for key, text in values.items()}
-    percent: float = 100.0
-    if value.get("percent"):
-        try:
-            percent = float(value["percent"])
-        except ValueError:
-            raise DevmeshError(f"percent {value['percent']!r} is not a number") from None
-    fault: dict[str, Any] = {}
-    if value.get("delay"):
-        fault["delay"] = {"fixed": value["delay"], "percent": percent}
-        if value.get("jitter"):
-            fault["delay"]["jitter"] = value["jitter"]
-    elif value.get("jitter"):
-        raise DevmeshError("jitter goes with a delay: give both")
-    abort = value.get("abort", "").lower()
-    if abort == "reset":
-        fault["abort"] = {"reset": True, "percent": percent}
-    elif abort:
-        if not abort.isdigit():
-            raise DevmeshError(f"abort {abort!r} is not an HTTP status (e.g. 503) or reset")
-        fault["abort"] = {"http_status": int(abort), "percent": percent}
-    if not fault:
-        raise DevmeshError("the fault does nothing: give a delay or an abort")
-    match: dict[str, Any] = {}
-    if value.get("path"):
-        match["path"] = value["path"]
-    if value.get("method"):
-        match["method"] = value["method"].upper()
-    if value.get("header"):
-        name, sep, wanted = value["header"].partition("=")
-        if not sep or not name.strip():
-            raise DevmeshError(f"header {value['header']!r} is not NAME=VALUE (x-debug=1)")
-        match["headers"] = {name.strip(): wanted}
-    if value.get("source"):
-        match["source"] = value["source"]
-    if match:
-        fault["match"] = match
-    return fault, value.get("for") or None
-
-
-class FaultScreen(Screen[None]):
+class FaultScreen(FormScreen):
     """The faults on calls to one service: those in force, and a form to add one."""
 
-    CSS = """
+    CSS = (
+        FormScreen.CSS
+        + """
     FaultScreen { layout: vertical; }
     #faults { height: auto; max-height: 8; margin-bottom: 1; }
-    #form { height: auto; }
-    .row { height: 1; margin-bottom: 0; }
-    .row Label { width: 10; padding: 0 1; }
-    .row Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
-    .row Input:focus { background: $accent 30%; }
     #actions { height: 3; margin-top: 1; }
     """
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("ctrl+s", "add", "Add", priority=True),
+        Binding("ctrl+s", "apply", "Add", priority=True),
         Binding("ctrl+d", "remove", "Remove selected", priority=True),
         Binding("ctrl+r", "remove_all", "Remove all", priority=True),
     ]
+    FIELDS = FIELDS
 
-    def __init__(self, source: MeshSource, service: str, status: dict[str, Any]) -> None:
+    def __init__(self, source: MeshSource, service: str) -> None:
         super().__init__()
         self.source = source
         self.service = service
-        self.status = status
 
     def compose(self) -> ComposeResult:
         yield Static(Text(f"faults on calls to {self.service}", style="bold"), classes="caption")
         yield DataTable(id="faults", cursor_type="row")
-        with Vertical(id="form"):
-            for key, label, hint in FIELDS:
-                with Horizontal(classes="row"):
-                    yield Label(label)
-                    yield Input(placeholder=hint, id=f"field-{key}")
+        yield from self.fields()
         with Horizontal(id="actions"):
             yield Button("Add (enter)", id="add", variant="primary")
             yield Button("Remove selected (ctrl+d)", id="remove")
@@ -121,16 +79,13 @@ class FaultScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one("#faults", DataTable)
         table.add_columns("ID", "DOES", "MATCHES", "EXPIRES", "FROM")
-        self.refresh_faults(self.status)
-        self.set_interval(1.0, self._follow_app)
-        self.query_one("#field-delay", Input).focus()
+        self.watch(self.app, "status", self.refresh_faults)
+        self.field("delay").focus()
 
-    def _follow_app(self) -> None:
-        status = getattr(self.app, "status", None)
-        if status is not None:
-            self.refresh_faults(status)
-
-    def refresh_faults(self, status: dict[str, Any]) -> None:
+    def refresh_faults(self, status: dict[str, Any] | None) -> None:
+        """The faults on calls to the service, as in the latest status."""
+        if status is None:
+            return
         table = self.query_one("#faults", DataTable)
         selected = table.cursor_row
         table.clear()
@@ -149,31 +104,30 @@ class FaultScreen(Screen[None]):
         if table.row_count:
             table.move_cursor(row=min(selected, table.row_count - 1))
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.action_add()
-
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        actions = {"add": self.action_add, "remove": self.action_remove}
+        actions = {"add": self.action_apply, "remove": self.action_remove}
         actions.get(str(event.button.id), self.action_remove_all)()
 
-    def action_add(self) -> None:
-        values = {key: self.query_one(f"#field-{key}", Input).value for key, _, _ in FIELDS}
+    def action_apply(self) -> None:
+        """Add the fault the form describes."""
+        values = self.values()
         try:
-            fault, lasts = fault_from_form(values)
+            fault = fault_from_fields(values, names=NAMES)
+            lasts = faults.lasts(values["for"], NAMES)
         except DevmeshError as exc:
-            self.notify(exc.message, title="fault not added", severity="error")
+            self.notify(said(exc), title="fault not added", severity="error")
             return
         self._add(fault, lasts)
 
     @work(exclusive=True, group="fault-change")
-    async def _add(self, fault: dict[str, Any], lasts: str | None) -> None:
+    async def _add(self, fault: dict[str, Any], lasts: float | None) -> None:
         try:
             added = await self.source.add_fault(self.service, fault, lasts)
         except DevmeshError as exc:
             self.notify(exc.message, title="fault not added", severity="error")
             return
         for key, _, _ in FIELDS:
-            self.query_one(f"#field-{key}", Input).value = ""
+            self.field(key).value = ""
         self.notify(f"fault {added['id']} on calls to {self.service}: {added['does']}")
 
     def action_remove(self) -> None:
@@ -221,13 +175,7 @@ class SplitScreen(Screen[None]):
         super().__init__()
         self.source = source
         self.service = service["name"]
-        split = service.get("split")
-        names = list(service["versions"])
-        self.weights = (
-            {v: round(split.get(v, 0)) for v in names} if split else render.even_split(names)
-        )
-        if sum(self.weights.values()) != 100:
-            self.weights = render.even_split(names)
+        self.weights = whole_split(list(service["versions"]), service.get("split"))
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -258,7 +206,7 @@ class SplitScreen(Screen[None]):
         return list(self.weights)[table.cursor_row]
 
     def action_move(self, step: int) -> None:
-        self.weights = render.rebalance(self.weights, self.selected_version(), step)
+        self.weights = rebalance(self.weights, self.selected_version(), step)
         self._draw()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

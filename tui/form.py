@@ -12,6 +12,14 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Input, Label
 
+from devmesh.errors import DevmeshError
+
+
+def said(problem: DevmeshError) -> str:
+    """A problem with what was typed, and what to do about it, for a notification."""
+    return problem.message + (f" — {problem.hint}" if problem.hint else "")
+
+
 Field = tuple[str, str, str]
 """``(key, label, hint)``: the input's id is ``<prefix>-<key>``."""
 

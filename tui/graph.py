@@ -99,10 +99,8 @@ class GraphScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.refresh_graph()
-        self.set_interval(1.0, self.refresh_graph)
+        self.watch(self.app, "status", self.refresh_graph)
 
-    def refresh_graph(self) -> None:
-        status: dict[str, Any] | None = getattr(self.app, "status", None)
+    def refresh_graph(self, status: dict[str, Any] | None) -> None:
         if status is not None:
             self.query_one("#graph", Static).update(graph(status))

@@ -1,5 +1,6 @@
 """The policy editor (``p``): timeout, retries and breaker settings of calls to a service,
-shown as in force and changed live; only the fields you change are sent."""
+shown as in force and changed live; only the fields you change are sent, read by the same
+code as ``devmesh policy``'s flags (``devmesh.forms.policies``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from textual.app import ComposeResult
 from textual.widgets import Footer, Static
 
 from devmesh.errors import DevmeshError
-from tui.form import FormScreen
+from devmesh.forms.fields import Names
+from devmesh.forms.policies import settings_from_fields
+from tui.form import FormScreen, said
 from tui.source import MeshSource
 
 FIELDS = (
-    ("timeout", "timeout", "the whole call, e.g. 2s (none: no timeout)"),
+    ("timeout", "timeout", "the whole call, e.g. 2s"),
     ("retries", "retries", "attempts in all, 1-10"),
     ("per_try_timeout", "per try", "each attempt's timeout, e.g. 500ms"),
     ("retry_on", "retry on", "5xx,gateway-error,reset,connect-failure"),
@@ -26,9 +29,9 @@ FIELDS = (
     ("panic_threshold", "panic %", "below this % healthy, route to all (0: never)"),
     ("lb", "balancing", "round-robin or least-request"),
 )
-INTEGERS = ("retries", "consecutive_5xx")
 PERCENTS = ("max_ejection_percent", "panic_threshold")
-LABELS = {key: label for key, label, _ in FIELDS}
+NAMES = Names({key: label for key, label, _ in FIELDS})
+"""The form's fields, named in messages by their labels."""
 
 
 def current_values(policy: dict[str, Any]) -> dict[str, str]:
@@ -50,44 +53,13 @@ def current_values(policy: dict[str, Any]) -> dict[str, str]:
     return values
 
 
-def settings_from_form(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
-    """The settings the form changed, in devmesh.yaml's shape. Numbers are turned into
-    numbers (``DevmeshError`` naming the field otherwise); the values are the control
-    plane's to judge, with the config's own rules and words."""
-    changed = {
+def changed_fields(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
+    """The fields the user changed (and did not empty): only those are sent."""
+    return {
         key: value.strip()
         for key, value in after.items()
         if value.strip() and value.strip() != before.get(key, "")
     }
-    settings: dict[str, Any] = {}
-    retries: dict[str, Any] = {}
-    breaker: dict[str, Any] = {}
-    for key, value in changed.items():
-        number: Any = value
-        if key in INTEGERS:
-            if not value.isdigit():
-                raise DevmeshError(f"{LABELS[key]} must be a whole number, not {value!r}")
-            number = int(value)
-        elif key in PERCENTS:
-            try:
-                number = float(value)
-            except ValueError:
-                raise DevmeshError(f"{LABELS[key]} must be a number, not {value!r}") from None
-        if key == "timeout" or key == "lb":
-            settings[key] = number
-        elif key == "retries":
-            retries["attempts"] = number
-        elif key == "per_try_timeout":
-            retries["per_try_timeout"] = number
-        elif key == "retry_on":
-            retries["retry_on"] = [c.strip() for c in value.split(",") if c.strip()]
-        else:
-            breaker[key] = number
-    if retries:
-        settings["retries"] = retries
-    if breaker:
-        settings["breaker"] = breaker
-    return settings
 
 
 class PolicyScreen(FormScreen):
@@ -127,9 +99,9 @@ class PolicyScreen(FormScreen):
     def action_apply(self) -> None:
         after = self.values()
         try:
-            settings = settings_from_form(self.before, after)
+            settings = settings_from_fields(changed_fields(self.before, after), NAMES)
         except DevmeshError as exc:
-            self.notify(exc.message, title="policy not changed", severity="error")
+            self.notify(said(exc), title="policy not changed", severity="error")
             return
         if not settings:
             self.notify("nothing changed", severity="warning")

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
-from rich.tree import Tree
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 BREAKER_STYLE = {"closed": "green", "half-open": "yellow", "open": "bold red"}
@@ -218,80 +217,4 @@ def security(state: dict[str, Any] | None) -> Text:
         text += Text(f" {state['denied']} denied", style="red")
     if state.get("audited"):
         text += Text(f" {state['audited']} audited", style="yellow")
-    return text
-
-
-def rebalance(weights: dict[str, int], version: str, step: int) -> dict[str, int]:
-    """``weights`` (summing to 100) with ``version`` moved by ``step``, taken from (or given
-    to) the other versions in turn, so that they still sum to 100 and none is negative."""
-    names = list(weights)
-    if version not in weights or len(names) < 2:
-        return dict(weights)
-    moved = dict(weights)
-    wanted = max(-moved[version], min(step, 100 - moved[version]))
-    left = abs(wanted)
-    start = names.index(version)
-    others = [names[(start + i) % len(names)] for i in range(1, len(names))]
-    sign = 1 if wanted > 0 else -1
-    for other in others:
-        if left == 0:
-            break
-        room = moved[other] if sign > 0 else 100 - moved[other]
-        take = min(room, left)
-        moved[other] -= sign * take
-        left -= take
-    moved[version] += sign * (abs(wanted) - left)
-    return moved
-
-
-def even_split(names: Sequence[str]) -> dict[str, int]:
-    """Whole percentages as even as they go, the remainder to the first versions."""
-    if not names:
-        return {}
-    share, rest = divmod(100, len(names))
-    return {name: share + (1 if index < rest else 0) for index, name in enumerate(names)}
-
-
-STATUS_STYLE = {"2": "green", "3": "cyan", "4": "yellow", "5": "bold red"}
-
-
-def trace_tree(trace: dict[str, Any]) -> Tree:
-    """A request's spans as a tree: each hop, its time, when it began after the first, the
-    instance it reached, and where a fault was injected."""
-    spans = trace["span_list"]
-    ids = {s["span_id"] for s in spans}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for span in spans:
-        parent = span["parent_id"] if span["parent_id"] in ids else None
-        children.setdefault(parent, []).append(span)
-    start = float(trace["start"])
-    root = Tree(
-        Text(f"trace {trace['trace_id']}", style="bold")
-        + Text(f"  {trace['duration_ms']:.1f}ms across {trace['spans']} spans", style="dim")
-    )
-
-    def grow(node: Tree, parent: str | None) -> None:
-        for span in sorted(children.get(parent, []), key=lambda s: s["start"]):
-            grow(node.add(hop(span, start)), span["span_id"])
-
-    grow(root, None)
-    return root
-
-
-def hop(span: dict[str, Any], trace_start: float) -> Text:
-    status = int(span["status"])
-    if span["kind"] == "client":
-        text = Text(f"{span['source']} → {span['destination']}", style="cyan")
-    else:
-        text = Text(f"{span['destination']} ({span['instance']})", style="bold cyan")
-    text += Text(f"  {span['method']} {span['path']}  ")
-    text += Text(str(status or "---"), style=STATUS_STYLE.get(str(status)[:1], "red"))
-    text += Text(f"  {span['duration_ms']:.1f}ms", style="bold")
-    text += Text(f"  +{(span['start'] - trace_start) * 1000.0:.1f}ms", style="dim")
-    if span.get("retries"):
-        text += Text(f"  retries {span['retries']}", style="yellow")
-    if span.get("error"):
-        text += Text(f"  {span['error']}", style="red")
-    if span.get("fault"):
-        text += Text(f"  ⚡ fault {span['fault']} here", style="bold magenta")
     return text

@@ -14,49 +14,14 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from devmesh.errors import DevmeshError
+from devmesh.forms.tap import Filters, filters_from_words
+from devmesh.tracetree import status_text, trace_tree
 from tui import render
+from tui.form import said
 from tui.source import MeshSource
 
 KEEP = 500
 """Rows the tap keeps; older ones scroll away."""
-
-
-def milliseconds(text: str) -> float:
-    """``100ms``, ``1.5s`` or ``250`` (ms) as milliseconds; ``DevmeshError`` otherwise."""
-    low = text.lower()
-    scale, number = 1.0, low
-    if low.endswith("ms"):
-        number = low[:-2]
-    elif low.endswith("s"):
-        scale, number = 1000.0, low[:-1]
-    try:
-        value = float(number) * scale
-    except ValueError:
-        raise DevmeshError(f">{text}: after > comes a latency, e.g. >100ms or >1.5s") from None
-    if value < 0:
-        raise DevmeshError(f">{text}: a latency is 0 or more")
-    return value
-
-
-def parse_filter(text: str) -> dict[str, str | float | None]:
-    """``catalog 5xx /items >100ms``: a service, a status or class, a path prefix and a
-    minimum latency, in any order; ``DevmeshError`` naming a word it cannot read."""
-    found: dict[str, str | float | None] = {}
-    for word in text.split():
-        low = word.lower()
-        if word.startswith("/"):
-            found["path"] = word
-        elif word.startswith(">"):
-            found["min_latency_ms"] = milliseconds(word[1:])
-        elif len(low) == 3 and low[0] in "12345" and (low[1:] == "xx" or low.isdigit()):
-            found["status"] = low
-        elif word.replace("-", "").replace("_", "").isalnum():
-            found["service"] = word
-        else:
-            raise DevmeshError(
-                f"{word!r} is not a service, a status (503, 5xx), a /path or a >latency"
-            )
-    return found
 
 
 class TraceScreen(Screen[None]):
@@ -81,7 +46,7 @@ class TraceScreen(Screen[None]):
         except DevmeshError as exc:
             self.query_one("#tree", Static).update(Text(exc.message, style="red"))
             return
-        self.query_one("#tree", Static).update(render.trace_tree(trace))
+        self.query_one("#tree", Static).update(trace_tree(trace))
 
 
 class TapScreen(Screen[None]):
@@ -100,7 +65,7 @@ class TapScreen(Screen[None]):
     def __init__(self, source: MeshSource, service: str | None = None) -> None:
         super().__init__()
         self.source = source
-        self.filters: dict[str, str | float | None] = {"service": service} if service else {}
+        self.filters: Filters = {"service": service} if service else {}
         self.paused = False
         self.missed = 0
 
@@ -156,9 +121,9 @@ class TapScreen(Screen[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         try:
-            self.filters = parse_filter(event.value)
+            self.filters = filters_from_words(event.value)
         except DevmeshError as exc:
-            self.notify(exc.message, title="filter not applied", severity="error")
+            self.notify(said(exc), title="filter not applied", severity="error")
             return
         event.input.remove_class("shown")
         self.query_one("#requests", DataTable).clear()
@@ -176,14 +141,14 @@ class TapScreen(Screen[None]):
 def row_cells(record: dict[str, Any]) -> tuple[Text, ...]:
     ts = float(record.get("ts") or time.time())
     status = int(record.get("status") or 0)
-    status_text = Text(str(status or "---"), style=render.STATUS_STYLE.get(str(status)[:1], "red"))
+    shown = status_text(status)
     if record.get("fault"):
-        status_text += Text(" ⚡", style="bold magenta")
+        shown += Text(" ⚡", style="bold magenta")
     return (
         Text(time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"),
         Text(f"{record['source']} → {record['destination']}"),
         Text(f"{record['method']} {record['path']}"),
-        status_text,
+        shown,
         render.ms(record.get("latency_ms")),
         Text(record.get("version") or ""),
         Text((record.get("trace_id") or "")[:8]),

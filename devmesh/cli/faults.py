@@ -17,8 +17,10 @@ from devmesh.cli.app import app, context
 from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
 from devmesh.client import ControlPlaneClient, Endpoint
-from devmesh.faultflags import fault_from_flags, parse_flag_duration
-from devmesh.units import format_duration, human_duration, parse_duration
+from devmesh.errors import UsageError
+from devmesh.forms.faults import fault_from_fields
+from devmesh.forms.faults import lasts as lasts_of
+from devmesh.units import format_duration, human_duration
 from devmesh.workspace import Workspace
 
 fault_app = typer.Typer(
@@ -59,20 +61,23 @@ def add(
     json_out: Annotated[bool, typer.Option("--json", help="Print the fault as JSON.")] = False,
 ) -> None:
     """Add a fault on calls to SERVICE (from every caller, or those --source names)."""
-    fault = fault_from_flags(
-        delay=delay,
-        jitter=jitter,
-        abort=abort,
-        reset=reset,
-        percent=percent,
-        bandwidth=bandwidth,
-        hang=hang,
-        path=path,
-        method=method,
+    if abort is not None and reset:
+        raise UsageError("give --abort STATUS or --reset, not both", "e.g. --abort 503")
+    fault = fault_from_fields(
+        {
+            "delay": delay,
+            "jitter": jitter,
+            "abort": "reset" if reset else None if abort is None else str(abort),
+            "percent": str(percent),
+            "bandwidth": bandwidth,
+            "hang": hang,
+            "path": path,
+            "method": method,
+            "source": source,
+        },
         headers=header or [],
-        source=source,
     )
-    seconds = parse_duration(parse_flag_duration("--for", lasts)) if lasts is not None else None
+    seconds = lasts_of(lasts)
     added = asyncio.run(call_api(context(ctx).workspace, "add_fault", service, fault, seconds))
     if json_out:
         print_json(added)

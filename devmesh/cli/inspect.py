@@ -21,7 +21,6 @@ from devmesh.cli.output import (
     status_group,
     status_tables,
     trace_table,
-    trace_tree,
 )
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config.report import did_you_mean
@@ -34,6 +33,7 @@ from devmesh.runtime.docker.labels import Role
 from devmesh.runtime.docker.logs import ContainerLogs, read_all
 from devmesh.runtime.logs import LineSource, LogFollower
 from devmesh.runtime.processes import RuntimeRecord, tail
+from devmesh.tracetree import trace_tree
 from devmesh.workspace import Workspace
 
 

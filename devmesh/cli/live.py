@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +25,7 @@ from devmesh.cli.output import (
 )
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.errors import UsageError
-from devmesh.units import parse_duration
+from devmesh.forms.tap import Filters, tap_filters
 from devmesh.workspace import Workspace
 
 WINDOW_HELP = "Rates over the last 1, 10 or 60 seconds."
@@ -127,51 +126,27 @@ def tap(
     and a line says how many were not.
     """
     workspace = context(ctx).workspace
-    filters = _tap_filters(workspace, service, path, status, min_latency, rate, count)
+    filters = _tap_filters(service, path, status, min_latency, rate, count)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_tap(workspace, filters, count, json_out))
 
 
 def _tap_filters(
-    workspace: Workspace,
     service: str | None,
     path: str | None,
     status: str | None,
     min_latency: str | None,
     rate: float,
     count: int | None,
-) -> dict[str, str | float | None]:
-    if status is not None:
-        shape = status.lower()
-        ok = shape[:1] in "12345" and len(shape) == 3 and (shape[1:] == "xx" or shape.isdigit())
-        if not ok:
-            raise UsageError(f"--status {status} is not a status or a class", "e.g. 503 or 5xx")
-    latency_ms = None
-    if min_latency is not None:
-        try:
-            latency_ms = parse_duration(min_latency) * 1000.0
-        except ValueError:
-            raise UsageError(
-                f"--min-latency {min_latency} is not a duration", "e.g. --min-latency 100ms"
-            ) from None
-    if not math.isfinite(rate) or rate <= 0:
-        raise UsageError(f"--rate {rate:g} must be a number above 0", "e.g. --rate 50")
+) -> Filters:
     if count is not None and count <= 0:
         raise UsageError(f"--count {count} must be 1 or more", "e.g. --count 20")
-    if path is not None and not path.startswith("/"):
-        raise UsageError(f"--path {path} does not start with /", f"e.g. --path /{path}")
-    return {
-        "service": service,
-        "path": path,
-        "status": status,
-        "min_latency_ms": latency_ms,
-        "rate": rate,
-    }
+    return tap_filters(
+        service=service, path=path, status=status, min_latency=min_latency, rate=rate
+    )
 
 
-async def _tap(
-    workspace: Workspace, filters: dict[str, str | float | None], count: int | None, as_json: bool
-) -> None:
+async def _tap(workspace: Workspace, filters: Filters, count: int | None, as_json: bool) -> None:
     async with (
         ControlPlaneClient(Endpoint.of(workspace)) as client,
         contextlib.aclosing(client.tap(**filters)) as stream,

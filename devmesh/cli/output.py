@@ -12,10 +12,10 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.status import Status
 from rich.text import Text
-from rich.tree import Tree
 
 from devmesh.cli.layout import Listing, StdoutConsole
 from devmesh.errors import DevmeshError
+from devmesh.tracetree import STATUS_STYLE
 from devmesh.units import human_duration
 
 Renderable = RenderableType
@@ -205,9 +205,6 @@ def top_table(status: dict[str, Any], edges: list[dict[str, Any]], sort: str) ->
     return table
 
 
-STATUS_STYLE = {"2": "green", "3": "cyan", "4": "yellow", "5": "bold red"}
-
-
 def tap_line(record: dict[str, Any]) -> Text:
     """``12:00:01.123 frontend → catalog GET /items 200 12.3ms v2 catalog-v2-1 trace=…``."""
     ts = record.get("ts") or time.time()
@@ -272,53 +269,6 @@ def trace_table(traces: list[dict[str, Any]]) -> Listing:
             Text(",".join(trace["faults"]), style="magenta"),
         )
     return table
-
-
-def trace_tree(trace: dict[str, Any]) -> Tree:
-    """A request's spans as a tree: each hop with when it began (from the first span's
-    start), how long it took, and where a fault was injected."""
-    spans = trace["span_list"]
-    ids = {s["span_id"] for s in spans}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for span in spans:
-        parent = span["parent_id"] if span["parent_id"] in ids else None
-        children.setdefault(parent, []).append(span)
-    start = trace["start"]
-    root = Tree(
-        Text(f"trace {trace['trace_id']}", style="bold")
-        + Text(f"  {trace['duration_ms']:.1f}ms, {trace['spans']} spans", style="dim")
-    )
-
-    def grow(node: Tree, parent: str | None) -> None:
-        for span in sorted(children.get(parent, []), key=lambda s: s["start"]):
-            grow(node.add(_span_line(span, start)), span["span_id"])
-
-    grow(root, None)
-    if trace.get("truncated"):
-        root.add(Text(f"… {trace['truncated']} more spans not kept", style="dim"))
-    return root
-
-
-def _span_line(span: dict[str, Any], trace_start: float) -> Text:
-    status = int(span["status"])
-    offset = (span["start"] - trace_start) * 1000.0
-    if span["kind"] == "client":
-        line = Text(f"{span['source']} → {span['destination']} ", style="cyan")
-    else:
-        line = Text(f"{span['destination']} ({span['instance']}) ", style="bold cyan")
-    line += Text(f"{span['method']} {span['path']} ")
-    line += Text(str(status or "---"), style=STATUS_STYLE.get(str(status)[:1], "red"))
-    line += Text(f"  {span['duration_ms']:.1f}ms", style="bold")
-    line += Text(f"  at +{offset:.1f}ms", style="dim")
-    if span["kind"] == "client" and span.get("instance"):
-        line += Text(f"  to {span['instance']}", style="dim")
-    if span.get("retries"):
-        line += Text(f"  retries={span['retries']}", style="yellow")
-    if span.get("error"):
-        line += Text(f"  error={span['error']}", style="red")
-    if span.get("fault"):
-        line += Text(f"  ⚡ fault {span['fault']} injected here", style="bold magenta")
-    return line
 
 
 FINGERPRINT_SHOWN = 16

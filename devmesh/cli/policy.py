@@ -17,7 +17,7 @@ from devmesh.cli.faults import call_api
 from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
 from devmesh.errors import UsageError
-from devmesh.policyflags import DEFAULTS, settings_from_flags
+from devmesh.forms.policies import DEFAULTS, settings_from_fields
 
 
 @app.command()
@@ -53,21 +53,23 @@ def policy(
     json_out: Annotated[bool, typer.Option("--json", help="Print the policy as JSON.")] = False,
 ) -> None:
     """Show how calls to SERVICE are handled, or change it live (until --clear)."""
-    settings = settings_from_flags(
-        timeout=timeout,
-        retries=retries,
-        per_try_timeout=per_try_timeout,
-        retry_on=retry_on,
-        consecutive_5xx=consecutive_5xx,
-        interval=interval,
-        base_ejection_time=base_ejection_time,
-        max_ejection_time=max_ejection_time,
-        max_ejection_percent=max_ejection_percent,
-        panic_threshold=panic_threshold,
-        lb=lb,
-        max_connections=max_connections,
-        max_pending=max_pending,
-        max_requests=max_requests,
+    settings = settings_from_fields(
+        dict(
+            timeout=timeout,
+            retries=retries,
+            per_try_timeout=per_try_timeout,
+            retry_on=retry_on,
+            consecutive_5xx=consecutive_5xx,
+            interval=interval,
+            base_ejection_time=base_ejection_time,
+            max_ejection_time=max_ejection_time,
+            max_ejection_percent=max_ejection_percent,
+            panic_threshold=panic_threshold,
+            lb=lb,
+            max_connections=max_connections,
+            max_pending=max_pending,
+            max_requests=max_requests,
+        )
     )
     if clear and settings:
         raise UsageError(

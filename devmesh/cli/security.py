@@ -20,6 +20,7 @@ from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
 from devmesh.config.model import MTLS_MODES
 from devmesh.errors import UsageError
+from devmesh.forms.authz import rule_from_fields
 
 authz_app = typer.Typer(
     help="Authorization rules: allow or deny calls to a service by caller, path and method "
@@ -103,15 +104,15 @@ def add(
             "give --allow or --deny (one of them)",
             f"e.g. `devmesh authz add {service} --deny --path '/admin/*'`",
         )
-    action = "allow" if allow else "deny"
-    rule: dict[str, Any] = {"service": service, "action": action}
-    if name is not None:
-        rule["name"] = name
-    if audit:
-        rule["mode"] = "audit"
-    for key, values in (("from", source), ("paths", path), ("methods", method)):
-        if values:
-            rule[key] = list(values)
+    rule = rule_from_fields(
+        service,
+        "allow" if allow else "deny",
+        name=name,
+        sources=source or [],
+        paths=path or [],
+        methods=method or [],
+        audit=audit,
+    )
     added = asyncio.run(call_api(context(ctx).workspace, "add_authz_rule", rule))
     if json_out:
         print_json(added)

@@ -11,27 +11,8 @@ from devmesh.cli.app import app, context
 from devmesh.cli.output import console, print_json
 from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.errors import UsageError
-from devmesh.units import finite_number
+from devmesh.forms.splits import parse_weights
 from devmesh.workspace import Workspace
-
-
-def parse_weights(items: list[str]) -> dict[str, float]:
-    """``["v1=90", "v2=10"]`` -> ``{"v1": 90.0, "v2": 10.0}``; UsageError naming the bad item."""
-    weights: dict[str, float] = {}
-    for item in items:
-        version, sep, weight = item.partition("=")
-        try:
-            value = finite_number(float(weight))  # nan, inf: not weights
-        except ValueError:
-            value = None
-        if not sep or not version or value is None:
-            raise UsageError(
-                f"{item!r} is not VERSION=WEIGHT", "write the weights like v1=90 v2=10"
-            )
-        if version in weights:
-            raise UsageError(f"version {version} is given twice", "give each version once")
-        weights[version] = value
-    return weights
 
 
 @app.command()

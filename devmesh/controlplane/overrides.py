@@ -25,7 +25,8 @@ from devmesh.config.dump import dump_fault, dump_policy, dump_rule
 from devmesh.config.model import MTLS_MODES, AuthzRule, FaultSpec, Policy, Project, Service
 from devmesh.config.readers import describe as describe_value
 from devmesh.errors import UsageError
-from devmesh.faultflags import describe, describe_match
+from devmesh.forms.authz import describe_rule
+from devmesh.forms.faults import describe, describe_match
 from devmesh.units import finite_number, parse_duration
 
 OVERRIDABLE = ("timeout", "retries", "breaker", "lb", "pool")
@@ -133,15 +134,6 @@ class ActiveRule:
             "origin": self.origin,
             "does": describe_rule(self.rule),
         }
-
-
-def describe_rule(rule: AuthzRule) -> str:
-    """``deny GET /admin/* to catalog from frontend``, and whether it is only audited."""
-    methods = ",".join(rule.methods) or "any method"
-    paths = ",".join(rule.paths) or "any path"
-    sources = ",".join(rule.sources) or "anyone"
-    audit = " (audit: reported, not enforced)" if rule.mode == "audit" else ""
-    return f"{rule.action} {methods} {paths} to {rule.service} from {sources}{audit}"
 
 
 class Overrides:

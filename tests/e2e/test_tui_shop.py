@@ -16,7 +16,8 @@ from textual.widgets import DataTable, Input, Static
 from tests.e2e.conftest import ProjectFactory
 from tests.e2e.test_shop import get_json
 from tui.app import MeshApp
-from tui.detail import ConfirmScreen, DetailScreen
+from tui.confirm import ConfirmScreen
+from tui.detail import DetailScreen
 from tui.editors import SplitScreen
 from tui.policy import PolicyScreen
 from tui.source import LiveSource

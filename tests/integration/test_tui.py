@@ -3,7 +3,10 @@ keys change the mesh, and the mesh's changes show."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -16,8 +19,9 @@ from devmesh.workspace import write_json
 from tests.integration.meshkit import ControlPlane
 from tests.integration.test_telemetry import frontend_to_catalog, send
 from tui.access import AccessScreen
-from tui.app import MeshApp, StatusBar
+from tui.app import MeshApp
 from tui.editors import FaultScreen, SplitScreen
+from tui.overview import StatusBar
 from tui.source import LiveSource
 
 
@@ -101,6 +105,64 @@ async def test_keys_add_a_fault_and_move_the_split_and_the_numbers_follow(
                 "the overview shows the split within the next refresh",
                 within=3,
             )
+
+
+async def cli_json(plane: ControlPlane, *args: str) -> dict[str, object]:
+    """``devmesh -C PROJECT ARGS`` run as a user would, against the running control plane."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "devmesh", "-C", str(plane.workspace.project_dir), *args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    found: dict[str, object] = json.loads(out)
+    return found
+
+
+async def test_the_editor_adds_a_bandwidth_and_a_hang_fault_as_the_cli_would(
+    controlplane: ControlPlane,
+) -> None:
+    advertise(controlplane)
+    async with frontend_to_catalog(controlplane) as frontend:
+        app = MeshApp(LiveSource(controlplane.workspace.project_dir), retry=0.2)
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            await until(pilot, lambda: app.connected, "the TUI is connected")
+            await pilot.press("down", "f")  # catalog's faults
+            screen = app.screen
+            assert isinstance(screen, FaultScreen)
+            listed = screen.query_one("#faults", DataTable)
+
+            async def type_in(field: str, text: str) -> None:
+                screen.query_one(f"#field-{field}", Input).focus()
+                await pilot.press(*text)
+
+            await type_in("bandwidth", "64kB")
+            await type_in("for", "5m")
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: listed.row_count == 1, "the form lists the bandwidth fault")
+            await type_in("hang", "10s")
+            await type_in("path", "/slow")
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: listed.row_count == 2, "the form lists the hang fault")
+            assert all(n.severity != "error" for n in app._notifications)
+
+            def in_force() -> int:
+                route = frontend.router.snapshot.routes.get("catalog")  # a new one each time
+                return 0 if route is None else len(route.policy.faults)
+
+            await until(
+                pilot, lambda: in_force() == 2, "both faults are in force in the frontend's sidecar"
+            )
+            faults = (await cli_json(controlplane, "fault", "ls", "--json"))["faults"]
+            assert isinstance(faults, list)
+            shown = sorted((f["service"], f["does"], f["matches"]) for f in faults)
+            assert shown == [
+                ("catalog", "bandwidth 64kB/s", "every request"),
+                ("catalog", "hang 10s", "/slow*"),
+            ]
+            expiring = [f for f in faults if f["expires_in"] is not None]
+            assert [f["does"] for f in expiring] == ["bandwidth 64kB/s"]
 
 
 async def test_a_refused_change_is_a_notification_and_nothing_changes(

@@ -16,7 +16,8 @@ from textual.widgets import DataTable, Input, OptionList, Static
 
 from tests.tui.fixed_source import REQUESTS, FixedSource
 from tui.app import MeshApp
-from tui.detail import ConfirmScreen, DetailScreen
+from tui.confirm import ConfirmScreen
+from tui.detail import DetailScreen
 from tui.editors import FaultScreen, SplitScreen
 from tui.graph import GraphScreen
 from tui.help import HelpScreen

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from devmesh.cli.output import breaker_text
 from tui.graph import edge_style, graph
-from tui.render import breaker, even_split, rebalance, sparkline, versions, worst_breaker
+from tui.render import breaker, sparkline, versions, worst_breaker
 
 
 def test_a_sparkline_scales_to_its_largest_value_and_keeps_empty_seconds_empty() -> None:
@@ -19,32 +17,6 @@ def test_a_narrow_sparkline_still_covers_every_value() -> None:
     minute = [0.0] * 30 + [1.0] * 30
     line = str(sparkline(minute, width=6))
     assert line == "   ███", "each character sums ten seconds"
-
-
-@pytest.mark.parametrize(
-    ("weights", "version", "step", "expected"),
-    [
-        ({"v1": 50, "v2": 50}, "v1", 5, {"v1": 55, "v2": 45}),
-        ({"v1": 50, "v2": 50}, "v1", -5, {"v1": 45, "v2": 55}),
-        ({"v1": 100, "v2": 0}, "v1", 5, {"v1": 100, "v2": 0}),
-        ({"v1": 0, "v2": 100}, "v1", -5, {"v1": 0, "v2": 100}),
-        ({"v1": 90, "v2": 5, "v3": 5}, "v1", 10, {"v1": 100, "v2": 0, "v3": 0}),
-        ({"v1": 34, "v2": 33, "v3": 33}, "v2", 5, {"v1": 34, "v2": 38, "v3": 28}),
-        ({"v1": 3, "v2": 97}, "v1", -5, {"v1": 0, "v2": 100}),
-    ],
-)
-def test_rebalancing_keeps_the_sum_at_100_and_no_weight_below_0(
-    weights: dict[str, int], version: str, step: int, expected: dict[str, int]
-) -> None:
-    moved = rebalance(weights, version, step)
-    assert moved == expected
-    assert sum(moved.values()) == 100
-    assert min(moved.values()) >= 0
-
-
-def test_an_even_split_sums_to_100() -> None:
-    assert even_split(["v1", "v2", "v3"]) == {"v1": 34, "v2": 33, "v3": 33}
-    assert even_split([]) == {}
 
 
 def test_versions_show_the_split_when_there_is_one() -> None:

@@ -1,4 +1,4 @@
-"""devmesh.policyflags: `devmesh policy` flags (and the TUI's form) in devmesh.yaml's shape."""
+"""devmesh.forms.policies: `devmesh policy` flags and the TUI's form in devmesh.yaml's shape."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from devmesh.cli import run
 from devmesh.errors import UsageError
-from devmesh.policyflags import DEFAULTS, settings_from_flags
-from tui.policy import current_values, settings_from_form
+from devmesh.forms.policies import DEFAULTS, settings_from_fields
+from tui.policy import NAMES, PolicyScreen, changed_fields, current_values
 
 NO_FLAGS: dict[str, Any] = dict.fromkeys(
     (
@@ -33,7 +33,7 @@ NO_FLAGS: dict[str, Any] = dict.fromkeys(
 
 
 def flags(**given: Any) -> dict[str, Any]:
-    return settings_from_flags(**{**NO_FLAGS, **given})
+    return settings_from_fields({**NO_FLAGS, **given})
 
 
 @pytest.mark.parametrize("threshold", [0.0, 50.0, 100.0])
@@ -66,4 +66,31 @@ def test_the_tui_form_sends_a_changed_panic_threshold_as_a_number() -> None:
     before = current_values({"breaker": {"panic_threshold": 50.0}})
     assert before["panic_threshold"] == "50"
     after = {**before, "panic_threshold": "0"}
-    assert settings_from_form(before, after) == {"breaker": {"panic_threshold": 0.0}}
+    changed = changed_fields(before, after)
+    assert settings_from_fields(changed, NAMES) == {"breaker": {"panic_threshold": 0.0}}
+
+
+@pytest.mark.parametrize(
+    ("field", "typed", "message"),
+    [
+        ("retries", "three", "retries must be a whole number, not 'three'"),
+        ("retries", "11", "retries must be from 1 to 10, not 11"),
+        ("panic_threshold", "150", "panic % must be from 0 to 100, not 150"),
+        ("timeout", "soon", "timeout: 'soon' is not a duration"),
+        ("lb", "random", "balancing must be one of round-robin, least-request, not 'random'"),
+    ],
+)
+def test_the_tui_form_is_read_by_the_same_code_naming_its_labels(
+    field: str, typed: str, message: str
+) -> None:
+    with pytest.raises(UsageError) as caught:
+        settings_from_fields({field: typed}, NAMES)
+    assert caught.value.message.startswith(message)
+    assert {key for key, _, _ in PolicyScreen.FIELDS} == set(current_values({}))
+
+
+def test_the_flags_and_the_form_give_the_same_settings() -> None:
+    typed = {"timeout": "2s", "retries": "3", "retry_on": "5xx, reset", "consecutive_5xx": "5"}
+    assert settings_from_fields(typed, NAMES) == flags(
+        timeout="2s", retries=3, retry_on="5xx,reset", consecutive_5xx=5
+    )
