@@ -9,13 +9,7 @@ from typing import Any
 from rich.text import Text
 from rich.tree import Tree
 
-STATUS_STYLE = {"2": "green", "3": "cyan", "4": "yellow", "5": "bold red"}
-"""A status's style by its first digit (no status, or another: red)."""
-
-
-def status_text(status: int) -> Text:
-    """``503`` in its class's colour, ``---`` for none."""
-    return Text(str(status or "---"), style=STATUS_STYLE.get(str(status)[:1], "red"))
+from devmesh.statetext import status_text
 
 
 def trace_tree(trace: dict[str, Any]) -> Tree:

@@ -51,10 +51,12 @@ TUI_MAY_IMPORT = {
     "devmesh.errors",
     "devmesh.forms",
     "devmesh.payloads",
+    "devmesh.statetext",
     "devmesh.tracetree",
     "devmesh.units",
 }
-"""What of devmesh the TUI may import (``devmesh.forms``: with its modules)."""
+"""What of devmesh the TUI may import (``devmesh.forms``: with its modules): the API's
+client and payloads, and the pure modules that parse and word what the CLI does too."""
 FRAMEWORKS = ("aiohttp", "docker", "rich", "textual", "typer")
 FORMS_MAY_IMPORT = {
     "devmesh.config.dump",

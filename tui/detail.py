@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from devmesh.errors import DevmeshError
+from devmesh.statetext import breaker_text
 from tui import render
 from tui.confirm import ConfirmScreen
 from tui.source import MeshSource
@@ -194,7 +195,7 @@ class DetailScreen(Screen[None]):
             table.add_row("breaker", Text("no ejections yet", style="green"))
         for event in sorted(events, key=lambda e: e["ts"])[-6:]:
             when = _clock(event["ts"])
-            text = Text(f"{event['source']} → ") + render.breaker({"state": event["state"]})
+            text = Text(f"{event['source']} → ") + breaker_text({"state": event["state"]})
             if event.get("reason") and event["state"] == "open":
                 text += Text(f" {event['endpoint']}: {event['reason']}", style="dim")
             table.add_row(when, text)

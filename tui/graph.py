@@ -18,6 +18,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from devmesh.statetext import breaker_text
 from tui import render
 
 
@@ -59,7 +60,7 @@ def graph(status: dict[str, Any]) -> Text:
         breaker = edge.get("breaker") or {}
         if breaker.get("state") not in (None, "closed"):
             text.append(" ")
-            text.append_text(render.breaker(breaker))
+            text.append_text(breaker_text(breaker))
         if destination in drawn and calls.get(destination):
             text.append("  … (its calls above)", style="dim")
         text.append("\n")

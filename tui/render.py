@@ -11,9 +11,9 @@ from typing import Any
 
 from rich.text import Text
 
+from devmesh.statetext import breaker_text, security_text, worst_breaker
+
 BLOCKS = " ▁▂▃▄▅▆▇█"
-BREAKER_STYLE = {"closed": "green", "half-open": "yellow", "open": "bold red"}
-BREAKER_RANK = {"closed": 0, "half-open": 1, "open": 2}
 
 
 def sparkline(values: Sequence[float], width: int = 20) -> Text:
@@ -54,35 +54,6 @@ def rps(value: float | None) -> Text:
     if not value:
         return Text("0", style="dim")
     return Text(f"{value:.1f}")
-
-
-PANIC = "panic: routing to all"
-"""What a breaker in panic does: its callers route to every instance, ejected ones too."""
-
-
-def breaker(state: dict[str, Any] | None, *, short: bool = False) -> Text:
-    """``closed``, ``half-open`` or ``open 12s`` (the countdown to its next try), and
-    ``· panic: routing to all`` when too few instances are healthy to leave any out
-    (``· panic`` when ``short``, for a table's cell)."""
-    if not state:
-        return Text("-", style="dim")
-    name = str(state.get("state") or "closed")
-    text = Text(name, style=BREAKER_STYLE.get(name, ""))
-    retry_in = state.get("retry_in")
-    if name == "open" and retry_in is not None:
-        text += Text(f" {retry_in:.0f}s", style="red")
-    if state.get("panic"):
-        text += Text(" · panic" if short else f" · {PANIC}", style="yellow")
-    return text
-
-
-def worst_breaker(states: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    found = [s for s in states if s]
-    if not found:
-        return None
-    return max(
-        found, key=lambda s: (BREAKER_RANK.get(str(s.get("state")), 0), bool(s.get("panic")))
-    )
 
 
 @dataclass(frozen=True)
@@ -158,7 +129,7 @@ def service_rows(status: dict[str, Any], spark_width: int = 20) -> list[ServiceR
                 p50=ms(traffic.get("p50_ms")),
                 p99=ms(traffic.get("p99_ms")),
                 minute=sparkline(history, spark_width),
-                breaker=breaker(worst_breaker(into), short=True)
+                breaker=breaker_text(worst_breaker(into), short=True)
                 if into
                 else Text("-", style="dim"),
                 faults=(
@@ -198,23 +169,7 @@ def edge_cells(
         ms(edge.get("p50_ms")),
         ms(edge.get("p99_ms")),
         *minute,
-        breaker(edge.get("breaker"), short=True),
-        security(edge.get("security")),
+        breaker_text(edge.get("breaker"), short=True),
+        security_text(edge.get("security"), short=True),
         mark,
     )
-
-
-SECURITY_STYLE = {"locked": "green", "mtls": "", "plaintext": "yellow"}
-
-
-def security(state: dict[str, Any] | None) -> Text:
-    """``🔒 locked`` (strict), ``mtls``, ``plaintext``; then what authorization denied."""
-    if not state:
-        return Text("-", style="dim")
-    shown = str(state.get("shown") or "-")
-    text = Text(("🔒 " if shown == "locked" else "") + shown, style=SECURITY_STYLE.get(shown, ""))
-    if state.get("denied"):
-        text += Text(f" {state['denied']} denied", style="red")
-    if state.get("audited"):
-        text += Text(f" {state['audited']} audited", style="yellow")
-    return text

@@ -15,7 +15,8 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from devmesh.errors import DevmeshError
 from devmesh.forms.tap import Filters, filters_from_words
-from devmesh.tracetree import status_text, trace_tree
+from devmesh.statetext import status_text
+from devmesh.tracetree import trace_tree
 from tui import render
 from tui.form import said
 from tui.source import MeshSource

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from devmesh.cli.layout import Listing, StdoutConsole
 from devmesh.errors import DevmeshError
-from devmesh.tracetree import STATUS_STYLE
+from devmesh.statetext import breaker_text, security_text, state_text, status_text
 from devmesh.units import human_duration
 
 Renderable = RenderableType
@@ -81,55 +81,12 @@ class RichProgress:
         return time.monotonic() - self._began
 
 
-BREAKER_STYLE = {"closed": "green", "half-open": "yellow", "open": "bold red"}
-
-
-def breaker_text(breaker: dict[str, Any]) -> Text:
-    """``closed``, ``half-open``, or ``open (retry in 12s)``: red means open, everywhere;
-    ``· panic: routing to all`` when too few instances are healthy to leave any out."""
-    state = str(breaker.get("state") or "closed")
-    text = Text(state, style=BREAKER_STYLE.get(state, ""))
-    retry_in = breaker.get("retry_in")
-    if state == "open" and retry_in is not None:
-        text += Text(f" (retry in {human_duration(retry_in)})", style="red")
-    if breaker.get("panic"):
-        text += Text(" · panic: routing to all", style="yellow")
-    return text
-
-
-SECURITY_STYLE = {"locked": "green", "mtls": "", "plaintext": "yellow"}
-
-
-def security_text(security: dict[str, Any]) -> Text:
-    """An edge's mTLS as the control plane words it (``locked``: strict, ``mtls``,
-    ``plaintext``) and what authorization denied on it."""
-    shown = str(security.get("shown") or "-")
-    text = Text(shown, style=SECURITY_STYLE.get(shown, ""))
-    if security.get("mode") and security["mode"] != "strict":
-        text += Text(f" ({security['mode']})", style="dim")
-    if security.get("denied"):
-        text += Text(f", {security['denied']} denied", style="red")
-    if security.get("audited"):
-        text += Text(f", {security['audited']} audited", style="yellow")
-    return text
-
-
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}ms"
-
-
-STATE_STYLE = {
-    "ready": "green",
-    "starting": "yellow",
-    "restarting": "yellow",
-    "unhealthy": "red",
-    "disconnected": "red",
-    "stopped": "red",
-}
 
 
 def status_tables(status: dict[str, Any]) -> list[Listing]:
@@ -152,7 +109,7 @@ def status_tables(status: dict[str, Any]) -> list[Listing]:
                 Text(service["name"]),
                 Text(version),
                 Text(instance["id"]),
-                Text(instance["state"], style=STATE_STYLE.get(instance["state"], "")),
+                state_text(instance["state"]),
                 str(instance.get("restarts", 0)),
                 Text(service.get("url") or ""),
             )
@@ -175,8 +132,8 @@ def status_tables(status: dict[str, Any]) -> list[Listing]:
             _ms(edge["p99_ms"]),
             str(edge["requests"]),
             f"{edge['errors']} ({injected} injected)" if injected else str(edge["errors"]),
-            breaker_text(edge.get("breaker") or {}),
-            security_text(edge.get("security") or {}),
+            breaker_text(edge.get("breaker")),
+            security_text(edge.get("security")),
         )
     return [services, edges] if status["edges"] else [services]
 
@@ -200,7 +157,7 @@ def top_table(status: dict[str, Any], edges: list[dict[str, Any]], sort: str) ->
                 style="" if rate is None or rate >= 0.99 else "red",
             ),
             *(_ms(edge[k]) for k in ("p50_ms", "p90_ms", "p99_ms")),
-            breaker_text(edge.get("breaker") or {}),
+            breaker_text(edge.get("breaker")),
         )
     return table
 
@@ -213,7 +170,7 @@ def tap_line(record: dict[str, Any]) -> Text:
     line = Text(f"{clock} ", style="dim")
     line += Text(f"{record['source']} → {record['destination']} ", style="cyan")
     line += Text(f"{record['method']} {record['path']} ")
-    line += Text(str(status or "---"), style=STATUS_STYLE.get(str(status)[:1], "red"))
+    line += status_text(status)
     line += Text(f" {record['latency_ms']:.1f}ms")
     if record.get("version"):
         line += Text(f" {record['version']} {record['instance']}", style="dim")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from devmesh.cli.output import breaker_text
+from devmesh.statetext import breaker_text, worst_breaker
 from tui.graph import edge_style, graph
-from tui.render import breaker, sparkline, versions, worst_breaker
+from tui.render import sparkline, versions
 
 
 def test_a_sparkline_scales_to_its_largest_value_and_keeps_empty_seconds_empty() -> None:
@@ -37,10 +37,11 @@ def test_the_worst_breaker_is_open_then_half_open_then_closed() -> None:
 
 def test_a_breaker_in_panic_says_it_routes_to_all() -> None:
     state = {"state": "open", "retry_in": 12.0, "panic": True}
-    assert str(breaker(state)) == "open 12s · panic: routing to all"
-    assert str(breaker(state, short=True)) == "open 12s · panic", "a table's cell"
     assert str(breaker_text(state)) == "open (retry in 12s) · panic: routing to all"
-    assert str(breaker({"state": "open", "retry_in": 12.0, "panic": False})) == "open 12s"
+    assert str(breaker_text(state, short=True)) == "open 12s · panic", "a table's cell"
+    shut = {"state": "open", "retry_in": 12.0, "panic": False}
+    assert str(breaker_text(shut, short=True)) == "open 12s"
+    assert str(breaker_text(None)) == "-"
     assert str(breaker_text({"state": "closed", "panic": False})) == "closed"
 
 
@@ -65,7 +66,7 @@ def test_the_graph_draws_trees_from_the_services_nobody_calls() -> None:
     assert lines == [
         "batch",
         "└─ 1.0/s 100.0% ─▶ catalog ⚡ fault",
-        "   └─ 19.0/s 100.0% ─▶ pricing open 12s",
+        "   └─ 19.0/s 100.0% ─▶ pricing open (retry in 12s)",
         "",
         "ingress",
         "└─ 20.0/s 100.0% ─▶ frontend",
