@@ -1,4 +1,5 @@
-"""The control plane's HTTP surface: the API for the CLI/TUI and the sidecar stream.
+"""The control plane's HTTP surface: the REST API for the CLI and the TUI, its live
+streams (events, tap), and the route of the sidecars' links (``sidecars``).
 
 Every route but ``/healthz`` needs ``Authorization: Bearer <project token>``.
 Errors are JSON: ``{"error": "...", "hint": "...", "problems": [...]}``.
@@ -16,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from devmesh.config import dump_project
 from devmesh.config.dump import dump_policy
@@ -24,10 +25,10 @@ from devmesh.config.model import Project
 from devmesh.controlplane import prometheus
 from devmesh.controlplane.identities import Identities
 from devmesh.controlplane.instances import latest_logs, run_cli
-from devmesh.controlplane.mesh import Mesh, Proxy, UnknownService
+from devmesh.controlplane.mesh import Mesh, UnknownService
 from devmesh.controlplane.metrics import WINDOWS
 from devmesh.controlplane.overrides import UnknownFault
-from devmesh.controlplane.roster import HEALTH_STATES
+from devmesh.controlplane.sidecars import NotHoldable, SidecarLinks
 from devmesh.controlplane.streams import (
     TAP_RATE,
     Events,
@@ -45,21 +46,14 @@ from devmesh.runtime.supervisor import Supervisor
 from devmesh.strictjson import NotJsonNumber
 from devmesh.strictjson import loads as strict_loads
 from devmesh.workspace import Workspace
-from proxy.appgate import DRAIN_LIMIT
 from proxy.control import STREAM_PATH
-from proxy.snapshot import Snapshot, snapshot_to_wire
 
 log = logging.getLogger("devmesh.controlplane")
 
-HELLO_TIMEOUT = 10.0
 BUSY_WAIT = 30.0
 """How long a kill or restart asked for waits for the one that runs."""
-HEARTBEAT = 10.0
-"""A sidecar the control plane has heard nothing from for this long is pinged; one that
-does not answer within half of it more is gone (aiohttp's heartbeat: any frame counts)."""
-HOLD_TIMEOUT = DRAIN_LIMIT + 5.0
-"""How long a sidecar may take to answer a hold (it drains for at most ``DRAIN_LIMIT``)."""
 EXPIRY_CHECK = 0.25
+"""How often time-boxed faults are checked for their end, in seconds."""
 MESH_KEY = web.AppKey("mesh", Mesh)
 
 
@@ -90,15 +84,13 @@ class ControlPlaneAPI:
         self.identities = Identities(workspace.ca_dir, cert_ttl) if workspace is not None else None
         self._token = token.encode()
         self._allowed = tuple(allowed_networks)
-        self._sockets: dict[str, web.WebSocketResponse] = {}
         self.events = Events()
         self.tap = Tap()
         self.traces = TraceStore()
+        self.sidecars = SidecarLinks(mesh, self.events, self.ingest, self.identities)
         self._windows: dict[Subscriber, int] = {}
         self._streams: set[web.WebSocketResponse] = set()
         """The event and tap streams' sockets, closed at shutdown like the sidecars'."""
-        self._held: dict[str, asyncio.Future[int]] = {}
-        """Holds asked of sidecars and not answered yet, by instance."""
         self._lifecycle = asyncio.Lock()
         """One kill or restart at a time: they act on the same runtime records and ports."""
 
@@ -137,7 +129,7 @@ class ControlPlaneAPI:
         app.cleanup_ctx.append(self._expiry)
         app.cleanup_ctx.append(self._ticker)
         app.cleanup_ctx.append(self._supervise)
-        app.router.add_get(STREAM_PATH, self.sidecar_stream)
+        app.router.add_get(STREAM_PATH, self.sidecars.stream)
         app.on_shutdown.append(self._close_sockets)
         return app
 
@@ -193,7 +185,7 @@ class ControlPlaneAPI:
             )
         except (UnknownService, UnknownFault, UnknownTrace) as exc:
             return _error(404, exc.message, exc.hint)
-        except Busy as exc:
+        except (Busy, NotHoldable) as exc:
             return _error(409, exc.message, exc.hint)
         except DevmeshError as exc:
             return _error(400, exc.message, exc.hint)
@@ -256,32 +248,6 @@ class ControlPlaneAPI:
         if self.identities is None:
             raise DevmeshError("this control plane was started without its project folder")
         return web.json_response(self.identities.to_json())
-
-    async def _send_identity(self, proxy: Proxy, ws: web.WebSocketResponse) -> None:
-        """Issue ``proxy`` an identity of its service and send it (key included)."""
-        project = self.mesh.project
-        if self.identities is None or project is None or ws.closed:
-            return
-        try:
-            issued = await asyncio.to_thread(
-                self.identities.issue, project.name, proxy.service, proxy.instance
-            )
-        except DevmeshError as exc:
-            log.error("cannot issue %s an identity: %s", proxy.instance, exc.message)
-            return
-        try:
-            await ws.send_json({"type": "identity", **issued.identity.to_wire()})
-        except (ConnectionError, RuntimeError) as exc:
-            log.info("could not send %s its identity: %s", proxy.instance, exc)
-
-    async def _renew_identities(self) -> None:
-        if self.identities is None:
-            return
-        for issued in self.identities.due(set(self._sockets)):
-            proxy = self.mesh.proxies.get(issued.instance)
-            ws = self._sockets.get(issued.instance)
-            if proxy is not None and ws is not None:
-                await self._send_identity(proxy, ws)
 
     # -- instances -----------------------------------------------------------------------
 
@@ -348,42 +314,14 @@ class ControlPlaneAPI:
         its version's other instances take its calls meanwhile, if it has any; answers once
         none is in flight at its app."""
         instance = self._instance(request)
-        proxy, ws = self.mesh.proxies.get(instance), self._sockets.get(instance)
-        if proxy is None or ws is None:
-            raise Busy(
-                f"the sidecar of {instance} is not connected to the control plane",
-                "see `devmesh status`; its calls cannot be held for a restart",
-            )
-        if instance in self._held:
-            raise Busy(f"{instance} is being held already", "wait for that restart to end")
-        waiter = self._held[instance] = asyncio.get_running_loop().create_future()
-        self.mesh.hold(proxy)
-        await self.publish()
-        try:
-            await ws.send_json({"type": "hold"})
-            in_flight = await asyncio.wait_for(waiter, HOLD_TIMEOUT)
-        except (ConnectionError, RuntimeError, TimeoutError) as exc:
-            await self._release(instance)
-            raise DevmeshError(
-                f"the sidecar of {instance} did not hold its calls: {exc or type(exc).__name__}"
-            ) from None
-        finally:
-            self._held.pop(instance, None)
+        in_flight = await self.sidecars.hold(instance)
         return web.json_response({"instance": instance, "in_flight": in_flight})
 
     async def post_release(self, request: web.Request) -> web.Response:
         """Let the calls held for the instance's restart go on, and route to it again."""
         instance = self._instance(request)
-        await self._release(instance)
+        await self.sidecars.release(instance)
         return web.json_response({"instance": instance})
-
-    async def _release(self, instance: str) -> None:
-        ws = self._sockets.get(instance)
-        if ws is not None and not ws.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.send_json({"type": "release"})
-        self.mesh.release(instance)
-        await self.publish()
 
     # -- live streams ----------------------------------------------------------------
 
@@ -430,50 +368,7 @@ class ControlPlaneAPI:
     def _status_event(self, window: int) -> dict[str, Any]:
         return {"type": "status", "ts": time.time(), **self.mesh.status(window, history=True)}
 
-    async def _ticker(self, app: web.Application) -> AsyncIterator[None]:
-        """Once a second: the status to event subscribers, what each tap did not show,
-        and idle series forgotten."""
-
-        async def run() -> None:
-            async for now in ticks():
-                try:
-                    self._tick(now)
-                    if self.mesh.expire_absent() | self.mesh.expire_holds():
-                        await self.publish()
-                    await self._renew_identities()
-                except Exception:  # a bug of ours: say so, and keep the streams alive
-                    log.exception("the per-second tick failed")
-
-        task = asyncio.create_task(run())
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    async def _supervise(self, app: web.Application) -> AsyncIterator[None]:
-        """What the runtime started and died is started again (``devmesh.runtime.supervisor``);
-        the mesh shows it restarting, and a dead sidecar leaves routing at once."""
-        if self.workspace is None:
-            yield
-            return
-        supervisor = Supervisor(self.workspace, lambda: self.mesh.project)
-
-        async def run() -> None:
-            while True:
-                try:
-                    report = await asyncio.to_thread(supervisor.check)
-                    if report is not None and self.mesh.apply_supervision(report):
-                        await self.publish()
-                except Exception:  # a bug of ours: say so, and keep supervising
-                    log.exception("supervising the runtime's processes failed")
-                await asyncio.sleep(supervisor.interval)
-
-        task = asyncio.create_task(run())
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await asyncio.to_thread(supervisor.close)  # after the pass its thread may still run
+    # -- the project and splits ---------------------------------------------------------
 
     async def get_project(self, request: web.Request) -> web.Response:
         project = self.mesh.project
@@ -589,6 +484,53 @@ class ControlPlaneAPI:
         await self.publish()
         return web.json_response({"modes": modes})
 
+    # -- sidecars, and what runs in the background ------------------------------------
+
+    async def _ticker(self, app: web.Application) -> AsyncIterator[None]:
+        """Once a second: the status to event subscribers, what each tap did not show,
+        and idle series forgotten."""
+
+        async def run() -> None:
+            async for now in ticks():
+                try:
+                    self._tick(now)
+                    if self.mesh.expire_absent() | self.mesh.expire_holds():
+                        await self.publish()
+                    await self.sidecars.renew_identities()
+                except Exception:  # a bug of ours: say so, and keep the streams alive
+                    log.exception("the per-second tick failed")
+
+        task = asyncio.create_task(run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _supervise(self, app: web.Application) -> AsyncIterator[None]:
+        """What the runtime started and died is started again (``devmesh.runtime.supervisor``);
+        the mesh shows it restarting, and a dead sidecar leaves routing at once."""
+        if self.workspace is None:
+            yield
+            return
+        supervisor = Supervisor(self.workspace, lambda: self.mesh.project)
+
+        async def run() -> None:
+            while True:
+                try:
+                    report = await asyncio.to_thread(supervisor.check)
+                    if report is not None and self.mesh.apply_supervision(report):
+                        await self.publish()
+                except Exception:  # a bug of ours: say so, and keep supervising
+                    log.exception("supervising the runtime's processes failed")
+                await asyncio.sleep(supervisor.interval)
+
+        task = asyncio.create_task(run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(supervisor.close)  # after the pass its thread may still run
+
     async def _expiry(self, app: web.Application) -> AsyncIterator[None]:
         """Time-boxed faults remove themselves: checked a few times a second."""
 
@@ -604,147 +546,20 @@ class ControlPlaneAPI:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    # -- sidecar stream ------------------------------------------------------------
-
-    async def sidecar_stream(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT)
-        await ws.prepare(request)
-        try:
-            hello = await ws.receive_json(timeout=HELLO_TIMEOUT)
-            proxy = _proxy_from_hello(hello)
-        except (TimeoutError, ValueError, TypeError, KeyError) as exc:
-            log.warning("closing a sidecar stream with a bad hello: %s", exc)
-            await ws.close(code=4000, message=b"bad hello")
-            return ws
-        self.mesh.connect(proxy)
-        self._sockets[proxy.instance] = ws
-        log.info("%s %s connected (%s)", proxy.role, proxy.instance, proxy.inbound)
-        try:
-            # The identity first: a snapshot naming strict destinations finds it in place.
-            await self._send_identity(proxy, ws)
-            # A proxy that says hello ready may change the routes: then every proxy (this
-            # one too) gets the new snapshot; else this one gets the one in force.
-            if not await self.publish():
-                await self._send(ws, self.mesh.snapshot)
-            async for message in ws:
-                if message.type == WSMsgType.TEXT and await self._handle(proxy, message.data):
-                    await self.publish()
-        finally:
-            self.mesh.disconnect(proxy)
-            if self._sockets.get(proxy.instance) is ws:
-                del self._sockets[proxy.instance]
-                waiter = self._held.get(proxy.instance)
-                if waiter is not None and not waiter.done():
-                    waiter.set_exception(ConnectionError("its link to the control plane closed"))
-            log.info("%s %s disconnected", proxy.role, proxy.instance)
-            await self.publish()
-        return ws
-
     def ingest(self, records: list[object], dropped: int = 0) -> None:
         """Take a batch of a sidecar's request records: counted, tapped, traced."""
         valid = self.mesh.metrics.ingest(records, dropped)
         self.tap.feed(valid)
         self.traces.add(valid)
 
-    async def _handle(self, proxy: Proxy, data: str) -> bool:
-        """Apply one message from a proxy; True if the snapshot may need rebuilding."""
-        try:
-            message = strict_loads(data)
-        except ValueError:  # not JSON, or a number that is none (NaN): the whole message
-            return False
-        if not isinstance(message, dict):
-            return False
-        kind = message.get("type")
-        if kind == "telemetry":
-            records = message.get("records")
-            dropped = message.get("dropped", 0)
-            self.ingest(
-                records if isinstance(records, list) else [],
-                dropped if isinstance(dropped, int) else 0,
-            )
-        elif kind == "health":
-            state = message.get("state")
-            if state in HEALTH_STATES:
-                changed: bool = state != proxy.health
-                proxy.health, proxy.detail = state, str(message.get("detail", ""))
-                return changed
-        elif kind == "breakers":
-            breakers = message.get("breakers")
-            if isinstance(breakers, dict):
-                reported = {
-                    str(k): v for k, v in breakers.items() if isinstance(v, dict) and "state" in v
-                }
-                for event in self.mesh.report_breakers(proxy, reported):
-                    self.events.publish(event)
-        elif kind == "released":
-            self.mesh.release(proxy.instance)
-            return True
-        elif kind == "leaving":
-            self.mesh.leave(proxy)
-            return True
-        elif kind == "held":
-            waiter = self._held.get(proxy.instance)
-            in_flight = message.get("in_flight")
-            if waiter is not None and not waiter.done():
-                waiter.set_result(in_flight if isinstance(in_flight, int) else 0)
-        elif kind == "identity-ack":
-            fingerprint = message.get("fingerprint")
-            if self.identities is not None and isinstance(fingerprint, str):
-                self.identities.installed(proxy.instance, fingerprint)
-        elif kind == "ack":
-            proxy.acked_version, proxy.rejected = message.get("version"), None
-        elif kind == "nack":
-            proxy.rejected = str(message.get("error"))
-            log.warning(
-                "%s rejected snapshot %s: %s",
-                proxy.instance,
-                message.get("version"),
-                proxy.rejected,
-            )
-        return False
-
     async def publish(self) -> bool:
-        """Send a new snapshot to every connected proxy, if the mesh changed; True if so."""
-        snapshot = self.mesh.rebuild()
-        if snapshot is None:
-            return False
-        self.events.publish({"type": "config", "ts": time.time(), "version": snapshot.version})
-        await asyncio.gather(*(self._send(ws, snapshot) for ws in list(self._sockets.values())))
-        return True
-
-    async def _send(self, ws: web.WebSocketResponse, snapshot: Snapshot) -> None:
-        if ws.closed:
-            return
-        try:
-            await ws.send_json({"type": "snapshot", "snapshot": snapshot_to_wire(snapshot)})
-        except (ConnectionError, RuntimeError) as exc:
-            log.info("could not send snapshot %d: %s", snapshot.version, exc)
+        """Send a new snapshot to every sidecar, if the mesh changed; True if so."""
+        return await self.sidecars.publish()
 
     async def _close_sockets(self, app: web.Application) -> None:
-        for ws in [*self._sockets.values(), *self._streams]:
+        await self.sidecars.close()
+        for ws in list(self._streams):
             await ws.close(code=1001, message=b"control plane shutting down")
-
-
-def _proxy_from_hello(hello: Any) -> Proxy:
-    if not isinstance(hello, dict) or hello.get("type") != "hello":
-        raise ValueError("first message must be a hello")
-    node = hello["node"]
-    if not isinstance(node, dict):
-        raise TypeError("hello.node must be an object")
-    inbound = node.get("inbound")
-    proxy = Proxy(
-        service=str(node["service"]),
-        version=str(node["version"]),
-        instance=str(node["instance"]),
-        role=str(node.get("role", "sidecar")),
-        inbound=str(inbound) if inbound else None,
-        health_check=str(node.get("health_check", "")),
-    )
-    # Its health as it stands: a sidecar dialling again keeps its place in routing.
-    health = hello.get("health")
-    if isinstance(health, dict) and health.get("state") in HEALTH_STATES:
-        proxy.health, proxy.detail = health["state"], str(health.get("detail", ""))
-    return proxy
 
 
 async def _pump(
