@@ -19,14 +19,15 @@ from typing import Any
 
 from aiohttp import web
 
+from devmesh import payloads
 from devmesh.config import dump_project
 from devmesh.config.dump import dump_policy
 from devmesh.config.model import Project
-from devmesh.controlplane import prometheus
+from devmesh.controlplane import prometheus, statusview
 from devmesh.controlplane.identities import Identities
 from devmesh.controlplane.instances import latest_logs, run_cli
 from devmesh.controlplane.mesh import Mesh, UnknownService
-from devmesh.controlplane.metrics import WINDOWS
+from devmesh.controlplane.metrics import DEFAULT_WINDOW, WINDOWS
 from devmesh.controlplane.overrides import UnknownFault
 from devmesh.controlplane.sidecars import NotHoldable, SidecarLinks
 from devmesh.controlplane.streams import (
@@ -88,7 +89,7 @@ class ControlPlaneAPI:
         self.tap = Tap()
         self.traces = TraceStore()
         self.sidecars = SidecarLinks(mesh, self.events, self.ingest, self.identities)
-        self._windows: dict[Subscriber, int] = {}
+        self._windows: dict[Subscriber[payloads.Event], int] = {}
         self._streams: set[web.WebSocketResponse] = set()
         """The event and tap streams' sockets, closed at shutdown like the sidecars'."""
         self._lifecycle = asyncio.Lock()
@@ -194,12 +195,14 @@ class ControlPlaneAPI:
 
     async def healthz(self, request: web.Request) -> web.Response:
         project = self.mesh.project
-        return web.json_response({"status": "ok", "project": project.name if project else None})
+        return web.json_response(
+            payloads.Healthz(status="ok", project=project.name if project else None)
+        )
 
     async def status(self, request: web.Request) -> web.Response:
         window = _window(request)
         history = request.query.get("history") in ("1", "true")
-        return web.json_response(self.mesh.status(window, history=history))
+        return web.json_response(statusview.status(self.mesh, window, history=history))
 
     async def prometheus_metrics(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -222,7 +225,7 @@ class ControlPlaneAPI:
         )
         if request.query.get("format") == "otlp":
             return web.json_response(to_otlp(found))
-        return web.json_response({"traces": [t.summary() for t in found]})
+        return web.json_response(payloads.Traces(traces=[t.summary() for t in found]))
 
     async def get_trace(self, request: web.Request) -> web.Response:
         """One trace with its spans, by id or by the start of its id; ``format=otlp``."""
@@ -288,14 +291,14 @@ class ControlPlaneAPI:
         instance = self._instance(request)
         lines = int(_number(request, "lines", 100))
         found = await asyncio.to_thread(latest_logs, workspace, instance, lines)
-        return web.json_response({"instance": instance, "lines": found})
+        return web.json_response(payloads.Logs(instance=instance, lines=found))
 
     async def post_kill(self, request: web.Request) -> web.Response:
         """Kill the instance (SIGKILL), as `devmesh kill` does."""
         instance = self._instance(request)
         async with self._busy():
             await run_cli(self._project_workspace(), "kill", instance)
-        return web.json_response({"killed": instance})
+        return web.json_response(payloads.Killed(killed=instance))
 
     async def post_restart(self, request: web.Request) -> web.Response:
         """Restart the service's instances, as `devmesh restart` does; answers once each is
@@ -307,7 +310,7 @@ class ControlPlaneAPI:
         async with self._busy():
             await run_cli(self._project_workspace(), "restart", service)
         restarted = [s.id for s in plan_instances(project) if s.service == service]
-        return web.json_response({"service": service, "restarted": restarted})
+        return web.json_response(payloads.Restarted(service=service, restarted=restarted))
 
     async def post_hold(self, request: web.Request) -> web.Response:
         """Hold the instance's calls at its sidecar while its app restarts (``proxy.appgate``):
@@ -315,13 +318,13 @@ class ControlPlaneAPI:
         none is in flight at its app."""
         instance = self._instance(request)
         in_flight = await self.sidecars.hold(instance)
-        return web.json_response({"instance": instance, "in_flight": in_flight})
+        return web.json_response(payloads.Held(instance=instance, in_flight=in_flight))
 
     async def post_release(self, request: web.Request) -> web.Response:
         """Let the calls held for the instance's restart go on, and route to it again."""
         instance = self._instance(request)
         await self.sidecars.release(instance)
-        return web.json_response({"instance": instance})
+        return web.json_response(payloads.Released(instance=instance))
 
     # -- live streams ----------------------------------------------------------------
 
@@ -356,17 +359,18 @@ class ControlPlaneAPI:
 
     def _tick(self, now: float) -> None:
         self.mesh.metrics.forget_idle(now)
-        made: dict[int, dict[str, Any]] = {}
+        made: dict[int, payloads.StatusEvent] = {}
         for subscriber in list(self.events.subscribers):
-            window = self._windows.get(subscriber, 10)
+            window = self._windows.get(subscriber, DEFAULT_WINDOW)
             if window not in made:
                 made[window] = self._status_event(window)
             subscriber.offer(made[window])
         for tap in list(self.tap.subscribers):
             tap.offer(tap.report())
 
-    def _status_event(self, window: int) -> dict[str, Any]:
-        return {"type": "status", "ts": time.time(), **self.mesh.status(window, history=True)}
+    def _status_event(self, window: int) -> payloads.StatusEvent:
+        status = statusview.status(self.mesh, window, history=True)
+        return {"type": "status", "ts": time.time(), **status}
 
     # -- the project and splits ---------------------------------------------------------
 
@@ -377,7 +381,9 @@ class ControlPlaneAPI:
     async def put_project(self, request: web.Request) -> web.Response:
         project: Project = self.mesh.apply_project(await _json_body(request))
         await self.publish()
-        return web.json_response({"project": project.name, "services": list(project.services)})
+        return web.json_response(
+            payloads.ProjectApplied(project=project.name, services=list(project.services))
+        )
 
     async def put_split(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -387,23 +393,28 @@ class ControlPlaneAPI:
         service = request.match_info["service"]
         self.mesh.set_split(service, weights)
         await self.publish()
-        return web.json_response({"service": service, "split": self.mesh.split_for(service)})
+        return self._split_reply(service)
+
+    def _split_reply(self, service: str) -> web.Response:
+        return web.json_response(
+            payloads.SplitAnswer(service=service, split=self.mesh.split_for(service))
+        )
 
     async def delete_split(self, request: web.Request) -> web.Response:
         service = request.match_info["service"]
         self.mesh.clear_split(service)
         await self.publish()
-        return web.json_response({"service": service, "split": self.mesh.split_for(service)})
+        return self._split_reply(service)
 
     # -- policy and faults ---------------------------------------------------------
 
     def _policy_reply(self, service: str) -> web.Response:
         return web.json_response(
-            {
-                "service": service,
-                "policy": dump_policy(self.mesh.policy(service)),
-                "overrides": self.mesh.policy_overrides(service),
-            }
+            payloads.PolicyAnswer(
+                service=service,
+                policy=dump_policy(self.mesh.policy(service)),
+                overrides=self.mesh.policy_overrides(service),
+            )
         )
 
     async def get_policy(self, request: web.Request) -> web.Response:
@@ -427,7 +438,9 @@ class ControlPlaneAPI:
 
     async def get_faults(self, request: web.Request) -> web.Response:
         now = time.time()
-        return web.json_response({"faults": [f.to_json(now) for f in self.mesh.faults()]})
+        return web.json_response(
+            payloads.Faults(faults=[f.to_json(now) for f in self.mesh.faults()])
+        )
 
     async def post_fault(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -438,22 +451,22 @@ class ControlPlaneAPI:
             raise DevmeshError("the fault must be an object, in devmesh.yaml's shape")
         added = self.mesh.add_fault(body["service"], fault, body.get("for"))
         await self.publish()
-        return web.json_response({"fault": added.to_json(time.time())}, status=201)
+        return web.json_response(payloads.FaultAdded(fault=added.to_json(time.time())), status=201)
 
     async def delete_fault(self, request: web.Request) -> web.Response:
         removed = self.mesh.remove_fault(request.match_info["fault"])
         await self.publish()
-        return web.json_response({"removed": [removed.to_json(time.time())]})
+        return web.json_response(payloads.FaultRemoved(removed=[removed.to_json(time.time())]))
 
     async def delete_faults(self, request: web.Request) -> web.Response:
         removed = self.mesh.reset_faults(request.query.get("service"))
         await self.publish()
-        return web.json_response({"removed": removed})
+        return web.json_response(payloads.FaultsReset(removed=removed))
 
     # -- authorization and mTLS ------------------------------------------------------
 
     async def get_authz(self, request: web.Request) -> web.Response:
-        return web.json_response({"rules": [r.to_json() for r in self.mesh.rules()]})
+        return web.json_response(payloads.Rules(rules=[r.to_json() for r in self.mesh.rules()]))
 
     async def post_authz(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -461,15 +474,15 @@ class ControlPlaneAPI:
             raise DevmeshError('the body must be {"rule": {...}}, a rule in devmesh.yaml\'s shape')
         added = self.mesh.add_rule(body["rule"])
         await self.publish()
-        return web.json_response({"rule": added.to_json()}, status=201)
+        return web.json_response(payloads.RuleAdded(rule=added.to_json()), status=201)
 
     async def delete_authz(self, request: web.Request) -> web.Response:
         removed = self.mesh.remove_rule(request.match_info["rule"])
         await self.publish()
-        return web.json_response({"removed": removed.to_json()})
+        return web.json_response(payloads.RuleRemoved(removed=removed.to_json()))
 
     async def get_mtls(self, request: web.Request) -> web.Response:
-        return web.json_response({"modes": self.mesh.mtls_modes()})
+        return web.json_response(payloads.MtlsModes(modes=self.mesh.mtls_modes()))
 
     async def put_mtls(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -482,7 +495,7 @@ class ControlPlaneAPI:
             raise DevmeshError('the body must be {"service": "..." or null, "mode": "strict"}')
         modes = self.mesh.set_mtls(service, mode)
         await self.publish()
-        return web.json_response({"modes": modes})
+        return web.json_response(payloads.MtlsModes(modes=modes))
 
     # -- sidecars, and what runs in the background ------------------------------------
 
@@ -563,7 +576,7 @@ class ControlPlaneAPI:
 
 
 async def _pump(
-    request: web.Request, subscriber: Subscriber, streams: set[web.WebSocketResponse]
+    request: web.Request, subscriber: Subscriber[Any], streams: set[web.WebSocketResponse]
 ) -> web.WebSocketResponse:
     """Send ``subscriber``'s messages on a WebSocket until the client closes it (or the
     control plane, at shutdown, through ``streams``)."""
@@ -589,7 +602,7 @@ async def _pump(
 
 
 def _window(request: web.Request) -> int:
-    window = int(_number(request, "window", 10))
+    window = int(_number(request, "window", DEFAULT_WINDOW))
     if window not in WINDOWS:
         choices = ", ".join(str(w) for w in WINDOWS)
         raise DevmeshError(f"window must be one of {choices} (seconds), not {window}")
@@ -625,7 +638,7 @@ async def _json_body(request: web.Request) -> Any:
 def _error(
     status: int, message: str, hint: str | None = None, problems: list[str] | None = None
 ) -> web.Response:
-    body: dict[str, Any] = {"error": message, "hint": hint}
+    body = payloads.Error(error=message, hint=hint)
     if problems:
         body["problems"] = problems
     return web.json_response(body, status=status)

@@ -18,8 +18,9 @@ import copy
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from devmesh import payloads
 from devmesh.config import dump_project, parse_project
 from devmesh.config.dump import dump_fault, dump_policy, dump_rule
 from devmesh.config.model import MTLS_MODES, AuthzRule, FaultSpec, Policy, Project, Service
@@ -41,12 +42,12 @@ class ActiveFault:
     id: str
     service: str
     spec: FaultSpec
-    origin: str
+    origin: payloads.Origin
     """``cli`` (added at run time) or ``config`` (declared in devmesh.yaml)."""
     expires_at: float | None = None
     """Wall-clock time it removes itself, if time-boxed."""
 
-    def to_json(self, now: float) -> dict[str, Any]:
+    def to_json(self, now: float) -> payloads.Fault:
         """The fault in devmesh.yaml's shape, and in words (``does``, ``matches``) for every
         client to show the same way."""
         fault = dump_fault(self.spec)
@@ -121,18 +122,19 @@ class UnknownRule(UsageError):
 @dataclass(frozen=True)
 class ActiveRule:
     rule: AuthzRule
-    origin: str
+    origin: payloads.Origin
     """``cli`` (added at run time) or ``config`` (declared in devmesh.yaml)."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> payloads.Rule:
         """The rule in devmesh.yaml's shape, and in words (``does``) for every client to
-        show the same way."""
-        return {
+        show the same way (its action and mode are the config's, validated)."""
+        data = {
             **dump_rule(self.rule),
             "mode": self.rule.mode,
             "origin": self.origin,
             "does": describe_rule(self.rule),
         }
+        return cast(payloads.Rule, data)
 
 
 def describe_rule(rule: AuthzRule) -> str:
