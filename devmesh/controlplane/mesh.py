@@ -262,8 +262,10 @@ class Mesh:
         return self.project
 
     def set_split(self, service: str, weights: Mapping[str, object]) -> None:
-        """Split calls to ``service`` between its versions (see ``check_split``); persisted."""
-        self._state.splits[service] = check_split(self._service(service), weights)
+        """Split calls to ``service`` between its versions (validated as devmesh.yaml's split,
+        ``check_split``); persisted."""
+        self._service(service)
+        self._state.splits[service] = check_split(self._project(), service, weights)
         self._store.save(self._state)
 
     def clear_split(self, service: str) -> None:

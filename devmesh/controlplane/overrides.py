@@ -1,11 +1,12 @@
 """What the user changes at run time on top of devmesh.yaml: faults, policy settings,
-authorization rules and mTLS modes.
+authorization rules, mTLS modes, and splits.
 
-Both are kept in the control plane's persisted state in config form (the same
-dicts devmesh.yaml holds), so they survive a restart and are validated by the
+Each is kept in the control plane's persisted state in config form (the same
+dicts devmesh.yaml holds), so they survive a restart, and is validated by the
 very code that validates devmesh.yaml: a change is applied to a copy of the
 project's config and parsed; if that fails, nothing changes and every problem
-is reported.
+is reported, in the words a bad devmesh.yaml gets. (The splits are kept by the
+mesh, apart, but checked the same way: ``check_split``.)
 
 A runtime fault has an id (``f1``, ``f2``...) and may be time-boxed: it
 expires by itself (``expire``). A fault declared in devmesh.yaml has the id
@@ -23,11 +24,11 @@ from typing import Any, cast
 from devmesh import payloads
 from devmesh.config import dump_project, parse_project
 from devmesh.config.dump import dump_fault, dump_policy, dump_rule
-from devmesh.config.model import MTLS_MODES, AuthzRule, FaultSpec, Policy, Project, Service
+from devmesh.config.model import MTLS_MODES, AuthzRule, FaultSpec, Policy, Project
 from devmesh.config.readers import describe as describe_value
 from devmesh.errors import UsageError
 from devmesh.faultflags import describe, describe_match
-from devmesh.units import finite_number, parse_duration
+from devmesh.units import parse_duration
 
 OVERRIDABLE = ("timeout", "retries", "breaker", "lb", "pool")
 """The policy settings `devmesh policy` may change (the split has its own command)."""
@@ -79,40 +80,15 @@ def fault_lifetime(value: object) -> float | None:
     return seconds
 
 
-def check_split(service: Service, weights: Mapping[str, object]) -> dict[str, float]:
-    """The weights of a runtime split of ``service``'s calls between its versions: each a
-    number from 0 to 100, summing to 100. ``UsageError`` naming the first thing wrong."""
-    name = service.name
-    if not service.versioned:
-        raise UsageError(
-            f"{name} has no versions to split traffic between",
-            f"declare versions under services.{name}.versions in devmesh.yaml",
-        )
-    known = [v.name for v in service.versions]
-    checked: dict[str, float] = {}
-    for version, weight in weights.items():
-        if version not in known:
-            raise UsageError(
-                f"{name} has no version {version!r}", f"its versions are {', '.join(known)}"
-            )
-        number = finite_number(weight)
-        if number is None:
-            raise UsageError(
-                f"the weight of {name} {version} must be a number, not {describe_value(weight)}",
-                "give each weight as a number from 0 to 100",
-            )
-        if not 0 <= number <= 100:
-            raise UsageError(
-                f"the weight of {name} {version} is {number:g}", "give each weight from 0 to 100"
-            )
-        checked[version] = number
-    total = sum(checked.values())
-    if abs(total - 100.0) > 1e-6:
-        raise UsageError(
-            f"the weights for {name} sum to {total:g}, not 100",
-            "give weights that add up to 100, e.g. v1=90 v2=10",
-        )
-    return checked
+def check_split(project: Project, service: str, weights: Mapping[str, object]) -> dict[str, float]:
+    """The weights of a runtime split of ``service``'s calls between its versions, validated
+    as a ``split:`` of devmesh.yaml is, by the config's own code: ``ConfigError`` naming
+    each problem in devmesh.yaml's words otherwise."""
+    data = copy.deepcopy(dump_project(project))
+    policies: dict[str, Any] = data.setdefault("policies", {})  # type: ignore[assignment]
+    policies.setdefault(service, {})["split"] = dict(weights)
+    split = parse_project(data, default_name=project.name).policy(service).split
+    return dict(split) if split is not None else {}
 
 
 class UnknownRule(UsageError):
