@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from devmesh.config import dump_project, parse_project
-from devmesh.config.model import Policy, Project
+from devmesh.config.model import GATEWAY, Policy, Project
 from devmesh.controlplane.metrics import Metrics
 from devmesh.controlplane.overrides import ActiveFault, ActiveRule, Overrides, check_split
 from devmesh.controlplane.roster import Member, Roster
@@ -30,7 +30,8 @@ from devmesh.runtime.supervision import Report
 from proxy.appgate import HOLD_LIMIT
 from proxy.snapshot import Endpoint, Route, Snapshot
 
-GATEWAY_INSTANCE = "ingress"
+GATEWAY_INSTANCE = GATEWAY
+"""The gateway's instance (``devmesh.config.model.GATEWAY``)."""
 BREAKER_HISTORY = 50
 """Breaker changes kept per edge (for the TUI's service detail)."""
 DISCONNECT_GRACE = 10.0

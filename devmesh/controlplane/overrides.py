@@ -26,12 +26,16 @@ from devmesh.config import dump_project, parse_project
 from devmesh.config.dump import dump_fault, dump_policy, dump_rule
 from devmesh.config.model import MTLS_MODES, AuthzRule, FaultSpec, Policy, Project
 from devmesh.config.readers import describe as describe_value
+from devmesh.config.validate_policies import POLICY_KEYS
 from devmesh.errors import UsageError
 from devmesh.faultflags import describe, describe_match
 from devmesh.units import parse_duration
 
-OVERRIDABLE = ("timeout", "retries", "breaker", "lb", "pool")
-"""The policy settings `devmesh policy` may change (the split has its own command)."""
+OVERRIDABLE = tuple(key for key in POLICY_KEYS if key not in ("split", "faults"))
+"""The policy settings `devmesh policy` may change (the split and faults have their own
+commands)."""
+MESH_WIDE = "*"
+"""The key of the mesh-wide mTLS mode among the services' in ``state["mtls"]``."""
 
 
 class UnknownFault(UsageError):
@@ -238,7 +242,7 @@ class Overrides:
             raise UsageError(
                 f"{mode!r} is not an mTLS mode", f"give one of: {', '.join(MTLS_MODES)}"
             )
-        key = service or "*"
+        key = service or MESH_WIDE
         modes = {k: v for k, v in self.state["mtls"].items() if k != key}
         if mode is not None:
             modes[key] = mode
@@ -339,7 +343,9 @@ class Overrides:
             for r in self.state["authorization"]
             if r.get("service") in project.services and r.get("name") not in configured
         ]
-        for service in [s for s in self.state["mtls"] if s != "*" and s not in project.services]:
+        for service in [
+            s for s in self.state["mtls"] if s != MESH_WIDE and s not in project.services
+        ]:
             del self.state["mtls"][service]
         self._changed()
 
@@ -372,7 +378,7 @@ class Overrides:
         rules: list[Any] = data.setdefault("authorization", [])  # type: ignore[assignment]
         rules.extend(authorization if authorization is not None else self.state["authorization"])
         for key, mode in (mtls if mtls is not None else self.state["mtls"]).items():
-            if key == "*":
+            if key == MESH_WIDE:
                 data["mtls"] = mode
             else:
                 services: dict[str, Any] = data["services"]  # type: ignore[assignment]
