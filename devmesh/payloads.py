@@ -7,14 +7,14 @@ be an int where the type says ``float``. Keys that an answer leaves out at
 times are ``NotRequired``; keys always present but possibly ``null`` are
 ``X | None``.
 
-Only the standard library here: the module is shared by every side.
+Only the standard library here: the module is shared by every side. No
+``from __future__ import annotations`` either: with it, ``NotRequired`` would be a
+string at run time, and ``__required_keys__`` would say every key is required.
 
 Config-form values (a fault, a policy, a rule, as ``devmesh.yaml`` writes them)
 are typed as the config's own dumps are (``devmesh.config.dump``): mappings of
 its keys, whose meaning ``devmesh.config`` documents.
 """
-
-from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
