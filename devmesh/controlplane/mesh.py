@@ -19,7 +19,7 @@ from typing import Any, Literal
 from devmesh.config import dump_project, parse_project
 from devmesh.config.model import GATEWAY, Policy, Project
 from devmesh.controlplane.metrics import Metrics
-from devmesh.controlplane.overrides import ActiveFault, ActiveRule, Overrides, check_split
+from devmesh.controlplane.overrides import ActiveFault, ActiveRule, Overrides
 from devmesh.controlplane.roster import Member, Roster
 from devmesh.controlplane.routepolicy import route_policy, sidecar_authz
 from devmesh.controlplane.store import StateStore, StoredState
@@ -263,10 +263,11 @@ class Mesh:
         return self.project
 
     def set_split(self, service: str, weights: Mapping[str, object]) -> None:
-        """Split calls to ``service`` between its versions (validated as devmesh.yaml's split,
-        ``check_split``); persisted."""
+        """Split calls to ``service`` between its versions (validated as devmesh.yaml's split
+        is, ``Overrides.check_split``); persisted."""
         self._service(service)
-        self._state.splits[service] = check_split(self._project(), service, weights)
+        checked = self.overrides.check_split(self._project(), service, weights)
+        self._state.splits[service] = checked
         self._store.save(self._state)
 
     def clear_split(self, service: str) -> None:

@@ -6,7 +6,7 @@ dicts devmesh.yaml holds), so they survive a restart, and is validated by the
 very code that validates devmesh.yaml: a change is applied to a copy of the
 project's config and parsed; if that fails, nothing changes and every problem
 is reported, in the words a bad devmesh.yaml gets. (The splits are kept by the
-mesh, apart, but checked the same way: ``check_split``.)
+mesh, apart, but checked the same way: ``Overrides.check_split``.)
 
 A runtime fault has an id (``f1``, ``f2``...) and may be time-boxed: it
 expires by itself (``expire``). A fault declared in devmesh.yaml has the id
@@ -82,17 +82,6 @@ def fault_lifetime(value: object) -> float | None:
             'send a number of seconds or a duration such as "2m", e.g. "for": "30s"',
         )
     return seconds
-
-
-def check_split(project: Project, service: str, weights: Mapping[str, object]) -> dict[str, float]:
-    """The weights of a runtime split of ``service``'s calls between its versions, validated
-    as a ``split:`` of devmesh.yaml is, by the config's own code: ``ConfigError`` naming
-    each problem in devmesh.yaml's words otherwise."""
-    data = copy.deepcopy(dump_project(project))
-    policies: dict[str, Any] = data.setdefault("policies", {})  # type: ignore[assignment]
-    policies.setdefault(service, {})["split"] = dict(weights)
-    split = parse_project(data, default_name=project.name).policy(service).split
-    return dict(split) if split is not None else {}
 
 
 class UnknownRule(UsageError):
@@ -188,6 +177,15 @@ class Overrides:
         self.state["policies"][service] = merged
         self._changed()
         return candidate.policy(service)
+
+    def check_split(
+        self, project: Project, service: str, weights: Mapping[str, object]
+    ) -> dict[str, float]:
+        """The weights of a runtime split of ``service``'s calls between its versions,
+        validated as a ``split:`` of devmesh.yaml is: ``ConfigError`` naming each problem in
+        devmesh.yaml's words otherwise. (The mesh keeps the splits.)"""
+        split = self._candidate(project, splits={service: weights}).policy(service).split
+        return dict(split) if split is not None else {}
 
     def clear_policy(self, service: str) -> bool:
         self._changed()
@@ -360,6 +358,7 @@ class Overrides:
         with_config_faults: bool = True,
         authorization: list[dict[str, Any]] | None = None,
         mtls: dict[str, str] | None = None,
+        splits: Mapping[str, Mapping[str, object]] | None = None,
     ) -> Project:
         """The project with the overrides (and the proposed change) applied, parsed.
 
@@ -369,6 +368,8 @@ class Overrides:
         config_policies: dict[str, Any] = data.setdefault("policies", {})  # type: ignore[assignment]
         for service, settings in {**self.state["policies"], **(policies or {})}.items():
             config_policies.setdefault(service, {}).update(settings)
+        for service, weights in (splits or {}).items():
+            config_policies.setdefault(service, {})["split"] = dict(weights)
         if not with_config_faults:
             for policy in config_policies.values():
                 policy.pop("faults", None)

@@ -21,7 +21,7 @@ from typing import Any
 from devmesh.config import parse_project
 from devmesh.config.model import Project
 from devmesh.config.readers import describe
-from devmesh.controlplane.overrides import MESH_WIDE, OVERRIDABLE, Overrides, check_split
+from devmesh.controlplane.overrides import MESH_WIDE, OVERRIDABLE, Overrides
 from devmesh.errors import ConfigError, DevmeshError
 from devmesh.strictjson import loads as strict_loads
 from devmesh.units import finite_number
@@ -140,7 +140,7 @@ def _splits(splits: dict[str, Any], project: Project) -> dict[str, dict[str, flo
             raise StateProblem(f"splits the calls to {service!r}, which is not a service")
         try:
             weights = _mapping(weights, f"splits.{service}")
-            checked[service] = check_split(project, service, weights)
+            checked[service] = Overrides({}).check_split(project, service, weights)
         except ConfigError as exc:
             raise StateProblem(
                 f"holds a split devmesh refuses: {exc.problems[0].message}"

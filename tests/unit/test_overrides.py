@@ -10,7 +10,7 @@ import pytest
 
 from devmesh.config import dump_project, parse_project
 from devmesh.config.model import BreakerPolicy, FaultMatch, FaultSpec, RetryPolicy
-from devmesh.controlplane.overrides import Overrides, UnknownFault, check_split, fault_lifetime
+from devmesh.controlplane.overrides import Overrides, UnknownFault, fault_lifetime
 from devmesh.errors import ConfigError, UsageError
 
 PROJECT = parse_project(
@@ -223,7 +223,7 @@ SPLIT_PROJECT = parse_project(
 
 
 def test_a_split_is_taken_as_floats() -> None:
-    split = check_split(SPLIT_PROJECT, "catalog", {"v1": 90, "v2": 10.0})
+    split = Overrides({}).check_split(SPLIT_PROJECT, "catalog", {"v1": 90, "v2": 10.0})
     assert split == {"v1": 90.0, "v2": 10.0}
 
 
@@ -231,7 +231,7 @@ def split_problem(service: str, weights: dict[str, object]) -> tuple[str, str]:
     """The first problem a runtime split has, and the one the same split in devmesh.yaml
     has: they must be the same."""
     with pytest.raises(ConfigError) as runtime:
-        check_split(SPLIT_PROJECT, service, weights)
+        Overrides({}).check_split(SPLIT_PROJECT, service, weights)
     data = dump_project(SPLIT_PROJECT)
     data["policies"] = {service: {"split": weights}}
     with pytest.raises(ConfigError) as config:
