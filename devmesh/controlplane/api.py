@@ -70,6 +70,10 @@ class Busy(DevmeshError):
 
 
 class ControlPlaneAPI:
+    """The routes over the mesh model (``mesh``): REST answers in ``devmesh.payloads``'s
+    shapes, the event and tap streams, the sidecars' links (``sidecars``), and the tasks
+    that run in the background (the per-second tick, supervision, fault expiry)."""
+
     def __init__(
         self,
         mesh: Mesh,
