@@ -35,6 +35,9 @@ AUTHZ_ACTIONS = ("allow", "deny")
 AUTHZ_MODES = ("enforce", "audit")
 ANY_SOURCE = "*"
 """In an authorization rule's ``from``: any caller with a mesh identity."""
+GATEWAY = "ingress"
+"""The gateway's name: its instance's, the source of the calls it lets into the mesh (and its
+identity's), and so a name no service may take."""
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 """The Python image the sidecar image is built on, unless the project or a flag says otherwise."""
 

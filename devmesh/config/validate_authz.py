@@ -16,14 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 
-from devmesh.config.model import ANY_SOURCE, AUTHZ_ACTIONS, AUTHZ_MODES, AuthzRule
+from devmesh.config.model import ANY_SOURCE, AUTHZ_ACTIONS, AUTHZ_MODES, GATEWAY, AuthzRule
 from devmesh.config.readers import Section, describe
 from devmesh.config.report import Problems, did_you_mean, quoted_list
 
 RULE_KEYS = ("name", "service", "action", "mode", "from", "paths", "methods")
 RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 METHOD = re.compile(r"^[A-Z]{1,20}$")
-GATEWAY_SOURCE = "ingress"
+GATEWAY_SOURCE = GATEWAY
 """The source name of calls from outside the mesh through the gateway (its identity)."""
 _EXAMPLE = "{name: readers, service: catalog, action: allow, from: [frontend]}"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from devmesh.config.model import RESERVED_PORTS, Policy, Service
+from devmesh.config.model import GATEWAY, RESERVED_PORTS, Policy, Service
 from devmesh.config.report import Problems, did_you_mean, quoted_list
 from devmesh.config.validate_authz import check_rules
 from devmesh.config.validate_shape import Shape
@@ -191,7 +191,7 @@ def _check_policy(
         return
     for index, fault in enumerate(policy.faults):
         source = fault.match.source
-        if source is not None and source not in services and source != "ingress":
+        if source is not None and source not in services and source != GATEWAY:
             at = f"{path}.faults[{index}].match.source"
             if not problems.any_under(at):
                 problems.add(

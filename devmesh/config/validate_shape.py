@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from devmesh.config.model import (
     DEFAULT_MTLS,
     DEFAULT_VERSION,
+    GATEWAY,
     INTERCEPTION_MODES,
     MTLS_MODES,
     PROTOCOLS,
@@ -30,7 +31,7 @@ from devmesh.config.validate_policies import read_policy
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 VERSION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
-RESERVED_SERVICE = "ingress"
+RESERVED_SERVICE = GATEWAY
 MAX_REPLICAS = 20
 
 PROJECT_KEYS = (

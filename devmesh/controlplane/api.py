@@ -1,4 +1,5 @@
-"""The control plane's HTTP surface: the API for the CLI/TUI and the sidecar stream.
+"""The control plane's HTTP surface: the REST API for the CLI and the TUI, its live
+streams (events, tap), and the route of the sidecars' links (``sidecars``).
 
 Every route but ``/healthz`` needs ``Authorization: Bearer <project token>``.
 Errors are JSON: ``{"error": "...", "hint": "...", "problems": [...]}``.
@@ -16,18 +17,19 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
+from devmesh import payloads
 from devmesh.config import dump_project
 from devmesh.config.dump import dump_policy
 from devmesh.config.model import Project
-from devmesh.controlplane import prometheus
+from devmesh.controlplane import prometheus, statusview
 from devmesh.controlplane.identities import Identities
 from devmesh.controlplane.instances import latest_logs, run_cli
-from devmesh.controlplane.mesh import Mesh, Proxy, UnknownService
-from devmesh.controlplane.metrics import WINDOWS
+from devmesh.controlplane.mesh import Mesh, UnknownService
+from devmesh.controlplane.metrics import DEFAULT_WINDOW, WINDOWS
 from devmesh.controlplane.overrides import UnknownFault
-from devmesh.controlplane.roster import HEALTH_STATES
+from devmesh.controlplane.sidecars import NotHoldable, SidecarLinks
 from devmesh.controlplane.streams import (
     TAP_RATE,
     Events,
@@ -45,21 +47,14 @@ from devmesh.runtime.supervisor import Supervisor
 from devmesh.strictjson import NotJsonNumber
 from devmesh.strictjson import loads as strict_loads
 from devmesh.workspace import Workspace
-from proxy.appgate import DRAIN_LIMIT
 from proxy.control import STREAM_PATH
-from proxy.snapshot import Snapshot, snapshot_to_wire
 
 log = logging.getLogger("devmesh.controlplane")
 
-HELLO_TIMEOUT = 10.0
 BUSY_WAIT = 30.0
 """How long a kill or restart asked for waits for the one that runs."""
-HEARTBEAT = 10.0
-"""A sidecar the control plane has heard nothing from for this long is pinged; one that
-does not answer within half of it more is gone (aiohttp's heartbeat: any frame counts)."""
-HOLD_TIMEOUT = DRAIN_LIMIT + 5.0
-"""How long a sidecar may take to answer a hold (it drains for at most ``DRAIN_LIMIT``)."""
 EXPIRY_CHECK = 0.25
+"""How often time-boxed faults are checked for their end, in seconds."""
 MESH_KEY = web.AppKey("mesh", Mesh)
 
 
@@ -75,6 +70,10 @@ class Busy(DevmeshError):
 
 
 class ControlPlaneAPI:
+    """The routes over the mesh model (``mesh``): REST answers in ``devmesh.payloads``'s
+    shapes, the event and tap streams, the sidecars' links (``sidecars``), and the tasks
+    that run in the background (the per-second tick, supervision, fault expiry)."""
+
     def __init__(
         self,
         mesh: Mesh,
@@ -90,15 +89,13 @@ class ControlPlaneAPI:
         self.identities = Identities(workspace.ca_dir, cert_ttl) if workspace is not None else None
         self._token = token.encode()
         self._allowed = tuple(allowed_networks)
-        self._sockets: dict[str, web.WebSocketResponse] = {}
         self.events = Events()
         self.tap = Tap()
         self.traces = TraceStore()
-        self._windows: dict[Subscriber, int] = {}
+        self.sidecars = SidecarLinks(mesh, self.events, self.ingest, self.identities)
+        self._windows: dict[Subscriber[payloads.Event], int] = {}
         self._streams: set[web.WebSocketResponse] = set()
         """The event and tap streams' sockets, closed at shutdown like the sidecars'."""
-        self._held: dict[str, asyncio.Future[int]] = {}
-        """Holds asked of sidecars and not answered yet, by instance."""
         self._lifecycle = asyncio.Lock()
         """One kill or restart at a time: they act on the same runtime records and ports."""
 
@@ -137,7 +134,7 @@ class ControlPlaneAPI:
         app.cleanup_ctx.append(self._expiry)
         app.cleanup_ctx.append(self._ticker)
         app.cleanup_ctx.append(self._supervise)
-        app.router.add_get(STREAM_PATH, self.sidecar_stream)
+        app.router.add_get(STREAM_PATH, self.sidecars.stream)
         app.on_shutdown.append(self._close_sockets)
         return app
 
@@ -193,7 +190,7 @@ class ControlPlaneAPI:
             )
         except (UnknownService, UnknownFault, UnknownTrace) as exc:
             return _error(404, exc.message, exc.hint)
-        except Busy as exc:
+        except (Busy, NotHoldable) as exc:
             return _error(409, exc.message, exc.hint)
         except DevmeshError as exc:
             return _error(400, exc.message, exc.hint)
@@ -202,12 +199,14 @@ class ControlPlaneAPI:
 
     async def healthz(self, request: web.Request) -> web.Response:
         project = self.mesh.project
-        return web.json_response({"status": "ok", "project": project.name if project else None})
+        return web.json_response(
+            payloads.Healthz(status="ok", project=project.name if project else None)
+        )
 
     async def status(self, request: web.Request) -> web.Response:
         window = _window(request)
         history = request.query.get("history") in ("1", "true")
-        return web.json_response(self.mesh.status(window, history=history))
+        return web.json_response(statusview.status(self.mesh, window, history=history))
 
     async def prometheus_metrics(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -230,7 +229,7 @@ class ControlPlaneAPI:
         )
         if request.query.get("format") == "otlp":
             return web.json_response(to_otlp(found))
-        return web.json_response({"traces": [t.summary() for t in found]})
+        return web.json_response(payloads.Traces(traces=[t.summary() for t in found]))
 
     async def get_trace(self, request: web.Request) -> web.Response:
         """One trace with its spans, by id or by the start of its id; ``format=otlp``."""
@@ -256,32 +255,6 @@ class ControlPlaneAPI:
         if self.identities is None:
             raise DevmeshError("this control plane was started without its project folder")
         return web.json_response(self.identities.to_json())
-
-    async def _send_identity(self, proxy: Proxy, ws: web.WebSocketResponse) -> None:
-        """Issue ``proxy`` an identity of its service and send it (key included)."""
-        project = self.mesh.project
-        if self.identities is None or project is None or ws.closed:
-            return
-        try:
-            issued = await asyncio.to_thread(
-                self.identities.issue, project.name, proxy.service, proxy.instance
-            )
-        except DevmeshError as exc:
-            log.error("cannot issue %s an identity: %s", proxy.instance, exc.message)
-            return
-        try:
-            await ws.send_json({"type": "identity", **issued.identity.to_wire()})
-        except (ConnectionError, RuntimeError) as exc:
-            log.info("could not send %s its identity: %s", proxy.instance, exc)
-
-    async def _renew_identities(self) -> None:
-        if self.identities is None:
-            return
-        for issued in self.identities.due(set(self._sockets)):
-            proxy = self.mesh.proxies.get(issued.instance)
-            ws = self._sockets.get(issued.instance)
-            if proxy is not None and ws is not None:
-                await self._send_identity(proxy, ws)
 
     # -- instances -----------------------------------------------------------------------
 
@@ -322,14 +295,14 @@ class ControlPlaneAPI:
         instance = self._instance(request)
         lines = int(_number(request, "lines", 100))
         found = await asyncio.to_thread(latest_logs, workspace, instance, lines)
-        return web.json_response({"instance": instance, "lines": found})
+        return web.json_response(payloads.Logs(instance=instance, lines=found))
 
     async def post_kill(self, request: web.Request) -> web.Response:
         """Kill the instance (SIGKILL), as `devmesh kill` does."""
         instance = self._instance(request)
         async with self._busy():
             await run_cli(self._project_workspace(), "kill", instance)
-        return web.json_response({"killed": instance})
+        return web.json_response(payloads.Killed(killed=instance))
 
     async def post_restart(self, request: web.Request) -> web.Response:
         """Restart the service's instances, as `devmesh restart` does; answers once each is
@@ -341,49 +314,21 @@ class ControlPlaneAPI:
         async with self._busy():
             await run_cli(self._project_workspace(), "restart", service)
         restarted = [s.id for s in plan_instances(project) if s.service == service]
-        return web.json_response({"service": service, "restarted": restarted})
+        return web.json_response(payloads.Restarted(service=service, restarted=restarted))
 
     async def post_hold(self, request: web.Request) -> web.Response:
         """Hold the instance's calls at its sidecar while its app restarts (``proxy.appgate``):
         its version's other instances take its calls meanwhile, if it has any; answers once
         none is in flight at its app."""
         instance = self._instance(request)
-        proxy, ws = self.mesh.proxies.get(instance), self._sockets.get(instance)
-        if proxy is None or ws is None:
-            raise Busy(
-                f"the sidecar of {instance} is not connected to the control plane",
-                "see `devmesh status`; its calls cannot be held for a restart",
-            )
-        if instance in self._held:
-            raise Busy(f"{instance} is being held already", "wait for that restart to end")
-        waiter = self._held[instance] = asyncio.get_running_loop().create_future()
-        self.mesh.hold(proxy)
-        await self.publish()
-        try:
-            await ws.send_json({"type": "hold"})
-            in_flight = await asyncio.wait_for(waiter, HOLD_TIMEOUT)
-        except (ConnectionError, RuntimeError, TimeoutError) as exc:
-            await self._release(instance)
-            raise DevmeshError(
-                f"the sidecar of {instance} did not hold its calls: {exc or type(exc).__name__}"
-            ) from None
-        finally:
-            self._held.pop(instance, None)
-        return web.json_response({"instance": instance, "in_flight": in_flight})
+        in_flight = await self.sidecars.hold(instance)
+        return web.json_response(payloads.Held(instance=instance, in_flight=in_flight))
 
     async def post_release(self, request: web.Request) -> web.Response:
         """Let the calls held for the instance's restart go on, and route to it again."""
         instance = self._instance(request)
-        await self._release(instance)
-        return web.json_response({"instance": instance})
-
-    async def _release(self, instance: str) -> None:
-        ws = self._sockets.get(instance)
-        if ws is not None and not ws.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.send_json({"type": "release"})
-        self.mesh.release(instance)
-        await self.publish()
+        await self.sidecars.release(instance)
+        return web.json_response(payloads.Released(instance=instance))
 
     # -- live streams ----------------------------------------------------------------
 
@@ -418,17 +363,145 @@ class ControlPlaneAPI:
 
     def _tick(self, now: float) -> None:
         self.mesh.metrics.forget_idle(now)
-        made: dict[int, dict[str, Any]] = {}
+        made: dict[int, payloads.StatusEvent] = {}
         for subscriber in list(self.events.subscribers):
-            window = self._windows.get(subscriber, 10)
+            window = self._windows.get(subscriber, DEFAULT_WINDOW)
             if window not in made:
                 made[window] = self._status_event(window)
             subscriber.offer(made[window])
         for tap in list(self.tap.subscribers):
             tap.offer(tap.report())
 
-    def _status_event(self, window: int) -> dict[str, Any]:
-        return {"type": "status", "ts": time.time(), **self.mesh.status(window, history=True)}
+    def _status_event(self, window: int) -> payloads.StatusEvent:
+        status = statusview.status(self.mesh, window, history=True)
+        return {"type": "status", "ts": time.time(), **status}
+
+    # -- the project and splits ---------------------------------------------------------
+
+    async def get_project(self, request: web.Request) -> web.Response:
+        project = self.mesh.project
+        return web.json_response(dump_project(project) if project else None)
+
+    async def put_project(self, request: web.Request) -> web.Response:
+        project: Project = self.mesh.apply_project(await _json_body(request))
+        await self.publish()
+        return web.json_response(
+            payloads.ProjectApplied(project=project.name, services=list(project.services))
+        )
+
+    async def put_split(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        weights = body.get("weights") if isinstance(body, dict) else None
+        if not isinstance(weights, dict):
+            raise DevmeshError('the body must be {"weights": {"<version>": <number>, ...}}')
+        service = request.match_info["service"]
+        self.mesh.set_split(service, weights)
+        await self.publish()
+        return self._split_reply(service)
+
+    def _split_reply(self, service: str) -> web.Response:
+        return web.json_response(
+            payloads.SplitAnswer(service=service, split=self.mesh.split_for(service))
+        )
+
+    async def delete_split(self, request: web.Request) -> web.Response:
+        service = request.match_info["service"]
+        self.mesh.clear_split(service)
+        await self.publish()
+        return self._split_reply(service)
+
+    # -- policy and faults ---------------------------------------------------------
+
+    def _policy_reply(self, service: str) -> web.Response:
+        return web.json_response(
+            payloads.PolicyAnswer(
+                service=service,
+                policy=dump_policy(self.mesh.policy(service)),
+                overrides=self.mesh.policy_overrides(service),
+            )
+        )
+
+    async def get_policy(self, request: web.Request) -> web.Response:
+        return self._policy_reply(request.match_info["service"])
+
+    async def put_policy(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        settings = body.get("settings") if isinstance(body, dict) else None
+        if not isinstance(settings, dict):
+            raise DevmeshError('the body must be {"settings": {"timeout": "2s", ...}}')
+        service = request.match_info["service"]
+        self.mesh.set_policy(service, settings)
+        await self.publish()
+        return self._policy_reply(service)
+
+    async def delete_policy(self, request: web.Request) -> web.Response:
+        service = request.match_info["service"]
+        self.mesh.clear_policy(service)
+        await self.publish()
+        return self._policy_reply(service)
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        now = time.time()
+        return web.json_response(
+            payloads.Faults(faults=[f.to_json(now) for f in self.mesh.faults()])
+        )
+
+    async def post_fault(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("service"), str):
+            raise DevmeshError('the body must be {"service": "...", "fault": {...}, "for": null}')
+        fault = body.get("fault")
+        if not isinstance(fault, dict):
+            raise DevmeshError("the fault must be an object, in devmesh.yaml's shape")
+        added = self.mesh.add_fault(body["service"], fault, body.get("for"))
+        await self.publish()
+        return web.json_response(payloads.FaultAdded(fault=added.to_json(time.time())), status=201)
+
+    async def delete_fault(self, request: web.Request) -> web.Response:
+        removed = self.mesh.remove_fault(request.match_info["fault"])
+        await self.publish()
+        return web.json_response(payloads.FaultRemoved(removed=[removed.to_json(time.time())]))
+
+    async def delete_faults(self, request: web.Request) -> web.Response:
+        removed = self.mesh.reset_faults(request.query.get("service"))
+        await self.publish()
+        return web.json_response(payloads.FaultsReset(removed=removed))
+
+    # -- authorization and mTLS ------------------------------------------------------
+
+    async def get_authz(self, request: web.Request) -> web.Response:
+        return web.json_response(payloads.Rules(rules=[r.to_json() for r in self.mesh.rules()]))
+
+    async def post_authz(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("rule"), dict):
+            raise DevmeshError('the body must be {"rule": {...}}, a rule in devmesh.yaml\'s shape')
+        added = self.mesh.add_rule(body["rule"])
+        await self.publish()
+        return web.json_response(payloads.RuleAdded(rule=added.to_json()), status=201)
+
+    async def delete_authz(self, request: web.Request) -> web.Response:
+        removed = self.mesh.remove_rule(request.match_info["rule"])
+        await self.publish()
+        return web.json_response(payloads.RuleRemoved(removed=removed.to_json()))
+
+    async def get_mtls(self, request: web.Request) -> web.Response:
+        return web.json_response(payloads.MtlsModes(modes=self.mesh.mtls_modes()))
+
+    async def put_mtls(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            body = {"service": 0}
+        service, mode = body.get("service"), body.get("mode")
+        if not (service is None or isinstance(service, str)) or not (
+            mode is None or isinstance(mode, str)
+        ):
+            raise DevmeshError('the body must be {"service": "..." or null, "mode": "strict"}')
+        modes = self.mesh.set_mtls(service, mode)
+        await self.publish()
+        return web.json_response(payloads.MtlsModes(modes=modes))
+
+    # -- sidecars, and what runs in the background ------------------------------------
 
     async def _ticker(self, app: web.Application) -> AsyncIterator[None]:
         """Once a second: the status to event subscribers, what each tap did not show,
@@ -440,7 +513,7 @@ class ControlPlaneAPI:
                     self._tick(now)
                     if self.mesh.expire_absent() | self.mesh.expire_holds():
                         await self.publish()
-                    await self._renew_identities()
+                    await self.sidecars.renew_identities()
                 except Exception:  # a bug of ours: say so, and keep the streams alive
                     log.exception("the per-second tick failed")
 
@@ -475,120 +548,6 @@ class ControlPlaneAPI:
             await task
         await asyncio.to_thread(supervisor.close)  # after the pass its thread may still run
 
-    async def get_project(self, request: web.Request) -> web.Response:
-        project = self.mesh.project
-        return web.json_response(dump_project(project) if project else None)
-
-    async def put_project(self, request: web.Request) -> web.Response:
-        project: Project = self.mesh.apply_project(await _json_body(request))
-        await self.publish()
-        return web.json_response({"project": project.name, "services": list(project.services)})
-
-    async def put_split(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        weights = body.get("weights") if isinstance(body, dict) else None
-        if not isinstance(weights, dict):
-            raise DevmeshError('the body must be {"weights": {"<version>": <number>, ...}}')
-        service = request.match_info["service"]
-        self.mesh.set_split(service, weights)
-        await self.publish()
-        return web.json_response({"service": service, "split": self.mesh.split_for(service)})
-
-    async def delete_split(self, request: web.Request) -> web.Response:
-        service = request.match_info["service"]
-        self.mesh.clear_split(service)
-        await self.publish()
-        return web.json_response({"service": service, "split": self.mesh.split_for(service)})
-
-    # -- policy and faults ---------------------------------------------------------
-
-    def _policy_reply(self, service: str) -> web.Response:
-        return web.json_response(
-            {
-                "service": service,
-                "policy": dump_policy(self.mesh.policy(service)),
-                "overrides": self.mesh.policy_overrides(service),
-            }
-        )
-
-    async def get_policy(self, request: web.Request) -> web.Response:
-        return self._policy_reply(request.match_info["service"])
-
-    async def put_policy(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        settings = body.get("settings") if isinstance(body, dict) else None
-        if not isinstance(settings, dict):
-            raise DevmeshError('the body must be {"settings": {"timeout": "2s", ...}}')
-        service = request.match_info["service"]
-        self.mesh.set_policy(service, settings)
-        await self.publish()
-        return self._policy_reply(service)
-
-    async def delete_policy(self, request: web.Request) -> web.Response:
-        service = request.match_info["service"]
-        self.mesh.clear_policy(service)
-        await self.publish()
-        return self._policy_reply(service)
-
-    async def get_faults(self, request: web.Request) -> web.Response:
-        now = time.time()
-        return web.json_response({"faults": [f.to_json(now) for f in self.mesh.faults()]})
-
-    async def post_fault(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("service"), str):
-            raise DevmeshError('the body must be {"service": "...", "fault": {...}, "for": null}')
-        fault = body.get("fault")
-        if not isinstance(fault, dict):
-            raise DevmeshError("the fault must be an object, in devmesh.yaml's shape")
-        added = self.mesh.add_fault(body["service"], fault, body.get("for"))
-        await self.publish()
-        return web.json_response({"fault": added.to_json(time.time())}, status=201)
-
-    async def delete_fault(self, request: web.Request) -> web.Response:
-        removed = self.mesh.remove_fault(request.match_info["fault"])
-        await self.publish()
-        return web.json_response({"removed": [removed.to_json(time.time())]})
-
-    async def delete_faults(self, request: web.Request) -> web.Response:
-        removed = self.mesh.reset_faults(request.query.get("service"))
-        await self.publish()
-        return web.json_response({"removed": removed})
-
-    # -- authorization and mTLS ------------------------------------------------------
-
-    async def get_authz(self, request: web.Request) -> web.Response:
-        return web.json_response({"rules": [r.to_json() for r in self.mesh.rules()]})
-
-    async def post_authz(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("rule"), dict):
-            raise DevmeshError('the body must be {"rule": {...}}, a rule in devmesh.yaml\'s shape')
-        added = self.mesh.add_rule(body["rule"])
-        await self.publish()
-        return web.json_response({"rule": added.to_json()}, status=201)
-
-    async def delete_authz(self, request: web.Request) -> web.Response:
-        removed = self.mesh.remove_rule(request.match_info["rule"])
-        await self.publish()
-        return web.json_response({"removed": removed.to_json()})
-
-    async def get_mtls(self, request: web.Request) -> web.Response:
-        return web.json_response({"modes": self.mesh.mtls_modes()})
-
-    async def put_mtls(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        if not isinstance(body, dict):
-            body = {"service": 0}
-        service, mode = body.get("service"), body.get("mode")
-        if not (service is None or isinstance(service, str)) or not (
-            mode is None or isinstance(mode, str)
-        ):
-            raise DevmeshError('the body must be {"service": "..." or null, "mode": "strict"}')
-        modes = self.mesh.set_mtls(service, mode)
-        await self.publish()
-        return web.json_response({"modes": modes})
-
     async def _expiry(self, app: web.Application) -> AsyncIterator[None]:
         """Time-boxed faults remove themselves: checked a few times a second."""
 
@@ -604,151 +563,24 @@ class ControlPlaneAPI:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    # -- sidecar stream ------------------------------------------------------------
-
-    async def sidecar_stream(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT)
-        await ws.prepare(request)
-        try:
-            hello = await ws.receive_json(timeout=HELLO_TIMEOUT)
-            proxy = _proxy_from_hello(hello)
-        except (TimeoutError, ValueError, TypeError, KeyError) as exc:
-            log.warning("closing a sidecar stream with a bad hello: %s", exc)
-            await ws.close(code=4000, message=b"bad hello")
-            return ws
-        self.mesh.connect(proxy)
-        self._sockets[proxy.instance] = ws
-        log.info("%s %s connected (%s)", proxy.role, proxy.instance, proxy.inbound)
-        try:
-            # The identity first: a snapshot naming strict destinations finds it in place.
-            await self._send_identity(proxy, ws)
-            # A proxy that says hello ready may change the routes: then every proxy (this
-            # one too) gets the new snapshot; else this one gets the one in force.
-            if not await self.publish():
-                await self._send(ws, self.mesh.snapshot)
-            async for message in ws:
-                if message.type == WSMsgType.TEXT and await self._handle(proxy, message.data):
-                    await self.publish()
-        finally:
-            self.mesh.disconnect(proxy)
-            if self._sockets.get(proxy.instance) is ws:
-                del self._sockets[proxy.instance]
-                waiter = self._held.get(proxy.instance)
-                if waiter is not None and not waiter.done():
-                    waiter.set_exception(ConnectionError("its link to the control plane closed"))
-            log.info("%s %s disconnected", proxy.role, proxy.instance)
-            await self.publish()
-        return ws
-
     def ingest(self, records: list[object], dropped: int = 0) -> None:
         """Take a batch of a sidecar's request records: counted, tapped, traced."""
         valid = self.mesh.metrics.ingest(records, dropped)
         self.tap.feed(valid)
         self.traces.add(valid)
 
-    async def _handle(self, proxy: Proxy, data: str) -> bool:
-        """Apply one message from a proxy; True if the snapshot may need rebuilding."""
-        try:
-            message = strict_loads(data)
-        except ValueError:  # not JSON, or a number that is none (NaN): the whole message
-            return False
-        if not isinstance(message, dict):
-            return False
-        kind = message.get("type")
-        if kind == "telemetry":
-            records = message.get("records")
-            dropped = message.get("dropped", 0)
-            self.ingest(
-                records if isinstance(records, list) else [],
-                dropped if isinstance(dropped, int) else 0,
-            )
-        elif kind == "health":
-            state = message.get("state")
-            if state in HEALTH_STATES:
-                changed: bool = state != proxy.health
-                proxy.health, proxy.detail = state, str(message.get("detail", ""))
-                return changed
-        elif kind == "breakers":
-            breakers = message.get("breakers")
-            if isinstance(breakers, dict):
-                reported = {
-                    str(k): v for k, v in breakers.items() if isinstance(v, dict) and "state" in v
-                }
-                for event in self.mesh.report_breakers(proxy, reported):
-                    self.events.publish(event)
-        elif kind == "released":
-            self.mesh.release(proxy.instance)
-            return True
-        elif kind == "leaving":
-            self.mesh.leave(proxy)
-            return True
-        elif kind == "held":
-            waiter = self._held.get(proxy.instance)
-            in_flight = message.get("in_flight")
-            if waiter is not None and not waiter.done():
-                waiter.set_result(in_flight if isinstance(in_flight, int) else 0)
-        elif kind == "identity-ack":
-            fingerprint = message.get("fingerprint")
-            if self.identities is not None and isinstance(fingerprint, str):
-                self.identities.installed(proxy.instance, fingerprint)
-        elif kind == "ack":
-            proxy.acked_version, proxy.rejected = message.get("version"), None
-        elif kind == "nack":
-            proxy.rejected = str(message.get("error"))
-            log.warning(
-                "%s rejected snapshot %s: %s",
-                proxy.instance,
-                message.get("version"),
-                proxy.rejected,
-            )
-        return False
-
     async def publish(self) -> bool:
-        """Send a new snapshot to every connected proxy, if the mesh changed; True if so."""
-        snapshot = self.mesh.rebuild()
-        if snapshot is None:
-            return False
-        self.events.publish({"type": "config", "ts": time.time(), "version": snapshot.version})
-        await asyncio.gather(*(self._send(ws, snapshot) for ws in list(self._sockets.values())))
-        return True
-
-    async def _send(self, ws: web.WebSocketResponse, snapshot: Snapshot) -> None:
-        if ws.closed:
-            return
-        try:
-            await ws.send_json({"type": "snapshot", "snapshot": snapshot_to_wire(snapshot)})
-        except (ConnectionError, RuntimeError) as exc:
-            log.info("could not send snapshot %d: %s", snapshot.version, exc)
+        """Send a new snapshot to every sidecar, if the mesh changed; True if so."""
+        return await self.sidecars.publish()
 
     async def _close_sockets(self, app: web.Application) -> None:
-        for ws in [*self._sockets.values(), *self._streams]:
+        await self.sidecars.close()
+        for ws in list(self._streams):
             await ws.close(code=1001, message=b"control plane shutting down")
 
 
-def _proxy_from_hello(hello: Any) -> Proxy:
-    if not isinstance(hello, dict) or hello.get("type") != "hello":
-        raise ValueError("first message must be a hello")
-    node = hello["node"]
-    if not isinstance(node, dict):
-        raise TypeError("hello.node must be an object")
-    inbound = node.get("inbound")
-    proxy = Proxy(
-        service=str(node["service"]),
-        version=str(node["version"]),
-        instance=str(node["instance"]),
-        role=str(node.get("role", "sidecar")),
-        inbound=str(inbound) if inbound else None,
-        health_check=str(node.get("health_check", "")),
-    )
-    # Its health as it stands: a sidecar dialling again keeps its place in routing.
-    health = hello.get("health")
-    if isinstance(health, dict) and health.get("state") in HEALTH_STATES:
-        proxy.health, proxy.detail = health["state"], str(health.get("detail", ""))
-    return proxy
-
-
 async def _pump(
-    request: web.Request, subscriber: Subscriber, streams: set[web.WebSocketResponse]
+    request: web.Request, subscriber: Subscriber[Any], streams: set[web.WebSocketResponse]
 ) -> web.WebSocketResponse:
     """Send ``subscriber``'s messages on a WebSocket until the client closes it (or the
     control plane, at shutdown, through ``streams``)."""
@@ -774,7 +606,7 @@ async def _pump(
 
 
 def _window(request: web.Request) -> int:
-    window = int(_number(request, "window", 10))
+    window = int(_number(request, "window", DEFAULT_WINDOW))
     if window not in WINDOWS:
         choices = ", ".join(str(w) for w in WINDOWS)
         raise DevmeshError(f"window must be one of {choices} (seconds), not {window}")
@@ -810,7 +642,7 @@ async def _json_body(request: web.Request) -> Any:
 def _error(
     status: int, message: str, hint: str | None = None, problems: list[str] | None = None
 ) -> web.Response:
-    body: dict[str, Any] = {"error": message, "hint": hint}
+    body = payloads.Error(error=message, hint=hint)
     if problems:
         body["problems"] = problems
     return web.json_response(body, status=status)

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from devmesh import payloads
 from devmesh.pki import DEFAULT_TTL, CertificateAuthority, Identity
 
 
@@ -31,7 +31,7 @@ class Issued:
         identity = self.identity
         return identity.not_before + (identity.not_after - identity.not_before) / 2
 
-    def to_json(self, now: float) -> dict[str, Any]:
+    def to_json(self, now: float) -> payloads.IssuedIdentity:
         identity = self.identity
         return {
             "instance": self.instance,
@@ -88,9 +88,9 @@ class Identities:
         if issued is not None:
             issued.installed = fingerprint
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> payloads.Certs:
         now = self._clock()
-        ca = None
+        ca: payloads.Authority | None = None
         if self._ca is not None:
             ca = {
                 "fingerprint": self._ca.fingerprint,

@@ -1,8 +1,10 @@
-"""The control plane's model of the mesh: desired state, connected proxies, snapshots, status.
+"""The control plane's model of the mesh: desired state, connected proxies, snapshots.
 
-No I/O here but the state store: the API layer feeds events in (a proxy
-connected, reported health, acked a snapshot, sent records) and sends out
-the snapshots this model decides on.
+The write model: no I/O here but the state store. The sidecars' links
+(``sidecars``) and the API feed events in (a proxy connected, reported health,
+acked a snapshot, a user changed a split) and send out the snapshots this
+model decides on. What users read of it (``GET /v1/status``) is built apart,
+by ``statusview``.
 """
 
 from __future__ import annotations
@@ -15,19 +17,21 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from devmesh.config import dump_project, parse_project
-from devmesh.config.model import Policy, Project
-from devmesh.controlplane.metrics import DEFAULT_WINDOW, EdgeSecurity, Metrics, Series
-from devmesh.controlplane.overrides import ActiveFault, ActiveRule, Overrides, check_split
+from devmesh.config.model import GATEWAY, Policy, Project
+from devmesh.controlplane.metrics import Metrics
+from devmesh.controlplane.overrides import ActiveFault, ActiveRule, Overrides
 from devmesh.controlplane.roster import Member, Roster
 from devmesh.controlplane.routepolicy import route_policy, sidecar_authz
 from devmesh.controlplane.store import StateStore, StoredState
 from devmesh.errors import ConfigError, UsageError
-from devmesh.plan import plan_instances, url_of
+from devmesh.payloads import BreakerEvent
+from devmesh.plan import plan_instances
 from devmesh.runtime.supervision import Report
 from proxy.appgate import HOLD_LIMIT
 from proxy.snapshot import Endpoint, Route, Snapshot
 
-GATEWAY_INSTANCE = "ingress"
+GATEWAY_INSTANCE = GATEWAY
+"""The gateway's instance (``devmesh.config.model.GATEWAY``)."""
 BREAKER_HISTORY = 50
 """Breaker changes kept per edge (for the TUI's service detail)."""
 DISCONNECT_GRACE = 10.0
@@ -113,7 +117,7 @@ class Mesh:
         """``roster``: where the proxies in routing are kept, so that a restarted control
         plane routes as before while its sidecars dial again."""
         self._store = store
-        self._clock = clock
+        self.clock = clock
         self._roster = roster
         self._state: StoredState = store.load()
         self.project: Project | None = (
@@ -131,7 +135,7 @@ class Mesh:
         self.metrics = Metrics()
         self.snapshot = Snapshot(version=self._state.snapshot_version)
         self.overrides = Overrides(self._state.overrides)
-        self.breaker_history: dict[tuple[str, str], deque[dict[str, Any]]] = {}
+        self.breaker_history: dict[tuple[str, str], deque[BreakerEvent]] = {}
         """Each edge's latest breaker changes (opened, half-open, closed; ejections)."""
         self.edge_ejections: dict[tuple[str, str], int] = {}
         """Ejections per edge since the control plane started (a counter: never goes down)."""
@@ -259,8 +263,11 @@ class Mesh:
         return self.project
 
     def set_split(self, service: str, weights: Mapping[str, object]) -> None:
-        """Split calls to ``service`` between its versions (see ``check_split``); persisted."""
-        self._state.splits[service] = check_split(self._service(service), weights)
+        """Split calls to ``service`` between its versions (validated as devmesh.yaml's split
+        is, ``Overrides.check_split``); persisted."""
+        self._service(service)
+        checked = self.overrides.check_split(self._project(), service, weights)
+        self._state.splits[service] = checked
         self._store.save(self._state)
 
     def clear_split(self, service: str) -> None:
@@ -268,10 +275,13 @@ class Mesh:
         if self._state.splits.pop(service, None) is not None:
             self._store.save(self._state)
 
-    def split_for(self, service: str) -> Mapping[str, float] | None:
-        if service in self._state.splits:
-            return self._state.splits[service]
-        return self.project.policy(service).split if self.project else None
+    def split_for(self, service: str) -> dict[str, float] | None:
+        """The split in force for calls to ``service`` (a copy): the runtime one, else
+        devmesh.yaml's; ``None``: none."""
+        split: Mapping[str, float] | None = self._state.splits.get(service)
+        if split is None and self.project is not None:
+            split = self.project.policy(service).split
+        return dict(split) if split is not None else None
 
     def _service(self, name: str) -> Any:
         if self.project is None or name not in self.project.services:
@@ -280,6 +290,11 @@ class Mesh:
         return self.project.services[name]
 
     # -- proxies -----------------------------------------------------------------
+
+    def seen(self, instance: str) -> bool:
+        """Whether a proxy of ``instance`` has said hello to this control plane (or was in
+        the roster it started from)."""
+        return instance in self._seen
 
     def connect(self, proxy: Proxy) -> None:
         self.proxies[proxy.instance] = proxy
@@ -294,7 +309,7 @@ class Mesh:
             return
         del self.proxies[proxy.instance]
         if not proxy.left:
-            self.absent[proxy.instance] = Absent(proxy, self._clock())
+            self.absent[proxy.instance] = Absent(proxy, self.clock())
 
     def leave(self, proxy: Proxy) -> None:
         """``proxy`` said it is stopping: out of routing now."""
@@ -303,7 +318,7 @@ class Mesh:
             del self.proxies[proxy.instance]
 
     def hold(self, proxy: Proxy) -> None:
-        proxy.held, proxy.held_at = True, self._clock()
+        proxy.held, proxy.held_at = True, self.clock()
 
     def release(self, instance: str) -> None:
         proxy = self.proxies.get(instance)
@@ -313,7 +328,7 @@ class Mesh:
     def expire_holds(self) -> bool:
         """Forget holds older than a sidecar keeps one (it ended them by itself, and its word
         was lost); True if any."""
-        now = self._clock()
+        now = self.clock()
         stale = [p for p in self.proxies.values() if p.held and now - p.held_at > HOLD_LIMIT]
         for proxy in stale:
             proxy.held = False
@@ -332,7 +347,7 @@ class Mesh:
 
     def apply_supervision(self, report: Report) -> bool:
         """Take what the runtime's supervisor saw; True if the routes may have changed."""
-        now = self._clock()
+        now = self.clock()
         changed = False
         for instance, down in report.down.items():
             self.lifecycle[instance] = Lifecycle("restarting", down.detail, now)
@@ -357,7 +372,7 @@ class Mesh:
 
     def expire_absent(self) -> bool:
         """Forget the proxies disconnected for longer than the grace period; True if any."""
-        now = self._clock()
+        now = self.clock()
         expired = [i for i, a in self.absent.items() if now - a.since > DISCONNECT_GRACE]
         for instance in expired:
             del self.absent[instance]
@@ -369,10 +384,10 @@ class Mesh:
 
     def report_breakers(
         self, proxy: Proxy, breakers: dict[str, dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+    ) -> list[BreakerEvent]:
         """Take ``proxy``'s breaker report; returns the changes, as events (state changes and
         new ejections), also kept in ``breaker_history``."""
-        now = self._clock()
+        now = self.clock()
         changes = []
         for destination, new in breakers.items():
             old = proxy.breakers.get(destination, {})
@@ -386,7 +401,7 @@ class Mesh:
             self.edge_ejections[key] = self.edge_ejections.get(key, 0) + added
             if new["state"] == was and added == 0:
                 continue
-            event = {
+            event: BreakerEvent = {
                 "type": "breaker",
                 "ts": now,
                 "source": proxy.service,
@@ -451,7 +466,7 @@ class Mesh:
             service = self.project.services[name]
             routes[name] = Route(
                 endpoints=tuple(endpoints),
-                split=dict(split) if split is not None else None,
+                split=split,
                 versions=tuple(v.name for v in service.versions) if service.versioned else (),
                 policy=route_policy(
                     effective.policy(name),
@@ -463,164 +478,3 @@ class Mesh:
                 ),
             )
         return routes
-
-    # -- status ------------------------------------------------------------------
-
-    def status(self, window: int = DEFAULT_WINDOW, history: bool = False) -> dict[str, Any]:
-        """The mesh as users read it: services and instances, with traffic over the last
-        ``window`` whole seconds, each edge's breaker; ``history`` adds each edge's and
-        service's requests per second over the last minute."""
-        now = self._clock()
-
-        def traffic(series: Series | None) -> dict[str, Any] | None:
-            if series is None:
-                return None
-            data = series.view(now, window).to_json()
-            if history:
-                data["history"] = series.history(now)
-            return data
-
-        project = self.project
-        services = []
-        modes = self.mtls_modes()
-        if project is not None:
-            by_service: dict[str, list[dict[str, Any]]] = {n: [] for n in project.services}
-            for spec in plan_instances(project):
-                by_service[spec.service].append(
-                    self._instance_status(spec.id, spec.version, traffic)
-                )
-            services = [
-                {
-                    "name": name,
-                    "url": url_of(project, name),
-                    "versions": [v.name for v in svc.versions],
-                    "split": self.split_for(name),
-                    "mtls": modes.get(name),
-                    "authz": [r.to_json() for r in self.rules() if r.rule.service == name],
-                    "instances": by_service[name],
-                    "traffic": traffic(self.metrics.services.get(name)),
-                    "by_version": {
-                        v.name: traffic(self.metrics.versions.get((name, v.name)))
-                        for v in svc.versions
-                    },
-                }
-                for name, svc in project.services.items()
-            ]
-        edges = [
-            {
-                "source": src,
-                "destination": dst,
-                **(traffic(series) or {}),
-                "breaker": self.breaker(src, dst, now),
-                "security": self._edge_security(src, dst, modes),
-                **(
-                    {"breaker_history": list(self.breaker_history.get((src, dst), ()))}
-                    if history
-                    else {}
-                ),
-            }
-            for (src, dst), series in sorted(self.metrics.edges.items())
-        ]
-        return {
-            "project": project.name if project else None,
-            "snapshot_version": self.snapshot.version,
-            "window_s": window,
-            "services": services,
-            "edges": edges,
-            "proxies": [
-                {
-                    "instance": p.instance,
-                    "role": p.role,
-                    "health": p.health,
-                    "acked_version": p.acked_version,
-                    "rejected": p.rejected,
-                }
-                for p in sorted(self.proxies.values(), key=lambda p: p.instance)
-            ],
-            "faults": [fault.to_json(now) for fault in self.faults()],
-            "telemetry": {
-                "records": self.metrics.records,
-                "dropped": self.metrics.dropped,
-                "malformed": self.metrics.malformed,
-            },
-        }
-
-    def _edge_security(
-        self, source: str, destination: str, modes: dict[str, str]
-    ) -> dict[str, Any]:
-        """The edge's mTLS mode (its destination's), whether it is locked (strict: only mTLS
-        gets in), how its requests went, and what authorization denied or audited."""
-        mode = modes.get(destination)
-        seen = (self.metrics.security.get((source, destination)) or EdgeSecurity()).to_json()
-        if mode == "strict":
-            shown = "locked"  # only mTLS from the mesh gets in
-        elif mode == "off" or seen["last"] == "plaintext":
-            shown = "plaintext"
-        else:
-            shown = "mtls"  # permissive: the mesh's calls use mTLS, others may not
-        return {"mode": mode, "locked": mode == "strict", "shown": shown, **seen}
-
-    def breaker(self, source: str, destination: str, now: float) -> dict[str, Any]:
-        """The edge's breaker: the worst of its callers' (open, then half-open, then closed;
-        of two open ones, one in panic: routing to all), with the reason and the time until
-        it tries again."""
-        rank = {"open": 2, "half-open": 1, "closed": 0}
-
-        def badness(breaker: dict[str, Any]) -> tuple[int, bool]:
-            return rank.get(breaker.get("state", ""), 0), bool(breaker.get("panic"))
-
-        worst: dict[str, Any] = {
-            "state": "closed",
-            "reason": None,
-            "retry_in": None,
-            "panic": False,
-        }
-        for proxy in self.proxies.values():
-            if proxy.service != source or destination not in proxy.breakers:
-                continue
-            reported = dict(proxy.breakers[destination])
-            if reported.get("retry_in") is not None:
-                reported["retry_in"] = max(0.0, reported["retry_in"] - (now - proxy.breakers_at))
-            reported["panic"] = bool(reported.get("panic"))  # a sidecar of before says none
-            if badness(reported) > badness(worst):
-                worst = reported
-        return worst
-
-    def _instance_status(
-        self,
-        instance: str,
-        version: str,
-        traffic: Callable[[Series | None], dict[str, Any] | None],
-    ) -> dict[str, Any]:
-        proxy = self.proxies.get(instance)
-        absent = self.absent.get(instance)
-        life = self.lifecycle.get(instance)
-        state: str
-        if proxy is not None and proxy.held:
-            state, address = "restarting", proxy.inbound
-            detail = "its app restarts; calls to it wait at its sidecar meanwhile"
-        elif life is not None:
-            state, detail = life.state, life.detail
-            address = proxy.inbound if proxy is not None else None
-        elif proxy is not None:
-            state, detail, address = proxy.health, proxy.detail, proxy.inbound
-        elif absent is not None:
-            state, address = "disconnected", absent.proxy.inbound
-            left = max(0.0, DISCONNECT_GRACE - (self._clock() - absent.since))
-            detail = "its sidecar's link to the control plane is down"
-            if absent.proxy.health == "ready":
-                detail += f"; still routed to for {left:.0f}s unless it dials again"
-        else:
-            state = "disconnected" if instance in self._seen else "starting"
-            detail = "its sidecar is not connected to the control plane"
-            address = None
-        served = traffic(self.metrics.instances.get(instance))
-        return {
-            "id": instance,
-            "version": version,
-            "state": state,
-            "detail": detail,
-            "address": address,
-            "restarts": self.restarts.get(instance, 0),
-            "served": served,
-        }

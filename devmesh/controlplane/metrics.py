@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+from devmesh import payloads
 
 WINDOWS = (1, 10, 60)
 """The windows every series can be read over, in seconds."""
@@ -139,14 +141,16 @@ class Counts:
         for index, count in enumerate(other.classes):
             self.classes[index] += count
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> payloads.Counts:
         return {
             "requests": self.requests,
             "errors": self.errors,
             "injected": self.injected,
             "retries": self.retries,
             "timeouts": self.timeouts,
-            "classes": dict(zip(STATUS_CLASSES, self.classes, strict=True)),
+            "classes": cast(
+                payloads.StatusClasses, dict(zip(STATUS_CLASSES, self.classes, strict=True))
+            ),
         }
 
 
@@ -191,11 +195,17 @@ class SeriesView:
             return None
         return 1.0 - self.window.errors / self.window.requests
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> payloads.Traffic:
         """The totals at the top level (``requests``, ``errors``, ...), the window's rates
         and percentiles beside them, and the window's own counts under ``window``."""
+        total = self.total.to_json()
         return {
-            **self.total.to_json(),
+            "requests": total["requests"],
+            "errors": total["errors"],
+            "injected": total["injected"],
+            "retries": total["retries"],
+            "timeouts": total["timeouts"],
+            "classes": total["classes"],
             "window_s": self.window_s,
             "rps": round(self.rps, 3),
             "success_rate": _round(self.success_rate, 5),
@@ -204,7 +214,7 @@ class SeriesView:
             "p99_ms": _round(self.p99_ms, 3),
             "window": self.window.to_json(),
             "latency_bins": [
-                [bound, count]
+                (bound, count)
                 for bound, count in zip([*DISPLAY_BINS_MS, None], self.bins, strict=True)
             ],
         }
@@ -277,7 +287,7 @@ class Series:
         p50, p90, p99 = latency.quantiles((0.5, 0.9, 0.99))
         return SeriesView(self.total, counts, window, p50, p90, p99, latency.bins())
 
-    def history(self, now: float, seconds: int = HISTORY_S) -> dict[str, list[int]]:
+    def history(self, now: float, seconds: int = HISTORY_S) -> payloads.History:
         """Requests and errors per whole second, oldest first, for the ``seconds`` before
         ``now``'s (for a sparkline)."""
         current = int(now)
@@ -325,7 +335,7 @@ class EdgeSecurity:
         self.by_rule: dict[str, int] = {}
         """Denials and audit reports by rule name (``deny:x``, ``audit:x``)."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> payloads.SecurityCounts:
         return {
             "mtls_requests": self.mtls,
             "plaintext_requests": self.plaintext,

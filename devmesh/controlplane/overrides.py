@@ -1,11 +1,12 @@
 """What the user changes at run time on top of devmesh.yaml: faults, policy settings,
-authorization rules and mTLS modes.
+authorization rules, mTLS modes, and splits.
 
-Both are kept in the control plane's persisted state in config form (the same
-dicts devmesh.yaml holds), so they survive a restart and are validated by the
+Each is kept in the control plane's persisted state in config form (the same
+dicts devmesh.yaml holds), so they survive a restart, and is validated by the
 very code that validates devmesh.yaml: a change is applied to a copy of the
 project's config and parsed; if that fails, nothing changes and every problem
-is reported.
+is reported, in the words a bad devmesh.yaml gets. (The splits are kept by the
+mesh, apart, but checked the same way: ``Overrides.check_split``.)
 
 A runtime fault has an id (``f1``, ``f2``...) and may be time-boxed: it
 expires by itself (``expire``). A fault declared in devmesh.yaml has the id
@@ -18,19 +19,24 @@ import copy
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from devmesh import payloads
 from devmesh.config import dump_project, parse_project
 from devmesh.config.dump import dump_fault, dump_policy, dump_rule
-from devmesh.config.model import MTLS_MODES, AuthzRule, FaultSpec, Policy, Project, Service
+from devmesh.config.model import MTLS_MODES, AuthzRule, FaultSpec, Policy, Project
 from devmesh.config.readers import describe as describe_value
+from devmesh.config.validate_policies import POLICY_KEYS
 from devmesh.errors import UsageError
 from devmesh.forms.authz import describe_rule
 from devmesh.forms.faults import describe, describe_match
-from devmesh.units import finite_number, parse_duration
+from devmesh.units import parse_duration
 
-OVERRIDABLE = ("timeout", "retries", "breaker", "lb", "pool")
-"""The policy settings `devmesh policy` may change (the split has its own command)."""
+OVERRIDABLE = tuple(key for key in POLICY_KEYS if key not in ("split", "faults"))
+"""The policy settings `devmesh policy` may change (the split and faults have their own
+commands)."""
+MESH_WIDE = "*"
+"""The key of the mesh-wide mTLS mode among the services' in ``state["mtls"]``."""
 
 
 class UnknownFault(UsageError):
@@ -42,12 +48,12 @@ class ActiveFault:
     id: str
     service: str
     spec: FaultSpec
-    origin: str
+    origin: payloads.Origin
     """``cli`` (added at run time) or ``config`` (declared in devmesh.yaml)."""
     expires_at: float | None = None
     """Wall-clock time it removes itself, if time-boxed."""
 
-    def to_json(self, now: float) -> dict[str, Any]:
+    def to_json(self, now: float) -> payloads.Fault:
         """The fault in devmesh.yaml's shape, and in words (``does``, ``matches``) for every
         client to show the same way."""
         fault = dump_fault(self.spec)
@@ -79,42 +85,6 @@ def fault_lifetime(value: object) -> float | None:
     return seconds
 
 
-def check_split(service: Service, weights: Mapping[str, object]) -> dict[str, float]:
-    """The weights of a runtime split of ``service``'s calls between its versions: each a
-    number from 0 to 100, summing to 100. ``UsageError`` naming the first thing wrong."""
-    name = service.name
-    if not service.versioned:
-        raise UsageError(
-            f"{name} has no versions to split traffic between",
-            f"declare versions under services.{name}.versions in devmesh.yaml",
-        )
-    known = [v.name for v in service.versions]
-    checked: dict[str, float] = {}
-    for version, weight in weights.items():
-        if version not in known:
-            raise UsageError(
-                f"{name} has no version {version!r}", f"its versions are {', '.join(known)}"
-            )
-        number = finite_number(weight)
-        if number is None:
-            raise UsageError(
-                f"the weight of {name} {version} must be a number, not {describe_value(weight)}",
-                "give each weight as a number from 0 to 100",
-            )
-        if not 0 <= number <= 100:
-            raise UsageError(
-                f"the weight of {name} {version} is {number:g}", "give each weight from 0 to 100"
-            )
-        checked[version] = number
-    total = sum(checked.values())
-    if abs(total - 100.0) > 1e-6:
-        raise UsageError(
-            f"the weights for {name} sum to {total:g}, not 100",
-            "give weights that add up to 100, e.g. v1=90 v2=10",
-        )
-    return checked
-
-
 class UnknownRule(UsageError):
     """An authorization rule name that does not exist."""
 
@@ -122,18 +92,19 @@ class UnknownRule(UsageError):
 @dataclass(frozen=True)
 class ActiveRule:
     rule: AuthzRule
-    origin: str
+    origin: payloads.Origin
     """``cli`` (added at run time) or ``config`` (declared in devmesh.yaml)."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> payloads.Rule:
         """The rule in devmesh.yaml's shape, and in words (``does``) for every client to
-        show the same way."""
-        return {
+        show the same way (its action and mode are the config's, validated)."""
+        data = {
             **dump_rule(self.rule),
             "mode": self.rule.mode,
             "origin": self.origin,
             "does": describe_rule(self.rule),
         }
+        return cast(payloads.Rule, data)
 
 
 class Overrides:
@@ -199,6 +170,15 @@ class Overrides:
         self._changed()
         return candidate.policy(service)
 
+    def check_split(
+        self, project: Project, service: str, weights: Mapping[str, object]
+    ) -> dict[str, float]:
+        """The weights of a runtime split of ``service``'s calls between its versions,
+        validated as a ``split:`` of devmesh.yaml is: ``ConfigError`` naming each problem in
+        devmesh.yaml's words otherwise. (The mesh keeps the splits.)"""
+        split = self._candidate(project, splits={service: weights}).policy(service).split
+        return dict(split) if split is not None else {}
+
     def clear_policy(self, service: str) -> bool:
         self._changed()
         return self.state["policies"].pop(service, None) is not None
@@ -252,7 +232,7 @@ class Overrides:
             raise UsageError(
                 f"{mode!r} is not an mTLS mode", f"give one of: {', '.join(MTLS_MODES)}"
             )
-        key = service or "*"
+        key = service or MESH_WIDE
         modes = {k: v for k, v in self.state["mtls"].items() if k != key}
         if mode is not None:
             modes[key] = mode
@@ -353,7 +333,9 @@ class Overrides:
             for r in self.state["authorization"]
             if r.get("service") in project.services and r.get("name") not in configured
         ]
-        for service in [s for s in self.state["mtls"] if s != "*" and s not in project.services]:
+        for service in [
+            s for s in self.state["mtls"] if s != MESH_WIDE and s not in project.services
+        ]:
             del self.state["mtls"][service]
         self._changed()
 
@@ -368,6 +350,7 @@ class Overrides:
         with_config_faults: bool = True,
         authorization: list[dict[str, Any]] | None = None,
         mtls: dict[str, str] | None = None,
+        splits: Mapping[str, Mapping[str, object]] | None = None,
     ) -> Project:
         """The project with the overrides (and the proposed change) applied, parsed.
 
@@ -377,6 +360,8 @@ class Overrides:
         config_policies: dict[str, Any] = data.setdefault("policies", {})  # type: ignore[assignment]
         for service, settings in {**self.state["policies"], **(policies or {})}.items():
             config_policies.setdefault(service, {}).update(settings)
+        for service, weights in (splits or {}).items():
+            config_policies.setdefault(service, {})["split"] = dict(weights)
         if not with_config_faults:
             for policy in config_policies.values():
                 policy.pop("faults", None)
@@ -386,7 +371,7 @@ class Overrides:
         rules: list[Any] = data.setdefault("authorization", [])  # type: ignore[assignment]
         rules.extend(authorization if authorization is not None else self.state["authorization"])
         for key, mode in (mtls if mtls is not None else self.state["mtls"]).items():
-            if key == "*":
+            if key == MESH_WIDE:
                 data["mtls"] = mode
             else:
                 services: dict[str, Any] = data["services"]  # type: ignore[assignment]

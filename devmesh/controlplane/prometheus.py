@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Iterator
 
+from devmesh.controlplane import statusview
 from devmesh.controlplane.mesh import Mesh
 from devmesh.controlplane.metrics import PROMETHEUS_BUCKETS_S, STATUS_CLASSES, Series
 
@@ -66,7 +67,7 @@ def _lines(mesh: Mesh, now: float) -> Iterator[str]:
             "devmesh_request_duration_seconds", series, source=source, destination=destination
         )
 
-    breakers = {key: mesh.breaker(*key, now) for key, _ in edges}
+    breakers = {key: statusview.breaker(mesh, *key, now) for key, _ in edges}
     yield from _header(
         "devmesh_breaker_state",
         "gauge",

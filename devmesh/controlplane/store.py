@@ -21,8 +21,8 @@ from typing import Any
 from devmesh.config import parse_project
 from devmesh.config.model import Project
 from devmesh.config.readers import describe
-from devmesh.controlplane.overrides import OVERRIDABLE, Overrides, check_split
-from devmesh.errors import ConfigError, DevmeshError, UsageError
+from devmesh.controlplane.overrides import MESH_WIDE, OVERRIDABLE, Overrides
+from devmesh.errors import ConfigError, DevmeshError
 from devmesh.strictjson import loads as strict_loads
 from devmesh.units import finite_number
 from devmesh.workspace import write_json
@@ -140,9 +140,11 @@ def _splits(splits: dict[str, Any], project: Project) -> dict[str, dict[str, flo
             raise StateProblem(f"splits the calls to {service!r}, which is not a service")
         try:
             weights = _mapping(weights, f"splits.{service}")
-            checked[service] = check_split(project.services[service], weights)
-        except UsageError as exc:
-            raise StateProblem(f"holds a split devmesh refuses: {exc.message}") from None
+            checked[service] = Overrides({}).check_split(project, service, weights)
+        except ConfigError as exc:
+            raise StateProblem(
+                f"holds a split devmesh refuses: {exc.problems[0].message}"
+            ) from None
     return checked
 
 
@@ -186,7 +188,7 @@ def _overrides(overrides: dict[str, Any], project: Project) -> dict[str, Any]:
     if not isinstance(rules, list) or not all(isinstance(rule, dict) for rule in rules):
         raise StateProblem("has an overrides.authorization that is not a list of rules")
     for key, mode in _mapping(overrides.get("mtls"), "overrides.mtls").items():
-        if key != "*" and key not in project.services:
+        if key != MESH_WIDE and key not in project.services:
             raise StateProblem(f"sets the mTLS mode of {key!r}, which is not a service")
         if not isinstance(mode, str):
             raise StateProblem(f"sets the mTLS mode of {key} to {describe(mode)}, not a mode")

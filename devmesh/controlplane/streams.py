@@ -17,7 +17,12 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
+
+from devmesh.payloads import Event, TapMessage, TapRequest, TapStats
+
+M = TypeVar("M", bound=Mapping[str, object])
+"""The messages of a stream."""
 
 QUEUE_LIMIT = 1000
 """Messages waiting for one subscriber; past it the oldest are dropped."""
@@ -40,21 +45,21 @@ TAP_FIELDS = (
 )
 
 
-class Subscriber:
+class Subscriber(Generic[M]):
     """One reader of a stream: its queue of messages, and what it lost."""
 
     def __init__(self, limit: int = QUEUE_LIMIT) -> None:
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(limit)
+        self._queue: asyncio.Queue[M] = asyncio.Queue(limit)
         self.lost = 0
         """Messages dropped because this subscriber read too slowly."""
 
-    def offer(self, message: dict[str, Any]) -> None:
+    def offer(self, message: M) -> None:
         if self._queue.full():
             self._queue.get_nowait()
             self.lost += 1
         self._queue.put_nowait(message)
 
-    async def next(self) -> dict[str, Any]:
+    async def next(self) -> M:
         return await self._queue.get()
 
 
@@ -62,17 +67,17 @@ class Events:
     """Mesh events (per-second status, breaker changes, config changes) to every subscriber."""
 
     def __init__(self) -> None:
-        self.subscribers: set[Subscriber] = set()
+        self.subscribers: set[Subscriber[Event]] = set()
 
-    def subscribe(self) -> Subscriber:
-        subscriber = Subscriber()
+    def subscribe(self) -> Subscriber[Event]:
+        subscriber: Subscriber[Event] = Subscriber()
         self.subscribers.add(subscriber)
         return subscriber
 
-    def unsubscribe(self, subscriber: Subscriber) -> None:
+    def unsubscribe(self, subscriber: Subscriber[Event]) -> None:
         self.subscribers.discard(subscriber)
 
-    def publish(self, message: dict[str, Any]) -> None:
+    def publish(self, message: Event) -> None:
         for subscriber in self.subscribers:
             subscriber.offer(message)
 
@@ -140,7 +145,7 @@ def _is_status_filter(value: str) -> bool:
     return value.isdigit() and len(value) == 3 and value[0] in "12345"
 
 
-class TapSubscriber(Subscriber):
+class TapSubscriber(Subscriber[TapMessage]):
     """A tap reader: its filter, and a token bucket of ``rate`` requests per second."""
 
     def __init__(
@@ -170,9 +175,10 @@ class TapSubscriber(Subscriber):
             self.sampled_out += 1
             return
         self._tokens -= 1.0
-        self.offer({"type": "request", **{k: record.get(k) for k in TAP_FIELDS}})
+        shown = {"type": "request", **{k: record.get(k) for k in TAP_FIELDS}}
+        self.offer(cast(TapRequest, shown))  # a valid record has each of them (``Metrics``)
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> TapStats:
         """What this reader matched and did not see so far."""
         return {
             "type": "stats",

@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from devmesh import payloads
 
 MAX_TRACES = 2000
 MAX_SPANS = 256
@@ -32,7 +34,7 @@ class Span:
     trace_id: str
     span_id: str
     parent_id: str | None
-    kind: str
+    kind: Literal["client", "server"]
     """``client`` (the caller's sidecar) or ``server`` (the callee's)."""
     service: str
     """The service whose sidecar made the span."""
@@ -84,7 +86,7 @@ class Span:
     def failed(self) -> bool:
         return self.status >= 500 or (self.error is not None and self.error != "downstream-reset")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> payloads.Span:
         return {
             "trace_id": self.trace_id,
             "span_id": self.span_id,
@@ -113,7 +115,7 @@ class Trace:
     truncated: int = 0
     """Spans not kept because the trace had ``MAX_SPANS`` already."""
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> payloads.TraceSummary:
         ids = {s.span_id for s in self.spans}
         roots = [s for s in self.spans if s.parent_id not in ids] or self.spans
         root = min(roots, key=lambda s: s.start)
@@ -130,7 +132,7 @@ class Trace:
             "faults": sorted({s.fault for s in self.spans if s.fault}),
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> payloads.Trace:
         return {
             **self.summary(),
             "truncated": self.truncated,
@@ -196,7 +198,7 @@ class TraceStore:
         return found
 
 
-def to_otlp(traces: Iterable[Trace]) -> dict[str, Any]:
+def to_otlp(traces: Iterable[Trace]) -> payloads.Otlp:
     """OTLP/JSON (an ``ExportTraceServiceRequest``): one resource per service, ids in hex,
     times as nanosecond strings, as OpenTelemetry's JSON encoding says."""
     by_service: dict[str, list[dict[str, Any]]] = {}

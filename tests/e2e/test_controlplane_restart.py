@@ -61,9 +61,18 @@ def test_split_survives_a_killed_control_plane_and_traffic_never_stops(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["catalog", "v1=50", "v2=40"], "the weights for catalog sum to 90, not 100"),
-        (["catalog", "v1=50", "v3=50"], "catalog has no version 'v3'"),
-        (["pricing", "default=100"], "pricing has no versions to split traffic between"),
+        (
+            ["catalog", "v1=50", "v2=40"],
+            "the split weights of the policy for catalog add up to 90, not 100",
+        ),
+        (
+            ["catalog", "v1=50", "v3=50"],
+            "the split of the policy for catalog names version 'v3', which catalog does not have",
+        ),
+        (
+            ["pricing", "default=100"],
+            "the policy for pricing splits traffic between versions, but pricing has no versions",
+        ),
         (["catalog", "v1:100"], "'v1:100' is not VERSION=WEIGHT"),
         (["nope", "v1=100"], "there is no service named 'nope'"),
     ],

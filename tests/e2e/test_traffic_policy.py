@@ -157,8 +157,8 @@ def test_bad_values_are_refused_and_change_nothing(shop: MeshProject) -> None:
         (["fault", "add", "catalog", "--abort", "503", "--percent", "120"], "--percent"),
         (["fault", "add", "catalog", "--delay", "banana"], "'banana' is not a duration"),
         (["fault", "add", "nope", "--abort", "503"], "there is no service named 'nope'"),
-        (["split", "catalog", "v1=50", "v2=40"], "sum to 90, not 100"),
-        (["split", "catalog", "v1=50", "v3=50"], "catalog has no version 'v3'"),
+        (["split", "catalog", "v1=50", "v2=40"], "add up to 90, not 100"),
+        (["split", "catalog", "v1=50", "v3=50"], "names version 'v3', which catalog does not"),
         (["policy", "catalog", "--lb", "random"], "--lb must be one of"),
     ]:
         result = shop.cli(*args)

@@ -85,7 +85,8 @@ BODIES = [
         "PUT",
         "/v1/services/catalog/split",
         '{"weights": {"v1": true, "v2": 99}}',
-        "the weight of catalog v1 must be a number, not the boolean true",
+        "the weight of v1 in the split of the policy for catalog must be a number, "
+        "not the boolean true",
     ),
     # PUT /v1/services/S/policy
     (

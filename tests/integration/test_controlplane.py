@@ -22,7 +22,7 @@ from devmesh.config import dump_project, parse_project
 from devmesh.controlplane.api import ControlPlaneAPI
 from devmesh.controlplane.mesh import Mesh
 from devmesh.controlplane.store import StateStore
-from devmesh.errors import DevmeshError, UsageError
+from devmesh.errors import ConfigError, DevmeshError, UsageError
 from devmesh.workspace import Workspace
 from proxy.runner import SidecarRunner
 from tests.integration.meshkit import (
@@ -298,6 +298,31 @@ async def test_a_sidecar_starts_from_its_last_snapshot_when_the_control_plane_is
         async with sidecar(controlplane, "frontend-1", "frontend", "default", None) as restarted:
             assert not restarted.link.connected.is_set()
             assert await call_through(restarted, "catalog") == (200, "catalog-v1")
+
+
+async def test_a_bad_split_is_refused_in_the_words_of_a_bad_devmesh_yaml(
+    controlplane: ControlPlane,
+) -> None:
+    """A split sent at run time goes through devmesh.yaml's own validation: the same
+    sentence, the same hint, and nothing changes."""
+    weights = {"v1": 50, "v2": 40}
+    in_config = dump_project(parse_project(PROJECT))
+    in_config["policies"] = {"catalog": {"split": weights}}
+    with pytest.raises(ConfigError) as config:
+        parse_project(in_config)
+    [problem] = config.value.problems
+    async with controlplane.client() as client:
+        await client.set_split("catalog", {"v1": 100, "v2": 0})
+        state_before = controlplane.workspace.state_file.read_bytes()
+        with pytest.raises(UsageError) as caught:
+            await client.set_split("catalog", weights)
+        assert caught.value.message == problem.message
+        assert caught.value.message == (
+            "the split weights of the policy for catalog add up to 90, not 100"
+        )
+        assert caught.value.hint == problem.hint
+        assert controlplane.workspace.state_file.read_bytes() == state_before
+        assert controlplane.mesh.split_for("catalog") == {"v1": 100.0, "v2": 0.0}
 
 
 async def test_applying_a_project_drops_overrides_that_no_longer_fit(

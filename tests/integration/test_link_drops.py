@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import aiohttp
 import pytest
 
-from devmesh.controlplane import api, mesh
+from devmesh.controlplane import mesh, sidecars
 from proxy import appgate
 from proxy.control import STREAM_PATH
 from proxy.runner import SidecarRunner
@@ -156,7 +156,7 @@ async def test_a_restarted_control_plane_keeps_every_healthy_instance_in_routing
 async def test_a_silent_sidecar_is_pinged_and_one_that_never_answers_is_let_go(
     controlplane: ControlPlane, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "HEARTBEAT", 0.4)
+    monkeypatch.setattr(sidecars, "HEARTBEAT", 0.4)
     hello = {
         "type": "hello",
         "node": {"service": "catalog", "version": "v1", "instance": "catalog-v1-1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from devmesh.controlplane import statusview
 from devmesh.controlplane.mesh import Mesh, Proxy
 from devmesh.controlplane.store import StateStore
 
@@ -42,14 +43,16 @@ def test_a_reconnection_with_nothing_new_is_not_an_event(tmp_path: Path) -> None
 
 def test_the_edge_s_breaker_says_whether_a_caller_is_in_panic(tmp_path: Path) -> None:
     mesh = Mesh(StateStore(tmp_path / "state.json"), clock=lambda: 1000.0)
-    assert mesh.breaker("frontend", "catalog", 1000.0)["panic"] is False, "nobody reported"
+    assert statusview.breaker(mesh, "frontend", "catalog", 1000.0)["panic"] is False, (
+        "nobody reported"
+    )
     one, two = caller("frontend-1"), caller("frontend-2")
     for proxy in (one, two):
         mesh.connect(proxy)
     mesh.report_breakers(one, {"catalog": {"state": "open", "retry_in": 5.0, "panic": False}})
-    assert mesh.breaker("frontend", "catalog", 1000.0)["panic"] is False
+    assert statusview.breaker(mesh, "frontend", "catalog", 1000.0)["panic"] is False
     mesh.report_breakers(two, {"catalog": {"state": "open", "retry_in": 9.0, "panic": True}})
-    shown = mesh.breaker("frontend", "catalog", 1000.0)
+    shown = statusview.breaker(mesh, "frontend", "catalog", 1000.0)
     assert (shown["state"], shown["panic"], shown["retry_in"]) == ("open", True, 9.0)
     mesh.report_breakers(two, {"catalog": {"state": "closed"}})  # a sidecar that says nothing
-    assert mesh.breaker("frontend", "catalog", 1000.0)["panic"] is False
+    assert statusview.breaker(mesh, "frontend", "catalog", 1000.0)["panic"] is False

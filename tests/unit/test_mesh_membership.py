@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from devmesh.controlplane import mesh as mesh_module
+from devmesh.controlplane import statusview
 from devmesh.controlplane.mesh import Mesh, Proxy
 from devmesh.controlplane.roster import Roster
 from devmesh.controlplane.store import StateStore
@@ -53,7 +54,10 @@ def routed(mesh: Mesh) -> set[str]:
 
 def state(mesh: Mesh, instance: str) -> str:
     entry = next(
-        i for s in mesh.status()["services"] for i in s["instances"] if i["id"] == instance
+        i
+        for s in statusview.status(mesh)["services"]
+        for i in s["instances"]
+        if i["id"] == instance
     )
     return str(entry["state"])
 
@@ -144,7 +148,7 @@ def test_a_sidecar_seen_dead_leaves_at_once_unless_it_said_hello_since(tmp_path:
 def test_a_held_instance_is_shown_stopped_and_its_restarts_are_counted(tmp_path: Path) -> None:
     mesh = make(tmp_path, Clock())
     mesh.apply_supervision(Report(stopped={"catalog-v2-1"}, restarts={"catalog-v1-1": 3}))
-    entries = {i["id"]: i for s in mesh.status()["services"] for i in s["instances"]}
+    entries = {i["id"]: i for s in statusview.status(mesh)["services"] for i in s["instances"]}
     assert entries["catalog-v2-1"]["state"] == "stopped"
     assert "devmesh kill" in entries["catalog-v2-1"]["detail"]
     assert entries["catalog-v1-1"]["restarts"] == 3

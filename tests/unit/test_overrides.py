@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from devmesh.config import parse_project
+from devmesh.config import dump_project, parse_project
 from devmesh.config.model import BreakerPolicy, FaultMatch, FaultSpec, RetryPolicy
-from devmesh.controlplane.overrides import Overrides, UnknownFault, check_split, fault_lifetime
+from devmesh.controlplane.overrides import Overrides, UnknownFault, fault_lifetime
 from devmesh.errors import ConfigError, UsageError
 
 PROJECT = parse_project(
@@ -212,35 +212,103 @@ def test_a_fault_with_a_bad_lifetime_is_refused_and_changes_nothing(lasts: objec
     json.dumps(state, allow_nan=False)  # nothing that is not JSON was kept
 
 
-VERSIONED = parse_project(
-    {"services": {"catalog": {"image": "c:1", "versions": {"v1": {}, "v2": {}}}}}
-).services["catalog"]
+SPLIT_PROJECT = parse_project(
+    {
+        "services": {
+            "catalog": {"image": "c:1", "versions": {"v1": {}, "v2": {}}},
+            "pricing": {"image": "p:1"},
+        }
+    }
+)
 
 
 def test_a_split_is_taken_as_floats() -> None:
-    assert check_split(VERSIONED, {"v1": 90, "v2": 10.0}) == {"v1": 90.0, "v2": 10.0}
+    split = Overrides({}).check_split(SPLIT_PROJECT, "catalog", {"v1": 90, "v2": 10.0})
+    assert split == {"v1": 90.0, "v2": 10.0}
+
+
+def split_problem(service: str, weights: dict[str, object]) -> tuple[str, str]:
+    """The first problem a runtime split has, and the one the same split in devmesh.yaml
+    has: they must be the same."""
+    with pytest.raises(ConfigError) as runtime:
+        Overrides({}).check_split(SPLIT_PROJECT, service, weights)
+    data = dump_project(SPLIT_PROJECT)
+    data["policies"] = {service: {"split": weights}}
+    with pytest.raises(ConfigError) as config:
+        parse_project(data)
+    assert [str(p) for p in runtime.value.problems] == [str(p) for p in config.value.problems]
+    first = runtime.value.problems[0]
+    return first.path, first.message
 
 
 @pytest.mark.parametrize(
-    ("weights", "message"),
+    ("service", "weights", "path", "message"),
     [
-        ({"v1": True, "v2": 99}, "the weight of catalog v1 must be a number, not the boolean true"),
-        ({"v1": math.nan, "v2": 100}, "the weight of catalog v1 must be a number, not NaN"),
-        ({"v1": 0, "v2": math.inf}, "the weight of catalog v2 must be a number, not infinity"),
-        ({"v1": "50", "v2": 50}, "the weight of catalog v1 must be a number, not the text '50'"),
         (
-            {"v1": 10**400, "v2": 0},
-            "the weight of catalog v1 must be a number, not a 401-digit number",
+            "catalog",
+            {"v1": True, "v2": 99},
+            "policies.catalog.split.v1",
+            "the weight of v1 in the split of the policy for catalog must be a number, "
+            "not the boolean true",
         ),
-        ({"v1": 150, "v2": -50}, "the weight of catalog v1 is 150"),
-        ({"v1": 50, "v2": 40}, "the weights for catalog sum to 90, not 100"),
-        ({"v1": 50, "v3": 50}, "catalog has no version 'v3'"),
+        (
+            "catalog",
+            {"v1": math.nan, "v2": 100},
+            "policies.catalog.split.v1",
+            "the weight of v1 in the split of the policy for catalog must be a number, not NaN",
+        ),
+        (
+            "catalog",
+            {"v1": 0, "v2": math.inf},
+            "policies.catalog.split.v2",
+            "the weight of v2 in the split of the policy for catalog must be a number, "
+            "not infinity",
+        ),
+        (
+            "catalog",
+            {"v1": "50", "v2": 50},
+            "policies.catalog.split.v1",
+            "the weight of v1 in the split of the policy for catalog must be a number, "
+            "not the text '50'",
+        ),
+        (
+            "catalog",
+            {"v1": 10**400, "v2": 0},
+            "policies.catalog.split.v1",
+            "the weight of v1 in the split of the policy for catalog must be a number, "
+            "not a 401-digit number",
+        ),
+        (
+            "catalog",
+            {"v1": 150, "v2": -50},
+            "policies.catalog.split.v1",
+            "the weight of v1 in the split of the policy for catalog must be from 0 to 100, "
+            "not 150",
+        ),
+        (
+            "catalog",
+            {"v1": 50, "v2": 40},
+            "policies.catalog.split",
+            "the split weights of the policy for catalog add up to 90, not 100",
+        ),
+        (
+            "catalog",
+            {"v1": 50, "v3": 50},
+            "policies.catalog.split.v3",
+            "the split of the policy for catalog names version 'v3', which catalog does not have",
+        ),
+        (
+            "pricing",
+            {"default": 100},
+            "policies.pricing.split",
+            "the policy for pricing splits traffic between versions, but pricing has no versions",
+        ),
     ],
 )
-def test_a_bad_split_is_refused_in_one_sentence(weights: dict[str, object], message: str) -> None:
-    with pytest.raises(UsageError) as caught:
-        check_split(VERSIONED, weights)
-    assert caught.value.message == message
+def test_a_bad_runtime_split_is_refused_in_the_words_of_a_bad_devmesh_yaml(
+    service: str, weights: dict[str, object], path: str, message: str
+) -> None:
+    assert split_problem(service, weights) == (path, message)
 
 
 def test_a_rule_named_false_is_refused_not_renamed() -> None:

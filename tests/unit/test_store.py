@@ -57,9 +57,14 @@ BAD = [
     ("bad_split_service.json", "splits the calls to 'db', which is not a service"),
     (
         "bad_text_weight.json",
-        "holds a split devmesh refuses: the weight of web v1 must be a number, not the text 'NaN'",
+        "holds a split devmesh refuses: the weight of v1 in the split of the policy for web must "
+        "be a number, not the text 'NaN'",
     ),
-    ("bad_split_sum.json", "holds a split devmesh refuses: the weights for web sum to 90, not 100"),
+    (
+        "bad_split_sum.json",
+        "holds a split devmesh refuses: the split weights of the policy for web add up to 90, "
+        "not 100",
+    ),
     ("bad_next_fault.json", "has an overrides.next_fault of 0, not a count"),
     ("bad_fault_id.json", "has a fault named 'x1', not an id devmesh gives (f1, f2…)"),
     ("bad_fault_numbering.json", "has a fault f7 that its next_fault, 2, would give again"),
