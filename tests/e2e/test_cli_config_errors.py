@@ -11,7 +11,7 @@ import pytest
 
 from devmesh.cli import run
 from tests.e2e.conftest import ProjectFactory
-from tests.unit.test_config import BAD, CONFIGS
+from tests.unit.devmesh.config.test_config import BAD, CONFIGS
 
 
 @pytest.mark.parametrize(("name", "line", "path", "message", "hint"), BAD, ids=[b[0] for b in BAD])

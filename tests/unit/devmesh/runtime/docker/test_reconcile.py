@@ -11,7 +11,7 @@ from devmesh.config.model import Project
 from devmesh.plan import plan_instances
 from devmesh.runtime.docker.reconcile import Observed, Plan, plan
 from devmesh.runtime.docker.topology import ContainerSpec, desired_containers, init_spec
-from tests.unit.test_docker_topology import SETTINGS
+from tests.unit.devmesh.runtime.docker.test_topology import SETTINGS
 
 SHOP: dict[str, Any] = {
     "name": "shop",

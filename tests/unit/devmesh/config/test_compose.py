@@ -27,7 +27,7 @@ from devmesh.config.report import source_path
 from devmesh.errors import ConfigError, Problem, UsageError
 
 COMPOSE = Path(__file__).parent / "compose"
-RECIPE = Path(__file__).parents[2] / "recipes" / "compose" / "docker-compose.yml"
+RECIPE = Path(__file__).parents[4] / "recipes" / "compose" / "docker-compose.yml"
 FILE = Path("docker-compose.yml")
 
 
