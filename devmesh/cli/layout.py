@@ -94,9 +94,7 @@ class Listing:
         if terminal:
             table = Table(title=self.title, title_justify="left")
         else:
-            table = Table(
-                title=self.whole_title,
-                title_justify="left",
+            table = Table(  # its title is a line of its own, never wrapped to the table
                 box=None,
                 show_edge=False,
                 pad_edge=False,
@@ -133,6 +131,9 @@ class Listing:
         if options.is_terminal:
             yield self.table(terminal=True)
             return
+        if self.whole_title:
+            yield Segment(self.whole_title)
+            yield Segment.line()
         for line in console.render_lines(self.table(terminal=False), options, pad=False):
             yield from _rstrip(line)
             yield Segment.line()

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
+from devmesh.forms.tap import is_status
 from devmesh.payloads import Event, TapMessage, TapRequest, TapStats
 
 M = TypeVar("M", bound=Mapping[str, object])
@@ -100,7 +101,7 @@ class TapFilter:
     def from_query(cls, query: Mapping[str, str]) -> TapFilter:
         """From a stream's query (``service``, ``path``, ``status``, ``min_latency_ms``)."""
         status = query.get("status") or None
-        if status is not None and not _is_status_filter(status):
+        if status is not None and not is_status(status):
             raise TapFilterError(
                 f"status {status!r} is not a status (503) or a class (5xx, 4xx, ...)"
             )
@@ -136,13 +137,6 @@ class TapFilter:
             elif status != self.status:
                 return False
         return self.min_latency_ms is None or record["latency_ms"] >= self.min_latency_ms
-
-
-def _is_status_filter(value: str) -> bool:
-    value = value.lower()
-    if value.endswith("xx"):
-        return len(value) == 3 and value[0] in "12345"
-    return value.isdigit() and len(value) == 3 and value[0] in "12345"
 
 
 class TapSubscriber(Subscriber[TapMessage]):

@@ -31,7 +31,7 @@ def fault_from_fields(
     if value["jitter"] is not None and value["delay"] is None:
         raise UsageError(
             f"{names.name('jitter')} goes with {names.name('delay')}",
-            names.example("delay", "200ms"),
+            f"{names.example('delay', '200ms')} {names.name('jitter')} 50ms",
         )
     fault: dict[str, Any] = {}
     if value["delay"] is not None:
@@ -47,6 +47,8 @@ def fault_from_fields(
         fault["hang"] = duration(value["hang"], "hang", names, example="10s")
     if not fault:
         kinds = [names.name(kind) for kind in KINDS]
+        if names.labels is None:  # flags: a reset is a flag of its own
+            kinds[KINDS.index("abort")] = "--abort, --reset"
         raise UsageError("the fault does nothing", f"give {', '.join(kinds[:-1])} or {kinds[-1]}")
     match = _match(value, [*headers, *([value["header"]] if value["header"] else [])], names)
     if match:

@@ -108,16 +108,20 @@ def number(value: str | float | None, key: str, names: Names = FLAGS) -> float |
                 f"{names.name(key)} must be a number, not {text!r}", names.example(key, "50")
             ) from None
     if not math.isfinite(value):
-        raise UsageError(f"{names.name(key)} must be a number, not {value}")
+        raise UsageError(
+            f"{names.name(key)} must be a number, not {value}", names.example(key, "50")
+        )
     return float(value)
 
 
-def percentage(value: str | float | None, key: str, names: Names = FLAGS) -> float | None:
+def percentage(
+    value: str | float | None, key: str, names: Names = FLAGS, *, example: str = "50"
+) -> float | None:
     """A number from 0 to 100."""
     found = number(value, key, names)
     if found is not None and not 0 <= found <= 100:
         raise UsageError(
-            f"{names.name(key)} must be from 0 to 100, not {found:g}", names.example(key, "50")
+            f"{names.name(key)} must be from 0 to 100, not {found:g}", names.example(key, example)
         )
     return found
 
@@ -131,5 +135,7 @@ def yes_or_no(value: str | None, key: str, names: Names = FLAGS) -> bool:
     """``yes`` or ``no`` (empty: no)."""
     text = (given(value) or "no").lower()
     if text not in ("yes", "no"):
-        raise UsageError(f"{names.name(key)} must be yes or no, not {text!r}")
+        raise UsageError(
+            f"{names.name(key)} must be yes or no, not {text!r}", names.example(key, "yes")
+        )
     return text == "yes"

@@ -27,7 +27,8 @@ def settings_from_fields(fields: Mapping[str, Value], names: Names = FLAGS) -> d
     """The settings the fields change, in devmesh.yaml's shape; ``UsageError`` naming a field.
 
     ``fields`` by setting (``timeout``, ``retries``, ``per_try_timeout``, ``retry_on``, the
-    breaker's, ``lb``, the pool's): missing or ``None`` (or empty text) changes nothing.
+    breaker's, ``lb``, the pool's): missing or ``None`` (or empty text) changes nothing,
+    but an empty ``retry_on`` is a list of no conditions (``--retry-on ''``).
     """
 
     def text(key: str) -> str | None:
@@ -44,9 +45,10 @@ def settings_from_fields(fields: Mapping[str, Value], names: Names = FLAGS) -> d
             )
         return found
 
-    def percent_from(key: str) -> float | None:
+    def percent_from(key: str, example: str) -> float | None:
         value = fields.get(key)
-        return percentage(value if not isinstance(value, int) else float(value), key, names)
+        number = value if not isinstance(value, int) else float(value)
+        return percentage(number, key, names, example=example)
 
     settings: dict[str, Any] = {}
     if (timeout := duration(text("timeout"), "timeout", names, example="2s")) is not None:
@@ -56,8 +58,8 @@ def settings_from_fields(fields: Mapping[str, Value], names: Names = FLAGS) -> d
         retries["attempts"] = attempts
     if (per_try := duration(text("per_try_timeout"), "per_try_timeout", names)) is not None:
         retries["per_try_timeout"] = per_try
-    if text("retry_on") is not None:
-        conditions = items(text("retry_on"))
+    if isinstance(fields.get("retry_on"), str):  # empty text: retry on no condition
+        conditions = items(str(fields["retry_on"]))
         for condition in conditions:
             if condition not in RETRY_ON_VALUES:
                 raise UsageError(
@@ -73,8 +75,11 @@ def settings_from_fields(fields: Mapping[str, Value], names: Names = FLAGS) -> d
             breaker[key] = found
     if (consecutive := whole_from("consecutive_5xx", 1, None, "5")) is not None:
         breaker["consecutive_5xx"] = consecutive
-    for key in ("max_ejection_percent", "panic_threshold"):
-        if (share := percent_from(key)) is not None:
+    for key, example in (
+        ("max_ejection_percent", "50"),
+        ("panic_threshold", "50 (0: never route to ejected instances)"),
+    ):
+        if (share := percent_from(key, example)) is not None:
             breaker[key] = share
     if breaker:
         settings["breaker"] = breaker

@@ -15,7 +15,7 @@ takes them."""
 
 WORDS = Names(
     {"path": "a path", "status": "a status", "min_latency": "the latency after >"},
-    examples={"path": "/items", "status": "503 or 5xx", "min_latency": ">100ms"},
+    examples={"path": "/items", "status": "503 or 5xx", "min_latency": ">100ms or >1.5s"},
 )
 """The names of the one-line filter's words."""
 
@@ -79,7 +79,13 @@ def filters_from_words(text: str) -> Filters:
         if word.startswith("/"):
             words["path"] = word
         elif word.startswith(">"):
-            words["min_latency"] = word[1:]
+            latency = word[1:].lower()
+            if latency.replace(".", "", 1).isdigit():
+                raise UsageError(
+                    f"{word!r} has no unit: after > comes a latency with its unit",
+                    "e.g. >100ms or >1.5s",
+                )
+            words["min_latency"] = latency
         elif is_status(word):
             words["status"] = word
         elif word.replace("-", "").replace("_", "").isalnum():

@@ -70,3 +70,12 @@ def test_a_table_on_a_terminal_keeps_its_box_and_fits_the_terminal() -> None:
     assert [line.count("catalog ") for line in catalog] == [1, 0], "a service's name once"
     assert [line.count("http://") for line in catalog] == [1, 0], "its URL once"
     assert wide.count("http://") == 2, "a new service shows its URL"
+
+
+def test_a_long_title_stays_one_line_above_a_narrow_table_printed_whole() -> None:
+    table = Listing(title="identities", whole_title="identities (CA " + "ab" * 32 + ", in /x/ca)")
+    table.add_column("SERVICE")
+    out = StdoutConsole(file=StringIO(), width=20, color_system=None)
+    out.print(table)
+    lines = out.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert lines == ["identities (CA " + "ab" * 32 + ", in /x/ca)", "SERVICE"]

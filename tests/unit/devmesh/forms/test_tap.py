@@ -43,6 +43,10 @@ def test_a_bad_word_is_named_as_the_line_writes_it() -> None:
     with pytest.raises(UsageError) as caught:
         filters_from_words(">soon")
     assert caught.value.message == "the latency after > soon is not a duration"
-    assert caught.value.hint == "e.g. >100ms"
+    assert caught.value.hint == "e.g. >100ms or >1.5s"
+    with pytest.raises(UsageError) as caught:
+        filters_from_words("catalog >250")
+    assert caught.value.message == "'>250' has no unit: after > comes a latency with its unit"
+    assert filters_from_words(">1.5S") == {"min_latency_ms": 1500.0}, "units in any case"
     with pytest.raises(UsageError, match="is not a service, a status"):
         filters_from_words("cat@log")
