@@ -8,7 +8,8 @@ sidecar, keeps it across restarts, and removes a time-boxed one by itself.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 from rich.text import Text
@@ -23,6 +24,8 @@ from devmesh.forms.faults import lasts as lasts_of
 from devmesh.units import format_duration, human_duration
 from devmesh.workspace import Workspace
 
+T = TypeVar("T")
+
 fault_app = typer.Typer(
     help="Inject faults (delays, errors, resets, slow or hung responses) into calls to a "
     "service, list them, remove them.",
@@ -31,9 +34,11 @@ fault_app = typer.Typer(
 app.add_typer(fault_app, name="fault")
 
 
-async def call_api(workspace: Workspace, call: str, *args: Any) -> Any:
+async def call_api(workspace: Workspace, call: Callable[[ControlPlaneClient], Awaitable[T]]) -> T:
+    """``call`` made on a client of the project's control plane: its answer, as the client's
+    method types it (``call_api(workspace, lambda client: client.faults())``)."""
     async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        return await getattr(client, call)(*args)
+        return await call(client)
 
 
 @fault_app.command("add")
@@ -78,7 +83,9 @@ def add(
         headers=header or [],
     )
     seconds = lasts_of(lasts)
-    added = asyncio.run(call_api(context(ctx).workspace, "add_fault", service, fault, seconds))
+    added = asyncio.run(
+        call_api(context(ctx).workspace, lambda c: c.add_fault(service, fault, seconds))
+    )
     if json_out:
         print_json(added)
         return
@@ -95,7 +102,7 @@ def list_faults(
     json_out: Annotated[bool, typer.Option("--json", help="Print the faults as JSON.")] = False,
 ) -> None:
     """List the faults in force: the runtime ones and those in devmesh.yaml."""
-    faults: list[dict[str, Any]] = asyncio.run(call_api(context(ctx).workspace, "faults"))
+    faults = asyncio.run(call_api(context(ctx).workspace, lambda c: c.faults()))
     if json_out:
         print_json({"faults": faults})
         return
@@ -124,7 +131,7 @@ def remove(
     fault_id: Annotated[str, typer.Argument(metavar="ID", help="The fault's id (fault ls).")],
 ) -> None:
     """Remove one fault."""
-    asyncio.run(call_api(context(ctx).workspace, "remove_fault", fault_id))
+    asyncio.run(call_api(context(ctx).workspace, lambda c: c.remove_fault(fault_id)))
     console.print(f"removed fault {fault_id}")
 
 
@@ -136,6 +143,6 @@ def reset_all(
     ] = None,
 ) -> None:
     """Remove every fault added at run time (those in devmesh.yaml stay)."""
-    removed = asyncio.run(call_api(context(ctx).workspace, "reset_faults", service))
+    removed = asyncio.run(call_api(context(ctx).workspace, lambda c: c.reset_faults(service)))
     count = len(removed)
     console.print(f"removed {count} fault{'s' if count != 1 else ''}")
