@@ -8,23 +8,18 @@ sidecar, keeps it across restarts, and removes a time-boxed one by itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from devmesh.cli.app import app, context
+from devmesh.cli.app import app, call_api, context
 from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
-from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.errors import UsageError
 from devmesh.forms.faults import fault_from_fields
 from devmesh.forms.faults import lasts as lasts_of
 from devmesh.units import format_duration, human_duration
-from devmesh.workspace import Workspace
-
-T = TypeVar("T")
 
 fault_app = typer.Typer(
     help="Inject faults (delays, errors, resets, slow or hung responses) into calls to a "
@@ -32,13 +27,6 @@ fault_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(fault_app, name="fault")
-
-
-async def call_api(workspace: Workspace, call: Callable[[ControlPlaneClient], Awaitable[T]]) -> T:
-    """``call`` made on a client of the project's control plane: its answer, as the client's
-    method types it (``call_api(workspace, lambda client: client.faults())``)."""
-    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        return await call(client)
 
 
 @fault_app.command("add")

@@ -13,8 +13,7 @@ import typer
 from rich.text import Text
 
 from devmesh import payloads
-from devmesh.cli.app import app, context
-from devmesh.cli.faults import call_api
+from devmesh.cli.app import app, call_api, context
 from devmesh.cli.live import WINDOW_HELP, check_window, watch
 from devmesh.cli.output import (
     certs_table,
@@ -24,7 +23,6 @@ from devmesh.cli.output import (
     status_tables,
     trace_table,
 )
-from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config.report import did_you_mean
 from devmesh.controlplane.mesh import GATEWAY_INSTANCE
 from devmesh.errors import UsageError
@@ -36,12 +34,6 @@ from devmesh.runtime.docker.logs import ContainerLogs, read_all
 from devmesh.runtime.logs import LineSource, LogFollower
 from devmesh.runtime.processes import RuntimeRecord, tail
 from devmesh.tracetree import trace_tree
-from devmesh.workspace import Workspace
-
-
-async def fetch_status(workspace: Workspace, window: int = 10) -> payloads.Status:
-    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        return await client.status(window)
 
 
 @app.command()
@@ -59,7 +51,7 @@ def status(
     if watch_it and not json_out:
         watch(workspace, window, status_group)
         return
-    data = asyncio.run(fetch_status(workspace, window))
+    data = asyncio.run(call_api(workspace, lambda c: c.status(window)))
     if json_out:
         print_json(data)
         return

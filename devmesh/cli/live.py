@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from devmesh import payloads
-from devmesh.cli.app import app, context
+from devmesh.cli.app import app, call_api, context
 from devmesh.cli.output import (
     LiveView,
     Renderable,
@@ -77,7 +77,7 @@ def top(
     check_window(window)
     workspace = context(ctx).workspace
     if once or json_out:
-        status = asyncio.run(_status(workspace, window))
+        status = asyncio.run(call_api(workspace, lambda c: c.status(window)))
         if json_out:
             print_json(sorted(status["edges"], key=SORTS[sort]))
         else:
@@ -88,11 +88,6 @@ def top(
         window,
         lambda status: top_table(status, sorted(status["edges"], key=SORTS[sort]), sort),
     )
-
-
-async def _status(workspace: Workspace, window: int) -> payloads.Status:
-    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        return await client.status(window)
 
 
 # -- tap ----------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from devmesh import payloads
-from devmesh.cli.app import app, context
-from devmesh.cli.faults import call_api
+from devmesh.cli.app import app, call_api, context
 from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
 from devmesh.errors import UsageError

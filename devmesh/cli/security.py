@@ -14,8 +14,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from devmesh.cli.app import app, context
-from devmesh.cli.faults import call_api
+from devmesh.cli.app import app, call_api, context
 from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
 from devmesh.config.model import MTLS_MODES
