@@ -2,6 +2,11 @@
 
 It turns every HTTP-level failure into a ``DevmeshError`` that says what is
 wrong and what to do, so callers never see aiohttp exceptions.
+
+Each method answers its route's shape from ``devmesh.payloads``. The JSON is not
+checked against it here: the control plane builds its answers as those types
+(``tests/unit/test_payloads.py`` holds it to them), so a decoded answer is
+``typing.cast`` to its type once, here, and callers read it as typed.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 import aiohttp
 
+from devmesh import payloads
 from devmesh.errors import DevmeshError, UsageError
 from devmesh.workspace import Workspace, read_json
 
@@ -87,15 +93,13 @@ class ControlPlaneClient:
             await self._session.close()
             self._session = None
 
-    async def healthz(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/healthz")
-        return result
+    async def healthz(self) -> payloads.Healthz:
+        return cast(payloads.Healthz, await self._call("GET", "/healthz"))
 
-    async def status(self, window: int = 10, history: bool = False) -> dict[str, Any]:
+    async def status(self, window: int = 10, history: bool = False) -> payloads.Status:
         """The mesh, with rates over the last ``window`` seconds (1, 10 or 60)."""
         query = f"?window={window}" + ("&history=1" if history else "")
-        result: dict[str, Any] = await self._call("GET", "/v1/status" + query)
-        return result
+        return cast(payloads.Status, await self._call("GET", "/v1/status" + query))
 
     async def metrics_text(self) -> str:
         """``/metrics``, in Prometheus' text format."""
@@ -111,18 +115,17 @@ class ControlPlaneClient:
 
     async def traces(
         self, limit: int = 20, service: str | None = None, failed: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[payloads.TraceSummary]:
         """The latest traces' summaries, newest first."""
         query = {"limit": str(limit), **({"service": service} if service else {})}
         if failed:
             query["failed"] = "1"
-        result: dict[str, Any] = await self._call("GET", f"/v1/traces?{urlencode(query)}")
-        return list(result["traces"])
+        result = cast(payloads.Traces, await self._call("GET", f"/v1/traces?{urlencode(query)}"))
+        return result["traces"]
 
-    async def trace(self, trace_id: str) -> dict[str, Any]:
+    async def trace(self, trace_id: str) -> payloads.Trace:
         """One trace and its spans (``trace_id`` may be the start of one)."""
-        result: dict[str, Any] = await self._call("GET", f"/v1/traces/{_segment(trace_id)}")
-        return result
+        return cast(payloads.Trace, await self._call("GET", f"/v1/traces/{_segment(trace_id)}"))
 
     async def otlp(
         self,
@@ -130,7 +133,7 @@ class ControlPlaneClient:
         limit: int = 20,
         service: str | None = None,
         failed: bool = False,
-    ) -> dict[str, Any]:
+    ) -> payloads.Otlp:
         """One trace, or the latest ``limit`` (through ``service``, with a failure), as
         OTLP/JSON."""
         chosen = {"limit": str(limit), **({"service": service} if service else {})}
@@ -139,20 +142,17 @@ class ControlPlaneClient:
         query = urlencode(chosen)
         path = f"/v1/traces/{_segment(trace_id)}" if trace_id else f"/v1/traces?{query}&"
         separator = "?" if trace_id else ""
-        result: dict[str, Any] = await self._call("GET", f"{path}{separator}format=otlp")
-        return result
+        return cast(payloads.Otlp, await self._call("GET", f"{path}{separator}format=otlp"))
 
-    async def certs(self) -> dict[str, Any]:
+    async def certs(self) -> payloads.Certs:
         """The project's CA and the identity each sidecar holds."""
-        result: dict[str, Any] = await self._call("GET", "/v1/certs")
-        return result
+        return cast(payloads.Certs, await self._call("GET", "/v1/certs"))
 
     async def logs(self, instance: str, lines: int = 100) -> list[str]:
         """The instance's latest log lines."""
-        result: dict[str, Any] = await self._call(
-            "GET", f"/v1/instances/{_segment(instance)}/logs?lines={lines}"
-        )
-        return list(result["lines"])
+        path = f"/v1/instances/{_segment(instance)}/logs?lines={lines}"
+        result = cast(payloads.Logs, await self._call("GET", path))
+        return result["lines"]
 
     async def kill(self, instance: str) -> None:
         """Kill an instance (SIGKILL), as `devmesh kill` does."""
@@ -161,10 +161,9 @@ class ControlPlaneClient:
     async def hold(self, instance: str) -> int:
         """Hold the instance's calls at its sidecar while its app restarts; returns once none
         is in flight (how many still are, if draining timed out)."""
-        result: dict[str, Any] = await self._call(
-            "POST", f"/v1/instances/{_segment(instance)}/hold", limits=HOLD_TIMEOUT
-        )
-        return int(result["in_flight"])
+        path = f"/v1/instances/{_segment(instance)}/hold"
+        result = cast(payloads.Held, await self._call("POST", path, limits=HOLD_TIMEOUT))
+        return result["in_flight"]
 
     async def release(self, instance: str) -> None:
         """Let the calls held for the instance's restart go on to its (new) app."""
@@ -172,22 +171,22 @@ class ControlPlaneClient:
 
     async def restart(self, service: str) -> list[str]:
         """Restart a service's instances; returns them once each is ready again."""
-        result: dict[str, Any] = await self._call(
-            "POST", f"/v1/services/{_segment(service)}/restart", limits=RESTART_TIMEOUT
-        )
-        return list(result["restarted"])
+        path = f"/v1/services/{_segment(service)}/restart"
+        result = cast(payloads.Restarted, await self._call("POST", path, limits=RESTART_TIMEOUT))
+        return result["restarted"]
 
-    async def events(self, window: int = 10) -> AsyncGenerator[dict[str, Any], None]:
-        """The live event stream: a status each second, breaker and config changes."""
+    async def events(self, window: int = 10) -> AsyncGenerator[payloads.Event, None]:
+        """The live event stream: a status each second, breaker and config changes (tell
+        them apart by ``type``)."""
         async for message in self._stream("/v1/events", {"window": str(window)}):
-            yield message
+            yield cast(payloads.Event, message)
 
-    async def tap(self, **filters: str | float | None) -> AsyncGenerator[dict[str, Any], None]:
+    async def tap(self, **filters: str | float | None) -> AsyncGenerator[payloads.TapMessage, None]:
         """Sampled requests (``service``, ``path``, ``status``, ``min_latency_ms``, ``rate``),
         and once a second a ``stats`` message of what was not shown."""
         query = {k: str(v) for k, v in filters.items() if v is not None}
         async for message in self._stream("/v1/tap", query):
-            yield message
+            yield cast(payloads.TapMessage, message)
 
     async def _stream(
         self, path: str, query: dict[str, str]
@@ -248,78 +247,75 @@ class ControlPlaneClient:
             "run `devmesh up` to start it again",
         )
 
-    async def apply_project(self, project: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("PUT", "/v1/project", json=project)
-        return result
+    async def apply_project(self, project: Mapping[str, Any]) -> payloads.ProjectApplied:
+        return cast(payloads.ProjectApplied, await self._call("PUT", "/v1/project", json=project))
 
-    async def set_split(self, service: str, weights: Mapping[str, float]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "PUT", f"/v1/services/{service}/split", json={"weights": dict(weights)}
-        )
-        return result
+    async def set_split(self, service: str, weights: Mapping[str, float]) -> payloads.SplitAnswer:
+        body = {"weights": dict(weights)}
+        answer = await self._call("PUT", f"/v1/services/{service}/split", json=body)
+        return cast(payloads.SplitAnswer, answer)
 
-    async def clear_split(self, service: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("DELETE", f"/v1/services/{service}/split")
-        return result
+    async def clear_split(self, service: str) -> payloads.SplitAnswer:
+        answer = await self._call("DELETE", f"/v1/services/{service}/split")
+        return cast(payloads.SplitAnswer, answer)
 
-    async def faults(self) -> list[dict[str, Any]]:
-        result: dict[str, Any] = await self._call("GET", "/v1/faults")
-        return list(result["faults"])
+    async def faults(self) -> list[payloads.Fault]:
+        result = cast(payloads.Faults, await self._call("GET", "/v1/faults"))
+        return result["faults"]
 
     async def add_fault(
         self, service: str, fault: Mapping[str, Any], lasts: float | str | None = None
-    ) -> dict[str, Any]:
+    ) -> payloads.Fault:
         """Add a fault (devmesh.yaml's shape) for ``lasts`` seconds (or a duration, "2m")."""
         body = {"service": service, "fault": dict(fault), "for": lasts}
-        result: dict[str, Any] = await self._call("POST", "/v1/faults", json=body)
-        return dict(result["fault"])
+        result = cast(payloads.FaultAdded, await self._call("POST", "/v1/faults", json=body))
+        return result["fault"]
 
-    async def remove_fault(self, fault_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("DELETE", f"/v1/faults/{fault_id}")
-        return result
+    async def remove_fault(self, fault_id: str) -> payloads.FaultRemoved:
+        answer = await self._call("DELETE", f"/v1/faults/{fault_id}")
+        return cast(payloads.FaultRemoved, answer)
 
     async def reset_faults(self, service: str | None = None) -> list[str]:
         path = "/v1/faults" + (f"?service={service}" if service else "")
-        result: dict[str, Any] = await self._call("DELETE", path)
-        return list(result["removed"])
+        result = cast(payloads.FaultsReset, await self._call("DELETE", path))
+        return result["removed"]
 
-    async def authz_rules(self) -> list[dict[str, Any]]:
-        result: dict[str, Any] = await self._call("GET", "/v1/authz")
-        return list(result["rules"])
+    async def authz_rules(self) -> list[payloads.Rule]:
+        result = cast(payloads.Rules, await self._call("GET", "/v1/authz"))
+        return result["rules"]
 
-    async def add_authz_rule(self, rule: Mapping[str, Any]) -> dict[str, Any]:
+    async def add_authz_rule(self, rule: Mapping[str, Any]) -> payloads.Rule:
         """Add an authorization rule (devmesh.yaml's shape)."""
-        result: dict[str, Any] = await self._call("POST", "/v1/authz", json={"rule": dict(rule)})
-        return dict(result["rule"])
+        answer = await self._call("POST", "/v1/authz", json={"rule": dict(rule)})
+        return cast(payloads.RuleAdded, answer)["rule"]
 
-    async def remove_authz_rule(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("DELETE", f"/v1/authz/{_segment(name)}")
-        return dict(result["removed"])
+    async def remove_authz_rule(self, name: str) -> payloads.Rule:
+        answer = await self._call("DELETE", f"/v1/authz/{_segment(name)}")
+        return cast(payloads.RuleRemoved, answer)["removed"]
 
     async def mtls_modes(self) -> dict[str, str]:
-        result: dict[str, Any] = await self._call("GET", "/v1/mtls")
-        return dict(result["modes"])
+        result = cast(payloads.MtlsModes, await self._call("GET", "/v1/mtls"))
+        return result["modes"]
 
     async def set_mtls(self, service: str | None, mode: str | None) -> dict[str, str]:
         """Set ``service``'s mTLS mode (``None``: the mesh's); ``mode`` ``None``: back to
         devmesh.yaml's. Every service's mode then."""
         body = {"service": service, "mode": mode}
-        result: dict[str, Any] = await self._call("PUT", "/v1/mtls", json=body)
-        return dict(result["modes"])
+        result = cast(payloads.MtlsModes, await self._call("PUT", "/v1/mtls", json=body))
+        return result["modes"]
 
-    async def policy(self, service: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", f"/v1/services/{service}/policy")
-        return result
+    async def policy(self, service: str) -> payloads.PolicyAnswer:
+        answer = await self._call("GET", f"/v1/services/{service}/policy")
+        return cast(payloads.PolicyAnswer, answer)
 
-    async def set_policy(self, service: str, settings: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "PUT", f"/v1/services/{service}/policy", json={"settings": dict(settings)}
-        )
-        return result
+    async def set_policy(self, service: str, settings: Mapping[str, Any]) -> payloads.PolicyAnswer:
+        body = {"settings": dict(settings)}
+        answer = await self._call("PUT", f"/v1/services/{service}/policy", json=body)
+        return cast(payloads.PolicyAnswer, answer)
 
-    async def clear_policy(self, service: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("DELETE", f"/v1/services/{service}/policy")
-        return result
+    async def clear_policy(self, service: str) -> payloads.PolicyAnswer:
+        answer = await self._call("DELETE", f"/v1/services/{service}/policy")
+        return cast(payloads.PolicyAnswer, answer)
 
     async def _call(
         self,

@@ -371,7 +371,7 @@ class PolicyAnswer(TypedDict):
     service: str
     policy: dict[str, object]
     """The policy in force, in ``devmesh.yaml``'s shape (``dump_policy``)."""
-    overrides: dict[str, Any]
+    overrides: dict[str, object]
     """The settings changed at run time, in ``devmesh.yaml``'s shape."""
 
 

@@ -4,11 +4,11 @@ terminal); ``short`` is the form for a narrow cell."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from rich.text import Text
 
+from devmesh import payloads
 from devmesh.units import human_duration
 
 STATUS_STYLE = {"2": "green", "3": "cyan", "4": "yellow", "5": "bold red"}
@@ -42,14 +42,14 @@ def state_text(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
-def breaker_text(breaker: Mapping[str, Any] | None, *, short: bool = False) -> Text:
+def breaker_text(breaker: payloads.Breaker | None, *, short: bool = False) -> Text:
     """``closed``, ``half-open``, or ``open (retry in 12s)`` (``open 12s`` when ``short``):
     red means open, everywhere; ``· panic: routing to all`` (``· panic``) when too few
     instances are healthy to leave any out."""
     if not breaker:
         return Text("-", style="dim")
-    state = str(breaker.get("state") or "closed")
-    text = Text(state, style=BREAKER_STYLE.get(state, ""))
+    state = breaker.get("state") or "closed"
+    text = breaker_state_text(state)
     retry_in = breaker.get("retry_in")
     if state == "open" and retry_in is not None:
         wait = human_duration(float(retry_in))
@@ -59,7 +59,13 @@ def breaker_text(breaker: Mapping[str, Any] | None, *, short: bool = False) -> T
     return text
 
 
-def worst_breaker(states: Sequence[Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
+def breaker_state_text(state: str) -> Text:
+    """``open`` in red, ``half-open`` in yellow, ``closed`` in green: a breaker's state alone
+    (a breaker event's)."""
+    return Text(state, style=BREAKER_STYLE.get(state, ""))
+
+
+def worst_breaker(states: Sequence[payloads.Breaker | None]) -> payloads.Breaker | None:
     """The breaker that says most about a service: the most open, one in panic first."""
     found = [s for s in states if s]
     if not found:
@@ -69,7 +75,7 @@ def worst_breaker(states: Sequence[Mapping[str, Any] | None]) -> Mapping[str, An
     )
 
 
-def security_text(security: Mapping[str, Any] | None, *, short: bool = False) -> Text:
+def security_text(security: payloads.EdgeSecurity | None, *, short: bool = False) -> Text:
     """An edge's mTLS as the control plane words it (``locked``: strict, ``mtls``,
     ``plaintext``; with its mode when not strict, or ``🔒`` when ``short``) and what
     authorization denied or audited on it."""

@@ -4,20 +4,19 @@ the instance it reached, and where a fault was injected."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from rich.tree import Tree
 
+from devmesh import payloads
 from devmesh.statetext import status_text
 
 
-def trace_tree(trace: dict[str, Any]) -> Tree:
+def trace_tree(trace: payloads.Trace) -> Tree:
     """The trace's spans, each under the span that made it (those whose parent is not kept
     under the root), in the order they began."""
     spans = trace["span_list"]
     ids = {s["span_id"] for s in spans}
-    children: dict[str | None, list[dict[str, Any]]] = {}
+    children: dict[str | None, list[payloads.Span]] = {}
     for span in spans:
         parent = span["parent_id"] if span["parent_id"] in ids else None
         children.setdefault(parent, []).append(span)
@@ -37,7 +36,7 @@ def trace_tree(trace: dict[str, Any]) -> Tree:
     return root
 
 
-def span_line(span: dict[str, Any], trace_start: float) -> Text:
+def span_line(span: payloads.Span, trace_start: float) -> Text:
     """One hop: who called whom (or which instance served it), the request, its status, its
     time, when it began, and its retries, error and fault."""
     offset = (span["start"] - trace_start) * 1000.0

@@ -11,6 +11,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Footer, Static
 
+import devmesh.payloads as payloads
 from devmesh.errors import DevmeshError
 from devmesh.forms.authz import rule_from_fields
 from devmesh.forms.fields import Names, items, yes_or_no
@@ -48,7 +49,7 @@ def rule_from_form(service: str, values: dict[str, str]) -> dict[str, Any] | Non
     )
 
 
-def rules_text(rules: list[dict[str, Any]]) -> Text:
+def rules_text(rules: list[payloads.Rule]) -> Text:
     """Each rule in the control plane's words, deny in red, allow in green."""
     if not rules:
         return Text("no rules: every caller is let in", style="dim")
@@ -67,12 +68,12 @@ class AccessScreen(FormScreen):
     FIELDS = FIELDS
     PREFIX = "access"
 
-    def __init__(self, source: MeshSource, service: dict[str, Any]) -> None:
+    def __init__(self, source: MeshSource, service: payloads.Service) -> None:
         super().__init__()
         self.source = source
         self.service = service["name"]
         self.mode = str(service.get("mtls") or "permissive")
-        self.rules: list[dict[str, Any]] = list(service.get("authz") or [])
+        self.rules: list[payloads.Rule] = list(service.get("authz") or [])
 
     def compose(self) -> ComposeResult:
         yield Static(

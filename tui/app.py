@@ -16,6 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 
+import devmesh.payloads as payloads
 from devmesh.errors import DevmeshError
 from tui.commands import MeshCommands
 from tui.help import HelpScreen
@@ -43,7 +44,7 @@ class MeshApp(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    status: reactive[dict[str, Any] | None] = reactive(None, always_update=True, init=False)
+    status: reactive[payloads.StatusEvent | None] = reactive(None, always_update=True, init=False)
     """The latest status from the event stream (``None`` until the first); screens watch it."""
     problem: reactive[str] = reactive(CONNECTING, always_update=True, init=False)
     """Why the stream is not live, set each time it ends (the last reason, once connected)."""
@@ -72,15 +73,14 @@ class MeshApp(App[None]):
             self.problem = problem
             await asyncio.sleep(self.retry)
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "status":
+    def _on_event(self, event: payloads.Event) -> None:
+        if event["type"] == "status":
             was = self.connected
             self.connected = True
             self.status = event
             if not was and self.problem != CONNECTING:
                 self.notify("connected to the control plane again", title="devmesh")
-        elif kind == "breaker":
+        elif event["type"] == "breaker":
             edge = f"{event['source']} → {event['destination']}"
             if event["state"] == "open":
                 self.notify(

@@ -9,6 +9,8 @@ from typing import Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+import devmesh.payloads as payloads
+
 ACTIONS = (
     ("detail", "Show", "its versions, instances, latency, breaker history and logs"),
     ("faults", "Faults on", "add or remove faults on calls to it"),
@@ -23,7 +25,7 @@ ACTIONS = (
 class MeshCommands(Provider):
     def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
         app = self.app
-        status: dict[str, Any] | None = getattr(app, "status", None)
+        status: payloads.Status | None = getattr(app, "status", None)
         overview = getattr(app, "overview", None)
         if status is None or overview is None:
             return []

@@ -6,6 +6,7 @@ instance and ``r`` restarts the service, each after a confirmation."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rich.console import Group
@@ -18,8 +19,9 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+import devmesh.payloads as payloads
 from devmesh.errors import DevmeshError
-from devmesh.statetext import breaker_text
+from devmesh.statetext import breaker_state_text
 from tui import render
 from tui.confirm import ConfirmScreen
 from tui.source import MeshSource
@@ -62,7 +64,7 @@ def describe_policy(policy: dict[str, Any], overrides: dict[str, Any]) -> Text:
     return text
 
 
-def histogram(bins: list[list[Any]], width: int = 40) -> Table:
+def histogram(bins: Sequence[tuple[float | None, int]], width: int = 40) -> Table:
     """The window's latencies as horizontal bars, one per bin."""
     table = Table.grid(padding=(0, 1))
     table.add_column(justify="right", style="dim")
@@ -99,8 +101,8 @@ class DetailScreen(Screen[None]):
         super().__init__()
         self.source = source
         self.service = service
-        self.policy: dict[str, Any] | None = None
-        self.status: dict[str, Any] | None = None
+        self.policy: payloads.PolicyAnswer | None = None
+        self.status: payloads.Status | None = None
         """The latest status the app received."""
         self.logs_of: str | None = None
         """The instance whose logs show."""
@@ -125,11 +127,11 @@ class DetailScreen(Screen[None]):
         self._load_policy()
         self._load_logs()
 
-    def _status_changed(self, status: dict[str, Any] | None) -> None:
+    def _status_changed(self, status: payloads.Status | None) -> None:
         self.status = status
         self.refresh_view()
 
-    def _service(self) -> dict[str, Any] | None:
+    def _service(self) -> payloads.Service | None:
         status = self.status
         if status is None:
             return None
@@ -147,11 +149,10 @@ class DetailScreen(Screen[None]):
         table.clear()
         by_version = service.get("by_version") or {}
         for version in service["versions"]:
-            traffic = by_version.get(version) or {}
             table.add_row(
                 Text(version, style="bold"),
                 "",
-                *_numbers(traffic),
+                *_numbers(by_version.get(version)),
                 key=f"version:{version}",
             )
             for instance in service["instances"]:
@@ -165,15 +166,16 @@ class DetailScreen(Screen[None]):
                 table.add_row(
                     Text(f"└ {instance['id']}"),
                     shown,
-                    *_numbers(instance.get("served") or {}),
+                    *_numbers(instance.get("served")),
                     key=f"instance:{instance['id']}",
                 )
         if table.row_count:
             table.move_cursor(row=min(row, table.row_count - 1))
-        bins = (service.get("traffic") or {}).get("latency_bins") or []
+        traffic = service.get("traffic")
+        bins = (traffic.get("latency_bins") if traffic else None) or []
         latency = self.query_one("#latency", Static)
         if bins:
-            window = (service.get("traffic") or {}).get("window_s", 10)
+            window = traffic.get("window_s", 10) if traffic else 10
             latency.update(
                 Group(Text(f"latency, last {window} s", style="dim"), histogram(bins, 24))
             )
@@ -181,7 +183,7 @@ class DetailScreen(Screen[None]):
             latency.update(Text("no traffic yet", style="dim"))
         self.query_one("#history", Static).update(self._breaker_history(status))
 
-    def _breaker_history(self, status: dict[str, Any]) -> Table:
+    def _breaker_history(self, status: payloads.Status) -> Table:
         table = Table.grid(padding=(0, 1))
         table.add_column(style="dim")
         table.add_column()
@@ -195,7 +197,7 @@ class DetailScreen(Screen[None]):
             table.add_row("breaker", Text("no ejections yet", style="green"))
         for event in sorted(events, key=lambda e: e["ts"])[-6:]:
             when = _clock(event["ts"])
-            text = Text(f"{event['source']} → ") + breaker_text({"state": event["state"]})
+            text = Text(f"{event['source']} → ") + breaker_state_text(event["state"])
             if event.get("reason") and event["state"] == "open":
                 text += Text(f" {event['endpoint']}: {event['reason']}", style="dim")
             table.add_row(when, text)
@@ -310,7 +312,10 @@ class DetailScreen(Screen[None]):
         self.notify(f"{self.service}: {len(done)} instance(s) ready again")
 
 
-def _numbers(traffic: dict[str, Any]) -> tuple[Text, ...]:
+def _numbers(traffic: payloads.Traffic | None) -> tuple[Text, ...]:
+    """Rate, success and latency (``-`` for no traffic yet)."""
+    if not traffic:
+        return (render.rps(None), render.percent(None), render.ms(None), render.ms(None))
     return (
         render.rps(traffic.get("rps")),
         render.percent(traffic.get("success_rate")),

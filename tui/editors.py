@@ -18,6 +18,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Static
 
+import devmesh.payloads as payloads
 from devmesh.errors import DevmeshError
 from devmesh.forms import faults
 from devmesh.forms.faults import fault_from_fields
@@ -82,7 +83,7 @@ class FaultScreen(FormScreen):
         self.watch(self.app, "status", self.refresh_faults)
         self.field("delay").focus()
 
-    def refresh_faults(self, status: dict[str, Any] | None) -> None:
+    def refresh_faults(self, status: payloads.Status | None) -> None:
         """The faults on calls to the service, as in the latest status."""
         if status is None:
             return
@@ -171,7 +172,7 @@ class SplitScreen(Screen[None]):
         Binding("enter", "apply", "Apply"),
     ]
 
-    def __init__(self, source: MeshSource, service: dict[str, Any]) -> None:
+    def __init__(self, source: MeshSource, service: payloads.Service) -> None:
         super().__init__()
         self.source = source
         self.service = service["name"]

@@ -9,7 +9,7 @@ them, so every edge shows once at least."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,6 +18,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+import devmesh.payloads as payloads
 from devmesh.statetext import breaker_text
 from tui import render
 
@@ -29,13 +30,13 @@ def edge_style(success: float | None) -> str:
     return "green" if errors < 0.01 else "yellow" if errors < 0.05 else "bold red"
 
 
-def graph(status: dict[str, Any]) -> Text:
+def graph(status: payloads.Status) -> Text:
     """The mesh's edges as trees of text, one line per edge."""
     edges = status["edges"]
     if not edges:
         return Text("no traffic between services yet", style="dim")
     faulted = {f["service"] for f in status.get("faults", [])}
-    calls: dict[str, list[dict[str, Any]]] = {}
+    calls: dict[str, list[payloads.Edge]] = {}
     called: set[str] = set()
     for edge in edges:
         calls.setdefault(edge["source"], []).append(edge)
@@ -46,7 +47,7 @@ def graph(status: dict[str, Any]) -> Text:
     drawn: set[str] = set()
     text = Text()
 
-    def line(edge: dict[str, Any], prefix: str, last: bool) -> None:
+    def line(edge: payloads.Edge, prefix: str, last: bool) -> None:
         destination = edge["destination"]
         branch = "└─" if last else "├─"
         style = edge_style(edge.get("success_rate"))
@@ -57,8 +58,8 @@ def graph(status: dict[str, Any]) -> Text:
         text.append(destination, style="bold")
         if destination in faulted:
             text.append(" ⚡ fault", style="bold magenta")
-        breaker = edge.get("breaker") or {}
-        if breaker.get("state") not in (None, "closed"):
+        breaker = edge.get("breaker")
+        if breaker and breaker.get("state") not in (None, "closed"):
             text.append(" ")
             text.append_text(breaker_text(breaker))
         if destination in drawn and calls.get(destination):
@@ -102,6 +103,6 @@ class GraphScreen(Screen[None]):
     def on_mount(self) -> None:
         self.watch(self.app, "status", self.refresh_graph)
 
-    def refresh_graph(self, status: dict[str, Any] | None) -> None:
+    def refresh_graph(self, status: payloads.Status | None) -> None:
         if status is not None:
             self.query_one("#graph", Static).update(graph(status))

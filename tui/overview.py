@@ -6,7 +6,7 @@ and the bar on top says whether the control plane is there."""
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,6 +16,7 @@ from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+import devmesh.payloads as payloads
 from tui import render
 from tui.access import AccessScreen
 from tui.detail import DetailScreen
@@ -51,7 +52,7 @@ class OverviewScreen(Screen[None]):
         super().__init__()
         self.source = source
         self.project = project
-        self.status: dict[str, Any] | None = None
+        self.status: payloads.StatusEvent | None = None
         """The latest status the app received (``None``: none yet)."""
         self.problem = ""
         """Why the app is not connected, while it is not."""
@@ -72,7 +73,7 @@ class OverviewScreen(Screen[None]):
         self.watch(self.app, "problem", self._problem_changed)
         self.watch(self.app, "status", self._status_changed)
 
-    def _status_changed(self, status: dict[str, Any] | None) -> None:
+    def _status_changed(self, status: payloads.StatusEvent | None) -> None:
         self.status = status
         if status is not None:
             self.problem = ""
@@ -87,7 +88,7 @@ class OverviewScreen(Screen[None]):
     def show_bar(self) -> None:
         """The project, live or disconnected (and why), the snapshot, the time of the data."""
         bar = self.query_one(StatusBar)
-        project = (self.status or {}).get("project") or self.project or "mesh"
+        project = (self.status.get("project") if self.status else None) or self.project or "mesh"
         if not self.problem and self.status is not None:
             clock = time.strftime("%H:%M:%S", time.localtime(self.status.get("ts", time.time())))
             version = self.status.get("snapshot_version")
@@ -114,7 +115,7 @@ class OverviewScreen(Screen[None]):
         if self.status is not None:
             self.show(self.status)
 
-    def show(self, status: dict[str, Any]) -> None:
+    def show(self, status: payloads.Status) -> None:
         """Redraw both tables from a status, keeping the cursor on the same service."""
         selected = self.selected_service()
         self._columns()
@@ -150,7 +151,7 @@ class OverviewScreen(Screen[None]):
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         return None if row_key.value is None else str(row_key.value)
 
-    def _service(self) -> dict[str, Any] | None:
+    def _service(self) -> payloads.Service | None:
         status = self.status
         name = self.selected_service()
         if status is None or name is None:

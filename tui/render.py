@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from rich.text import Text
 
+import devmesh.payloads as payloads
 from devmesh.statetext import breaker_text, security_text, worst_breaker
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -107,7 +107,7 @@ def spark_width(columns: int) -> int:
     return max(10, min(30, columns - 80))
 
 
-def service_rows(status: dict[str, Any], spark_width: int = 20) -> list[ServiceRow]:
+def service_rows(status: payloads.Status, spark_width: int = 20) -> list[ServiceRow]:
     """One row per service: its versions (and split), instances up, the traffic to it from
     every caller, the worst breaker of the edges into it, its active faults."""
     faults: dict[str, int] = {}
@@ -116,18 +116,18 @@ def service_rows(status: dict[str, Any], spark_width: int = 20) -> list[ServiceR
     rows = []
     for service in status["services"]:
         name = service["name"]
-        traffic = service.get("traffic") or {}
-        history = traffic.get("history", {}).get("requests", [])
-        into = [e.get("breaker") or {} for e in status["edges"] if e["destination"] == name]
+        traffic = service.get("traffic")
+        history = traffic["history"]["requests"] if traffic and "history" in traffic else []
+        into = [e.get("breaker") for e in status["edges"] if e["destination"] == name]
         rows.append(
             ServiceRow(
                 name=Text(name),
                 versions=versions(service),
                 instances=instances(service["instances"]),
-                rps=rps(traffic.get("rps")),
-                success=percent(traffic.get("success_rate")),
-                p50=ms(traffic.get("p50_ms")),
-                p99=ms(traffic.get("p99_ms")),
+                rps=rps(traffic.get("rps") if traffic else None),
+                success=percent(traffic.get("success_rate") if traffic else None),
+                p50=ms(traffic.get("p50_ms") if traffic else None),
+                p99=ms(traffic.get("p99_ms") if traffic else None),
                 minute=sparkline(history, spark_width),
                 breaker=breaker_text(worst_breaker(into), short=True)
                 if into
@@ -140,7 +140,7 @@ def service_rows(status: dict[str, Any], spark_width: int = 20) -> list[ServiceR
     return rows
 
 
-def versions(service: dict[str, Any]) -> Text:
+def versions(service: payloads.Service) -> Text:
     """``v1 90 · v2 10`` with a split, ``v1 · v2`` without, ``-`` for one unnamed version."""
     names = service.get("versions") or []
     split = service.get("split")
@@ -150,16 +150,16 @@ def versions(service: dict[str, Any]) -> Text:
     return Text(" · ".join(parts), style="bold" if split else "")
 
 
-def instances(entries: Sequence[dict[str, Any]]) -> Text:
+def instances(entries: Sequence[payloads.Instance]) -> Text:
     ready = sum(1 for i in entries if i["state"] == "ready")
     style = "green" if ready == len(entries) else "yellow" if ready else "bold red"
     return Text(f"{ready}/{len(entries)}", style=style)
 
 
 def edge_cells(
-    edge: dict[str, Any], faulted: set[str], wide: bool, spark: int = 20
+    edge: payloads.Edge, faulted: set[str], wide: bool, spark: int = 20
 ) -> tuple[Text, ...]:
-    history = edge.get("history", {}).get("requests", [])
+    history = edge["history"]["requests"] if "history" in edge else []
     mark = Text("⚡ fault", style="bold magenta") if edge["destination"] in faulted else Text("")
     minute = (sparkline(history, spark),) if wide else ()
     return (

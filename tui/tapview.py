@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
@@ -13,6 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
+import devmesh.payloads as payloads
 from devmesh.errors import DevmeshError
 from devmesh.forms.tap import Filters, filters_from_words
 from devmesh.statetext import status_text
@@ -139,7 +140,7 @@ class TapScreen(Screen[None]):
             self.app.push_screen(TraceScreen(self.source, trace))
 
 
-def row_cells(record: dict[str, Any]) -> tuple[Text, ...]:
+def row_cells(record: payloads.TapRequest) -> tuple[Text, ...]:
     ts = float(record.get("ts") or time.time())
     status = int(record.get("status") or 0)
     shown = status_text(status)

@@ -1,16 +1,18 @@
-"""The typer application and what every command shares: the project folder."""
+"""The typer application and what every command shares: the project folder, a call to its
+control plane."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperGroup
 
 from devmesh import __version__
+from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config import find_config, load_project
 from devmesh.config.compose import COMPOSE_NAMES, find_compose, load_compose
 from devmesh.config.model import Project
@@ -92,6 +94,16 @@ def context(ctx: typer.Context) -> AppContext:
     obj = ctx.find_root().obj
     assert isinstance(obj, AppContext)
     return obj
+
+
+T = TypeVar("T")
+
+
+async def call_api(workspace: Workspace, call: Callable[[ControlPlaneClient], Awaitable[T]]) -> T:
+    """``call`` made on a client of the project's control plane: its answer, as the client's
+    method types it (``call_api(workspace, lambda client: client.faults())``)."""
+    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
+        return await call(client)
 
 
 def _version(value: bool) -> None:

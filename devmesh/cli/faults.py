@@ -8,20 +8,18 @@ sidecar, keeps it across restarts, and removes a time-boxed one by itself.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from devmesh.cli.app import app, context
+from devmesh.cli.app import app, call_api, context
 from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
-from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.errors import UsageError
 from devmesh.forms.faults import fault_from_fields
 from devmesh.forms.faults import lasts as lasts_of
 from devmesh.units import format_duration, human_duration
-from devmesh.workspace import Workspace
 
 fault_app = typer.Typer(
     help="Inject faults (delays, errors, resets, slow or hung responses) into calls to a "
@@ -29,11 +27,6 @@ fault_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(fault_app, name="fault")
-
-
-async def call_api(workspace: Workspace, call: str, *args: Any) -> Any:
-    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        return await getattr(client, call)(*args)
 
 
 @fault_app.command("add")
@@ -78,7 +71,9 @@ def add(
         headers=header or [],
     )
     seconds = lasts_of(lasts)
-    added = asyncio.run(call_api(context(ctx).workspace, "add_fault", service, fault, seconds))
+    added = asyncio.run(
+        call_api(context(ctx).workspace, lambda c: c.add_fault(service, fault, seconds))
+    )
     if json_out:
         print_json(added)
         return
@@ -95,7 +90,7 @@ def list_faults(
     json_out: Annotated[bool, typer.Option("--json", help="Print the faults as JSON.")] = False,
 ) -> None:
     """List the faults in force: the runtime ones and those in devmesh.yaml."""
-    faults: list[dict[str, Any]] = asyncio.run(call_api(context(ctx).workspace, "faults"))
+    faults = asyncio.run(call_api(context(ctx).workspace, lambda c: c.faults()))
     if json_out:
         print_json({"faults": faults})
         return
@@ -124,7 +119,7 @@ def remove(
     fault_id: Annotated[str, typer.Argument(metavar="ID", help="The fault's id (fault ls).")],
 ) -> None:
     """Remove one fault."""
-    asyncio.run(call_api(context(ctx).workspace, "remove_fault", fault_id))
+    asyncio.run(call_api(context(ctx).workspace, lambda c: c.remove_fault(fault_id)))
     console.print(f"removed fault {fault_id}")
 
 
@@ -136,6 +131,6 @@ def reset_all(
     ] = None,
 ) -> None:
     """Remove every fault added at run time (those in devmesh.yaml stay)."""
-    removed = asyncio.run(call_api(context(ctx).workspace, "reset_faults", service))
+    removed = asyncio.run(call_api(context(ctx).workspace, lambda c: c.reset_faults(service)))
     count = len(removed)
     console.print(f"removed {count} fault{'s' if count != 1 else ''}")

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from devmesh.cli.app import app, context
+from devmesh import payloads
+from devmesh.cli.app import app, call_api, context
 from devmesh.cli.live import WINDOW_HELP, check_window, watch
 from devmesh.cli.output import (
     certs_table,
@@ -22,7 +23,6 @@ from devmesh.cli.output import (
     status_tables,
     trace_table,
 )
-from devmesh.client import ControlPlaneClient, Endpoint
 from devmesh.config.report import did_you_mean
 from devmesh.controlplane.mesh import GATEWAY_INSTANCE
 from devmesh.errors import UsageError
@@ -34,12 +34,6 @@ from devmesh.runtime.docker.logs import ContainerLogs, read_all
 from devmesh.runtime.logs import LineSource, LogFollower
 from devmesh.runtime.processes import RuntimeRecord, tail
 from devmesh.tracetree import trace_tree
-from devmesh.workspace import Workspace
-
-
-async def fetch_status(workspace: Workspace, window: int = 10) -> dict[str, Any]:
-    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        return await client.status(window)
 
 
 @app.command()
@@ -57,7 +51,7 @@ def status(
     if watch_it and not json_out:
         watch(workspace, window, status_group)
         return
-    data = asyncio.run(fetch_status(workspace, window))
+    data = asyncio.run(call_api(workspace, lambda c: c.status(window)))
     if json_out:
         print_json(data)
         return
@@ -94,43 +88,32 @@ def trace(
     if otlp is not None and (trace_id is not None) and (service or failed):
         raise UsageError("--service and --failed choose among traces; give them without an id")
     workspace = context(ctx).workspace
-    data = asyncio.run(_trace(workspace, trace_id, service, failed, limit, otlp is not None))
     if otlp is not None:
+        data = asyncio.run(call_api(workspace, lambda c: c.otlp(trace_id, limit, service, failed)))
         _write_otlp(otlp, data)
         spans = sum(
             len(scope["spans"]) for rs in data["resourceSpans"] for scope in rs["scopeSpans"]
         )
         console.print(f"wrote {spans} spans to {otlp} (OTLP/JSON)")
-        return
-    if json_out:
-        print_json(data)
     elif trace_id is not None:
-        console.print(trace_tree(data))
+        one = asyncio.run(call_api(workspace, lambda c: c.trace(trace_id)))
+        if json_out:
+            print_json(one)
+        else:
+            console.print(trace_tree(one))
     else:
-        console.print(trace_table(data["traces"]))
-
-
-async def _trace(
-    workspace: Workspace,
-    trace_id: str | None,
-    service: str | None,
-    failed: bool,
-    limit: int,
-    otlp: bool,
-) -> dict[str, Any]:
-    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        if otlp:
-            return await client.otlp(trace_id, limit, service, failed)
-        if trace_id is not None:
-            return await client.trace(trace_id)
-        return {"traces": await client.traces(limit, service, failed)}
+        latest = asyncio.run(call_api(workspace, lambda c: c.traces(limit, service, failed)))
+        if json_out:
+            print_json({"traces": latest})
+        else:
+            console.print(trace_table(latest))
 
 
 def _is_hex(text: str) -> bool:
     return 0 < len(text) <= 32 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
-def _write_otlp(path: Path, data: dict[str, Any]) -> None:
+def _write_otlp(path: Path, data: payloads.Otlp) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -148,16 +131,11 @@ def certs(
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List each service's identity: its SPIFFE ID, certificate fingerprint and expiry."""
-    data = asyncio.run(_certs(context(ctx).workspace))
+    data = asyncio.run(call_api(context(ctx).workspace, lambda c: c.certs()))
     if json_out:
         print_json(data)
         return
     console.print(certs_table(data))
-
-
-async def _certs(workspace: Workspace) -> dict[str, Any]:
-    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        return await client.certs()
 
 
 @app.command()

@@ -9,11 +9,12 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from devmesh.cli.app import app, context
+from devmesh import payloads
+from devmesh.cli.app import app, call_api, context
 from devmesh.cli.output import (
     LiveView,
     Renderable,
@@ -29,7 +30,7 @@ from devmesh.forms.tap import Filters, tap_filters
 from devmesh.workspace import Workspace
 
 WINDOW_HELP = "Rates over the last 1, 10 or 60 seconds."
-SORTS = {
+SORTS: dict[str, Callable[[payloads.Edge], float]] = {
     "rps": lambda e: -e["rps"],
     "latency": lambda e: -(e["p99_ms"] or 0.0),
     "errors": lambda e: e["success_rate"] if e["success_rate"] is not None else 2.0,
@@ -43,7 +44,7 @@ def check_window(window: int) -> int:
 
 
 def watch(
-    workspace: Workspace, window: int, render: Callable[[dict[str, Any]], Renderable]
+    workspace: Workspace, window: int, render: Callable[[payloads.Status], Renderable]
 ) -> None:
     """Redraw ``render(status)`` each second from the event stream, until Ctrl-C."""
 
@@ -76,7 +77,7 @@ def top(
     check_window(window)
     workspace = context(ctx).workspace
     if once or json_out:
-        status = asyncio.run(_status(workspace, window))
+        status = asyncio.run(call_api(workspace, lambda c: c.status(window)))
         if json_out:
             print_json(sorted(status["edges"], key=SORTS[sort]))
         else:
@@ -87,11 +88,6 @@ def top(
         window,
         lambda status: top_table(status, sorted(status["edges"], key=SORTS[sort]), sort),
     )
-
-
-async def _status(workspace: Workspace, window: int) -> dict[str, Any]:
-    async with ControlPlaneClient(Endpoint.of(workspace)) as client:
-        return await client.status(window)
 
 
 # -- tap ----------------------------------------------------------------------------------
@@ -155,7 +151,7 @@ async def _tap(workspace: Workspace, filters: Filters, count: int | None, as_jso
 
 
 async def _print_tap(
-    stream: AsyncIterator[dict[str, Any]], count: int | None, as_json: bool
+    stream: AsyncIterator[payloads.TapMessage], count: int | None, as_json: bool
 ) -> None:
     """One line per request (or JSON object), and a line for what was not shown."""
     shown = 0

@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.status import Status
 from rich.text import Text
 
+from devmesh import payloads
 from devmesh.cli.layout import Listing, StdoutConsole
 from devmesh.errors import DevmeshError
 from devmesh.statetext import breaker_text, security_text, state_text, status_text
@@ -89,7 +90,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}ms"
 
 
-def status_tables(status: dict[str, Any]) -> list[Listing]:
+def status_tables(status: payloads.Status) -> list[Listing]:
     """The services' instances (on a terminal, a service's name and URL once over its
     instances) and, if there are any, the edges."""
     services = Listing(title=f"project {status.get('project')}")
@@ -138,7 +139,7 @@ def status_tables(status: dict[str, Any]) -> list[Listing]:
     return [services, edges] if status["edges"] else [services]
 
 
-def top_table(status: dict[str, Any], edges: list[dict[str, Any]], sort: str) -> Listing:
+def top_table(status: payloads.Status, edges: list[payloads.Edge], sort: str) -> Listing:
     """The edges in the order given (idle ones left out, unless sorted by other than rps)."""
     table = Listing(
         title=f"edges by {sort} (last {human_duration(status['window_s'])})  "
@@ -156,13 +157,15 @@ def top_table(status: dict[str, Any], edges: list[dict[str, Any]], sort: str) ->
                 "-" if rate is None else f"{rate * 100:.1f}%",
                 style="" if rate is None or rate >= 0.99 else "red",
             ),
-            *(_ms(edge[k]) for k in ("p50_ms", "p90_ms", "p99_ms")),
+            _ms(edge["p50_ms"]),
+            _ms(edge["p90_ms"]),
+            _ms(edge["p99_ms"]),
             breaker_text(edge.get("breaker")),
         )
     return table
 
 
-def tap_line(record: dict[str, Any]) -> Text:
+def tap_line(record: payloads.TapRequest) -> Text:
     """``12:00:01.123 frontend → catalog GET /items 200 12.3ms v2 catalog-v2-1 trace=…``."""
     ts = record.get("ts") or time.time()
     clock = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
@@ -189,7 +192,7 @@ def tap_missed(count: int, rate: float) -> Text:
     return Text(f"… {count} requests not shown (at most {rate:g} a second)", style="dim")
 
 
-def status_group(status: dict[str, Any]) -> Renderable:
+def status_group(status: payloads.Status) -> Renderable:
     return Group(*status_tables(status))
 
 
@@ -210,7 +213,7 @@ class LiveView:
         self._live.update(what, refresh=True)
 
 
-def trace_table(traces: list[dict[str, Any]]) -> Listing:
+def trace_table(traces: list[payloads.TraceSummary]) -> Listing:
     table = Listing(title="latest traces (newest first)")
     for column in ("TRACE", "WHEN", "REQUEST", "STATUS", "TOOK", "SPANS", "FAULTS"):
         table.add_column(column, justify="right" if column in ("TOOK", "SPANS") else "left")
@@ -232,10 +235,10 @@ FINGERPRINT_SHOWN = 16
 """How much of a fingerprint a terminal shows (then ``…``); printed whole, all of it."""
 
 
-def certs_table(data: dict[str, Any]) -> Listing:
+def certs_table(data: payloads.Certs) -> Listing:
     """Each sidecar's identity; the CA's fingerprint in the title (its start on a terminal,
     as in the FINGERPRINT column)."""
-    ca = data.get("ca") or {}
+    ca = data["ca"]
     title = whole_title = "identities"
     if ca:
         title += f" (CA {ca['fingerprint'][:FINGERPRINT_SHOWN]}…, in {ca['folder']})"

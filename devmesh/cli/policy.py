@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from devmesh.cli.app import app, context
-from devmesh.cli.faults import call_api
+from devmesh import payloads
+from devmesh.cli.app import app, call_api, context
 from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
 from devmesh.errors import UsageError
@@ -77,18 +77,18 @@ def policy(
         )
     workspace = context(ctx).workspace
     if clear:
-        result = asyncio.run(call_api(workspace, "clear_policy", service))
+        result = asyncio.run(call_api(workspace, lambda c: c.clear_policy(service)))
     elif settings:
-        result = asyncio.run(call_api(workspace, "set_policy", service, settings))
+        result = asyncio.run(call_api(workspace, lambda c: c.set_policy(service, settings)))
     else:
-        result = asyncio.run(call_api(workspace, "policy", service))
+        result = asyncio.run(call_api(workspace, lambda c: c.policy(service)))
     if json_out:
         print_json(result)
         return
     console.print(_table(result))
 
 
-def _table(result: dict[str, Any]) -> Listing:
+def _table(result: payloads.PolicyAnswer) -> Listing:
     table = Listing(title=f"calls to {result['service']}")
     for column in ("SETTING", "VALUE", "FROM"):
         table.add_column(column)

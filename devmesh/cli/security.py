@@ -9,13 +9,12 @@ service's sidecars and keeps it across restarts.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from devmesh.cli.app import app, context
-from devmesh.cli.faults import call_api
+from devmesh.cli.app import app, call_api, context
 from devmesh.cli.layout import Listing
 from devmesh.cli.output import console, print_json
 from devmesh.config.model import MTLS_MODES
@@ -52,9 +51,9 @@ def mtls(
         raise UsageError(f"{mode!r} is not an mTLS mode", f"give one of: {', '.join(MTLS_MODES)}")
     workspace = context(ctx).workspace
     if mode is None and not reset:
-        modes: dict[str, str] = asyncio.run(call_api(workspace, "mtls_modes"))
+        modes = asyncio.run(call_api(workspace, lambda c: c.mtls_modes()))
     else:
-        modes = asyncio.run(call_api(workspace, "set_mtls", service, mode))
+        modes = asyncio.run(call_api(workspace, lambda c: c.set_mtls(service, mode)))
     if service is not None:
         if service not in modes:
             raise UsageError(
@@ -113,7 +112,7 @@ def add(
         methods=method or [],
         audit=audit,
     )
-    added = asyncio.run(call_api(context(ctx).workspace, "add_authz_rule", rule))
+    added = asyncio.run(call_api(context(ctx).workspace, lambda c: c.add_authz_rule(rule)))
     if json_out:
         print_json(added)
         return
@@ -126,7 +125,7 @@ def list_rules(
     json_out: Annotated[bool, typer.Option("--json", help="Print the rules as JSON.")] = False,
 ) -> None:
     """List the authorization rules in force: devmesh.yaml's and the runtime ones."""
-    rules: list[dict[str, Any]] = asyncio.run(call_api(context(ctx).workspace, "authz_rules"))
+    rules = asyncio.run(call_api(context(ctx).workspace, lambda c: c.authz_rules()))
     if json_out:
         print_json({"rules": rules})
         return
@@ -156,5 +155,5 @@ def remove(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The rule's name (authz ls).")],
 ) -> None:
     """Remove one authorization rule added at run time."""
-    asyncio.run(call_api(context(ctx).workspace, "remove_authz_rule", name))
+    asyncio.run(call_api(context(ctx).workspace, lambda c: c.remove_authz_rule(name)))
     console.print(Text(f"removed rule {name}"))

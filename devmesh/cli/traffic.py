@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from devmesh import payloads
 from devmesh.cli.app import app, context
 from devmesh.cli.output import console, print_json
 from devmesh.client import ControlPlaneClient, Endpoint
@@ -45,7 +46,7 @@ def split(
 
 async def _split(
     workspace: Workspace, service: str, weights: dict[str, float], clear: bool
-) -> dict[str, Any]:
+) -> payloads.SplitAnswer:
     async with ControlPlaneClient(Endpoint.of(workspace)) as client:
         if clear:
             return await client.clear_split(service)

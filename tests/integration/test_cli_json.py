@@ -294,3 +294,26 @@ def test_split_and_validate(project_dir: Path, capsys: pytest.CaptureFixture[str
     valid = as_json(project_dir, capsys, "validate")
     assert valid["valid"] is True
     assert valid["services"] == [FRONTEND, CATALOG]
+
+
+def test_trace_draws_one_as_a_tree_and_writes_it_as_otlp(
+    project_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    trace_id = as_json(project_dir, capsys, "trace")["traces"][0]["trace_id"]
+    capsys.readouterr()
+    assert cli(project_dir, "trace", trace_id) == 0
+    assert f"trace {trace_id}" in capsys.readouterr().out
+    written = tmp_path / "trace.json"
+    assert cli(project_dir, "trace", trace_id, "--otlp", str(written)) == 0
+    assert json.loads(written.read_text())["resourceSpans"], "OTLP/JSON, with its spans"
+
+
+def test_fault_added_then_removed(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    added = as_json(project_dir, capsys, "fault", "add", CATALOG, "--abort", "503", "--path", "/x")
+    assert added["service"] == CATALOG
+    assert added["does"].startswith("abort 503")
+    capsys.readouterr()
+    assert cli(project_dir, "fault", "rm", added["id"]) == 0
+    assert capsys.readouterr().out == f"removed fault {added['id']}\n"
+    ids = [f["id"] for f in as_json(project_dir, capsys, "fault", "ls")["faults"]]
+    assert added["id"] not in ids
