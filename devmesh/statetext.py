@@ -32,6 +32,12 @@ PANIC = "panic: routing to all"
 SECURITY_STYLE = {"locked": "green", "mtls": "", "plaintext": "yellow"}
 
 
+def origin_text(origin: str) -> str:
+    """Where a fault or a rule comes from: ``devmesh.yaml``, or ``cli`` (added at run time,
+    from the CLI or the TUI)."""
+    return "devmesh.yaml" if origin == "config" else "cli"
+
+
 def status_text(status: int) -> Text:
     """``503`` in its class's colour, ``---`` for none."""
     return Text(str(status or "---"), style=STATUS_STYLE.get(str(status)[:1], "red"))

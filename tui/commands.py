@@ -9,8 +9,6 @@ from typing import Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-import devmesh.payloads as payloads
-
 ACTIONS = (
     ("detail", "Show", "its versions, instances, latency, breaker history and logs"),
     ("faults", "Faults on", "add or remove faults on calls to it"),
@@ -24,11 +22,12 @@ ACTIONS = (
 
 class MeshCommands(Provider):
     def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
+        from tui.app import MeshApp  # the app imports this module for its palette
+
         app = self.app
-        status: payloads.Status | None = getattr(app, "status", None)
-        overview = getattr(app, "overview", None)
-        if status is None or overview is None:
+        if not isinstance(app, MeshApp) or app.status is None:
             return []
+        status, overview = app.status, app.overview
         found: list[tuple[str, Callable[[], Any], str]] = []
         for service in status["services"]:
             name = service["name"]

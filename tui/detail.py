@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Static
 
 import devmesh.payloads as payloads
 from devmesh.errors import DevmeshError
-from devmesh.statetext import breaker_state_text
+from devmesh.statetext import breaker_state_text, state_text
 from tui import render
 from tui.confirm import ConfirmScreen
 from tui.source import MeshSource
@@ -158,9 +158,7 @@ class DetailScreen(Screen[None]):
             for instance in service["instances"]:
                 if instance["version"] != version:
                     continue
-                state = instance["state"]
-                style = {"ready": "green", "starting": "yellow", "restarting": "yellow"}
-                shown = Text(state, style=style.get(state, "bold red"))
+                shown = state_text(instance["state"])
                 if instance.get("restarts"):
                     shown += Text(f" ↻{instance['restarts']}", style="dim")
                 table.add_row(

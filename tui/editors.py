@@ -24,6 +24,8 @@ from devmesh.forms import faults
 from devmesh.forms.faults import fault_from_fields
 from devmesh.forms.fields import Names
 from devmesh.forms.splits import rebalance, whole_split
+from devmesh.statetext import origin_text
+from devmesh.units import human_duration
 from tui.form import FormScreen, said
 from tui.source import MeshSource
 
@@ -98,8 +100,8 @@ class FaultScreen(FormScreen):
                 Text(fault["id"]),
                 Text(fault["does"]),
                 Text(fault["matches"]),
-                "-" if expires is None else f"in {expires:.0f}s",
-                "devmesh.yaml" if fault["origin"] == "config" else "runtime",
+                "-" if expires is None else f"in {human_duration(expires)}",
+                origin_text(fault["origin"]),
                 key=fault["id"],
             )
         if table.row_count:

@@ -1,5 +1,5 @@
-"""What the TUI's one-screen forms share (the policy editor, the access screen): a column of
-labelled one-line fields, enter or ctrl+s to apply, esc to leave."""
+"""What the TUI's one-screen forms share (the fault and policy editors, the access
+screen): a column of labelled one-line fields, enter or ctrl+s to apply, esc to leave."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from devmesh.cli.output import console, print_json
 from devmesh.errors import UsageError
 from devmesh.forms.faults import fault_from_fields
 from devmesh.forms.faults import lasts as lasts_of
+from devmesh.statetext import origin_text
 from devmesh.units import format_duration, human_duration
 
 fault_app = typer.Typer(
@@ -108,7 +109,7 @@ def list_faults(
             Text(fault["does"]),
             Text(fault["matches"]),
             "-" if expires is None else f"in {human_duration(expires)}",
-            "devmesh.yaml" if fault["origin"] == "config" else "cli",
+            origin_text(fault["origin"]),
         )
     console.print(table)
 

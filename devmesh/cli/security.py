@@ -20,6 +20,7 @@ from devmesh.cli.output import console, print_json
 from devmesh.config.model import MTLS_MODES
 from devmesh.errors import UsageError
 from devmesh.forms.authz import rule_from_fields
+from devmesh.statetext import origin_text
 
 authz_app = typer.Typer(
     help="Authorization rules: allow or deny calls to a service by caller, path and method "
@@ -144,7 +145,7 @@ def list_rules(
             Text(", ".join(rule.get("paths") or []) or "any"),
             Text(", ".join(rule.get("methods") or []) or "any"),
             Text(rule["mode"], style="yellow" if rule["mode"] == "audit" else ""),
-            "devmesh.yaml" if rule["origin"] == "config" else "cli",
+            origin_text(rule["origin"]),
         )
     console.print(table)
 

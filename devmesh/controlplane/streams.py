@@ -170,7 +170,7 @@ class TapSubscriber(Subscriber[TapMessage]):
             return
         self._tokens -= 1.0
         shown = {"type": "request", **{k: record.get(k) for k in TAP_FIELDS}}
-        self.offer(cast(TapRequest, shown))  # a valid record has each of them (``Metrics``)
+        self.offer(cast(TapRequest, shown))  # the tap's fields, as the sidecar's record has them
 
     def report(self) -> TapStats:
         """What this reader matched and did not see so far."""
