@@ -65,7 +65,10 @@ FORMS_MAY_IMPORT = {
     "devmesh.errors",
     "devmesh.units",
 }
-"""The pure modules of devmesh the forms build on (the config's model, its words)."""
+"""The pure modules of devmesh the forms build on (the config's model, its words). Importing
+them runs ``devmesh.config``'s package, which loads PyYAML and the config's readers: a
+parser, no framework and no I/O at import; the forms check values by the config's own
+lists (``LB_POLICIES``, ``RETRY_ON_VALUES``) rather than keep copies."""
 
 
 def allowed_in_tui(name: str) -> bool:
