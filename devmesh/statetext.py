@@ -4,6 +4,7 @@ terminal); ``short`` is the form for a narrow cell."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from rich.text import Text
@@ -30,6 +31,16 @@ PANIC = "panic: routing to all"
 """What a breaker in panic does: its callers route to every instance, ejected ones too."""
 
 SECURITY_STYLE = {"locked": "green", "mtls": "", "plaintext": "yellow"}
+
+
+def clock_text(ts: float) -> str:
+    """``12:00:01.123``: when a request ended, local time to the millisecond."""
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+
+
+def expires_text(expires_in: float | None) -> str:
+    """``in 1m 35s`` (``-``: until removed)."""
+    return "-" if expires_in is None else f"in {human_duration(expires_in)}"
 
 
 def origin_text(origin: str) -> str:

@@ -24,8 +24,7 @@ from devmesh.forms import faults
 from devmesh.forms.faults import fault_from_fields
 from devmesh.forms.fields import Names
 from devmesh.forms.splits import rebalance, whole_split
-from devmesh.statetext import origin_text
-from devmesh.units import human_duration
+from devmesh.statetext import expires_text, origin_text
 from tui.form import FormScreen, said
 from tui.source import MeshSource
 
@@ -95,12 +94,11 @@ class FaultScreen(FormScreen):
         for fault in status.get("faults", []):
             if fault["service"] != self.service:
                 continue
-            expires = fault.get("expires_in")
             table.add_row(
                 Text(fault["id"]),
                 Text(fault["does"]),
                 Text(fault["matches"]),
-                "-" if expires is None else f"in {human_duration(expires)}",
+                expires_text(fault.get("expires_in")),
                 origin_text(fault["origin"]),
                 key=fault["id"],
             )

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 import devmesh.payloads as payloads
 from devmesh.errors import DevmeshError
 from devmesh.forms.tap import Filters, filters_from_words
-from devmesh.statetext import status_text
+from devmesh.statetext import clock_text, status_text
 from devmesh.tracetree import trace_tree
 from tui import render
 from tui.form import said
@@ -147,7 +147,7 @@ def row_cells(record: payloads.TapRequest) -> tuple[Text, ...]:
     if record.get("fault"):
         shown += Text(" ⚡", style="bold magenta")
     return (
-        Text(time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"),
+        Text(clock_text(ts)),
         Text(f"{record['source']} → {record['destination']}"),
         Text(f"{record['method']} {record['path']}"),
         shown,

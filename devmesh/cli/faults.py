@@ -19,8 +19,8 @@ from devmesh.cli.output import console, print_json
 from devmesh.errors import UsageError
 from devmesh.forms.faults import fault_from_fields
 from devmesh.forms.faults import lasts as lasts_of
-from devmesh.statetext import origin_text
-from devmesh.units import format_duration, human_duration
+from devmesh.statetext import expires_text, origin_text
+from devmesh.units import format_duration
 
 fault_app = typer.Typer(
     help="Inject faults (delays, errors, resets, slow or hung responses) into calls to a "
@@ -102,13 +102,12 @@ def list_faults(
     for column in ("ID", "SERVICE", "FAULT", "MATCH", "EXPIRES", "FROM"):
         table.add_column(column)
     for fault in faults:
-        expires = fault["expires_in"]
         table.add_row(
             fault["id"],
             fault["service"],
             Text(fault["does"]),
             Text(fault["matches"]),
-            "-" if expires is None else f"in {human_duration(expires)}",
+            expires_text(fault["expires_in"]),
             origin_text(fault["origin"]),
         )
     console.print(table)

@@ -16,7 +16,7 @@ from rich.text import Text
 from devmesh import payloads
 from devmesh.cli.layout import Listing, StdoutConsole
 from devmesh.errors import DevmeshError
-from devmesh.statetext import breaker_text, security_text, state_text, status_text
+from devmesh.statetext import breaker_text, clock_text, security_text, state_text, status_text
 from devmesh.units import human_duration
 
 Renderable = RenderableType
@@ -168,7 +168,7 @@ def top_table(status: payloads.Status, edges: list[payloads.Edge], sort: str) ->
 def tap_line(record: payloads.TapRequest) -> Text:
     """``12:00:01.123 frontend → catalog GET /items 200 12.3ms v2 catalog-v2-1 trace=…``."""
     ts = record.get("ts") or time.time()
-    clock = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+    clock = clock_text(ts)
     status = int(record.get("status") or 0)
     line = Text(f"{clock} ", style="dim")
     line += Text(f"{record['source']} → {record['destination']} ", style="cyan")
