@@ -71,6 +71,9 @@ class ConfigError(UsageError):
         if not problems:
             raise ValueError("ConfigError needs at least one problem")
         self.problems = problems
+        self.warnings: list[str] = []
+        """What the file also says that devmesh leaves out (a compose file's ``restart:``),
+        shown with the problems so that one run tells everything."""
         count = len(problems)
         super().__init__(
             f"{count} problem{'s' if count != 1 else ''} in the configuration:\n"

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from devmesh import payloads
 from devmesh.cli.layout import Listing, StdoutConsole
-from devmesh.errors import DevmeshError
+from devmesh.errors import ConfigError, DevmeshError
 from devmesh.statetext import breaker_text, clock_text, security_text, state_text, status_text
 from devmesh.units import human_duration
 
@@ -31,6 +31,8 @@ def print_error(exc: DevmeshError) -> None:
     Lines are never broken by devmesh (soft wrap): a path or a log line stays
     whole for the terminal to wrap, and for the user to copy or grep.
     """
+    for warning in exc.warnings if isinstance(exc, ConfigError) else ():
+        print_warning(warning)
     err_console.print(Text("error: ", style="bold red") + Text(exc.message), soft_wrap=True)
     for line in exc.details:
         err_console.print(Text(f"  {line}", style="dim"), soft_wrap=True)

@@ -158,7 +158,11 @@ def load_compose(path: Path, *, default_name: str | None = None) -> tuple[Projec
     The project's ``source`` is the compose file, and its ``lines`` point into it.
     """
     imported = import_compose(path, default_name=default_name)
-    return compose_project(imported, path), imported.warnings
+    try:
+        return compose_project(imported, path), imported.warnings
+    except ConfigError as exc:
+        exc.warnings = imported.warnings
+        raise
 
 
 def render_devmesh_yaml(imported: Imported, source: Path) -> str:

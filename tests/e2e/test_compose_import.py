@@ -81,4 +81,9 @@ def test_validate_reports_every_mistake_of_a_compose_file_at_once(tmp_path: Path
         "docker-compose.yml:7: volumse: unknown key 'volumse' in the compose file "
         "— did you mean 'volumes'?" in result.stderr
     )
-    assert "restart" not in result.stderr, "a key Compose knows is no problem"
+    problems = result.stderr.partition("error:")[2]
+    assert "restart" not in problems, "a key Compose knows is no problem"
+    assert (
+        "warning: docker-compose.yml:6: services.web.restart is not supported by devmesh"
+        in result.stderr
+    ), "its warning comes in the same run"
