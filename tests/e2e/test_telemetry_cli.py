@@ -138,6 +138,12 @@ def test_tap_top_status_and_trace_on_the_shop(projects: ProjectFactory, tmp_path
     listed = shop.cli("certs")
     assert listed.returncode == 0, listed.stderr
     assert "spiffe://devmesh.local/shop/pricing" in listed.stdout
+    shown = [line for line in listed.stdout.splitlines() if "spiffe://devmesh.local/shop/" in line]
+    assert len(shown) == 5, "piped, every identity whole: `devmesh certs | grep -c` counts 5"
+    assert "…" not in listed.stdout
+    status = shop.cli("status")
+    assert "…" not in status.stdout, "`devmesh status | cat` shows whole names"
+    assert "frontend" in status.stdout
 
     # Mistakes get one sentence, and no traceback.
     for args, expected in (
