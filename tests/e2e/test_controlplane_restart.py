@@ -96,7 +96,14 @@ def test_up_refuses_a_state_file_it_cannot_use_in_its_own_sentence(
     project = projects.from_yaml("name: demo\nservices:\n  web: {command: 'true'}\n")
     state = project.dir / ".devmesh" / "state.json"
     state.parent.mkdir(mode=0o700)
-    bad = Path(__file__).parents[1] / "unit" / "states" / "bad_nan_expiry.json"
+    bad = (
+        Path(__file__).parents[1]
+        / "unit"
+        / "devmesh"
+        / "controlplane"
+        / "states"
+        / "bad_nan_expiry.json"
+    )
     shutil.copy(bad, state)
     result = project.cli("up", "--detach", "--runtime", "local")
     assert result.returncode == 1, result.stdout + result.stderr

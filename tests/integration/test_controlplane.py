@@ -392,7 +392,7 @@ def test_a_state_file_it_cannot_use_stops_the_control_plane_with_a_sentence(
     workspace = Workspace(tmp_path)
     workspace.ensure()
     workspace.token(create=True)
-    states = Path(__file__).parents[1] / "unit" / "states"
+    states = Path(__file__).parents[1] / "unit" / "devmesh" / "controlplane" / "states"
     shutil.copy(states / "bad_nan_expiry.json", workspace.state_file)
     result = subprocess.run(
         [sys.executable, "-m", "devmesh.controlplane", "--project-dir", str(tmp_path)],
