@@ -1,0 +1,1 @@
+//! Traffic policy as pure decisions: no I/O; the clock and randomness are passed in.

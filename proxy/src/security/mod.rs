@@ -1,0 +1,1 @@
+//! Who may call whom, and later mTLS and identity.

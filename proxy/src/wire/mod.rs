@@ -1,0 +1,3 @@
+//! The sidecar's wire contract with the control plane (see `contract/`).
+
+pub mod snapshot;
