@@ -1,1 +1,3 @@
 //! Who may call whom, and later mTLS and identity.
+
+pub mod authz;

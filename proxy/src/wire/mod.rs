@@ -1,3 +1,6 @@
 //! The sidecar's wire contract with the control plane (see `contract/`).
 
+pub mod bootstrap;
+pub mod messages;
 pub mod snapshot;
+pub mod telemetry;

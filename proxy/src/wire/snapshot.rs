@@ -2,29 +2,19 @@
 
 use serde_json::Value;
 
+use crate::invalid::Invalid;
+
 /// A snapshot that passed validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub version: u64,
 }
 
-/// Why a snapshot was refused (sent back in the NACK).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotError(pub String);
-
-impl std::fmt::Display for SnapshotError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SnapshotError {}
-
 /// Parse and validate a snapshot as the control plane sends it.
-pub fn parse_snapshot(value: &Value) -> Result<Snapshot, SnapshotError> {
+pub fn parse_snapshot(value: &Value) -> Result<Snapshot, Invalid> {
     let version = value
         .get("version")
         .and_then(Value::as_u64)
-        .ok_or_else(|| SnapshotError("snapshot.version: expected a whole number".into()))?;
+        .ok_or_else(|| Invalid::new("snapshot.version must be a non-negative integer"))?;
     Ok(Snapshot { version })
 }

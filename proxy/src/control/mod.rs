@@ -1,0 +1,3 @@
+//! The control link: one WebSocket to the control plane, dialled by the sidecar.
+
+pub mod link;

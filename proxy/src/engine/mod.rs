@@ -1,0 +1,3 @@
+//! The HTTP engine: listeners, forwarding, header hygiene.
+
+pub mod headers;
