@@ -642,3 +642,31 @@ def test_a_message_off_the_contract_is_refused_by_its_schema(
     schema: str, message: dict[str, Any]
 ) -> None:
     assert problems(schema, message)
+
+
+def _boot(**fields: Any) -> dict[str, Any]:
+    base = {"service": "s", "version": "v1", "instance": "i", "control_plane": "u"}
+    return {**base, "state_dir": ".", **fields}
+
+
+@pytest.mark.parametrize(
+    ("what", "schema", "data"),
+    [
+        ("a port as text", "bootstrap", _boot(inbound_port="8080")),
+        ("a port as a boolean", "bootstrap", _boot(outbound_port=True)),
+        ("a port out of range", "bootstrap", _boot(app_port=70000)),
+        ("a service as a number", "bootstrap", _boot(service=7)),
+        ("a health path as a number", "bootstrap", _boot(health_path=7)),
+        ("a port of non-ASCII digits", "snapshot", _endpoint(address="h:\u0668\u0660")),
+    ],
+)
+def test_where_the_schema_is_stricter_than_the_sidecar(
+    what: str, schema: str, data: dict[str, Any]
+) -> None:
+    """Listed in contract/README.md: the Python sidecar coerces these; the contract does not
+    promise that it will."""
+    if schema == "bootstrap":
+        Bootstrap.from_dict(data)
+    else:
+        parse_snapshot(data)
+    assert problems(schema, data), f"the schema takes {what}"
