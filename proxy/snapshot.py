@@ -192,7 +192,7 @@ def _parse_endpoint(data: object, where: str) -> Endpoint:
             raise SnapshotError(f"{where}.{key} must be a non-empty string")
         fields[key] = value
     host, sep, port = fields["address"].rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise SnapshotError(f"{where}.address must be host:port, got {fields['address']!r}")
     return Endpoint(**fields)
 
