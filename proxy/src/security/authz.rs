@@ -245,7 +245,8 @@ pub fn normalized(path: &str) -> String {
 /// answer is `Ok(None)` when `path_qs` is already canonical, `Ok(Some(new))` with
 /// the canonical path and query otherwise, and `Err(why)` for a target the rules
 /// cannot judge safely (a fragment, an escaped `/` or `\`): it is refused (400),
-/// never normalised.
+/// never normalised. The path [`evaluate`] then judges is the canonical path's
+/// [`percent_decoded`] form, without its query.
 pub fn canonical_target(target: &str, path_qs: &str) -> Result<Option<String>, &'static str> {
     let (raw, query) = match path_qs.split_once('?') {
         Some((raw, query)) => (raw, Some(query)),
