@@ -12,7 +12,6 @@ schema refuses too (what a schema cannot say is listed, and checked, apart).
 
 from __future__ import annotations
 
-import copy
 import json
 import tempfile
 from collections.abc import Iterator
@@ -253,175 +252,44 @@ def test_a_snapshot_the_control_plane_builds_matches_the_schema(
 
 # -- what the sidecar refuses, the schema refuses ------------------------------------------
 
-GOOD_ROUTE: dict[str, Any] = {
-    "endpoints": [{"instance": "catalog-v1-1", "version": "v1", "address": "127.0.0.1:41234"}],
-    "split": {"v1": 100},
-    "versions": ["v1"],
-}
+EXAMPLES = json.loads((CONTRACT / "examples" / "snapshots.json").read_text())
+"""Cases both sidecars are held to: the Rust sidecar's tests read the same file."""
 
 
-def _snapshot(route: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
-    return {"version": 7, "routes": {"catalog": route if route is not None else GOOD_ROUTE}, **top}
+def _cases(kind: str) -> list[Any]:
+    return [pytest.param(case, id=case["what"]) for case in EXAMPLES[kind]]
 
 
-def _with(**changes: Any) -> dict[str, Any]:
-    route = copy.deepcopy(GOOD_ROUTE)
-    route.update(changes)
-    return _snapshot(route)
+@pytest.mark.parametrize("case", _cases("refused"))
+def test_a_snapshot_the_sidecar_refuses_the_schema_refuses(case: dict[str, Any]) -> None:
+    with pytest.raises(SnapshotError) as refused:
+        parse_snapshot(case["snapshot"])
+    assert str(refused.value) == case["error"]
+    assert problems("snapshot", case["snapshot"]), f"the schema takes: {case['what']}"
 
 
-def _endpoint(**changes: Any) -> dict[str, Any]:
-    endpoint = {**GOOD_ROUTE["endpoints"][0], **changes}
-    return _with(endpoints=[{k: v for k, v in endpoint.items() if v is not None}])
+@pytest.mark.parametrize("case", _cases("accepted"))
+def test_a_snapshot_the_sidecar_takes_the_schema_takes(case: dict[str, Any]) -> None:
+    parse_snapshot(case["snapshot"])
+    assert problems("snapshot", case["snapshot"]) == []
 
 
-def _policy(**policy: Any) -> dict[str, Any]:
-    return _with(policy=policy)
-
-
-def _fault(**fault: Any) -> dict[str, Any]:
-    return _policy(faults=[fault])
-
-
-def _authz(**policy: Any) -> dict[str, Any]:
-    return _with(authz=[{"name": "readers", "action": "allow", **policy}])
-
-
-REFUSED: list[tuple[str, object]] = [
-    ("not an object", [1, 2]),
-    ("no version", {"routes": {}}),
-    ("version as text", {"version": "7", "routes": {}}),
-    ("negative version", {"version": -1}),
-    ("boolean version", {"version": True}),
-    ("routes as a list", {"version": 1, "routes": []}),
-    ("null routes", {"version": 1, "routes": None}),
-    ("empty service name", {"version": 1, "routes": {"": GOOD_ROUTE}}),
-    ("route not an object", {"version": 1, "routes": {"catalog": "catalog"}}),
-    ("endpoints not a list", _with(endpoints={"catalog-v1-1": "127.0.0.1:1"})),
-    ("endpoint without instance", _endpoint(instance=None)),
-    ("endpoint with empty version", _endpoint(version="")),
-    ("address without port", _endpoint(address="localhost")),
-    ("address without host", _endpoint(address=":8080")),
-    ("address with port 0", _endpoint(address="127.0.0.1:0")),
-    ("address with port 65536", _endpoint(address="127.0.0.1:65536")),
-    ("address with a named port", _endpoint(address="127.0.0.1:http")),
-    ("address as a number", _endpoint(address=8080)),
-    ("a port of non-ASCII digits", _endpoint(address="h:\u0668\u0660")),
-    ("a port of a superscript digit", _endpoint(address="h:\u00b2")),
-    ("negative split weight", _with(split={"v1": 110, "v2": -10})),
-    ("split weight as text", _with(split={"v1": "100"})),
-    ("split as a list", _with(split=[100])),
-    ("empty version name", _with(versions=[""])),
-    ("unknown mtls mode", _with(mtls="mutual")),
-    ("null mtls mode", _with(mtls=None)),
-    ("null policy", _with(policy=None)),
-    ("unknown policy key", _policy(timeouts=2)),
-    ("unknown lb", _policy(lb="random")),
-    ("zero timeout", _policy(timeout=0)),
-    ("timeout as text", _policy(timeout="2s")),
-    ("eleven attempts", _policy(retries={"attempts": 11})),
-    ("no attempts", _policy(retries={"attempts": 0})),
-    ("fractional attempts", _policy(retries={"attempts": 2.5})),
-    ("unknown retry_on", _policy(retries={"retry_on": ["4xx"]})),
-    ("zero per_try_timeout", _policy(retries={"per_try_timeout": 0})),
-    ("zero consecutive_5xx", _policy(outlier={"consecutive_5xx": 0})),
-    ("ejection percent over 100", _policy(outlier={"max_ejection_percent": 101})),
-    ("negative panic threshold", _policy(outlier={"panic_threshold": -1})),
-    ("negative interval", _policy(outlier={"interval": -5})),
-    ("zero max_connections", _policy(pool={"max_connections": 0})),
-    ("max_pending as text", _policy(pool={"max_pending": "10"})),
-    ("faults not a list", _policy(faults={"id": "f1", "hang": 1})),
-    ("fault without id", _fault(abort_status=503)),
-    ("fault id with a space", _fault(id="f 1", abort_status=503)),
-    ("fault id with a colon", _fault(id="f:1", abort_status=503)),
-    ("unknown fault key", _fault(id="f1", abort_status=503, abort_http=503)),
-    ("abort status 600", _fault(id="f1", abort_status=600)),
-    ("abort status 199", _fault(id="f1", abort_status=199)),
-    ("abort status and reset", _fault(id="f1", abort_status=503, abort_reset=True)),
-    ("abort_reset as text", _fault(id="f1", abort_reset="yes")),
-    ("a fault that does nothing", _fault(id="f1")),
-    ("a zero delay alone", _fault(id="f1", delay=0)),
-    ("negative delay", _fault(id="f1", delay=-1)),
-    ("jitter without delay", _fault(id="f1", jitter=0.1, abort_status=503)),
-    ("delay percent without delay", _fault(id="f1", delay_percent=50, abort_status=503)),
-    ("abort percent without abort", _fault(id="f1", abort_percent=50, delay=1)),
-    ("delay percent over 100", _fault(id="f1", delay=1, delay_percent=150)),
-    ("null jitter", _fault(id="f1", delay=1, jitter=None)),
-    ("zero bandwidth", _fault(id="f1", bandwidth=0)),
-    ("fractional bandwidth", _fault(id="f1", bandwidth=10.5)),
-    ("zero hang", _fault(id="f1", hang=0)),
-    ("expires_at as text", _fault(id="f1", hang=1, expires_at="soon")),
-    ("path prefix without a slash", _fault(id="f1", hang=1, match={"path_prefix": "items"})),
-    ("unknown match key", _fault(id="f1", hang=1, match={"path": "/items"})),
-    ("method with a space", _fault(id="f1", hang=1, match={"method": "GE T"})),
-    ("header value a number", _fault(id="f1", hang=1, match={"headers": {"x-a": 1}})),
-    ("header name with a colon", _fault(id="f1", hang=1, match={"headers": {"x:a": "1"}})),
-    ("empty source", _fault(id="f1", hang=1, match={"source": ""})),
-    ("null match", _fault(id="f1", hang=1, match=None)),
-    ("authz not a list", _with(authz={"name": "readers", "action": "allow"})),
-    ("authz without name", _with(authz=[{"action": "allow"}])),
-    ("authz with empty name", _authz(name="")),
-    ("unknown authz action", _authz(action="permit")),
-    ("audit as text", _authz(audit="yes")),
-    ("empty source id", _authz(sources=[""])),
-    ("methods as text", _authz(methods="GET")),
-    ("path a number", _authz(paths=[1])),
-]
-
-
-@pytest.mark.parametrize(("what", "snapshot"), REFUSED, ids=[w for w, _ in REFUSED])
-def test_a_snapshot_the_sidecar_refuses_the_schema_refuses(what: str, snapshot: object) -> None:
-    with pytest.raises(SnapshotError):
-        parse_snapshot(snapshot)
-    assert problems("snapshot", snapshot), f"the schema takes a snapshot with {what}"
-
-
-EVERY_FAULT_FIELD: dict[str, Any] = {
-    "id": "f1",
-    "match": {"path_prefix": "/", "method": "get", "headers": {}, "source": "web"},
-    **{"delay": 0, "jitter": 0, "delay_percent": 100},
-    **{"abort_status": 200, "abort_reset": False, "abort_percent": 0},
-    **{"bandwidth": 1, "hang": 0.001, "expires_at": -1},
-}
-ACCEPTED: list[tuple[str, object]] = [
-    ("the smallest", {"version": 0}),
-    ("a good route", _snapshot()),
-    ("an IPv6 host", _endpoint(address="::1:8080")),
-    ("a port with leading zeros", _endpoint(address="h:08080")),
-    ("nulls where absent is meant", _with(split=None, policy={"timeout": None, "retries": None})),
-    ("unknown route keys", _with(weight=3)),
-    ("unknown endpoint keys", _endpoint(zone="a")),
-    ("unknown top-level keys", _snapshot(kind="snapshot")),
-    ("a float split", _with(split={"v1": 33.3, "v2": 66.7})),
-    ("every fault field", _fault(**EVERY_FAULT_FIELD)),
-    ("a jittered delay", _fault(id="f1", delay=0, jitter=0.5, delay_percent=0)),
-    ("an empty retry_on", _policy(retries={"retry_on": [], "attempts": 10})),
-]
-
-
-@pytest.mark.parametrize(("what", "snapshot"), ACCEPTED, ids=[w for w, _ in ACCEPTED])
-def test_a_snapshot_the_sidecar_takes_the_schema_takes(what: str, snapshot: object) -> None:
-    parse_snapshot(snapshot)
-    assert problems("snapshot", snapshot) == []
-
-
-BEYOND_THE_SCHEMA: list[tuple[str, object]] = [
-    ("split weights summing to 99", _with(split={"v1": 90, "v2": 9})),
-    ("two faults with one id", _policy(faults=[{"id": "f", "hang": 1}, {"id": "f", "hang": 2}])),
-    ("one header named twice", _fault(id="f", hang=1, match={"headers": {"X-A": "1", "x-a": "2"}})),
-    ("a whole float for an integer", {"version": 7.0}),
-]
-
-
-@pytest.mark.parametrize(
-    ("what", "snapshot"), BEYOND_THE_SCHEMA, ids=[w for w, _ in BEYOND_THE_SCHEMA]
-)
-def test_what_the_schema_cannot_say_only_the_sidecar_refuses(what: str, snapshot: object) -> None:
+@pytest.mark.parametrize("case", _cases("beyond_the_schema"))
+def test_what_the_schema_cannot_say_only_the_sidecar_refuses(case: dict[str, Any]) -> None:
     """Listed in contract/README.md: a schema can check neither sums nor uniqueness under a
     transformation, and JSON Schema counts 7.0 as an integer (Python does not)."""
-    with pytest.raises(SnapshotError):
-        parse_snapshot(snapshot)
-    assert problems("snapshot", snapshot) == []
+    with pytest.raises(SnapshotError) as refused:
+        parse_snapshot(case["snapshot"])
+    assert str(refused.value) == case["error"]
+    assert problems("snapshot", case["snapshot"]) == []
+
+
+def test_every_kind_of_example_is_there() -> None:
+    assert {k: len(EXAMPLES[k]) > 3 for k in ("refused", "accepted", "beyond_the_schema")} == {
+        "refused": True,
+        "accepted": True,
+        "beyond_the_schema": True,
+    }
 
 
 # -- the link, both ways, on a real control plane with real sidecars ------------------------
