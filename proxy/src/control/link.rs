@@ -1,1 +1,571 @@
-//! (to be written) the control link.
+//! The sidecar's link to the control plane, as `proxy/control.py` has it: one
+//! WebSocket to `<control_plane>/v1/sidecar/stream`, dialled by the sidecar with
+//! `Authorization: Bearer <project token>` (the token read again before each dial).
+//!
+//! Each link begins with a `hello` (the node, the snapshot version in force, the
+//! health as it stands, so that a sidecar dialling again keeps its place in routing).
+//! Snapshots are parsed: a good one becomes the one in force (published on a `watch`
+//! channel, written to disk as the last good one) and is acked; a bad one is nacked
+//! with the error's text and the previous one stays. Identities are written to disk and
+//! acked with their fingerprint. A hold is answered `held` (no call is in flight: the
+//! sidecar does not proxy yet); while held, the health reported is the one it had when
+//! the hold began; a release probes the app at once, reports that and says `released`.
+//!
+//! Liveness: any frame counts; a ping after [`PING_AFTER`] of silence, the link given up
+//! after [`SILENCE_LIMIT`]. A link that drops is dialled again with capped exponential
+//! backoff with jitter; the snapshot in force stays meanwhile.
+//!
+//! Not yet here (the sidecar does not proxy): telemetry and breakers to send, calls to
+//! drain before `held`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{Sink, SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{error, info, warn};
+
+use super::health::HealthProbe;
+use super::identity::IdentityStore;
+use super::kept;
+use super::liveness::{Backoff, Hold, Liveness, Silence, FLUSH_INTERVAL};
+pub use super::liveness::{PING_AFTER, SILENCE_LIMIT};
+use crate::wire::bootstrap::{Bootstrap, AUTO};
+use crate::wire::messages::{decode, Decoded, FromControl, Health, Node, ToControl};
+use crate::wire::snapshot::{parse_snapshot, Snapshot};
+
+/// The control plane's route for sidecar links.
+pub const STREAM_PATH: &str = "/v1/sidecar/stream";
+/// How long the WebSocket handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long, on shutdown, saying `leaving` and closing may take.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a link ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// Asked to stop: it said `leaving` and closed.
+    Stopped,
+    /// The control plane closed it.
+    Closed,
+}
+
+/// The control link and the state it keeps across links.
+pub struct ControlLink {
+    boot: Bootstrap,
+    health: Arc<HealthProbe>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    connected: watch::Sender<bool>,
+    identity: IdentityStore,
+    hold: Hold,
+    health_at_hold: Option<Health>,
+    health_dirty: bool,
+    say_released: bool,
+}
+
+impl ControlLink {
+    /// A link for `boot`, starting from the last good snapshot and the identity kept on
+    /// disk, if any.
+    pub fn new(boot: Bootstrap, health: Arc<HealthProbe>) -> Self {
+        let start = match kept::load(&boot.snapshot_file()) {
+            Some(snapshot) => {
+                info!(
+                    "starting from last good snapshot {} kept on disk",
+                    snapshot.version
+                );
+                snapshot
+            }
+            None => Snapshot { version: 0 },
+        };
+        let mut identity = IdentityStore::new(boot.identity_dir());
+        if identity.load_kept(unix_now()).is_some() {
+            info!("starting with the identity kept on disk");
+        }
+        ControlLink {
+            boot,
+            health,
+            snapshot: watch::channel(Arc::new(start)).0,
+            connected: watch::channel(false).0,
+            identity,
+            hold: Hold::default(),
+            health_at_hold: None,
+            health_dirty: true,
+            say_released: false,
+        }
+    }
+
+    /// The snapshot in force, and each one taken after it.
+    pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.subscribe()
+    }
+
+    /// Whether a link is up now.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.subscribe()
+    }
+
+    /// The hello that opens each link.
+    pub fn hello(&self) -> ToControl {
+        let ports_inbound = self.boot.inbound_port;
+        let inbound = (ports_inbound != 0).then(|| {
+            let host = if self.boot.advertise_host == AUTO {
+                address_towards(&self.boot.control_plane)
+            } else {
+                self.boot.advertise_host.clone()
+            };
+            format!("{host}:{ports_inbound}")
+        });
+        ToControl::Hello {
+            node: Node {
+                service: self.boot.service.clone(),
+                version: self.boot.version.clone(),
+                instance: self.boot.instance.clone(),
+                role: self.boot.role.as_str().to_string(),
+                inbound,
+                health_check: self.health.target().describe(),
+            },
+            snapshot_version: self.snapshot.borrow().version,
+            health: self.reported_health(),
+        }
+    }
+
+    /// The health to report: the probe's, or while the app is held the one it had then.
+    fn reported_health(&self) -> Health {
+        self.health_at_hold
+            .clone()
+            .unwrap_or_else(|| self.health.health())
+    }
+
+    /// Stay linked until `stop` turns true; then say `leaving` (if linked) and close.
+    pub async fn run(&mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Backoff::default();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.boot.token() {
+                Err(err) => error!("{err}"),
+                Ok(token) => {
+                    let ended = self.session(&token, &mut stop).await;
+                    self.connected.send_replace(false);
+                    match ended {
+                        Ok(Ended::Stopped) => return,
+                        Ok(Ended::Closed) => backoff.reset(),
+                        Err(why) => info!("control plane unreachable ({why}); retrying"),
+                    }
+                }
+            }
+            let delay = backoff.next_delay(rand::random::<f64>());
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One link, from the dial until it ends.
+    async fn session(
+        &mut self,
+        token: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Ended, String> {
+        let url = format!("{}{STREAM_PATH}", websocket_base(&self.boot.control_plane));
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the project token is not a valid header value".to_string())?;
+        request.headers_mut().insert("Authorization", bearer);
+        let dialled =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(request));
+        let (ws, _) = match dialled.await {
+            Err(_) => return Err("the WebSocket handshake timed out".into()),
+            Ok(Err(err)) => return Err(dial_error(&err)),
+            Ok(Ok(ws)) => ws,
+        };
+        let (mut sink, mut frames) = ws.split();
+        send(&mut sink, &self.hello()).await?;
+        self.health_dirty = true;
+        self.connected.send_replace(true);
+        info!("connected to control plane {}", self.boot.control_plane);
+        let mut health = self.health.subscribe();
+        health.mark_unchanged();
+        let mut live = Liveness::new(Instant::now());
+        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => {
+                    let leave = async {
+                        send(&mut sink, &ToControl::Leaving).await?;
+                        for message in self.pending(Instant::now()) {
+                            send(&mut sink, &message).await?;
+                        }
+                        sink.close().await.map_err(|e| e.to_string())?;
+                        // Read on until the control plane's close answers ours.
+                        while let Some(Ok(_)) = frames.next().await {}
+                        Ok::<(), String>(())
+                    };
+                    if let Ok(Err(err)) = tokio::time::timeout(LEAVE_TIMEOUT, leave).await {
+                        info!("could not say goodbye to the control plane: {err}");
+                    }
+                    return Ok(Ended::Stopped);
+                }
+                frame = frames.next() => {
+                    let frame = match frame {
+                        None => return Ok(Ended::Closed),
+                        Some(Err(err)) => return Err(err.to_string()),
+                        Some(Ok(frame)) => frame,
+                    };
+                    live.heard(Instant::now());
+                    match frame {
+                        Message::Text(text) => {
+                            for reply in self.handle(text.as_str()).await {
+                                send(&mut sink, &reply).await?;
+                            }
+                        }
+                        Message::Close(Some(close)) if close.code == CloseCode::Policy => {
+                            let reason = if close.reason.is_empty() { "bad token" } else { close.reason.as_str() };
+                            error!("control plane refused this sidecar: {reason}");
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    for message in self.pending(now) {
+                        send(&mut sink, &message).await?;
+                    }
+                    match live.check(now) {
+                        Silence::Fine => {}
+                        Silence::Ping => sink.send(Message::Ping(Default::default())).await.map_err(|e| e.to_string())?,
+                        Silence::GiveUp => {
+                            let _ = sink.close().await;
+                            return Err(format!("no word from the control plane in {}s", live.limit().as_secs()));
+                        }
+                    }
+                }
+                changed = health.changed() => {
+                    if changed.is_ok() {
+                        self.health_dirty = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What to send now: the health if it changed (not while held), `released` when a
+    /// hold ended (by a release, or by itself at `now`).
+    fn pending(&mut self, now: Instant) -> Vec<ToControl> {
+        if self.hold.expire(now) {
+            info!("the hold of the app ended by itself");
+            self.released();
+        }
+        let mut out = Vec::new();
+        if self.health_dirty && self.health_at_hold.is_none() {
+            self.health_dirty = false;
+            out.push(ToControl::Health(self.reported_health()));
+        }
+        if std::mem::take(&mut self.say_released) {
+            out.push(ToControl::Released);
+        }
+        out
+    }
+
+    /// Handle one text frame from the control plane: the replies to send.
+    pub async fn handle(&mut self, text: &str) -> Vec<ToControl> {
+        match decode(text) {
+            Decoded::Ignored(what) => {
+                warn!("ignoring {what}");
+                Vec::new()
+            }
+            Decoded::Malformed(err) if text.contains("\"identity\"") => {
+                error!("refused an identity from the control plane: {err}");
+                Vec::new()
+            }
+            Decoded::Malformed(err) => {
+                warn!("ignoring {err}");
+                Vec::new()
+            }
+            Decoded::Message(FromControl::Snapshot { snapshot }) => {
+                vec![self.take_snapshot(snapshot)]
+            }
+            Decoded::Message(FromControl::Identity(identity)) => {
+                match self.identity.install(&identity) {
+                    Ok(installed) => {
+                        let short: String = installed.fingerprint.chars().take(16).collect();
+                        info!(
+                            "identity {} installed (certificate {short})",
+                            installed.spiffe_id
+                        );
+                        vec![ToControl::IdentityAck {
+                            fingerprint: installed.fingerprint.clone(),
+                        }]
+                    }
+                    Err(err) => {
+                        error!("refused an identity from the control plane: {err}");
+                        Vec::new()
+                    }
+                }
+            }
+            Decoded::Message(FromControl::Hold) => {
+                if self.health_at_hold.is_none() {
+                    self.health_at_hold = Some(self.health.health());
+                }
+                self.hold.begin(Instant::now());
+                info!("holding calls to the app (0 still in flight)");
+                vec![ToControl::Held { in_flight: 0 }]
+            }
+            Decoded::Message(FromControl::Release) => {
+                if self.hold.end() {
+                    self.health.probe_now().await; // what the new app is, before anyone counts on it
+                }
+                self.released(); // said again even if it had ended: the control plane may not know
+                self.pending(Instant::now())
+            }
+        }
+    }
+
+    /// A hold ended: report the probe's health again, and say so.
+    fn released(&mut self) {
+        if self.health_at_hold.take().is_some() {
+            info!(
+                "released the calls held for the app ({:?})",
+                self.health.health().state
+            );
+        }
+        self.health_dirty = true;
+        self.say_released = true;
+    }
+
+    fn take_snapshot(&mut self, raw: Value) -> ToControl {
+        let version = raw.get("version").cloned().unwrap_or(Value::Null);
+        match parse_snapshot(&raw) {
+            Err(err) => {
+                warn!("rejected snapshot {version}: {err}");
+                ToControl::Nack {
+                    version,
+                    error: err.0,
+                }
+            }
+            Ok(snapshot) => {
+                let version = snapshot.version;
+                self.snapshot.send_replace(Arc::new(snapshot));
+                if let Err(err) = kept::save(&self.boot.snapshot_file(), &raw) {
+                    warn!("could not keep snapshot {version} on disk: {err}");
+                }
+                ToControl::Ack { version }
+            }
+        }
+    }
+}
+
+async fn send<S>(sink: &mut S, message: &ToControl) -> Result<(), String>
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    sink.send(Message::text(message.to_text()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// What a failed dial says, as the Python's words for it.
+fn dial_error(err: &tungstenite::Error) -> String {
+    match err {
+        tungstenite::Error::Http(response) => {
+            let status = response.status();
+            format!(
+                "the server answered {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_string()
+        }
+        tungstenite::Error::Io(io) => crate::wire::bootstrap::strerror(io),
+        other => other.to_string(),
+    }
+}
+
+/// `http://host:port` as `ws://host:port` (`https` as `wss`); `ws://` stays.
+pub fn websocket_base(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        url.to_string()
+    }
+}
+
+/// This host's address on the route to `url` (a UDP "connect" sends no packet).
+fn address_towards(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or("");
+    let target = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|sock| {
+            sock.connect(target.as_str())?;
+            sock.local_addr()
+        })
+        .map(|addr| addr.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".to_string())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::health::Target;
+    use crate::wire::messages::HealthState;
+    use serde_json::json;
+
+    fn link(name: &str, app_port: Option<u16>) -> (ControlLink, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("rlink-link-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let boot = Bootstrap::from_value(&json!({
+            "service": "catalog", "version": "v1", "instance": "catalog-v1-1",
+            "control_plane": "http://127.0.0.1:1", "state_dir": dir, "inbound_port": 41001,
+            "app_port": app_port,
+        }))
+        .unwrap();
+        let health = Arc::new(HealthProbe::new(Target {
+            app_port,
+            path: None,
+        }));
+        (ControlLink::new(boot, health), dir)
+    }
+
+    fn snapshot(version: Value) -> String {
+        json!({"type": "snapshot", "snapshot": {"version": version, "routes": {}}}).to_string()
+    }
+
+    #[tokio::test]
+    async fn a_good_snapshot_is_acked_kept_and_saved_and_a_bad_one_nacked() {
+        let (mut link, dir) = link("snap", None);
+        let snapshots = link.snapshots();
+        assert_eq!(
+            link.handle(&snapshot(json!(7))).await,
+            [ToControl::Ack { version: 7 }]
+        );
+        assert_eq!(snapshots.borrow().version, 7);
+        assert_eq!(
+            kept::load(&dir.join("snapshot.json")).map(|s| s.version),
+            Some(7)
+        );
+        let replies = link.handle(&snapshot(json!("eight"))).await;
+        assert_eq!(
+            replies,
+            [ToControl::Nack {
+                version: json!("eight"),
+                error: "snapshot.version must be a non-negative integer".into()
+            }]
+        );
+        assert_eq!(snapshots.borrow().version, 7, "the previous snapshot stays");
+        assert_eq!(
+            kept::load(&dir.join("snapshot.json")).map(|s| s.version),
+            Some(7)
+        );
+        // A new link starts from the one kept.
+        let (again, _) = (ControlLink::new(link.boot.clone(), link.health.clone()), ());
+        assert_eq!(again.snapshots().borrow().version, 7);
+        let ToControl::Hello {
+            snapshot_version,
+            node,
+            ..
+        } = again.hello()
+        else {
+            panic!()
+        };
+        assert_eq!(snapshot_version, 7);
+        assert_eq!(node.inbound.as_deref(), Some("127.0.0.1:41001"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hold_freezes_the_health_reported_until_the_release() {
+        let (mut link, dir) = link("hold", Some(1));
+        assert_eq!(
+            link.pending(Instant::now()),
+            [ToControl::Health(Health {
+                state: HealthState::Starting,
+                detail: "not probed yet".into()
+            })]
+        );
+        assert_eq!(
+            link.handle(r#"{"type": "hold"}"#).await,
+            [ToControl::Held { in_flight: 0 }]
+        );
+        link.health_dirty = true;
+        assert_eq!(link.pending(Instant::now()), [], "no health while held");
+        let replies = link.handle(r#"{"type": "release"}"#).await;
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        assert!(matches!(replies[0], ToControl::Health(_)));
+        assert_eq!(replies[1], ToControl::Released);
+        // Said again even when there was no hold.
+        assert!(link
+            .handle(r#"{"type": "release"}"#)
+            .await
+            .contains(&ToControl::Released));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_hold_never_released_ends_by_itself() {
+        let (mut link, dir) = link("expire", None);
+        link.handle(r#"{"type": "hold"}"#).await;
+        link.pending(Instant::now());
+        let later = Instant::now() + super::super::liveness::HOLD_LIMIT;
+        assert_eq!(
+            link.pending(later),
+            [
+                ToControl::Health(Health {
+                    state: HealthState::Ready,
+                    detail: "no port to probe".into()
+                }),
+                ToControl::Released
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_bad_identity_is_refused_without_an_answer() {
+        let (mut link, dir) = link("identity", None);
+        let text = json!({"type": "identity", "spiffe_id": "s", "cert": "c", "key": "k",
+            "ca": "a", "not_after": 4e9, "fingerprint": "abcdef"})
+        .to_string();
+        assert_eq!(link.handle(&text).await, []);
+        assert_eq!(link.handle(r#"{"type": "identity"}"#).await, []);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            websocket_base("http://127.0.0.1:41000"),
+            "ws://127.0.0.1:41000"
+        );
+        assert_eq!(websocket_base("https://cp:1"), "wss://cp:1");
+        assert_eq!(websocket_base("ws://cp:1"), "ws://cp:1");
+        assert_eq!(address_towards("http://127.0.0.1:41000"), "127.0.0.1");
+    }
+}

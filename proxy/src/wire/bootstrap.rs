@@ -230,7 +230,10 @@ fn gateway_listener(item: &Value, index: usize) -> Result<GatewayListener, Inval
         .ok_or_else(|| wrong_type(&format!("{where_} must be an object")))?;
     Ok(GatewayListener {
         port: port(required(obj, "port")?, &format!("{where_}.port"))?,
-        service: text(required(obj, "service")?, &format!("gateway[{index}].service"))?,
+        service: text(
+            required(obj, "service")?,
+            &format!("gateway[{index}].service"),
+        )?,
     })
 }
 
@@ -279,9 +282,11 @@ fn optional_path(obj: &Map<String, Value>, name: &str) -> Result<Option<PathBuf>
 /// A port: an integer (or its text, as Python's `int()` takes it) in 0..=65535.
 fn port(value: &Value, where_: &str) -> Result<u16, Invalid> {
     let number = match value {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.trunc() as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| f.trunc() as i64)
+        }),
         Value::String(s) => s.trim().parse::<i64>().ok(),
         Value::Bool(b) => Some(i64::from(*b)),
         _ => None,
@@ -343,7 +348,10 @@ mod tests {
         assert_eq!(boot.token_file, None);
         assert_eq!(boot.ready_file, None);
         assert!(boot.gateway.is_empty());
-        assert_eq!(boot.snapshot_file(), PathBuf::from("/tmp/state/snapshot.json"));
+        assert_eq!(
+            boot.snapshot_file(),
+            PathBuf::from("/tmp/state/snapshot.json")
+        );
     }
 
     #[test]
@@ -367,7 +375,10 @@ mod tests {
         assert_eq!(boot.health_path.as_deref(), Some("/healthz"));
         assert_eq!(
             boot.gateway,
-            vec![GatewayListener { port: 8080, service: "frontend".into() }]
+            vec![GatewayListener {
+                port: 8080,
+                service: "frontend".into()
+            }]
         );
         assert!(boot.ready_file.is_some());
     }
@@ -384,7 +395,10 @@ mod tests {
             data[k] = v;
         }
         let boot = Bootstrap::from_value(&data).unwrap();
-        assert_eq!((boot.token_file, boot.ready_file, boot.app_port), (None, None, None));
+        assert_eq!(
+            (boot.token_file, boot.ready_file, boot.app_port),
+            (None, None, None)
+        );
     }
 
     #[test]
@@ -403,10 +417,19 @@ mod tests {
 
     #[test]
     fn a_missing_field_is_named() {
-        for field in ["service", "version", "instance", "control_plane", "state_dir"] {
+        for field in [
+            "service",
+            "version",
+            "instance",
+            "control_plane",
+            "state_dir",
+        ] {
             let mut data = minimal();
             data.as_object_mut().unwrap().remove(field);
-            assert_eq!(error(data), format!("bootstrap is missing the field '{field}'"));
+            assert_eq!(
+                error(data),
+                format!("bootstrap is missing the field '{field}'")
+            );
         }
         let mut data = minimal();
         data["gateway"] = json!([{"service": "frontend"}]);
@@ -417,28 +440,57 @@ mod tests {
     fn a_bad_role_is_named_with_its_value() {
         let mut data = minimal();
         data["role"] = json!("mesh");
-        assert_eq!(error(data), "bootstrap.role must be sidecar or gateway, got 'mesh'");
+        assert_eq!(
+            error(data),
+            "bootstrap.role must be sidecar or gateway, got 'mesh'"
+        );
         let mut data = minimal();
         data["role"] = json!(null);
-        assert_eq!(error(data), "bootstrap.role must be sidecar or gateway, got None");
+        assert_eq!(
+            error(data),
+            "bootstrap.role must be sidecar or gateway, got None"
+        );
     }
 
     #[test]
     fn a_field_of_the_wrong_type_is_named() {
         let cases = [
-            ("inbound_port", json!("x"), "bootstrap.inbound_port must be an integer, got 'x'"),
-            ("app_port", json!(70000), "bootstrap.app_port must be a port number (0-65535), got 70000"),
-            ("outbound_port", json!([]), "bootstrap.outbound_port must be an integer, got []"),
+            (
+                "inbound_port",
+                json!("x"),
+                "bootstrap.inbound_port must be an integer, got 'x'",
+            ),
+            (
+                "app_port",
+                json!(70000),
+                "bootstrap.app_port must be a port number (0-65535), got 70000",
+            ),
+            (
+                "outbound_port",
+                json!([]),
+                "bootstrap.outbound_port must be an integer, got []",
+            ),
             ("state_dir", json!(5), "bootstrap.state_dir must be a path"),
             ("service", json!({}), "bootstrap.service must be a string"),
             ("gateway", json!({}), "bootstrap.gateway must be a list"),
-            ("gateway", json!([5]), "bootstrap.gateway[0] must be an object"),
-            ("health_path", json!(3), "bootstrap.health_path must be a string"),
+            (
+                "gateway",
+                json!([5]),
+                "bootstrap.gateway[0] must be an object",
+            ),
+            (
+                "health_path",
+                json!(3),
+                "bootstrap.health_path must be a string",
+            ),
         ];
         for (field, value, text) in cases {
             let mut data = minimal();
             data[field] = value;
-            assert_eq!(error(data), format!("bootstrap has a field of the wrong type: {text}"));
+            assert_eq!(
+                error(data),
+                format!("bootstrap has a field of the wrong type: {text}")
+            );
         }
     }
 
@@ -463,7 +515,9 @@ mod tests {
 
     #[test]
     fn an_unreadable_file_is_named() {
-        let err = Bootstrap::load(Path::new("/no/such/bootstrap.json")).unwrap_err().0;
+        let err = Bootstrap::load(Path::new("/no/such/bootstrap.json"))
+            .unwrap_err()
+            .0;
         assert_eq!(
             err,
             "cannot read bootstrap file /no/such/bootstrap.json: No such file or directory"
@@ -482,7 +536,10 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         assert_eq!(
             boot.token().unwrap_err().to_string(),
-            format!("no project token: cannot read {} (No such file or directory)", file.display())
+            format!(
+                "no project token: cannot read {} (No such file or directory)",
+                file.display()
+            )
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -134,7 +134,11 @@ pub fn decode(text: &str) -> Decoded {
     let Some(obj) = value.as_object() else {
         return Decoded::Ignored("a control plane message that is not an object");
     };
-    let kind = obj.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+    let kind = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if !matches!(kind.as_str(), "snapshot" | "identity" | "hold" | "release") {
         return Decoded::Ignored("a control plane message of a type it does not know");
     }
@@ -197,8 +201,14 @@ mod tests {
             health.to_text(),
             r#"{"type":"health","state":"ready","detail":"no port to probe"}"#
         );
-        let nack = ToControl::Nack { version: Value::Null, error: "bad".into() };
-        assert_eq!(nack.to_text(), r#"{"type":"nack","version":null,"error":"bad"}"#);
+        let nack = ToControl::Nack {
+            version: Value::Null,
+            error: "bad".into(),
+        };
+        assert_eq!(
+            nack.to_text(),
+            r#"{"type":"nack","version":null,"error":"bad"}"#
+        );
         assert_eq!(ToControl::Held { in_flight: 0 }.to_text(), FROM_PYTHON[10]);
     }
 
@@ -224,13 +234,20 @@ mod tests {
     fn a_snapshot_message_without_a_snapshot_carries_null() {
         assert_eq!(
             decode(r#"{"type":"snapshot"}"#),
-            Decoded::Message(FromControl::Snapshot { snapshot: Value::Null })
+            Decoded::Message(FromControl::Snapshot {
+                snapshot: Value::Null
+            })
         );
     }
 
     #[test]
     fn what_is_not_a_known_message_is_ignored() {
-        for text in ["not json", "[1]", r#"{"type":"status"}"#, r#"{"kind":"hold"}"#] {
+        for text in [
+            "not json",
+            "[1]",
+            r#"{"type":"status"}"#,
+            r#"{"kind":"hold"}"#,
+        ] {
             assert!(matches!(decode(text), Decoded::Ignored(_)), "{text}");
         }
     }
@@ -249,6 +266,9 @@ mod tests {
         let Decoded::Malformed(Invalid(text)) = decode(&identity.to_string()) else {
             panic!("a bad not_after was taken");
         };
-        assert!(text.starts_with("an identity message with invalid type"), "{text}");
+        assert!(
+            text.starts_with("an identity message with invalid type"),
+            "{text}"
+        );
     }
 }
