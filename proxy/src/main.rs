@@ -8,6 +8,7 @@
 //! Not yet a proxy: it links to the control plane and probes its app's health, and
 //! binds no listener (the hello reports the inbound port the bootstrap names).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(env_filter)
         .init();
     let boot = match &args.bootstrap {

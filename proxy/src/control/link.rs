@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::health::HealthProbe;
 use super::identity::IdentityStore;
@@ -155,7 +155,10 @@ impl ControlLink {
                     self.connected.send_replace(false);
                     match ended {
                         Ok(Ended::Stopped) => return,
-                        Ok(Ended::Closed) => backoff.reset(),
+                        Ok(Ended::Closed) => {
+                            info!("the control plane closed the link; dialling again");
+                            backoff.reset();
+                        }
                         Err(why) => info!("control plane unreachable ({why}); retrying"),
                     }
                 }
@@ -360,6 +363,7 @@ impl ControlLink {
                 if let Err(err) = kept::save(&self.boot.snapshot_file(), &raw) {
                     warn!("could not keep snapshot {version} on disk: {err}");
                 }
+                debug!("took snapshot {version}");
                 ToControl::Ack { version }
             }
         }
