@@ -66,6 +66,8 @@ pub struct ControlLink {
     health_at_hold: Option<Health>,
     health_dirty: bool,
     say_released: bool,
+    ping_after: Duration,
+    silence_limit: Duration,
 }
 
 impl ControlLink {
@@ -80,7 +82,7 @@ impl ControlLink {
                 );
                 snapshot
             }
-            None => Snapshot { version: 0 },
+            None => empty_snapshot(),
         };
         let mut identity = IdentityStore::new(boot.identity_dir());
         if identity.load_kept(unix_now()).is_some() {
@@ -96,7 +98,16 @@ impl ControlLink {
             health_at_hold: None,
             health_dirty: true,
             say_released: false,
+            ping_after: PING_AFTER,
+            silence_limit: SILENCE_LIMIT,
         }
+    }
+
+    /// Other limits of silence than [`PING_AFTER`] and [`SILENCE_LIMIT`] (tests).
+    pub fn with_silence(mut self, ping_after: Duration, limit: Duration) -> Self {
+        self.ping_after = ping_after;
+        self.silence_limit = limit;
+        self
     }
 
     /// The snapshot in force, and each one taken after it.
@@ -187,7 +198,11 @@ impl ControlLink {
         request.headers_mut().insert("Authorization", bearer);
         let dialled =
             tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(request));
-        let (ws, _) = match dialled.await {
+        let dialled = tokio::select! {
+            dialled = dialled => dialled,
+            _ = stop.changed() => return Ok(Ended::Stopped),
+        };
+        let (ws, _) = match dialled {
             Err(_) => return Err("the WebSocket handshake timed out".into()),
             Ok(Err(err)) => return Err(dial_error(&err)),
             Ok(Ok(ws)) => ws,
@@ -199,7 +214,7 @@ impl ControlLink {
         info!("connected to control plane {}", self.boot.control_plane);
         let mut health = self.health.subscribe();
         health.mark_unchanged();
-        let mut live = Liveness::new(Instant::now());
+        let mut live = Liveness::with_limits(Instant::now(), self.ping_after, self.silence_limit);
         let mut tick = tokio::time::interval(FLUSH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -250,7 +265,8 @@ impl ControlLink {
                         Silence::Ping => sink.send(Message::Ping(Default::default())).await.map_err(|e| e.to_string())?,
                         Silence::GiveUp => {
                             let _ = sink.close().await;
-                            return Err(format!("no word from the control plane in {}s", live.limit().as_secs()));
+                            let limit = live.limit().as_secs_f64();
+                            return Err(format!("no word from the control plane in {limit}s"));
                         }
                     }
                 }
@@ -285,15 +301,18 @@ impl ControlLink {
     pub async fn handle(&mut self, text: &str) -> Vec<ToControl> {
         match decode(text) {
             Decoded::Ignored(what) => {
-                warn!("ignoring {what}");
+                debug!("ignoring {what}");
                 Vec::new()
             }
-            Decoded::Malformed(err) if text.contains("\"identity\"") => {
-                error!("refused an identity from the control plane: {err}");
+            Decoded::Malformed {
+                kind: "identity",
+                error,
+            } => {
+                error!("refused an identity from the control plane: {error}");
                 Vec::new()
             }
-            Decoded::Malformed(err) => {
-                warn!("ignoring {err}");
+            Decoded::Malformed { error, .. } => {
+                warn!("ignoring {error}");
                 Vec::new()
             }
             Decoded::Message(FromControl::Snapshot { snapshot }) => {
@@ -427,6 +446,12 @@ fn address_towards(url: &str) -> String {
         })
         .map(|addr| addr.ip().to_string())
         .unwrap_or_else(|_| "127.0.0.1".to_string())
+}
+
+/// The snapshot a sidecar starts from with none kept: version 0, no routes.
+fn empty_snapshot() -> Snapshot {
+    parse_snapshot(&serde_json::json!({"version": 0, "routes": {}}))
+        .expect("the empty snapshot is valid")
 }
 
 fn unix_now() -> f64 {

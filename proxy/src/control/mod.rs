@@ -6,3 +6,6 @@ pub mod identity;
 pub mod kept;
 pub mod link;
 pub mod liveness;
+
+#[cfg(test)]
+mod link_tests;

@@ -122,8 +122,11 @@ pub enum Decoded {
     Message(FromControl),
     /// Not JSON, not an object, or a type this sidecar does not know: ignored.
     Ignored(&'static str),
-    /// A known type with a bad shape; the text says what is wrong.
-    Malformed(Invalid),
+    /// A known type (`kind`) with a bad shape; `error` says what is wrong.
+    Malformed {
+        kind: &'static str,
+        error: Invalid,
+    },
 }
 
 /// Decode one text frame from the control plane.
@@ -134,21 +137,21 @@ pub fn decode(text: &str) -> Decoded {
     let Some(obj) = value.as_object() else {
         return Decoded::Ignored("a control plane message that is not an object");
     };
-    let kind = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if !matches!(kind.as_str(), "snapshot" | "identity" | "hold" | "release") {
-        return Decoded::Ignored("a control plane message of a type it does not know");
-    }
+    let kind = match obj.get("type").and_then(Value::as_str) {
+        Some("snapshot") => "snapshot",
+        Some("identity") => "identity",
+        Some("hold") => "hold",
+        Some("release") => "release",
+        _ => return Decoded::Ignored("a control plane message of a type it does not know"),
+    };
     if kind == "identity" {
         // As the Python's identity store words it: the first field it cannot use.
         for field in ["cert", "key", "ca", "spiffe_id", "fingerprint", "not_after"] {
             if !obj.contains_key(field) {
-                return Decoded::Malformed(Invalid(format!(
-                    "an identity message without '{field}'"
-                )));
+                return Decoded::Malformed {
+                    kind,
+                    error: Invalid(format!("an identity message without '{field}'")),
+                };
             }
         }
     }
@@ -156,7 +159,10 @@ pub fn decode(text: &str) -> Decoded {
         Ok(message) => Decoded::Message(message),
         Err(err) => {
             let article = if kind == "identity" { "an" } else { "a" };
-            Decoded::Malformed(Invalid(format!("{article} {kind} message with {err}")))
+            Decoded::Malformed {
+                kind,
+                error: Invalid(format!("{article} {kind} message with {err}")),
+            }
         }
     }
 }
@@ -241,6 +247,14 @@ mod tests {
     }
 
     #[test]
+    fn extra_fields_are_ignored() {
+        assert_eq!(
+            decode(r#"{"type":"hold","why":"restart"}"#),
+            Decoded::Message(FromControl::Hold)
+        );
+    }
+
+    #[test]
     fn what_is_not_a_known_message_is_ignored() {
         for text in [
             "not json",
@@ -259,11 +273,18 @@ mod tests {
         identity.as_object_mut().unwrap().remove("key");
         assert_eq!(
             decode(&identity.to_string()),
-            Decoded::Malformed(Invalid::new("an identity message without 'key'"))
+            Decoded::Malformed {
+                kind: "identity",
+                error: Invalid::new("an identity message without 'key'")
+            }
         );
         identity["key"] = json!("k");
         identity["not_after"] = json!("soon");
-        let Decoded::Malformed(Invalid(text)) = decode(&identity.to_string()) else {
+        let Decoded::Malformed {
+            error: Invalid(text),
+            ..
+        } = decode(&identity.to_string())
+        else {
             panic!("a bad not_after was taken");
         };
         assert!(
