@@ -3,41 +3,35 @@
 //! `Authorization: Bearer <project token>` (the token read again before each dial).
 //!
 //! Each link begins with a `hello` (the node, the snapshot version in force, the
-//! health as it stands, so that a sidecar dialling again keeps its place in routing).
-//! Snapshots are parsed: a good one becomes the one in force (published on a `watch`
-//! channel, written to disk as the last good one) and is acked; a bad one is nacked
-//! with the error's text and the previous one stays. Identities are written to disk and
-//! acked with their fingerprint. A hold is answered `held` (no call is in flight: the
-//! sidecar does not proxy yet); while held, the health reported is the one it had when
-//! the hold began; a release probes the app at once, reports that and says `released`.
+//! health as it stands, so that a sidecar dialling again keeps its place in routing);
+//! the messages of the control plane are answered by [`LinkState`], which outlives
+//! each link, as the snapshot in force does.
 //!
 //! Liveness: any frame counts; a ping after [`PING_AFTER`] of silence, the link given up
 //! after [`SILENCE_LIMIT`]. A link that drops is dialled again with capped exponential
-//! backoff with jitter; the snapshot in force stays meanwhile.
+//! backoff with jitter ([`Backoff`]).
 //!
 //! Not yet here (the sidecar does not proxy): telemetry and breakers to send, calls to
 //! drain before `held`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, StreamExt};
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info};
 
 use super::health::HealthProbe;
-use super::identity::IdentityStore;
-use super::kept;
-use super::liveness::{Backoff, Hold, Liveness, Silence, FLUSH_INTERVAL};
+use super::liveness::{Backoff, Liveness, Silence, FLUSH_INTERVAL};
 pub use super::liveness::{PING_AFTER, SILENCE_LIMIT};
-use crate::wire::bootstrap::{Bootstrap, AUTO};
-use crate::wire::messages::{decode, Decoded, FromControl, Health, Node, ToControl};
-use crate::wire::snapshot::{parse_snapshot, Snapshot};
+pub use super::state::LinkState;
+use crate::wire::bootstrap::{strerror, Bootstrap};
+use crate::wire::messages::ToControl;
+use crate::wire::snapshot::Snapshot;
 
 /// The control plane's route for sidecar links.
 pub const STREAM_PATH: &str = "/v1/sidecar/stream";
@@ -55,17 +49,10 @@ enum Ended {
     Closed,
 }
 
-/// The control link and the state it keeps across links.
+/// The control link: dials, keeps the link alive, dials again.
 pub struct ControlLink {
-    boot: Bootstrap,
-    health: Arc<HealthProbe>,
-    snapshot: watch::Sender<Arc<Snapshot>>,
+    state: LinkState,
     connected: watch::Sender<bool>,
-    identity: IdentityStore,
-    hold: Hold,
-    health_at_hold: Option<Health>,
-    health_dirty: bool,
-    say_released: bool,
     ping_after: Duration,
     silence_limit: Duration,
 }
@@ -74,30 +61,9 @@ impl ControlLink {
     /// A link for `boot`, starting from the last good snapshot and the identity kept on
     /// disk, if any.
     pub fn new(boot: Bootstrap, health: Arc<HealthProbe>) -> Self {
-        let start = match kept::load(&boot.snapshot_file()) {
-            Some(snapshot) => {
-                info!(
-                    "starting from last good snapshot {} kept on disk",
-                    snapshot.version
-                );
-                snapshot
-            }
-            None => empty_snapshot(),
-        };
-        let mut identity = IdentityStore::new(boot.identity_dir());
-        if identity.load_kept(unix_now()).is_some() {
-            info!("starting with the identity kept on disk");
-        }
         ControlLink {
-            boot,
-            health,
-            snapshot: watch::channel(Arc::new(start)).0,
+            state: LinkState::new(boot, health),
             connected: watch::channel(false).0,
-            identity,
-            hold: Hold::default(),
-            health_at_hold: None,
-            health_dirty: true,
-            say_released: false,
             ping_after: PING_AFTER,
             silence_limit: SILENCE_LIMIT,
         }
@@ -112,44 +78,12 @@ impl ControlLink {
 
     /// The snapshot in force, and each one taken after it.
     pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.snapshot.subscribe()
+        self.state.snapshots()
     }
 
     /// Whether a link is up now.
     pub fn connected(&self) -> watch::Receiver<bool> {
         self.connected.subscribe()
-    }
-
-    /// The hello that opens each link.
-    pub fn hello(&self) -> ToControl {
-        let ports_inbound = self.boot.inbound_port;
-        let inbound = (ports_inbound != 0).then(|| {
-            let host = if self.boot.advertise_host == AUTO {
-                address_towards(&self.boot.control_plane)
-            } else {
-                self.boot.advertise_host.clone()
-            };
-            format!("{host}:{ports_inbound}")
-        });
-        ToControl::Hello {
-            node: Node {
-                service: self.boot.service.clone(),
-                version: self.boot.version.clone(),
-                instance: self.boot.instance.clone(),
-                role: self.boot.role.as_str().to_string(),
-                inbound,
-                health_check: self.health.target().describe(),
-            },
-            snapshot_version: self.snapshot.borrow().version,
-            health: self.reported_health(),
-        }
-    }
-
-    /// The health to report: the probe's, or while the app is held the one it had then.
-    fn reported_health(&self) -> Health {
-        self.health_at_hold
-            .clone()
-            .unwrap_or_else(|| self.health.health())
     }
 
     /// Stay linked until `stop` turns true; then say `leaving` (if linked) and close.
@@ -159,7 +93,7 @@ impl ControlLink {
             if *stop.borrow() {
                 return;
             }
-            match self.boot.token() {
+            match self.state.boot().token() {
                 Err(err) => error!("{err}"),
                 Ok(token) => {
                     let ended = self.session(&token, &mut stop).await;
@@ -188,7 +122,10 @@ impl ControlLink {
         token: &str,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Ended, String> {
-        let url = format!("{}{STREAM_PATH}", websocket_base(&self.boot.control_plane));
+        let url = format!(
+            "{}{STREAM_PATH}",
+            websocket_base(&self.state.boot().control_plane)
+        );
         let mut request = url
             .as_str()
             .into_client_request()
@@ -204,15 +141,18 @@ impl ControlLink {
         };
         let (ws, _) = match dialled {
             Err(_) => return Err("the WebSocket handshake timed out".into()),
-            Ok(Err(err)) => return Err(dial_error(&err)),
+            Ok(Err(err)) => return Err(link_error(&err)),
             Ok(Ok(ws)) => ws,
         };
         let (mut sink, mut frames) = ws.split();
-        send(&mut sink, &self.hello()).await?;
-        self.health_dirty = true;
+        send(&mut sink, &self.state.hello()).await?;
+        self.state.health_changed();
         self.connected.send_replace(true);
-        info!("connected to control plane {}", self.boot.control_plane);
-        let mut health = self.health.subscribe();
+        info!(
+            "connected to control plane {}",
+            self.state.boot().control_plane
+        );
+        let mut health = self.state.health_changes();
         health.mark_unchanged();
         let mut live = Liveness::with_limits(Instant::now(), self.ping_after, self.silence_limit);
         let mut tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -222,7 +162,7 @@ impl ControlLink {
                 _ = stop.changed() => {
                     let leave = async {
                         send(&mut sink, &ToControl::Leaving).await?;
-                        for message in self.pending(Instant::now()) {
+                        for message in self.state.pending(Instant::now()) {
                             send(&mut sink, &message).await?;
                         }
                         sink.close().await.map_err(|e| e.to_string())?;
@@ -238,18 +178,21 @@ impl ControlLink {
                 frame = frames.next() => {
                     let frame = match frame {
                         None => return Ok(Ended::Closed),
-                        Some(Err(err)) => return Err(err.to_string()),
+                        Some(Err(err)) => return Err(link_error(&err)),
                         Some(Ok(frame)) => frame,
                     };
                     live.heard(Instant::now());
                     match frame {
                         Message::Text(text) => {
-                            for reply in self.handle(text.as_str()).await {
+                            for reply in self.state.handle(text.as_str()).await {
                                 send(&mut sink, &reply).await?;
                             }
                         }
                         Message::Close(Some(close)) if close.code == CloseCode::Policy => {
-                            let reason = if close.reason.is_empty() { "bad token" } else { close.reason.as_str() };
+                            let reason = match close.reason.as_str() {
+                                "" => "bad token",
+                                reason => reason,
+                            };
                             error!("control plane refused this sidecar: {reason}");
                         }
                         _ => {}
@@ -257,12 +200,15 @@ impl ControlLink {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    for message in self.pending(now) {
+                    for message in self.state.pending(now) {
                         send(&mut sink, &message).await?;
                     }
                     match live.check(now) {
                         Silence::Fine => {}
-                        Silence::Ping => sink.send(Message::Ping(Default::default())).await.map_err(|e| e.to_string())?,
+                        Silence::Ping => {
+                            let ping = Message::Ping(Default::default());
+                            sink.send(ping).await.map_err(|e| link_error(&e))?;
+                        }
                         Silence::GiveUp => {
                             let _ = sink.close().await;
                             let limit = live.limit().as_secs_f64();
@@ -272,118 +218,9 @@ impl ControlLink {
                 }
                 changed = health.changed() => {
                     if changed.is_ok() {
-                        self.health_dirty = true;
+                        self.state.health_changed();
                     }
                 }
-            }
-        }
-    }
-
-    /// What to send now: the health if it changed (not while held), `released` when a
-    /// hold ended (by a release, or by itself at `now`).
-    fn pending(&mut self, now: Instant) -> Vec<ToControl> {
-        if self.hold.expire(now) {
-            info!("the hold of the app ended by itself");
-            self.released();
-        }
-        let mut out = Vec::new();
-        if self.health_dirty && self.health_at_hold.is_none() {
-            self.health_dirty = false;
-            out.push(ToControl::Health(self.reported_health()));
-        }
-        if std::mem::take(&mut self.say_released) {
-            out.push(ToControl::Released);
-        }
-        out
-    }
-
-    /// Handle one text frame from the control plane: the replies to send.
-    pub async fn handle(&mut self, text: &str) -> Vec<ToControl> {
-        match decode(text) {
-            Decoded::Ignored(what) => {
-                debug!("ignoring {what}");
-                Vec::new()
-            }
-            Decoded::Malformed {
-                kind: "identity",
-                error,
-            } => {
-                error!("refused an identity from the control plane: {error}");
-                Vec::new()
-            }
-            Decoded::Malformed { error, .. } => {
-                warn!("ignoring {error}");
-                Vec::new()
-            }
-            Decoded::Message(FromControl::Snapshot { snapshot }) => {
-                vec![self.take_snapshot(snapshot)]
-            }
-            Decoded::Message(FromControl::Identity(identity)) => {
-                match self.identity.install(&identity) {
-                    Ok(installed) => {
-                        let short: String = installed.fingerprint.chars().take(16).collect();
-                        info!(
-                            "identity {} installed (certificate {short})",
-                            installed.spiffe_id
-                        );
-                        vec![ToControl::IdentityAck {
-                            fingerprint: installed.fingerprint.clone(),
-                        }]
-                    }
-                    Err(err) => {
-                        error!("refused an identity from the control plane: {err}");
-                        Vec::new()
-                    }
-                }
-            }
-            Decoded::Message(FromControl::Hold) => {
-                if self.health_at_hold.is_none() {
-                    self.health_at_hold = Some(self.health.health());
-                }
-                self.hold.begin(Instant::now());
-                info!("holding calls to the app (0 still in flight)");
-                vec![ToControl::Held { in_flight: 0 }]
-            }
-            Decoded::Message(FromControl::Release) => {
-                if self.hold.end() {
-                    self.health.probe_now().await; // what the new app is, before anyone counts on it
-                }
-                self.released(); // said again even if it had ended: the control plane may not know
-                self.pending(Instant::now())
-            }
-        }
-    }
-
-    /// A hold ended: report the probe's health again, and say so.
-    fn released(&mut self) {
-        if self.health_at_hold.take().is_some() {
-            info!(
-                "released the calls held for the app ({:?})",
-                self.health.health().state
-            );
-        }
-        self.health_dirty = true;
-        self.say_released = true;
-    }
-
-    fn take_snapshot(&mut self, raw: Value) -> ToControl {
-        let version = raw.get("version").cloned().unwrap_or(Value::Null);
-        match parse_snapshot(&raw) {
-            Err(err) => {
-                warn!("rejected snapshot {version}: {err}");
-                ToControl::Nack {
-                    version,
-                    error: err.0,
-                }
-            }
-            Ok(snapshot) => {
-                let version = snapshot.version;
-                self.snapshot.send_replace(Arc::new(snapshot));
-                if let Err(err) = kept::save(&self.boot.snapshot_file(), &raw) {
-                    warn!("could not keep snapshot {version} on disk: {err}");
-                }
-                debug!("took snapshot {version}");
-                ToControl::Ack { version }
             }
         }
     }
@@ -395,11 +232,11 @@ where
 {
     sink.send(Message::text(message.to_text()))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| link_error(&e))
 }
 
-/// What a failed dial says, as the Python's words for it.
-fn dial_error(err: &tungstenite::Error) -> String {
+/// What a failed dial or link says, in the Python's words where it has them.
+fn link_error(err: &tungstenite::Error) -> String {
     match err {
         tungstenite::Error::Http(response) => {
             let status = response.status();
@@ -411,7 +248,7 @@ fn dial_error(err: &tungstenite::Error) -> String {
             .trim_end()
             .to_string()
         }
-        tungstenite::Error::Io(io) => crate::wire::bootstrap::strerror(io),
+        tungstenite::Error::Io(io) => strerror(io),
         other => other.to_string(),
     }
 }
@@ -427,165 +264,9 @@ pub fn websocket_base(url: &str) -> String {
     }
 }
 
-/// This host's address on the route to `url` (a UDP "connect" sends no packet).
-fn address_towards(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or("");
-    let target = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|sock| {
-            sock.connect(target.as_str())?;
-            sock.local_addr()
-        })
-        .map(|addr| addr.ip().to_string())
-        .unwrap_or_else(|_| "127.0.0.1".to_string())
-}
-
-/// The snapshot a sidecar starts from with none kept: version 0, no routes.
-fn empty_snapshot() -> Snapshot {
-    parse_snapshot(&serde_json::json!({"version": 0, "routes": {}}))
-        .expect("the empty snapshot is valid")
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::health::Target;
-    use crate::wire::messages::HealthState;
-    use serde_json::json;
-
-    fn link(name: &str, app_port: Option<u16>) -> (ControlLink, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("rlink-link-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let boot = Bootstrap::from_value(&json!({
-            "service": "catalog", "version": "v1", "instance": "catalog-v1-1",
-            "control_plane": "http://127.0.0.1:1", "state_dir": dir, "inbound_port": 41001,
-            "app_port": app_port,
-        }))
-        .unwrap();
-        let health = Arc::new(HealthProbe::new(Target {
-            app_port,
-            path: None,
-        }));
-        (ControlLink::new(boot, health), dir)
-    }
-
-    fn snapshot(version: Value) -> String {
-        json!({"type": "snapshot", "snapshot": {"version": version, "routes": {}}}).to_string()
-    }
-
-    #[tokio::test]
-    async fn a_good_snapshot_is_acked_kept_and_saved_and_a_bad_one_nacked() {
-        let (mut link, dir) = link("snap", None);
-        let snapshots = link.snapshots();
-        assert_eq!(
-            link.handle(&snapshot(json!(7))).await,
-            [ToControl::Ack { version: 7 }]
-        );
-        assert_eq!(snapshots.borrow().version, 7);
-        assert_eq!(
-            kept::load(&dir.join("snapshot.json")).map(|s| s.version),
-            Some(7)
-        );
-        let replies = link.handle(&snapshot(json!("eight"))).await;
-        assert_eq!(
-            replies,
-            [ToControl::Nack {
-                version: json!("eight"),
-                error: "snapshot.version must be a non-negative integer".into()
-            }]
-        );
-        assert_eq!(snapshots.borrow().version, 7, "the previous snapshot stays");
-        assert_eq!(
-            kept::load(&dir.join("snapshot.json")).map(|s| s.version),
-            Some(7)
-        );
-        // A new link starts from the one kept.
-        let (again, _) = (ControlLink::new(link.boot.clone(), link.health.clone()), ());
-        assert_eq!(again.snapshots().borrow().version, 7);
-        let ToControl::Hello {
-            snapshot_version,
-            node,
-            ..
-        } = again.hello()
-        else {
-            panic!()
-        };
-        assert_eq!(snapshot_version, 7);
-        assert_eq!(node.inbound.as_deref(), Some("127.0.0.1:41001"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_hold_freezes_the_health_reported_until_the_release() {
-        let (mut link, dir) = link("hold", Some(1));
-        assert_eq!(
-            link.pending(Instant::now()),
-            [ToControl::Health(Health {
-                state: HealthState::Starting,
-                detail: "not probed yet".into()
-            })]
-        );
-        assert_eq!(
-            link.handle(r#"{"type": "hold"}"#).await,
-            [ToControl::Held { in_flight: 0 }]
-        );
-        link.health_dirty = true;
-        assert_eq!(link.pending(Instant::now()), [], "no health while held");
-        let replies = link.handle(r#"{"type": "release"}"#).await;
-        assert_eq!(replies.len(), 2, "{replies:?}");
-        assert!(matches!(replies[0], ToControl::Health(_)));
-        assert_eq!(replies[1], ToControl::Released);
-        // Said again even when there was no hold.
-        assert!(link
-            .handle(r#"{"type": "release"}"#)
-            .await
-            .contains(&ToControl::Released));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[tokio::test]
-    async fn a_hold_never_released_ends_by_itself() {
-        let (mut link, dir) = link("expire", None);
-        link.handle(r#"{"type": "hold"}"#).await;
-        link.pending(Instant::now());
-        let later = Instant::now() + super::super::liveness::HOLD_LIMIT;
-        assert_eq!(
-            link.pending(later),
-            [
-                ToControl::Health(Health {
-                    state: HealthState::Ready,
-                    detail: "no port to probe".into()
-                }),
-                ToControl::Released
-            ]
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[tokio::test]
-    async fn a_bad_identity_is_refused_without_an_answer() {
-        let (mut link, dir) = link("identity", None);
-        let text = json!({"type": "identity", "spiffe_id": "s", "cert": "c", "key": "k",
-            "ca": "a", "not_after": 4e9, "fingerprint": "abcdef"})
-        .to_string();
-        assert_eq!(link.handle(&text).await, []);
-        assert_eq!(link.handle(r#"{"type": "identity"}"#).await, []);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 
     #[test]
     fn urls() {
@@ -595,6 +276,22 @@ mod tests {
         );
         assert_eq!(websocket_base("https://cp:1"), "wss://cp:1");
         assert_eq!(websocket_base("ws://cp:1"), "ws://cp:1");
-        assert_eq!(address_towards("http://127.0.0.1:41000"), "127.0.0.1");
+    }
+
+    #[test]
+    fn errors_in_the_python_words() {
+        let refused = std::io::Error::from_raw_os_error(111);
+        assert_eq!(
+            link_error(&tungstenite::Error::Io(refused)),
+            "Connection refused"
+        );
+        let response = tungstenite::http::Response::builder()
+            .status(401)
+            .body(None)
+            .unwrap();
+        assert_eq!(
+            link_error(&tungstenite::Error::Http(Box::new(response))),
+            "the server answered 401 Unauthorized"
+        );
     }
 }

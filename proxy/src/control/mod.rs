@@ -6,6 +6,7 @@ pub mod identity;
 pub mod kept;
 pub mod link;
 pub mod liveness;
+pub mod state;
 
 #[cfg(test)]
 mod link_tests;
