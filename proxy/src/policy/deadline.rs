@@ -8,6 +8,10 @@
 //! sooner of the call's and the attempt's, and [`Deadlines::expired`] says which
 //! one ran out. A cancellation from elsewhere is a dropped future in Rust, so it
 //! never turns into a timeout.
+//!
+//! The 504 and 408 texts of a deadline that ran out are here too, with the Python
+//! sidecar's wording ([`call_timeout_reason`], [`attempt_timeout_reason`],
+//! [`body_timeout_reason`]).
 
 use std::time::{Duration, Instant};
 
@@ -81,9 +85,102 @@ impl Deadlines {
     }
 }
 
+/// A number of seconds as Python's `{:g}` writes it (`2`, `0.5`, `1e-05`).
+pub fn py_g(x: f64) -> String {
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "nan".into()
+        } else if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let sci = format!("{x:.5e}"); // six significant digits, e.g. 2.00000e0
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let strip = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    if (-4..6).contains(&exp) {
+        let decimals = (5 - exp).max(0) as usize;
+        strip(&format!("{x:.decimals$}"))
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", strip(mantissa), exp.abs())
+    }
+}
+
+/// The 504's reason when the call's timeout ran out before `service` answered.
+pub fn call_timeout_reason(service: &str, seconds: f64) -> String {
+    format!(
+        "upstream request timeout: {service} did not answer within {}s",
+        py_g(seconds)
+    )
+}
+
+/// The reason when an attempt's per-try timeout ran out before `instance` answered
+/// (a 504, which a retry policy may retry).
+pub fn attempt_timeout_reason(instance: &str, seconds: f64) -> String {
+    format!("{instance} did not answer within {}s", py_g(seconds))
+}
+
+/// The 408's reason when a timeout ran out while the request's body was still
+/// arriving: the caller's doing, not the endpoint's.
+pub fn body_timeout_reason(service: &str, seconds: f64) -> String {
+    format!(
+        "the request body was still arriving when the {}s timeout of the call to \
+         {service} ran out",
+        py_g(seconds)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_are_written_as_python_s_g_writes_them() {
+        for (x, g) in [
+            (2.0, "2"),
+            (0.5, "0.5"),
+            (0.2, "0.2"),
+            (1.25, "1.25"),
+            (30.0, "30"),
+            (123456.0, "123456"),
+            (1234567.0, "1.23457e+06"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (2.5e-7, "2.5e-07"),
+            (1.0 / 3.0, "0.333333"),
+        ] {
+            assert_eq!(py_g(x), g, "{x}");
+        }
+    }
+
+    #[test]
+    fn the_timeout_texts_are_the_python_sidecar_s() {
+        assert_eq!(
+            call_timeout_reason("catalog", 2.0),
+            "upstream request timeout: catalog did not answer within 2s"
+        );
+        assert_eq!(
+            attempt_timeout_reason("catalog-1", 0.2),
+            "catalog-1 did not answer within 0.2s"
+        );
+        assert_eq!(
+            body_timeout_reason("catalog", 1.5),
+            "the request body was still arriving when the 1.5s timeout of the call to \
+             catalog ran out"
+        );
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -87,22 +87,36 @@ pub(crate) fn py_float_repr(x: f64) -> String {
     if x == 0.0 {
         return if x.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
-    let exp = x.abs().log10().floor() as i32;
+    // The shortest digits that round-trip, rounded half-even as Python's repr rounds
+    // them (Rust's shortest form may round a tie up).
+    let shortest = format!("{x:e}");
+    let digits = shortest
+        .split('e')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .count()
+        .max(1);
+    let exact = format!("{x:.*e}", digits - 1);
+    let (mantissa, exp) = exact.split_once('e').unwrap_or((&exact, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let sign = if x < 0.0 { "-" } else { "" };
     if (-4..16).contains(&exp) {
-        let s = format!("{x}");
-        if s.contains('.') {
-            s
+        let d: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+        if exp >= 0 {
+            let point = exp as usize + 1;
+            if d.len() <= point {
+                format!("{sign}{d}{}.0", "0".repeat(point - d.len()))
+            } else {
+                format!("{sign}{}.{}", &d[..point], &d[point..])
+            }
         } else {
-            format!("{s}.0")
+            format!("{sign}0.{}{d}", "0".repeat((-exp - 1) as usize))
         }
     } else {
-        let s = format!("{x:e}"); // 1.5e-5, 1e16
-        let (mantissa, e) = s.split_once('e').unwrap_or((&s, "0"));
-        let (sign, digits) = match e.strip_prefix('-') {
-            Some(d) => ('-', d),
-            None => ('+', e),
-        };
-        format!("{mantissa}e{sign}{digits:0>2}")
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{esign}{:02}", exp.abs())
     }
 }
 
@@ -420,6 +434,27 @@ impl Decision {
     /// The fired ids as the telemetry and the fault header carry them (`a,b`).
     pub fn fired_list(&self) -> String {
         self.fired.join(",")
+    }
+
+    /// Add this decision's fired ids to those of a call's earlier attempts, each once, in
+    /// the order first fired (what the call's telemetry record names).
+    pub fn add_fired_to(&self, all: &mut Vec<String>) {
+        for id in &self.fired {
+            if !all.contains(id) {
+                all.push(id.clone());
+            }
+        }
+    }
+
+    /// The delay as a `Duration` (zero if none).
+    pub fn delay_duration(&self) -> std::time::Duration {
+        std::time::Duration::try_from_secs_f64(self.delay).unwrap_or_default()
+    }
+
+    /// The hang as a `Duration`, if any.
+    pub fn hang_duration(&self) -> Option<std::time::Duration> {
+        self.hang
+            .map(|h| std::time::Duration::try_from_secs_f64(h).unwrap_or(std::time::Duration::MAX))
     }
 }
 

@@ -250,6 +250,16 @@ fn a_fault_that_fires_makes_a_decision_naming_it() {
         }
     );
     assert_eq!(d.fired_list(), "slow");
+    assert_eq!(d.delay_duration(), std::time::Duration::from_millis(250));
+    assert_eq!(d.hang_duration(), None);
+}
+
+#[test]
+fn the_faults_fired_over_a_call_s_attempts_are_named_once_each() {
+    let mut all = vec!["a".to_owned()];
+    decision(&["b", "a"]).add_fired_to(&mut all);
+    decision(&["c", "b"]).add_fired_to(&mut all);
+    assert_eq!(all, ["a", "b", "c"]);
 }
 
 #[test]
@@ -763,6 +773,11 @@ fn floats_are_quoted_as_python_writes_them() {
         (0.0001, "0.0001"),
         (123456789012345.6, "123456789012345.6"),
         (1_700_000_000.25, "1700000000.25"),
+        // the float is 272797022373564.125 exactly: a tie, rounded half-even
+        (272797022373564.12, "272797022373564.12"),
+        (9999999999999998.0, "9999999999999998.0"),
+        (-1e-5, "-1e-05"),
+        (100.0, "100.0"),
     ] {
         assert_eq!(py_float_repr(x), repr);
     }
