@@ -4,7 +4,7 @@
 
 use super::*;
 use rand::{RngExt, SeedableRng};
-use serde_json::json;
+use serde_json::{json, Value};
 
 type Pairs = Vec<(&'static str, &'static str)>;
 
@@ -1018,4 +1018,13 @@ fn a_wire_fault_without_an_id_or_that_does_nothing_is_refused_naming_its_path() 
             .to_string(),
         "fault must be an object"
     );
+}
+
+#[test]
+fn names_refuse_what_python_calls_space() {
+    for id in ["a b", "a\tb", "a\u{a0}b", "a\u{1c}b", "a:b"] {
+        let e = refused(json!({"id": id, "delay": 1}));
+        assert_eq!(e.field, "fault.id", "{id:?}");
+    }
+    fault(json!({"id": "a-b_c.d", "delay": 1}));
 }
