@@ -26,18 +26,7 @@ pub const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// Set by the calling sidecar: the service the request comes from.
-pub const SOURCE_HEADER: &str = "x-devmesh-source";
-/// Set on a response the mesh made itself (no endpoint, connect failure, ...).
-pub const ERROR_HEADER: &str = "x-devmesh-error";
-/// Set on a response a fault shaped (the ids of the faults): injected, not real.
-pub const FAULT_HEADER: &str = "x-devmesh-fault";
-/// Set on a 403 an authorization policy made: why the request was denied.
-pub const DENIED_HEADER: &str = "x-devmesh-denied";
-/// Sent by a caller to pin one request to a version of the destination (`v2`).
-pub const VERSION_HEADER: &str = "x-devmesh-version";
-/// The prefix of the headers the mesh asserts.
-pub const MESH_PREFIX: &str = "x-devmesh-";
+pub use crate::wire::mesh_headers::*;
 
 /// The W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";

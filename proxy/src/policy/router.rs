@@ -9,8 +9,7 @@
 //! [`VersionedEndpoint`]); the snapshot's types implement or build them. Holding
 //! the snapshot in force and swapping it is the engine's business.
 
-/// The request header that pins a version.
-pub const VERSION_HEADER: &str = "x-devmesh-version";
+pub use crate::wire::mesh_headers::VERSION_HEADER;
 
 /// What the router needs of an endpoint.
 pub trait VersionedEndpoint {

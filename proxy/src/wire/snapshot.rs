@@ -33,6 +33,7 @@ use serde_json::{Map, Value};
 
 use crate::invalid::Invalid;
 use crate::policy::route::{parse_policy, RoutePolicy};
+use crate::policy::router::{RouteView, VersionedEndpoint};
 use crate::security::authz::{parse_policies, policies_to_wire, AuthzPolicy};
 
 /// A destination's mTLS mode.
@@ -98,8 +99,9 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Route {
     pub endpoints: Vec<Endpoint>,
-    /// Weight per version (summing to 100); `None` spreads over all endpoints.
-    pub split: Option<BTreeMap<String, f64>>,
+    /// Weight per version (summing to 100), in the wire's order (the order sets each
+    /// version's band of the draw); `None` spreads over all endpoints.
+    pub split: Option<Vec<(String, f64)>>,
     /// The service's named versions: `<service>-<version>` is a host for each of them.
     pub versions: Vec<String>,
     /// How calls to it are handled: timeout, retries, breaker, pool, balancing, faults.
@@ -108,6 +110,26 @@ pub struct Route {
     pub mtls: MtlsMode,
     /// Its authorization policies.
     pub authz: Vec<AuthzPolicy>,
+}
+
+impl Route {
+    /// What the router needs of this route.
+    pub fn view(&self) -> RouteView<'_, Endpoint> {
+        RouteView {
+            endpoints: &self.endpoints,
+            split: self.split.as_deref().unwrap_or(&[]),
+            versions: &self.versions,
+        }
+    }
+}
+
+impl VersionedEndpoint for Endpoint {
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
 }
 
 /// A snapshot that passed validation. The default is the empty snapshot of
@@ -137,13 +159,9 @@ pub fn parse_snapshot(value: &Value) -> Result<Snapshot, Invalid> {
     Ok(Snapshot { version, routes })
 }
 
-/// The wire form of a route policy, or `None` to leave it out.
-///
-/// TODO(joiner): return `Some(crate::policy::route::policy_to_wire(p))` once
-/// `policy::route` has it. Until then a route whose policy is not the default is
-/// written without it, so a saved snapshot loses its route policies.
-fn policy_wire(_p: &RoutePolicy) -> Option<Value> {
-    None
+/// The wire form of a route policy, or `None` (left out) at its default.
+fn policy_wire(policy: &RoutePolicy) -> Option<Value> {
+    (*policy != RoutePolicy::default()).then(|| crate::policy::route::policy_to_wire(policy))
 }
 
 /// The wire form of `snapshot`, which [`parse_snapshot`] reads back to the same
@@ -267,17 +285,17 @@ fn parse_route(value: &Value, at: &str) -> Result<Route, Invalid> {
     })
 }
 
-fn parse_split(value: &Value, at: &str) -> Result<BTreeMap<String, f64>, Invalid> {
-    let mut split = BTreeMap::new();
+fn parse_split(value: &Value, at: &str) -> Result<Vec<(String, f64)>, Invalid> {
+    let mut split = Vec::new();
     for (version, weight) in mapping(value, at)? {
         let weight = match weight {
             Value::Number(n) => n.as_f64().filter(|w| *w >= 0.0),
             _ => None,
         }
         .ok_or_else(|| Invalid::new(format!("{at}.{version} must be a number >= 0")))?;
-        split.insert(key(version, at)?.to_owned(), weight);
+        split.push((key(version, at)?.to_owned(), weight));
     }
-    if (split.values().sum::<f64>() - 100.0).abs() > 1e-6 {
+    if (split.iter().map(|(_, w)| w).sum::<f64>() - 100.0).abs() > 1e-6 {
         return Err(Invalid::new(format!("{at} weights must sum to 100")));
     }
     Ok(split)

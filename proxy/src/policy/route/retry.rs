@@ -20,9 +20,7 @@ pub const REPLAYABLE_BODY: u64 = 64 * 1024;
 /// The wire names of the retry conditions, in the order error texts list them.
 pub const RETRY_ON: [&str; 4] = ["5xx", "gateway-error", "reset", "connect-failure"];
 
-/// The response header a sidecar's mesh-made answers carry (`x-devmesh-error:
-/// connect-failure`: it could not connect to its app).
-pub const ERROR_HEADER: &str = "x-devmesh-error";
+pub use crate::wire::mesh_headers::ERROR_HEADER;
 
 /// One retry condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

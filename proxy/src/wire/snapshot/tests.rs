@@ -98,7 +98,7 @@ fn parse_builds_the_typed_snapshot() {
         (catalog.endpoints[1].host(), catalog.endpoints[1].port()),
         ("localhost", 41235)
     );
-    let split: BTreeMap<String, f64> = [("v1".into(), 90.0), ("v2".into(), 10.0)].into();
+    let split = vec![("v1".to_owned(), 90.0), ("v2".to_owned(), 10.0)];
     assert_eq!(catalog.split, Some(split));
     assert_eq!(snap.routes["pricing"].split, None);
     assert_eq!(snap.routes["idle"], Route::default());
@@ -422,5 +422,82 @@ fn load_of_an_unusable_file_is_none() {
     ] {
         std::fs::write(&path, content).unwrap();
         assert_eq!(load_snapshot(&path), None, "{content:?}");
+    }
+}
+
+#[test]
+fn a_split_keeps_the_order_it_came_in_which_sets_each_versions_band_of_the_draw() {
+    let snap = parse_snapshot(&json!({"version": 1, "routes": {"catalog": {
+        "endpoints": [], "split": {"v2": 10, "v1": 90}}}}))
+    .unwrap();
+    let order: Vec<&str> = snap.routes["catalog"]
+        .split
+        .iter()
+        .flatten()
+        .map(|(v, _)| v.as_str())
+        .collect();
+    assert_eq!(order, ["v2", "v1"]);
+    let wire = snapshot_to_wire(&snap);
+    let keys: Vec<&String> = wire["routes"]["catalog"]["split"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(keys, ["v2", "v1"]);
+}
+
+#[test]
+fn a_route_policy_is_written_and_read_back() {
+    let raw = json!({"version": 3, "routes": {"catalog": {"endpoints": [],
+        "policy": {"timeout": 2.5, "lb": "least-request",
+                   "faults": [{"id": "f1", "abort_status": 503, "abort_percent": 20.0}]}}}});
+    let snap = parse_snapshot(&raw).unwrap();
+    assert_ne!(snap.routes["catalog"].policy, RoutePolicy::default());
+    assert_eq!(parse_snapshot(&snapshot_to_wire(&snap)).unwrap(), snap);
+}
+
+/// `contract/examples/snapshots.json`: the cases both sidecars are held to, with the
+/// exact text of the NACK; the Python sidecar's tests read the same file.
+fn contract_examples() -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../contract/examples/snapshots.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("contract/examples/snapshots.json is JSON")
+}
+
+#[test]
+fn the_contracts_refused_snapshots_are_refused_with_the_same_text_as_the_python_sidecars() {
+    let examples = contract_examples();
+    let mut wrong = Vec::new();
+    for kind in ["refused", "beyond_the_schema"] {
+        for case in examples[kind].as_array().unwrap() {
+            let got = parse_snapshot(&case["snapshot"]).err().map(|e| e.0);
+            let want = case["error"].as_str().unwrap();
+            if got.as_deref() != Some(want) {
+                wrong.push(format!("{}: want {want:?}, got {got:?}", case["what"]));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_contracts_accepted_snapshots_are_accepted_and_written_back_the_same() {
+    let examples = contract_examples();
+    for case in examples["accepted"].as_array().unwrap() {
+        let snap = parse_snapshot(&case["snapshot"])
+            .unwrap_or_else(|e| panic!("{}: refused: {e}", case["what"]));
+        assert_eq!(
+            parse_snapshot(&snapshot_to_wire(&snap)).unwrap(),
+            snap,
+            "{}",
+            case["what"]
+        );
     }
 }
