@@ -806,7 +806,7 @@ fn an_invalid_match_is_refused_naming_the_field() {
         ),
         (
             json!({"headers": {"x-env": "dev", "X-Env": "prod"}}),
-            "headers names 'x-env' twice; give each header once",
+            "headers names 'X-Env' twice; give each header once",
         ),
         (
             json!({"headers": {"": "dev"}}),
@@ -956,7 +956,7 @@ fn an_integer_and_a_float_are_the_same_number_to_a_fault() {
     );
     assert_eq!(
         fault_to_wire(&fault(json!({"delay": 1.0}))).to_string(),
-        r#"{"delay":1.0,"id":"f"}"#
+        r#"{"id":"f","delay":1.0}"#
     );
 }
 
