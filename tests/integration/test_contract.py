@@ -32,8 +32,8 @@ from devmesh.controlplane.mesh import Mesh, Proxy
 from devmesh.controlplane.roster import Roster
 from devmesh.controlplane.store import StateStore
 from devmesh.plan import plan_instances
-from devmesh.runtime.docker.topology import MeshSettings, desired_containers
 from devmesh.runtime.bootstraps import app_port_for, sidecar_bootstrap, write_bootstrap
+from devmesh.runtime.docker.topology import MeshSettings, desired_containers
 from devmesh.workspace import Workspace
 from proxy.bootstrap import BOOTSTRAP_ENV, Bootstrap, BootstrapError, GatewayListener
 from proxy.snapshot import SnapshotError, parse_snapshot, snapshot_to_wire

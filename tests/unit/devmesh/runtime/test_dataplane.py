@@ -119,8 +119,7 @@ def test_the_docker_runtime_refuses_the_rust_data_plane_whether_built_or_not() -
     with pytest.raises(UsageError) as refused:
         refuse_on_docker({DATAPLANE_ENV: "rust", PROXY_BIN_ENV: "/opt/none"})
     assert refused.value.message == (
-        "DEVMESH_DATAPLANE is rust, and the Rust data plane runs only on the local runtime "
-        "for now"
+        "DEVMESH_DATAPLANE is rust, and the Rust data plane runs only on the local runtime for now"
     )
     assert refused.value.hint is not None
     assert "--runtime local" in refused.value.hint
