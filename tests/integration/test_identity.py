@@ -93,7 +93,7 @@ async def test_identities_are_renewed_at_half_of_their_life(tmp_path: Path) -> N
         async with plane.client() as client:
             await client.apply_project(PROJECT)
         async with (
-            sidecar_process(plane, "catalog-v1-1", "catalog", "v1", None),
+            sidecar_process(plane, "catalog-v1-1", "catalog", "v1", None, listening=False),
             plane.client() as client,
         ):
             # What the sidecar says it installed, as the control plane reports it.
