@@ -181,10 +181,10 @@ async def sidecar(
 
 async def call_through(runner: SidecarRunner | SidecarProcess, service: str) -> tuple[int, str]:
     """A request from ``runner``'s instance to ``service``, as an app behind HTTP_PROXY sends it."""
-    outbound = (
-        runner.outbound if isinstance(runner, SidecarProcess) else runner.sidecar.ports.outbound
-    )
-    proxy = f"http://127.0.0.1:{outbound}"
+    if isinstance(runner, SidecarProcess):
+        proxy = runner.proxy_url
+    else:
+        proxy = f"http://127.0.0.1:{runner.sidecar.ports.outbound}"
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://{service}/items", proxy=proxy) as response,
