@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -39,6 +38,7 @@ from devmesh.plan import (
     plan_instances,
     start_levels,
 )
+from devmesh.runtime.bootstraps import app_port_for, sidecar_bootstrap, write_bootstrap
 from devmesh.runtime.controlplane import (
     POLL_INTERVAL,
     StartFailed,
@@ -49,8 +49,9 @@ from devmesh.runtime.controlplane import (
     start_controlplane,
     wait_converged,
 )
+from devmesh.runtime.dataplane import DataPlane, selected
 from devmesh.runtime.environment import infra_env, proxy_env, without_proxy_settings
-from devmesh.runtime.ports import free_port, port_in_use
+from devmesh.runtime.ports import port_in_use
 from devmesh.runtime.processes import (
     Role,
     RuntimeRecord,
@@ -98,10 +99,13 @@ class LocalRuntime:
         self.project = project
         self.ws = workspace
         self.progress: Progress = progress or SilentProgress()
+        self.dataplane: DataPlane | None = None
+        """Which data plane ``up`` starts the sidecars of (``$DEVMESH_DATAPLANE``)."""
 
     # -- up ------------------------------------------------------------------------
 
     async def up(self) -> None:
+        self.dataplane = selected()
         self._check_commands()
         self.ws.ensure()
         self.ws.token(create=True)
@@ -273,12 +277,13 @@ class LocalRuntime:
         began = time.monotonic()
         pending: list[tuple[Bootstrap, subprocess.Popen[bytes], InstanceSpec | None]] = []
         for spec in plan_instances(self.project):
-            boot = self._bootstrap(
+            boot = sidecar_bootstrap(
+                self.ws,
                 spec.id,
                 spec.service,
                 spec.version,
                 controlplane,
-                app_port=self._app_port(spec),
+                app_port=app_port_for(self.project, spec),
                 health_path=spec.health.path,
             )
             pending.append((boot, self._spawn_proxy(record, boot, "sidecar"), spec))
@@ -286,7 +291,8 @@ class LocalRuntime:
             GatewayListener(port, svc) for svc, port in gateway_routes(self.project).items()
         )
         if listeners:
-            boot = self._bootstrap(
+            boot = sidecar_bootstrap(
+                self.ws,
                 GATEWAY_INSTANCE,
                 GATEWAY_INSTANCE,
                 "default",
@@ -300,7 +306,7 @@ class LocalRuntime:
             ports = await self._wait_listening(boot, process)
             # Started again after a crash, it must bind the very ports its app and the mesh
             # know it by.
-            _write_bootstrap(
+            write_bootstrap(
                 replace(
                     boot,
                     inbound_port=ports.get("inbound") or 0,
@@ -318,45 +324,15 @@ class LocalRuntime:
         self.progress.done("sidecars", f"{len(pending)} listening", time.monotonic() - began)
         return started
 
-    def _app_port(self, spec: InstanceSpec) -> int:
-        """A port of the instance's own; an exposed tcp service listens on its host port
-        itself (there is no gateway for tcp)."""
-        service = self.project.services[spec.service]
-        if service.protocol == "tcp" and service.expose is not None:
-            return service.expose
-        return free_port()
-
-    def _bootstrap(
-        self,
-        instance: str,
-        service: str,
-        version: str,
-        controlplane: str,
-        **extra: Any,
-    ) -> Bootstrap:
-        state_dir = self.ws.sidecar_dir(instance)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        ready = state_dir / "ready.json"
-        ready.unlink(missing_ok=True)
-        return Bootstrap(
-            service=service,
-            version=version,
-            instance=instance,
-            control_plane=controlplane,
-            token_file=self.ws.token_file,
-            state_dir=state_dir,
-            ready_file=ready,
-            **extra,
-        )
-
     def _spawn_proxy(
         self, record: RuntimeRecord, boot: Bootstrap, role: Role
     ) -> subprocess.Popen[bytes]:
-        path = _write_bootstrap(boot)
+        assert self.dataplane is not None, "chosen by `up`"
+        path = write_bootstrap(boot)
         sidecar = role == "sidecar"
         log_path = self.ws.log_file(boot.instance, sidecar=sidecar)
         process, entry = launch(
-            [sys.executable, "-m", "proxy", "--bootstrap", str(path)],
+            self.dataplane.command(path),
             env=infra_env(),
             cwd=self.ws.project_dir,
             log_path=log_path,
@@ -574,12 +550,6 @@ class LocalRuntime:
 
     def _failure(self, message: str, log_path: Path, hint: str | None = None) -> StartFailed:
         return failure(message, log_path, hint)
-
-
-def _write_bootstrap(boot: Bootstrap) -> Path:
-    path = boot.state_dir / "bootstrap.json"
-    path.write_text(json.dumps(boot.to_dict(), indent=1))
-    return path
 
 
 def _proxy_name(boot: Bootstrap) -> str:

@@ -2,9 +2,10 @@
 whole (no ``…``, no box, every name in full on every row, durations as people read them),
 and with ``--json`` they print JSON that parses, with the seconds kept.
 
-The control plane and the sidecars run on an event loop of their own thread, so that the
-CLI (``devmesh.cli.run``, which runs its own event loop) is called from the test as a user
-calls it; its stdout is the test's capture: not a terminal, as in a pipe.
+The control plane runs on an event loop of its own thread, so that the CLI
+(``devmesh.cli.run``, which runs its own event loop) is called from the test as a user
+calls it; its stdout is the test's capture: not a terminal, as in a pipe. The sidecars run
+as processes (``$DEVMESH_DATAPLANE`` picks which).
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import pytest
 
 from devmesh.cli import run
 from devmesh.workspace import Workspace, write_json
-from proxy.runner import SidecarRunner
 from tests.helpers import closed_port
 from tests.integration.meshkit import (
     ControlPlane,
+    SidecarProcess,
     all_synced,
     app_server,
     call_through,
-    sidecar,
+    endpoints_held,
+    sidecar_process,
     wait_until,
 )
 
@@ -116,25 +118,28 @@ class MeshInThread:
         )
         async with plane.client() as client:
             await client.apply_project(PROJECT)
-        runners: dict[str, SidecarRunner] = {}
+        runners: dict[str, SidecarProcess] = {}
         for instance, (service, version) in INSTANCES.items():
             app_port = None  # the frontend's app is the test, calling through its sidecar
             if service != FRONTEND:
                 app_port = await stack.enter_async_context(app_server(instance))
             runners[instance] = await stack.enter_async_context(
-                sidecar(plane, instance, service, version, app_port)
+                sidecar_process(plane, instance, service, version, app_port)
             )
         async with plane.client() as client:
             await wait_until(lambda: all_synced(client, len(INSTANCES)), "every sidecar synced")
-            await wait_until(
-                lambda: all(r.identity.current is not None for r in runners.values()),
-                "every sidecar holds an identity",
-            )
+
+            async def identities_held() -> bool:
+                certs = await client.certs()
+                installed = {i["instance"] for i in certs["identities"] if i["installed"]}
+                return installed == set(runners)
+
+            await wait_until(identities_held, "every sidecar holds an identity")
             frontend = runners[f"{FRONTEND}-1"]
 
-            def routed() -> bool:
-                route = frontend.router.snapshot.routes.get(CATALOG)
-                return route is not None and len(route.endpoints) == 2
+            async def routed() -> bool:
+                held = await endpoints_held(plane, client, frontend.instance, CATALOG)
+                return held is not None and len(held) == 2
 
             await wait_until(routed, "the frontend's sidecar routes to both catalog instances")
             for _ in range(REQUESTS):

@@ -32,8 +32,8 @@ from devmesh.controlplane.mesh import Mesh, Proxy
 from devmesh.controlplane.roster import Roster
 from devmesh.controlplane.store import StateStore
 from devmesh.plan import plan_instances
+from devmesh.runtime.bootstraps import app_port_for, sidecar_bootstrap, write_bootstrap
 from devmesh.runtime.docker.topology import MeshSettings, desired_containers
-from devmesh.runtime.local import LocalRuntime, _write_bootstrap
 from devmesh.workspace import Workspace
 from proxy.bootstrap import BOOTSTRAP_ENV, Bootstrap, BootstrapError, GatewayListener
 from proxy.snapshot import SnapshotError, parse_snapshot, snapshot_to_wire
@@ -422,21 +422,22 @@ def test_the_bootstrap_files_the_local_runtime_writes_match_the_schema(tmp_path:
     project = parse_project(RUNTIME_PROJECT)
     workspace = Workspace(tmp_path)
     workspace.ensure()
-    runtime = LocalRuntime(project, workspace)
     url = "http://127.0.0.1:41000"
     boots = [
-        runtime._bootstrap(
+        sidecar_bootstrap(
+            workspace,
             spec.id,
             spec.service,
             spec.version,
             url,
-            app_port=runtime._app_port(spec),
+            app_port=app_port_for(project, spec),
             health_path=spec.health.path,
         )
         for spec in plan_instances(project)
     ]
     boots.append(
-        runtime._bootstrap(
+        sidecar_bootstrap(
+            workspace,
             "ingress",
             "ingress",
             "default",
@@ -448,7 +449,7 @@ def test_the_bootstrap_files_the_local_runtime_writes_match_the_schema(tmp_path:
     boots += [replace(boot, inbound_port=41001, outbound_port=41002) for boot in boots]
     assert any(boot.health_path is None for boot in boots)
     for boot in boots:
-        data = json.loads(_write_bootstrap(boot).read_text())
+        data = json.loads(write_bootstrap(boot).read_text())
         assert problems("bootstrap", data) == [], data
         assert Bootstrap.from_dict(data) == boot
 

@@ -1,4 +1,6 @@
-"""The control plane with real sidecars on real sockets, all in this process.
+"""The control plane with real sidecars on real sockets: as processes (``$DEVMESH_DATAPLANE``
+picks which) where a test uses them through their ports, in this process where it watches
+their router, link or health probe.
 
 Covers the API's token, snapshot streaming, telemetry, a stream that drops and
 comes back, a sidecar that starts while the control plane is away, and what
@@ -31,7 +33,9 @@ from tests.integration.meshkit import (
     all_synced,
     app_server,
     call_through,
+    endpoints_held,
     sidecar,
+    sidecar_process,
     wait_until,
 )
 
@@ -83,27 +87,32 @@ async def test_snapshots_route_calls_and_telemetry_counts_them(controlplane: Con
     async with (
         app_server("catalog-v1") as v1_port,
         app_server("catalog-v2") as v2_port,
-        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
-        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
-        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+        sidecar_process(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
+        sidecar_process(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+        sidecar_process(controlplane, "frontend-1", "frontend", "default", None) as frontend,
         controlplane.client() as client,
     ):
-        await wait_until(
-            lambda: (
-                len(frontend.router.snapshot.routes["catalog"].endpoints) == 2
-                if "catalog" in frontend.router.snapshot.routes
-                else False
-            ),
-            "the frontend's sidecar knows both catalog instances",
-        )
+
+        async def knows_both() -> bool:
+            held = await endpoints_held(controlplane, client, "frontend-1", "catalog")
+            return held == {"catalog-v1-1", "catalog-v2-1"}
+
+        await wait_until(knows_both, "the frontend's sidecar knows both catalog instances")
         bodies = [await call_through(frontend, "catalog") for _ in range(10)]
         assert sorted(bodies) == [(200, "catalog-v1")] * 5 + [(200, "catalog-v2")] * 5
 
         async def counted() -> bool:
-            edges = (await client.status())["edges"]
-            return any(e["requests"] == 10 for e in edges)
+            # Each sidecar reports on its own: the caller's records and the callees' apart.
+            status = await client.status()
+            served = sum(
+                i["served"]["requests"]
+                for s in status["services"]
+                for i in s["instances"]
+                if i["served"]
+            )
+            return any(e["requests"] == 10 for e in status["edges"]) and served == 10
 
-        await wait_until(counted, "the control plane counted 10 requests")
+        await wait_until(counted, "the control plane counted 10 requests, at both ends")
         status = await client.status()
         (edge,) = status["edges"]
         assert (edge["source"], edge["destination"], edge["errors"]) == ("frontend", "catalog", 0)
@@ -124,18 +133,17 @@ async def test_only_ready_instances_get_traffic(controlplane: ControlPlane) -> N
     """An instance whose app does not answer its health check is left out of the snapshot."""
     async with (
         app_server("catalog-v1") as v1_port,
-        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
-        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", app_port=1),  # nothing listens
-        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+        sidecar_process(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
+        sidecar_process(controlplane, "catalog-v2-1", "catalog", "v2", app_port=1),  # nothing
+        sidecar_process(controlplane, "frontend-1", "frontend", "default", None) as frontend,
         controlplane.client() as client,
     ):
-        await wait_until(
-            lambda: (
-                "catalog" in frontend.router.snapshot.routes
-                and len(frontend.router.snapshot.routes["catalog"].endpoints) == 1
-            ),
-            "the frontend knows the one ready catalog instance",
-        )
+
+        async def knows_one() -> bool:
+            held = await endpoints_held(controlplane, client, "frontend-1", "catalog")
+            return held is not None and len(held) == 1
+
+        await wait_until(knows_one, "the frontend knows the one ready catalog instance")
         assert {(await call_through(frontend, "catalog"))[1] for _ in range(6)} == {"catalog-v1"}
         status = await client.status()
         assert instance_state(status, "catalog-v2-1") == "starting"

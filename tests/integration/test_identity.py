@@ -1,6 +1,7 @@
 """Identities through the real control plane and sidecars: each sidecar gets its service's
-certificate on connecting, renews it at half of its life, and two sidecars' identities
-complete a mutual TLS handshake naming each other's SPIFFE ID."""
+certificate on connecting, renews it at half of its life (a sidecar process, seen through
+the control plane), and two sidecars' identities complete a mutual TLS handshake naming
+each other's SPIFFE ID (sidecars in this process, whose TLS contexts the test uses)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from devmesh.client import ControlPlaneClient
 from devmesh.workspace import Workspace
 from proxy.runner import SidecarRunner
-from tests.integration.meshkit import PROJECT, ControlPlane, sidecar, wait_until
+from tests.integration.meshkit import PROJECT, ControlPlane, sidecar, sidecar_process, wait_until
 
 
 def identity_of(runner: SidecarRunner) -> str | None:
@@ -91,14 +92,24 @@ async def test_identities_are_renewed_at_half_of_their_life(tmp_path: Path) -> N
     try:
         async with plane.client() as client:
             await client.apply_project(PROJECT)
-        async with sidecar(plane, "catalog-v1-1", "catalog", "v1", None) as catalog:
-            await wait_until(lambda: identity_of(catalog) is not None, "a first identity")
-            first = identity_of(catalog)
-            seen = {first}
+        async with (
+            sidecar_process(plane, "catalog-v1-1", "catalog", "v1", None, listening=False),
+            plane.client() as client,
+        ):
+            # What the sidecar says it installed, as the control plane reports it.
+            async def installed() -> str | None:
+                entry = (await held(client)).get("catalog-v1-1", {})
+                return str(entry["fingerprint"]) if entry.get("installed") else None
 
-            def renewed() -> bool:
-                seen.add(identity_of(catalog))
-                return len(seen) >= 3
+            async def first_installed() -> bool:
+                return await installed() is not None
+
+            await wait_until(first_installed, "a first identity")
+            seen = {await installed()} - {None}
+
+            async def renewed() -> bool:
+                seen.add(await installed())
+                return len(seen - {None}) >= 3
 
             await wait_until(renewed, "two renewals of a 4 s certificate", within=10)
     finally:

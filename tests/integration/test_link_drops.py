@@ -20,8 +20,10 @@ from tests.integration.meshkit import (
     all_synced,
     app_server,
     call_through,
+    endpoints_held,
     relay,
     sidecar,
+    sidecar_process,
     wait_until,
 )
 
@@ -111,14 +113,18 @@ async def test_a_sidecar_that_stops_leaves_routing_at_once(
     async with (
         app_server("catalog-v1") as v1_port,
         app_server("catalog-v2") as v2_port,
-        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
-        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+        sidecar_process(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+        sidecar_process(controlplane, "frontend-1", "frontend", "default", None),
+        controlplane.client() as client,
     ):
-        async with sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port):
-            await wait_until(lambda: routed(frontend) == BOTH, "the frontend knows both")
-        await wait_until(
-            lambda: routed(frontend) == {"catalog-v2-1"}, "the stopped one to leave", within=3
-        )
+
+        async def routed_to(expected: set[str]) -> bool:
+            held = await endpoints_held(controlplane, client, "frontend-1", "catalog")
+            return held == expected
+
+        async with sidecar_process(controlplane, "catalog-v1-1", "catalog", "v1", v1_port):
+            await wait_until(lambda: routed_to(BOTH), "the frontend knows both")
+        await wait_until(lambda: routed_to({"catalog-v2-1"}), "the stopped one to leave", within=3)
 
 
 async def test_a_restarted_control_plane_keeps_every_healthy_instance_in_routing(

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from devmesh.client import ControlPlaneClient
-from devmesh.runtime.local import _write_bootstrap
+from devmesh.runtime.bootstraps import write_bootstrap
 from proxy.bootstrap import Bootstrap
 from proxy.snapshot import SnapshotError, parse_snapshot, snapshot_to_wire
 from tests.helpers import closed_port
@@ -71,7 +71,7 @@ class RustSidecar:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        path = _write_bootstrap(self.boot)
+        path = write_bootstrap(self.boot)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(self.binary), "--bootstrap", str(path), "--log-level", "debug"],
@@ -147,7 +147,7 @@ async def test_it_connects_acks_each_snapshot_and_nacks_a_bad_one(
         bad["version"] = -1
         with pytest.raises(SnapshotError) as python_says:
             parse_snapshot(bad)
-        await _push(controlplane, {"type": "snapshot", "snapshot": bad})
+        await controlplane.push_snapshot(INSTANCE, bad)
 
         async def nacked() -> bool:
             entry = await proxy_entry(client)
@@ -227,13 +227,6 @@ async def _answer(request: web.BaseRequest) -> web.Response:
 async def _health(client: ControlPlaneClient, state: str) -> bool:
     entry = await proxy_entry(client)
     return entry is not None and entry["health"] == state
-
-
-async def _push(plane: ControlPlane, message: dict[str, Any]) -> None:
-    """Send ``message`` on the sidecar's link, as the control plane sends a snapshot."""
-    assert plane.api is not None
-    ws = plane.api.sidecars._sockets[INSTANCE]
-    await ws.send_json(message)
 
 
 def test_a_bad_bootstrap_is_one_sentence_and_exit_2(proxy_binary: Path, tmp_path: Path) -> None:

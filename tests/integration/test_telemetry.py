@@ -1,5 +1,6 @@
 """Live telemetry through real sidecars: the control plane's numbers against a client's own,
-the event and tap streams, and ``/metrics`` read by Prometheus' own parser."""
+the event and tap streams, and ``/metrics`` read by Prometheus' own parser. The sidecars run
+as processes (``$DEVMESH_DATAPLANE`` picks which), apart from the test's event loop."""
 
 from __future__ import annotations
 
@@ -21,8 +22,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client.parser import text_string_to_metric_families
 
 from devmesh.errors import UsageError
-from proxy.runner import SidecarRunner
-from tests.integration.meshkit import ControlPlane, serve, sidecar, wait_until
+from tests.integration.meshkit import (
+    ControlPlane,
+    SidecarProcess,
+    endpoints_held,
+    serve,
+    sidecar_process,
+    snapshot_held,
+    wait_until,
+)
 
 APP_TIME = 0.05
 """What the test app takes at least per request: the mesh's own cost is small beside it."""
@@ -45,28 +53,27 @@ async def slow_app(status: int = 200, spread: float = 0.0) -> AsyncIterator[int]
 @asynccontextmanager
 async def frontend_to_catalog(
     plane: ControlPlane, status: int = 200, spread: float = 0.0
-) -> AsyncIterator[SidecarRunner]:
+) -> AsyncIterator[SidecarProcess]:
     """catalog-v1-1 behind its sidecar, and frontend-1's sidecar once it can reach it."""
     async with (
         slow_app(status, spread) as port,
-        sidecar(plane, "catalog-v1-1", "catalog", "v1", port),
-        sidecar(plane, "frontend-1", "frontend", "default", None) as frontend,
+        sidecar_process(plane, "catalog-v1-1", "catalog", "v1", port),
+        sidecar_process(plane, "frontend-1", "frontend", "default", None) as frontend,
+        plane.client() as client,
     ):
-        await wait_until(
-            lambda: (
-                "catalog" in frontend.router.snapshot.routes
-                and len(frontend.router.snapshot.routes["catalog"].endpoints) == 1
-            ),
-            "the frontend's sidecar knows the catalog instance",
-        )
+
+        async def knows_catalog() -> bool:
+            return await endpoints_held(plane, client, "frontend-1", "catalog") == {"catalog-v1-1"}
+
+        await wait_until(knows_catalog, "the frontend's sidecar knows the catalog instance")
         yield frontend
 
 
 async def send(
-    session: aiohttp.ClientSession, frontend: SidecarRunner, path: str = "/items"
+    session: aiohttp.ClientSession, frontend: SidecarProcess, path: str = "/items"
 ) -> tuple[int, float]:
     """One request from the frontend's app to catalog: its status and latency (ms)."""
-    port = frontend.sidecar.ports.outbound
+    port = frontend.outbound
     started = time.perf_counter()
     async with session.get(
         f"http://127.0.0.1:{port}{path}", headers={"Host": "catalog"}
@@ -76,7 +83,7 @@ async def send(
 
 
 async def load(
-    frontend: SidecarRunner, count: int, concurrency: int = 50
+    frontend: SidecarProcess, count: int, concurrency: int = 50
 ) -> list[tuple[int, float]]:
     results: list[tuple[int, float]] = []
     todo = iter(range(count))
@@ -93,6 +100,12 @@ async def load(
 def nearest_rank(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def served_by(status: dict[str, Any], instance: str = "catalog-v1-1") -> int:
+    """The requests ``instance``'s sidecar reported as served by its app."""
+    (entry,) = [i for s in status["services"] for i in s["instances"] if i["id"] == instance]
+    return int(entry["served"]["requests"]) if entry["served"] else 0
 
 
 def catalog_edge(status: dict[str, Any]) -> dict[str, Any]:
@@ -112,11 +125,11 @@ async def test_the_control_plane_agrees_with_the_clients_own_measurements(
         frontend_to_catalog(controlplane, spread=0.2) as frontend,
         controlplane.client() as client,
     ):
-        # Plaintext between the sidecars here. The client, both sidecars and the control
-        # plane share one event loop in this test; with mTLS, in two full runs of the suite
-        # (never alone) the client's p99 came out 40-50 ms above the mesh's, most likely the
-        # 50 handshakes its 50 connections open at once stalling the shared loop, outside
-        # every sidecar's clock. Sidecars run apart; what mTLS costs is measured in bench/.
+        # Plaintext between the sidecars here, as when they shared this test's event loop:
+        # with mTLS, in two full runs of the suite (never alone) the client's p99 came out
+        # 40-50 ms above the mesh's then, most likely the 50 handshakes its 50 connections
+        # opened at once stalling the shared loop, outside every sidecar's clock. What mTLS
+        # costs is measured in bench/.
         await client.set_mtls("catalog", "off")
         await client.add_fault(
             "catalog",
@@ -126,8 +139,9 @@ async def test_the_control_plane_agrees_with_the_clients_own_measurements(
             },
         )
 
-        def applied() -> bool:
-            route = frontend.router.snapshot.routes.get("catalog")
+        async def applied() -> bool:
+            held = await snapshot_held(controlplane, client, "frontend-1")
+            route = held.routes.get("catalog") if held is not None else None
             return route is not None and bool(route.policy.faults) and route.mtls == "off"
 
         await wait_until(applied, "the fault and the mode reached the frontend's sidecar")
@@ -266,9 +280,11 @@ async def test_metrics_are_served_in_prometheus_text_format(controlplane: Contro
                 await send(session, frontend)
 
         async def counted() -> bool:
-            return bool(catalog_edge(await client.status())["requests"] == 12)
+            # Each sidecar reports on its own: the caller's records and the callee's apart.
+            status = await client.status()
+            return catalog_edge(status)["requests"] == 12 and served_by(status) == 12
 
-        await wait_until(counted, "the control plane counted 12 requests")
+        await wait_until(counted, "the control plane counted 12 requests, at both ends")
         text = await client.metrics_text()
 
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -386,24 +402,26 @@ async def test_a_trace_shows_each_hop_across_services_and_exports_as_otlp(
     async with (
         slow_app() as catalog_port,
         frontend_app(outbound) as frontend_port,
-        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", catalog_port),
-        sidecar(controlplane, "frontend-1", "frontend", "default", frontend_port) as frontend,
+        sidecar_process(controlplane, "catalog-v1-1", "catalog", "v1", catalog_port),
+        sidecar_process(
+            controlplane, "frontend-1", "frontend", "default", frontend_port
+        ) as frontend,
         controlplane.client() as client,
     ):
-        outbound.append(frontend.sidecar.ports.outbound or 0)
+        outbound.append(frontend.outbound)
         await client.add_fault("catalog", {"delay": "30ms"})
-        await wait_until(
-            lambda: (
-                "catalog" in frontend.router.snapshot.routes
-                and bool(frontend.router.snapshot.routes["catalog"].policy.faults)
-            ),
-            "the frontend's sidecar routes to catalog, with the fault",
-        )
+
+        async def with_the_fault() -> bool:
+            held = await snapshot_held(controlplane, client, "frontend-1")
+            route = held.routes.get("catalog") if held is not None else None
+            return route is not None and bool(route.policy.faults)
+
+        await wait_until(with_the_fault, "the frontend's sidecar routes to catalog, with the fault")
         incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         async with (
             aiohttp.ClientSession() as session,
             session.get(
-                f"http://127.0.0.1:{frontend.sidecar.ports.inbound}/shop",
+                f"http://127.0.0.1:{frontend.inbound}/shop",
                 headers={"traceparent": incoming},
             ) as response,
         ):

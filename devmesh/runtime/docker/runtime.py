@@ -40,6 +40,7 @@ from devmesh.runtime.controlplane import (
     start_controlplane,
     wait_converged,
 )
+from devmesh.runtime.dataplane import refuse_on_docker
 from devmesh.runtime.docker import containers, labels, reconcile
 from devmesh.runtime.docker.builds import build_jobs, build_service_image, check_job, local_image_id
 from devmesh.runtime.docker.daemon import connect
@@ -103,6 +104,7 @@ class DockerRuntime:
     # -- up ------------------------------------------------------------------------
 
     async def up(self) -> None:
+        refuse_on_docker(os.environ)  # its sidecar image holds the Python sidecar
         check_runnable(self.project)
         for job in build_jobs(self.project):
             check_job(job)
