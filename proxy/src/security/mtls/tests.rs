@@ -13,9 +13,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use std::net::SocketAddr;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::{client, TlsConnector};
+
 use super::*;
 use crate::control::identity::IdentityStore;
 use crate::wire::messages::Identity;
+use crate::wire::snapshot::MtlsMode;
 
 const PROJECT: &str = "spiffe://devmesh.local/demo/";
 
