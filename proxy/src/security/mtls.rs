@@ -3,12 +3,14 @@
 //! in, how a call to another sidecar is made, and the names certificates carry.
 //!
 //! The inbound listener looks at the first byte of each new connection before it
-//! reads anything ([`TcpStream::peek`]): `0x16` opens a TLS handshake, anything else is
-//! plaintext HTTP. So one port serves both in `permissive` mode, and in `strict` mode
-//! a plaintext client is closed before a byte of it is read. A TLS client must present
-//! a certificate of the mesh's CA, unexpired (rustls checks both), naming one SPIFFE ID
-//! of this project (checked when the handshake ends, before the first read): otherwise
-//! the connection is closed and nothing of it reaches the service.
+//! reads anything ([`TcpStream::peek`](tokio::net::TcpStream::peek)): `0x16` opens a
+//! TLS handshake, anything else is plaintext HTTP. So one port serves both in
+//! `permissive` mode, and in `strict` mode a plaintext client is closed before a byte
+//! of it is read. A TLS client must present a certificate of the mesh's CA, unexpired
+//! (rustls checks both; in `permissive` mode too: it lets plaintext in beside mTLS,
+//! never TLS without a client certificate), naming one SPIFFE ID of this project
+//! (checked when the handshake ends, before the first read): otherwise the connection
+//! is closed and nothing of it reaches the service.
 //!
 //! A call to another sidecar ([`connect`]) presents this sidecar's certificate, sends
 //! no SNI (peers are named by SPIFFE ID, not by host), and takes the server only if

@@ -162,7 +162,7 @@ impl Admitted {
 }
 
 /// Let `stream` in by `gate`, or refuse it (the caller counts the refusal in its
-/// [`Refusals`] and drops the stream, which closes it): its first byte is peeked at,
+/// [`Refusals`](super::Refusals) and drops the stream, which closes it): its first byte is peeked at,
 /// left unread, within [`SNIFF_TIMEOUT`]; a TLS handshake must end within as long
 /// again.
 pub async fn admit(stream: TcpStream, gate: &Gate) -> Result<Admitted, Refusal> {

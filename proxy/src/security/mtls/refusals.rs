@@ -17,7 +17,7 @@ pub enum Reason {
     Plaintext,
     /// A TLS client, and mTLS is `off` or the sidecar has no identity yet.
     TlsUnavailable,
-    /// The TLS handshake failed (or did not end within [`SNIFF_TIMEOUT`]).
+    /// The TLS handshake failed (or did not end within [`SNIFF_TIMEOUT`](super::SNIFF_TIMEOUT)).
     Handshake,
     /// A certificate of the CA naming no identity of this mesh.
     Identity,
