@@ -161,10 +161,11 @@ impl Admitted {
     }
 }
 
-/// Let `stream` in by `gate`, or refuse it (the caller counts the refusal in its
-/// [`Refusals`](super::Refusals) and drops the stream, which closes it): its first byte is peeked at,
-/// left unread, within [`SNIFF_TIMEOUT`]; a TLS handshake must end within as long
-/// again.
+/// Let `stream` in by `gate`, or refuse it and close it (the caller counts the
+/// refusal in its [`Refusals`](super::Refusals)): its first byte is peeked at, left
+/// unread, within [`SNIFF_TIMEOUT`]; a TLS handshake must end within as long again.
+/// The listener runs one `admit` per connection in a task of its own, at most
+/// [`MAX_ADMITTING`] at once.
 pub async fn admit(stream: TcpStream, gate: &Gate) -> Result<Admitted, Refusal> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await {
