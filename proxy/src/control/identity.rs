@@ -9,8 +9,9 @@
 //! restarts while the control plane is away starts with the identity it kept, until
 //! that one expires.
 //!
-//! Not yet here: the TLS configurations are only built to check the identity loads;
-//! mTLS (`security`) will take them from [`Installed`].
+//! Each identity installed is published, loaded for mTLS ([`Credentials`]), on a
+//! `watch` ([`IdentityStore::credentials`]): new connections take the newest, open
+//! ones keep the one they began with.
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
@@ -21,8 +22,10 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use crate::invalid::Invalid;
+use crate::security::mtls::{Credentials, CredentialsWatch};
 use crate::wire::messages::Identity;
 
 const KEPT: &str = "identity.json";
@@ -46,6 +49,7 @@ pub struct Installed {
 pub struct IdentityStore {
     folder: PathBuf,
     current: Option<Installed>,
+    published: watch::Sender<Option<Arc<Credentials>>>,
 }
 
 impl IdentityStore {
@@ -53,7 +57,13 @@ impl IdentityStore {
         IdentityStore {
             folder,
             current: None,
+            published: watch::channel(None).0,
         }
+    }
+
+    /// The identity installed now, loaded for mTLS, and each one installed after it.
+    pub fn credentials(&self) -> CredentialsWatch {
+        self.published.subscribe()
     }
 
     /// The identity installed now, if any.
@@ -113,7 +123,7 @@ impl IdentityStore {
         for (_, name, text) in &names {
             write_private(&self.folder.join(name), text.as_bytes()).map_err(io)?;
         }
-        let installed =
+        let (installed, credentials) =
             load(identity).map_err(|err| Invalid(format!("the identity does not load: {err}")))?;
         let kept = json!({
             "spiffe_id": identity.spiffe_id,
@@ -130,14 +140,15 @@ impl IdentityStore {
                 }
             }
         }
+        self.published.send_replace(Some(Arc::new(credentials)));
         Ok(self.current.insert(installed))
     }
 }
 
-/// Parse the PEMs and build a TLS server configuration that presents the identity and
-/// requires a client certificate of the CA: it fails as the Python's `SSLContext` does
-/// on a bad certificate, key or CA, or a key that is not the certificate's.
-fn load(identity: &Identity) -> Result<Installed, String> {
+/// Parse the PEMs and load them for mTLS ([`Credentials::from_installed`]): it fails
+/// as the Python's `SSLContext` does on a bad certificate, key or CA, or a key that is
+/// not the certificate's.
+fn load(identity: &Identity) -> Result<(Installed, Credentials), String> {
     let chain = CertificateDer::pem_slice_iter(identity.cert.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| format!("the certificate: {err}"))?;
@@ -149,33 +160,16 @@ fn load(identity: &Identity) -> Result<Installed, String> {
     let ca = CertificateDer::pem_slice_iter(identity.ca.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| format!("the CA: {err}"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in &ca {
-        roots
-            .add(cert.clone())
-            .map_err(|err| format!("the CA: {err}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|err| format!("the CA: {err}"))?;
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|err| err.to_string())?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain.clone(), key.clone_key())
-        .map_err(|err| err.to_string())?;
-    Ok(Installed {
+    let installed = Installed {
         spiffe_id: identity.spiffe_id.clone(),
         fingerprint: identity.fingerprint.clone(),
         not_after: identity.not_after,
         chain,
         key,
         ca,
-    })
+    };
+    let credentials = Credentials::from_installed(&installed)?;
+    Ok((installed, credentials))
 }
 
 /// Write `data` to `path` readable by its owner only, atomically (a `.tmp`, renamed).

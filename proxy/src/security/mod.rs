@@ -1,3 +1,4 @@
-//! Who may call whom, and later mTLS and identity.
+//! Security: who may call whom (authorization), and mTLS between sidecars.
 
 pub mod authz;
+pub mod mtls;
