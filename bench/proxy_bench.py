@@ -2,8 +2,8 @@
 
     python bench/proxy_bench.py [--rate 1000] [--rate-duration 15] [--sat-duration 10]
                                 [--rounds 1] [--pin auto|none] [--telemetry buffer|sink]
-                                [--route-policy full|default] [--sidecar-python PATH]
-                                [--json FILE]
+                                [--route-policy full|default] [--sidecar python|rust]
+                                [--sidecar-python PATH] [--proxy-bin PATH] [--json FILE]
 
 Needs (it says which is missing and exits 2): Linux (/proc), Debian's
 ``haproxy`` and ``wrk`` (``apt-get install -y haproxy wrk``), and the project's
@@ -15,7 +15,8 @@ every request itself, ``200`` with a fixed 100-byte body (``http-request
 return``), keep-alive. Three paths to it, measured one after the other:
 
 1. direct: client -> origin;
-2. sidecar pair, the mesh path: client -> outbound sidecar (``python -m proxy``,
+2. sidecar pair, the mesh path: client -> outbound sidecar (``python -m proxy``, or
+   with ``--sidecar rust`` the Rust sidecar's binary,
    service ``bench-client``; the client sends ``Host: origin``) -> the inbound
    sidecar of service ``origin`` -> origin. Each starts from a last-good
    snapshot written into its state dir (the outbound one routes ``origin`` to
@@ -79,6 +80,9 @@ from proxy_report import (
     report_saturation,
     report_targets,
 )
+
+from devmesh.errors import DevmeshError
+from devmesh.runtime.dataplane import DATAPLANE_ENV, PROXY_BIN_ENV, choose, crate_dir
 
 BENCH = Path(__file__).resolve().parent
 Cpus = set[int] | None
@@ -305,9 +309,17 @@ def _describe(args: argparse.Namespace) -> list[str]:
     if _output(["git", "-C", str(REPO), "status", "--porcelain", "--", "proxy"]):
         commit += " + uncommitted changes in proxy/"
     hap = _output(["haproxy", "-v"]).split()
-    sidecar = _output([args.sidecar_python, "-c", SIDECAR_PYTHON_PROBE])
-    if not sidecar:
-        raise Missing(f"{args.sidecar_python} cannot import httptools (for the sidecars)")
+    if args.sidecar == "rust":
+        try:
+            program = sidecar_program(args)
+        except DevmeshError as exc:
+            raise Missing(str(exc)) from None
+        sidecar = f"the Rust sidecar, {program[0]}"
+    else:
+        probe = _output([args.sidecar_python, "-c", SIDECAR_PYTHON_PROBE])
+        if not probe:
+            raise Missing(f"{args.sidecar_python} cannot import httptools (for the sidecars)")
+        sidecar = f"{args.sidecar_python}: {probe}"
     telemetry = (
         "drained every 100 ms by a stand-in control plane (bench/telemetry_sink.py)"
         if args.telemetry == "sink"
@@ -316,7 +328,7 @@ def _describe(args: argparse.Namespace) -> list[str]:
     return [
         f"devmesh {commit}; {os.cpu_count()} CPUs ({platform.machine()}); "
         f"HAProxy {hap[2] if len(hap) > 2 else '?'}; wrk",
-        f"sidecars: {args.sidecar_python}: {sidecar}",
+        f"sidecars: {sidecar}",
         f"sidecar telemetry: {telemetry}",
         "route policy of origin: "
         + (
@@ -359,6 +371,14 @@ def run(args: argparse.Namespace, procs: Processes, layout: Layout) -> dict[str,
     return {key: combine(results) for key, results in rounds.items()}
 
 
+def sidecar_program(args: argparse.Namespace) -> tuple[str, ...]:
+    """The program that runs a sidecar of the data plane ``--sidecar`` names."""
+    env = {DATAPLANE_ENV: args.sidecar}
+    if args.proxy_bin:
+        env[PROXY_BIN_ENV] = args.proxy_bin
+    return choose(env, crate_dir(), args.sidecar_python, Path.is_file).program
+
+
 def measure_sidecars(
     procs: Processes,
     origin: Proc,
@@ -381,7 +401,7 @@ def measure_sidecars(
         control_plane = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     policy = FULL_POLICY if args.route_policy == "full" else None
     pair, port = start_sidecar_pair(
-        procs, origin_port, control_plane, layout.proxies, args.sidecar_python, policy, mtls
+        procs, origin_port, control_plane, layout.proxies, sidecar_program(args), policy, mtls
     )
     label = "sidecar pair mTLS" if mtls else "sidecar pair"
     result = measure(label, port, pair, origin, args, layout)
@@ -436,6 +456,15 @@ def main(argv: list[str] | None = None) -> int:
         default=sys.executable,
         help="the interpreter that runs the sidecars (default: this one); it needs httptools",
     )
+    parser.add_argument(
+        "--sidecar",
+        choices=["python", "rust"],
+        default="python",
+        help="which data plane the sidecar pair runs: python -m proxy (default), or the Rust "
+        "sidecar's binary (proxy/target/release/devmesh-proxy: cargo build --release "
+        "--manifest-path proxy/Cargo.toml)",
+    )
+    parser.add_argument("--proxy-bin", help="the Rust sidecar's binary, if not the crate's own")
     parser.add_argument(
         "--mtls",
         action="store_true",

@@ -258,12 +258,13 @@ def start_sidecar_pair(
     origin_port: int,
     control_plane: str,
     cpus: tuple[set[int] | None, set[int] | None],
-    python: str = sys.executable,
+    program: tuple[str, ...] = (sys.executable, "-m", "proxy"),
     policy: dict[str, Any] | None = FULL_POLICY,
     mtls: bool = False,
 ) -> tuple[list[Proc], int]:
     """Start the inbound sidecar (of ``origin``), then the outbound one (of ``bench-client``)
-    with ``python`` (run in the repository, so that it imports this checkout's ``proxy``);
+    with ``program`` (``python -m proxy``, run in the repository so that it imports this
+    checkout's ``proxy``, or the Rust sidecar's binary) and ``--bootstrap FILE``;
     returns them (first hop first) and the outbound listener's port. With ``mtls``, each
     starts with an identity of a throwaway CA kept in its state folder, as a sidecar
     restarted without its control plane does, and they talk mTLS."""
@@ -307,7 +308,7 @@ def start_sidecar_pair(
         assert boot.ready_file is not None
         boot.ready_file.unlink(missing_ok=True)
         (root / "bootstrap.json").write_text(json.dumps(boot.to_dict()))
-        argv = [python, "-m", "proxy", "--bootstrap", str(root / "bootstrap.json")]
+        argv = [*program, "--bootstrap", str(root / "bootstrap.json")]
         started.append((procs.start(name, argv, cpu), boot))
     ports = {}
     for proc, boot in started:
