@@ -11,8 +11,10 @@
 //! after [`SILENCE_LIMIT`]. A link that drops is dialled again with capped exponential
 //! backoff with jitter ([`Backoff`]).
 //!
-//! Not yet here (the sidecar does not proxy): telemetry and breakers to send, calls to
-//! drain before `held`.
+//! With a data plane ([`ControlLink::with_data_plane`]) the link sends its telemetry
+//! and breakers, and a hold closes its app gate (see [`LinkState`]). Messages taken
+//! from the buffers are lost if the link breaks as they are sent (the Python puts a
+//! failed telemetry batch back).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +69,12 @@ impl ControlLink {
             ping_after: PING_AFTER,
             silence_limit: SILENCE_LIMIT,
         }
+    }
+
+    /// Send `data`'s telemetry and breakers, and hold its app gate when asked.
+    pub fn with_data_plane(mut self, data: crate::engine::sidecar::DataPlane) -> Self {
+        self.state = self.state.with_data_plane(data);
+        self
     }
 
     /// Other limits of silence than [`PING_AFTER`] and [`SILENCE_LIMIT`] (tests).

@@ -4,13 +4,20 @@
 //!
 //! Snapshots are parsed: a good one becomes the one in force and is acked; a bad one is
 //! nacked with the error's text and the previous one stays. Identities are written to
-//! disk and acked with their fingerprint. A hold is answered `held` (no call is in
-//! flight: the sidecar does not proxy yet); while held, the health reported is the one
-//! it had when the hold began; a release probes the app at once, reports that and says
-//! `released`; a hold never released ends by itself after `HOLD_LIMIT`.
+//! disk and acked with their fingerprint. A hold closes the app gate of the data plane
+//! (`engine::appgate`) and is answered `held` once no call is with the app (or after
+//! `DRAIN_LIMIT`, with how many still are); while held, the health reported is the one
+//! it had when the hold began; a release opens the gate, probes the app at once, reports
+//! that and says `released`; a hold never released ends by itself after `HOLD_LIMIT`.
+//!
+//! With a data plane ([`LinkState::with_data_plane`]) it also sends, as
+//! `proxy/control.py` does, the `breakers` of every destination (at once on a change,
+//! and each [`BREAKER_REFRESH`] while one is not closed) and the `telemetry` records in
+//! batches of at most [`BATCH_LIMIT`], with the count of those dropped.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -20,12 +27,23 @@ use super::health::{HealthProbe, Tracker};
 use super::identity::IdentityStore;
 use super::kept;
 use super::liveness::Hold;
+use crate::engine::appgate::DRAIN_LIMIT;
+use crate::engine::sidecar::DataPlane;
 use crate::wire::bootstrap::{Bootstrap, AUTO};
 use crate::wire::messages::{decode, Decoded, FromControl, Health, Node, ToControl};
 use crate::wire::snapshot::{parse_snapshot, Snapshot};
 
+/// The most records in one `telemetry` message.
+pub const BATCH_LIMIT: usize = 1000;
+/// While a breaker is not closed, the breakers are sent this often.
+pub const BREAKER_REFRESH: Duration = Duration::from_secs(1);
+
 /// The link's state across links.
 pub struct LinkState {
+    data: Option<DataPlane>,
+    /// A hold waits for the calls with the app to end, until then.
+    held_due: Option<Instant>,
+    breakers_looked: Option<Instant>,
     boot: Bootstrap,
     health: Arc<HealthProbe>,
     snapshot: watch::Sender<Arc<Snapshot>>,
@@ -55,6 +73,9 @@ impl LinkState {
             info!("starting with the identity kept on disk");
         }
         LinkState {
+            data: None,
+            held_due: None,
+            breakers_looked: None,
             boot,
             health,
             snapshot: watch::channel(Arc::new(start)).0,
@@ -64,6 +85,13 @@ impl LinkState {
             health_dirty: true,
             say_released: false,
         }
+    }
+
+    /// The data plane whose telemetry and breakers to send, and whose app gate a hold
+    /// closes.
+    pub fn with_data_plane(mut self, data: DataPlane) -> Self {
+        self.data = Some(data);
+        self
     }
 
     pub fn boot(&self) -> &Bootstrap {
@@ -129,6 +157,51 @@ impl LinkState {
             self.health_dirty = false;
             out.push(ToControl::Health(self.reported_health()));
         }
+        if let (Some(due), Some(data)) = (self.held_due, &self.data) {
+            let in_flight = data.app_gate.in_flight();
+            if in_flight == 0 || now >= due {
+                self.held_due = None;
+                info!("holding calls to the app ({in_flight} still in flight)");
+                out.push(ToControl::Held {
+                    in_flight: in_flight as u64,
+                });
+            }
+        }
+        if let Some(data) = &self.data {
+            let dirty = data.breakers_changed.load(Ordering::Relaxed);
+            let look = dirty
+                || self
+                    .breakers_looked
+                    .is_none_or(|at| now.saturating_duration_since(at) >= BREAKER_REFRESH);
+            if look {
+                self.breakers_looked = Some(now);
+                let (breakers, troubled) = data
+                    .destinations
+                    .lock()
+                    .expect("destinations")
+                    .breakers(now);
+                if dirty || troubled {
+                    data.breakers_changed.store(false, Ordering::Relaxed);
+                    out.push(ToControl::Breakers { breakers });
+                }
+            }
+            let mut telemetry = data.telemetry.lock().expect("telemetry");
+            while !telemetry.is_empty() {
+                let records = telemetry.take(BATCH_LIMIT);
+                let dropped = std::mem::take(&mut telemetry.dropped);
+                out.push(ToControl::Telemetry {
+                    records: records.iter().map(|r| r.to_wire()).collect(),
+                    dropped,
+                });
+            }
+            if telemetry.dropped > 0 {
+                let dropped = std::mem::take(&mut telemetry.dropped);
+                out.push(ToControl::Telemetry {
+                    records: Vec::new(),
+                    dropped,
+                });
+            }
+        }
         if std::mem::take(&mut self.say_released) {
             out.push(ToControl::Released);
         }
@@ -178,9 +251,20 @@ impl LinkState {
                 if self.health_at_hold.is_none() {
                     self.health_at_hold = Some(self.health.health());
                 }
-                self.hold.begin(Instant::now());
-                info!("holding calls to the app (0 still in flight)");
-                vec![ToControl::Held { in_flight: 0 }]
+                let now = Instant::now();
+                self.hold.begin(now);
+                match &self.data {
+                    None => {
+                        info!("holding calls to the app (0 still in flight)");
+                        vec![ToControl::Held { in_flight: 0 }]
+                    }
+                    Some(data) => {
+                        // Answered by `pending` once no call is with the app.
+                        data.app_gate.hold(now);
+                        self.held_due = Some(now + DRAIN_LIMIT);
+                        self.pending(now)
+                    }
+                }
             }
             Decoded::Message(FromControl::Release) => {
                 if self.hold.end() {
@@ -196,6 +280,10 @@ impl LinkState {
 
     /// A hold ended: report the probe's health again, and say so.
     fn released(&mut self) {
+        if let Some(data) = &self.data {
+            data.app_gate.release();
+        }
+        self.held_due = None;
         if self.health_at_hold.take().is_some() {
             info!(
                 "released the calls held for the app ({:?})",
