@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -233,3 +234,28 @@ async def test_a_thousand_calls_at_a_steady_rate_fail_none(mesh: Mesh) -> None:
 
     await asyncio.wait_for(paced(), timeout=60)
     assert failures == [], failures[:5]
+
+
+def test_a_port_it_cannot_bind_is_exit_status_3(proxy_binary: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        boot = {
+            "service": "frontend",
+            "version": "v1",
+            "instance": "frontend-v1-1",
+            "control_plane": "http://127.0.0.1:1",
+            "state_dir": str(tmp_path),
+            "outbound_port": taken.getsockname()[1],
+        }
+        path = tmp_path / "bootstrap.json"
+        path.write_text(json.dumps(boot))
+        ran = subprocess.run(
+            [str(proxy_binary), "--bootstrap", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert ran.returncode == 3, ran.stderr
+    assert "cannot listen on 127.0.0.1: address already in use" in ran.stderr

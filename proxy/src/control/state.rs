@@ -175,11 +175,11 @@ impl LinkState {
                     .is_none_or(|at| now.saturating_duration_since(at) >= BREAKER_REFRESH);
             if look {
                 self.breakers_looked = Some(now);
-                let (breakers, troubled) = data
-                    .destinations
-                    .lock()
-                    .expect("destinations")
-                    .breakers(now);
+                let snapshot = self.snapshot.borrow().clone();
+                let mut destinations = data.destinations.lock().expect("destinations");
+                destinations.sync(&snapshot, now); // as the Python follows each snapshot
+                let (breakers, troubled) = destinations.breakers(now);
+                drop(destinations);
                 if dirty || troubled {
                     data.breakers_changed.store(false, Ordering::Relaxed);
                     out.push(ToControl::Breakers { breakers });
@@ -474,6 +474,107 @@ mod tests {
         .to_string();
         assert_eq!(link.handle(&text).await, []);
         assert_eq!(link.handle(r#"{"type": "identity"}"#).await, []);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn data_plane() -> DataPlane {
+        let boot = Bootstrap::from_value(&json!({
+            "service": "frontend", "version": "v1", "instance": "frontend-1",
+            "control_plane": "http://127.0.0.1:1", "state_dir": std::env::temp_dir(),
+        }))
+        .unwrap();
+        let engine = crate::engine::sidecar::Engine::new(
+            boot,
+            watch::channel(Arc::new(Snapshot::default())).1,
+        );
+        engine.data_plane()
+    }
+
+    fn record(n: usize) -> crate::wire::telemetry::Record {
+        crate::wire::telemetry::Record {
+            ts: 0.0,
+            direction: crate::wire::telemetry::Direction::Outbound,
+            source: "frontend".into(),
+            destination: "catalog".into(),
+            version: String::new(),
+            instance: String::new(),
+            status: 200,
+            latency_ms: n as f64,
+            method: "GET".into(),
+            path: "/".into(),
+            error: None,
+            fault: None,
+            retries: 0,
+            trace_id: None,
+            span_id: None,
+            parent_id: None,
+            mtls: false,
+            authz: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn telemetry_goes_in_batches_with_the_dropped_count_and_breakers_at_once() {
+        let (link, dir) = link("telemetry", None);
+        let data = data_plane();
+        let mut link = link.with_data_plane(data.clone());
+        {
+            let mut buffer = data.telemetry.lock().unwrap();
+            for n in 0..(BATCH_LIMIT + 5) {
+                buffer.add(record(n));
+            }
+            buffer.dropped = 3;
+        }
+        let now = Instant::now();
+        let sent = link.pending(now);
+        let kinds: Vec<&str> = sent
+            .iter()
+            .map(|m| match m {
+                ToControl::Health(_) => "health",
+                ToControl::Breakers { .. } => "breakers",
+                ToControl::Telemetry { .. } => "telemetry",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["health", "breakers", "telemetry", "telemetry"]);
+        let ToControl::Telemetry { records, dropped } = &sent[2] else {
+            panic!()
+        };
+        assert_eq!((records.len(), *dropped), (BATCH_LIMIT, 3));
+        let ToControl::Telemetry { records, dropped } = &sent[3] else {
+            panic!()
+        };
+        assert_eq!((records.len(), *dropped), (5, 0));
+        // Nothing changed, every breaker closed: nothing more to send.
+        assert_eq!(link.pending(now + BREAKER_REFRESH), []);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_hold_is_answered_once_no_call_is_with_the_app() {
+        let (link, dir) = link("drain", Some(1));
+        let data = data_plane();
+        let mut link = link.with_data_plane(data.clone());
+        link.pending(Instant::now());
+        let call = data.app_gate.enter().await.unwrap();
+        let replies = link.handle(r#"{"type": "hold"}"#).await;
+        assert!(!replies.iter().any(|m| matches!(m, ToControl::Held { .. })));
+        assert!(data.app_gate.held());
+        drop(call);
+        assert!(link
+            .pending(Instant::now())
+            .contains(&ToControl::Held { in_flight: 0 }));
+        // A call still in flight at the drain limit is reported.
+        let _stuck = {
+            link.handle(r#"{"type": "release"}"#).await;
+            data.app_gate.enter().await.unwrap()
+        };
+        link.handle(r#"{"type": "hold"}"#).await;
+        assert!(link
+            .pending(Instant::now() + DRAIN_LIMIT)
+            .contains(&ToControl::Held { in_flight: 1 }));
+        link.handle(r#"{"type": "release"}"#).await;
+        assert!(!data.app_gate.held());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -228,7 +228,6 @@ impl Destinations {
                 }
             }
         }
-        self.changed.store(true, Ordering::Relaxed);
     }
 
     /// Each destination's breaker as the `breakers` message carries it, and whether one

@@ -220,7 +220,7 @@ fn classify(err: &hyper_util::client::legacy::Error, where_: &str, authority: &s
                 format!("no connection within {}s", CONNECT_TIMEOUT.as_secs())
             }
             Some(io) => strerror(io),
-            None => err.to_string(),
+            None => innermost(err),
         };
         let mut answer = NoAnswer::new(
             "connect-failure",
@@ -243,6 +243,15 @@ fn classify(err: &hyper_util::client::legacy::Error, where_: &str, authority: &s
 /// ECONNREFUSED on Linux (the sidecar's platform; the Python compares `errno.ECONNREFUSED`).
 const fn libc_econnrefused() -> i32 {
     111
+}
+
+/// The text of the last error in `err`'s chain of sources (a resolver's, say).
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
 }
 
 fn io_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
