@@ -12,9 +12,9 @@
 //! backoff with jitter ([`Backoff`]).
 //!
 //! With a data plane ([`ControlLink::with_data_plane`]) the link sends its telemetry
-//! and breakers, and a hold closes its app gate (see [`LinkState`]). Messages taken
-//! from the buffers are lost if the link breaks as they are sent (the Python puts a
-//! failed telemetry batch back).
+//! and breakers, and a hold closes its app gate (see [`LinkState`]). Messages that
+//! a link that breaks could not send go back to be sent on the next one (telemetry
+//! records to their buffer, breakers to be sent again), as the Python does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -208,8 +208,13 @@ impl ControlLink {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    for message in self.state.pending(now) {
-                        send(&mut sink, &message).await?;
+                    let mut pending = self.state.pending(now).into_iter();
+                    while let Some(message) = pending.next() {
+                        if let Err(err) = send(&mut sink, &message).await {
+                            // Kept for the next link: this message and those after it.
+                            self.state.put_back(std::iter::once(message).chain(pending).collect());
+                            return Err(err);
+                        }
                     }
                     match live.check(now) {
                         Silence::Fine => {}

@@ -32,6 +32,7 @@ use crate::engine::sidecar::DataPlane;
 use crate::wire::bootstrap::{Bootstrap, AUTO};
 use crate::wire::messages::{decode, Decoded, FromControl, Health, Node, ToControl};
 use crate::wire::snapshot::{parse_snapshot, Snapshot};
+use crate::wire::telemetry::Record;
 
 /// The most records in one `telemetry` message.
 pub const BATCH_LIMIT: usize = 1000;
@@ -206,6 +207,35 @@ impl LinkState {
             out.push(ToControl::Released);
         }
         out
+    }
+
+    /// Messages of [`LinkState::pending`] that could not be sent (the link broke): the
+    /// telemetry records go back to the front of their buffer (with their dropped count),
+    /// the breakers are to be sent again, a health report or a `released` is said again.
+    pub fn put_back(&mut self, messages: Vec<ToControl>) {
+        // The last batch first: each goes to the front of the buffer.
+        for message in messages.into_iter().rev() {
+            match message {
+                ToControl::Telemetry { records, dropped } => {
+                    let Some(data) = &self.data else { continue };
+                    let records: Vec<Record> = records
+                        .into_iter()
+                        .filter_map(|r| serde_json::from_value(r).ok())
+                        .collect();
+                    let mut buffer = data.telemetry.lock().expect("telemetry");
+                    buffer.put_back(records);
+                    buffer.dropped += dropped;
+                }
+                ToControl::Breakers { .. } => {
+                    if let Some(data) = &self.data {
+                        data.breakers_changed.store(true, Ordering::Relaxed);
+                    }
+                }
+                ToControl::Health(_) => self.health_dirty = true,
+                ToControl::Released => self.say_released = true,
+                _ => {}
+            }
+        }
     }
 
     /// Handle one text frame from the control plane: the replies to send.
@@ -547,6 +577,15 @@ mod tests {
         assert_eq!((records.len(), *dropped), (5, 0));
         // Nothing changed, every breaker closed: nothing more to send.
         assert_eq!(link.pending(now + BREAKER_REFRESH), []);
+        // What a broken link could not send is sent on the next one, in its order.
+        link.put_back(sent);
+        let again = link.pending(now + BREAKER_REFRESH * 2);
+        assert_eq!(again.len(), 4, "{again:?}");
+        let ToControl::Telemetry { records, dropped } = &again[2] else {
+            panic!()
+        };
+        assert_eq!((records.len(), *dropped), (BATCH_LIMIT, 3));
+        assert_eq!(records[0]["latency_ms"], 0.0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -125,7 +125,9 @@ impl Recorder {
     /// has none left to send).
     pub fn answer(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
         self.answered = true;
-        if response.body().is_end_stream() {
+        // A HEAD's answer, a 204 or a 304 has no body to send (hyper does not read it).
+        let bodiless = self.method == "HEAD" || matches!(response.status().as_u16(), 204 | 304);
+        if bodiless || response.body().is_end_stream() {
             self.finish();
             return response;
         }

@@ -572,3 +572,55 @@ async fn a_head_over_the_limit_is_431() {
     let n = stream.read(&mut buf).await.unwrap_or(0);
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 431"));
 }
+
+#[tokio::test]
+async fn a_gateway_listener_sends_its_service_traffic_from_ingress_with_one_forwarded_for() {
+    let mesh = Mesh::new(1).await;
+    mesh.route(json!({}), json!({}));
+    let (_stop, stopped) = watch::channel(false);
+    let gateway = listener::bind("127.0.0.1", 0).await.unwrap();
+    let port = gateway.local_addr().unwrap().port();
+    let kind = Kind::Gateway("catalog".into());
+    tokio::spawn(listener::serve(
+        mesh.caller.engine.clone(),
+        gateway,
+        kind,
+        stopped,
+    ));
+    let request = Request::builder()
+        .uri(format!("http://127.0.0.1:{port}/hello"))
+        .header("host", "shop.localhost")
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("x-devmesh-source", "forged")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = mesh.client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let said: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(said["forwarded_for"], "10.1.2.3, 127.0.0.1");
+    let callee = &mesh.callees[0];
+    until(|| callee.engine.telemetry.lock().unwrap().len() == 1).await;
+    assert_eq!(mesh.records(callee)[0].source, "ingress");
+}
+
+#[tokio::test]
+async fn a_head_request_is_recorded_once_answered() {
+    let mesh = Mesh::new(1).await;
+    let port = mesh.caller.ports.outbound.unwrap();
+    let request = Request::builder()
+        .method("HEAD")
+        .uri(format!("http://127.0.0.1:{port}/hello"))
+        .header("host", "catalog")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = mesh.client.request(request).await.unwrap();
+    // No route yet: `catalog` is a host outside the mesh, which does not resolve.
+    assert_eq!(response.status(), 503);
+    until(|| mesh.caller.engine.telemetry.lock().unwrap().len() == 1).await;
+    let r = &mesh.records(&mesh.caller)[0];
+    assert_eq!(
+        (r.status, r.error.as_deref()),
+        (503, Some("connect-failure"))
+    );
+}
