@@ -23,24 +23,21 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
-use super::appgate::{AppGate, HOLD_LIMIT};
+use super::appgate::AppGate;
 use super::body::{ProxyBody, Watched, MAX_BODY};
 use super::destinations::Destinations;
-use super::headers::{append_forwarded_for, forwardable, trace_hop, DENIED_HEADER, SOURCE_HEADER};
+use super::headers::{append_forwarded_for, forwardable, trace_hop, SOURCE_HEADER};
 use super::outbound::{self, Call};
 use super::record::Recorder;
+use super::target::Head;
 use super::upstream::{relay, Abort, NoAnswer, RelayOptions, Sent, Transport, Upstream};
-use crate::policy::deadline::py_g;
 use crate::policy::router;
-use crate::security::authz::{canonical_target, evaluate, percent_decoded};
 use crate::wire::bootstrap::Bootstrap;
 use crate::wire::snapshot::Snapshot;
 use crate::wire::telemetry::{Direction, TelemetryBuffer};
 
 /// The source name of traffic that enters the mesh through the gateway.
 pub const GATEWAY_SOURCE: &str = "ingress";
-/// The source name of inbound traffic that did not come through a sidecar.
-pub const EXTERNAL_SOURCE: &str = "external";
 
 /// The ports the listeners are bound to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -158,7 +155,8 @@ impl Engine {
         }
     }
 
-    fn recorder(
+    /// A recorder of a request that arrived at `start`.
+    pub(super) fn recorder(
         &self,
         direction: Direction,
         source: &str,
@@ -288,7 +286,7 @@ impl Engine {
 
     /// Pass the answer on with its recorder, or end the connection (reset it if the
     /// outcome says an injected reset).
-    fn answer(
+    pub(super) fn answer(
         &self,
         conn: &ConnInfo,
         rec: Recorder,
@@ -380,262 +378,10 @@ impl Engine {
         ];
         local.contains(&host)
     }
-
-    async fn inbound(
-        &self,
-        conn: &ConnInfo,
-        mut request: Request<Incoming>,
-        start: Instant,
-    ) -> Result<Response<ProxyBody>, Abort> {
-        let principal = conn.principal.clone();
-        let source = match &principal {
-            Some(p) => service_of(p).to_owned(),
-            None => request
-                .headers()
-                .get(SOURCE_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(EXTERNAL_SOURCE)
-                .to_owned(),
-        };
-        let mut head = Head::of(&request);
-        let mut rec = self.recorder(
-            Direction::Inbound,
-            &source,
-            &self.boot.service,
-            &head,
-            start,
-        );
-        rec.outcome.instance = self.boot.instance.clone();
-        rec.outcome.version = self.boot.version.clone();
-        rec.outcome.mtls = principal.is_some();
-        let untrusted = RelayOptions::default();
-        let snapshot = self.snapshot();
-        let route = snapshot.routes.get(&self.boot.service);
-        let mut verdict = None;
-        if let Some(route) = route.filter(|r| !r.authz.is_empty()) {
-            match canonical_target(&head.target, &head.path_qs) {
-                Err(why) => {
-                    let sent = NoAnswer::new("bad-path", why).with_status(400).into_sent();
-                    let response = relay(sent, &mut rec.outcome, untrusted)?;
-                    return Ok(rec.answer(response));
-                }
-                Ok(Some(canonical)) => {
-                    if let Ok(uri) = canonical.parse::<http::Uri>() {
-                        *request.uri_mut() = uri;
-                    }
-                    head.path_qs = canonical;
-                    let raw = head.path_qs.split('?').next().unwrap_or("");
-                    head.path = percent_decoded(raw);
-                }
-                Ok(None) => {}
-            }
-            verdict = Some(evaluate(
-                &route.authz,
-                principal.as_deref(),
-                &head.path,
-                head.method.as_str(),
-            ));
-        }
-        if let Some(audit) = verdict.as_ref().and_then(|v| v.audit.as_ref()) {
-            rec.outcome.authz = Some(format!("audit:{}", audit.policy.as_deref().unwrap_or("")));
-            tracing::info!("audit: {} (not enforced)", audit.reason);
-        }
-        if let Some(denied) = verdict.filter(|v| !v.allowed) {
-            rec.outcome.authz = Some(format!("deny:{}", denied.policy.as_deref().unwrap_or("")));
-            let mut sent = NoAnswer::new(
-                "denied",
-                format!("{}: {}", self.boot.service, denied.reason),
-            )
-            .with_status(403);
-            sent.headers.push((DENIED_HEADER, denied.reason.clone()));
-            let response = relay(sent.into_sent(), &mut rec.outcome, untrusted)?;
-            return Ok(rec.answer(response));
-        }
-        let Some(app_port) = self.boot.app_port else {
-            let sent = NoAnswer::new(
-                "no-port",
-                format!("{} declares no port to receive calls on", self.boot.service),
-            );
-            let response = relay(sent.into_sent(), &mut rec.outcome, untrusted)?;
-            return Ok(rec.answer(response));
-        };
-        let Some(in_flight) = self.app_gate.enter().await else {
-            let sent = NoAnswer::new(
-                "app-restarting",
-                format!(
-                    "{} was held for its app's restart longer than {}s",
-                    self.boot.instance,
-                    py_g(HOLD_LIMIT.as_secs_f64())
-                ),
-            );
-            let response = relay(sent.into_sent(), &mut rec.outcome, untrusted)?;
-            return Ok(rec.answer(response));
-        };
-        rec.hold(in_flight);
-        let (parts, body) = request.into_parts();
-        let mut headers = forwardable(&parts.headers, false);
-        headers.remove(SOURCE_HEADER);
-        headers.remove(http::header::EXPECT);
-        // The server span: the app's own calls, if it passes traceparent on, are its children.
-        rec.outcome.span = Some(trace_hop(&mut headers, &mut rand::rng()));
-        let (watched, _) = Watched::new(body);
-        let sent = self
-            .upstream
-            .send(
-                Transport::Plain,
-                "127.0.0.1",
-                app_port,
-                &parts.method,
-                &head.path_qs,
-                headers,
-                watched.boxed(),
-                &self.boot.instance,
-            )
-            .await;
-        let answered = relay(sent, &mut rec.outcome, untrusted);
-        self.answer(conn, rec, answered)
-    }
-}
-
-impl NoAnswer {
-    fn into_sent(self) -> Sent {
-        Sent::NoAnswer(self)
-    }
-}
-
-/// The service a SPIFFE ID names (`spiffe://<domain>/<project>/<service>`): its last
-/// path segment.
-pub fn service_of(principal: &str) -> &str {
-    principal.rsplit('/').next().unwrap_or(principal)
 }
 
 fn set_host(headers: &mut HeaderMap, authority: &str) {
     if let Ok(value) = HeaderValue::from_str(authority) {
         headers.insert(http::header::HOST, value);
-    }
-}
-
-/// What the handlers read of a request's head.
-#[derive(Debug, Clone)]
-pub struct Head {
-    pub method: Method,
-    /// The request target as it arrived.
-    pub target: String,
-    /// Its path and query.
-    pub path_qs: String,
-    /// Its path, percent-decoded.
-    pub path: String,
-    /// Where the caller asked to go: the absolute-form target's authority, else `Host`.
-    pub authority: String,
-    /// Its host, lower case, and port (80 if none).
-    pub host: String,
-    pub port: u16,
-    pub content_length: Option<u64>,
-}
-
-impl Head {
-    pub fn of<B>(request: &Request<B>) -> Head {
-        let uri = request.uri();
-        let path_qs = uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let raw_path = path_qs.split('?').next().unwrap_or("").to_owned();
-        let authority = match (uri.scheme_str(), uri.authority()) {
-            (Some("http"), Some(authority)) => authority.as_str().to_owned(),
-            _ => request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned(),
-        };
-        let (host, port) = split_authority(&authority);
-        Head {
-            method: request.method().clone(),
-            target: uri.to_string(),
-            path: percent_decoded(&raw_path),
-            path_qs,
-            authority,
-            host,
-            port,
-            content_length: request
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok()),
-        }
-    }
-}
-
-/// `(host, port)` of an authority: lower case, the port 80 unless digits say otherwise,
-/// an IPv6 literal without its brackets, user info dropped.
-pub fn split_authority(authority: &str) -> (String, u16) {
-    let mut host = authority.to_owned();
-    let mut port = 80;
-    if let Some(rest) = authority.strip_prefix('[') {
-        if let Some(end) = rest.find(']') {
-            host = rest[..end].to_owned();
-            if let Some(digits) = rest[end + 1..].strip_prefix(':') {
-                if let Ok(p) = digits.parse::<u16>() {
-                    if digits.bytes().all(|b| b.is_ascii_digit()) {
-                        port = p;
-                    }
-                }
-            }
-        }
-    } else if let Some((name, digits)) = authority.rsplit_once(':') {
-        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(p) = digits.parse::<u16>() {
-                host = name.to_owned();
-                port = p;
-            }
-        }
-    }
-    if let Some((_, after)) = host.rsplit_once('@') {
-        host = after.to_owned();
-    }
-    (host.to_ascii_lowercase(), port)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn authorities_split_as_the_python_splits_them() {
-        assert_eq!(split_authority("Catalog:8080"), ("catalog".into(), 8080));
-        assert_eq!(split_authority("catalog"), ("catalog".into(), 80));
-        assert_eq!(split_authority("[::1]:9000"), ("::1".into(), 9000));
-        assert_eq!(split_authority("[::1]"), ("::1".into(), 80));
-        assert_eq!(split_authority("user@host:81"), ("host".into(), 81));
-        assert_eq!(split_authority("host:x"), ("host:x".into(), 80));
-    }
-
-    #[test]
-    fn the_target_is_the_absolute_forms_else_the_host() {
-        let request = Request::builder()
-            .uri("http://catalog-v2:8080/items?q=%41")
-            .header("host", "other")
-            .body(())
-            .unwrap();
-        let head = Head::of(&request);
-        assert_eq!((head.host.as_str(), head.port), ("catalog-v2", 8080));
-        assert_eq!(head.path_qs, "/items?q=%41");
-        let request = Request::builder()
-            .uri("/a%20b")
-            .header("host", "Catalog")
-            .body(())
-            .unwrap();
-        let head = Head::of(&request);
-        assert_eq!(
-            (head.authority.as_str(), head.host.as_str()),
-            ("Catalog", "catalog")
-        );
-        assert_eq!(head.path, "/a b");
-    }
-
-    #[test]
-    fn a_principal_names_its_service_last() {
-        assert_eq!(service_of("spiffe://devmesh.local/demo/catalog"), "catalog");
     }
 }

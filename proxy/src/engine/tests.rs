@@ -630,7 +630,9 @@ async fn a_caller_that_hangs_up_while_it_waits_is_a_downstream_reset() {
     let mesh = Mesh::new(1).await;
     mesh.route(json!({}), json!({}));
     let port = mesh.caller.ports.outbound.unwrap();
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     stream
         .write_all(b"GET /wait HTTP/1.1\r\nHost: catalog\r\n\r\n")
         .await
@@ -639,5 +641,8 @@ async fn a_caller_that_hangs_up_while_it_waits_is_a_downstream_reset() {
     drop(stream);
     until(|| mesh.caller.engine.telemetry.lock().unwrap().len() == 1).await;
     let r = &mesh.records(&mesh.caller)[0];
-    assert_eq!((r.status, r.error.as_deref()), (0, Some("downstream-reset")));
+    assert_eq!(
+        (r.status, r.error.as_deref()),
+        (0, Some("downstream-reset"))
+    );
 }

@@ -1,46 +1,25 @@
-//! Talking to an upstream over HTTP (`proxy/upstream.py`, `proxy/httpclient.py`): send a
-//! request and get its answer's head or why none came ([`Upstream::send`], a [`Sent`]),
-//! then pass it on ([`relay`]) or make the mesh's own answer ([`reply`]), always marked
-//! (`x-devmesh-error`, `x-devmesh-fault`) so that it is never taken for an app's.
-//!
-//! The client is hyper-util's pooled ("legacy") `Client` over its `HttpConnector`:
-//! keep-alive connections per `host:port`, idle ones closed after [`IDLE_TIMEOUT`], a
-//! connection the upstream closed as a request went out tried once more on a new one
-//! (as the Python pool does), and the connect timeout of [`CONNECT_TIMEOUT`]. It was
-//! chosen over a pool of our own on `hyper::client::conn` because it already does
-//! all of that and the seam below is enough for mTLS.
-//!
-//! **The mTLS seam (outbound).** How a connection to an endpoint is made is the
-//! connector: [`Transport`] says which. `Transport::Plain` is this client; mTLS
-//! (`security::mtls`) plugs in as another variant holding a second pooled `Client`
-//! whose connector dials with `HttpConnector` and then runs the rustls handshake with
-//! this sidecar's identity, checking the peer's SPIFFE ID (its pool keyed by the peer
-//! id too, as `httpclient.py` keys its pool by `(host, port, peer_id)`). A failed
-//! handshake is a connect failure (`the mTLS handshake failed: ...`).
+//! Talking to an upstream over HTTP (`proxy/upstream.py`): what an attempt got (a
+//! [`Sent`]: the upstream's answer head, why none came, or an injected abort), then the
+//! answer passed on ([`relay`]) or the mesh's own made ([`reply`]), always marked
+//! (`x-devmesh-error`, `x-devmesh-fault`) so that it is never taken for an app's. The
+//! pooled client that sends is [`super::client`].
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::{caller_body_error, full, BoxError, ProxyBody};
+use super::body::{full, BoxError, ProxyBody};
 use super::headers::{
     forwardable, header_safe, Span, ERROR_HEADER, FAULT_HEADER, HEADER_SAFE_LIMIT,
 };
 use super::throttle::Throttled;
 use crate::policy::route::retry::Sent as PolicySent;
-use crate::wire::bootstrap::strerror;
 
-/// How long a connection to an upstream may take to open.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// An idle pooled connection is closed after this long.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub use super::client::{Transport, Upstream, CONNECT_TIMEOUT, IDLE_TIMEOUT};
 
 /// What happened to one forwarded request, for its telemetry record.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -91,6 +70,11 @@ impl NoAnswer {
         }
     }
 
+    /// As what an attempt got.
+    pub fn into_sent(self) -> Sent {
+        Sent::NoAnswer(self)
+    }
+
     /// The same with another status.
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = status;
@@ -126,149 +110,6 @@ impl Sent {
             Sent::Injected { status, .. } => PolicySent::Injected { status: *status },
         }
     }
-}
-
-/// How a connection to an upstream is made (see the module's note on mTLS).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// Plain TCP.
-    Plain,
-}
-
-/// The pooled HTTP/1.1 client to upstreams.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    plain: Client<HttpConnector, ProxyBody>,
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Upstream::new()
-    }
-}
-
-impl Upstream {
-    pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let plain = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .set_host(false)
-            .build(connector);
-        Upstream { plain }
-    }
-
-    /// Send a request to `host:port` (`instance` names the endpoint in error texts);
-    /// `headers` are sent as they are (their `Host` included).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn send(
-        &self,
-        transport: Transport,
-        host: &str,
-        port: u16,
-        method: &Method,
-        path_qs: &str,
-        headers: HeaderMap,
-        body: ProxyBody,
-        instance: &str,
-    ) -> Sent {
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let where_ = if instance.is_empty() {
-            String::new()
-        } else {
-            format!("{instance} at ")
-        };
-        let uri = match format!("http://{authority}{path_qs}").parse::<http::Uri>() {
-            Ok(uri) => uri,
-            Err(err) => {
-                return Sent::NoAnswer(NoAnswer::new(
-                    "connect-failure",
-                    format!("upstream connect error: {where_}{authority}: {err}"),
-                ))
-            }
-        };
-        let mut request = Request::new(body);
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = uri;
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = headers;
-        let Transport::Plain = transport;
-        match self.plain.request(request).await {
-            Ok(response) => Sent::Response(response),
-            Err(err) => Sent::NoAnswer(classify(&err, &where_, &authority)),
-        }
-    }
-}
-
-/// A failed request in `httpclient.py`'s terms: a connect failure (refused told apart),
-/// the caller's body breaking off, or the upstream resetting.
-fn classify(err: &hyper_util::client::legacy::Error, where_: &str, authority: &str) -> NoAnswer {
-    if let Some(found) = caller_body_error(err) {
-        return NoAnswer::new("downstream-reset", found.0.clone()).with_status(0);
-    }
-    if err.is_connect() {
-        let io = io_error(err);
-        let reason = match io {
-            Some(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                format!("no connection within {}s", CONNECT_TIMEOUT.as_secs())
-            }
-            Some(io) => strerror(io),
-            None => innermost(err),
-        };
-        let mut answer = NoAnswer::new(
-            "connect-failure",
-            format!("upstream connect error: {where_}{authority}: {reason}"),
-        );
-        answer.refused = io.and_then(std::io::Error::raw_os_error) == Some(libc_econnrefused());
-        return answer;
-    }
-    let hyper = find::<hyper::Error>(err);
-    let why = match hyper {
-        Some(h) if h.is_incomplete_message() || h.is_closed() || h.is_canceled() => {
-            "the upstream closed the connection".to_string()
-        }
-        Some(h) => h.to_string(),
-        None => err.to_string(),
-    };
-    NoAnswer::new("reset", format!("upstream reset before response: {why}"))
-}
-
-/// ECONNREFUSED on Linux (the sidecar's platform; the Python compares `errno.ECONNREFUSED`).
-const fn libc_econnrefused() -> i32 {
-    111
-}
-
-/// The text of the last error in `err`'s chain of sources (a resolver's, say).
-fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = err;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
-}
-
-fn io_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
-    find::<std::io::Error>(err)
-}
-
-fn find<'a, T: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut current = Some(err);
-    while let Some(err) = current {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = err.source();
-    }
-    None
 }
 
 /// The route's timeout ran out while the answer was streaming: it cannot end normally.
@@ -493,34 +334,6 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_refused_connection_is_a_connect_failure_told_apart() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
-        let sent = Upstream::new()
-            .send(
-                Transport::Plain,
-                "127.0.0.1",
-                port,
-                &Method::GET,
-                "/",
-                HeaderMap::new(),
-                super::super::body::empty(),
-                "catalog-1",
-            )
-            .await;
-        let Sent::NoAnswer(answer) = sent else {
-            panic!("answered")
-        };
-        assert_eq!(answer.code, "connect-failure");
-        assert!(answer.refused);
-        assert_eq!(
-            answer.message,
-            format!("upstream connect error: catalog-1 at 127.0.0.1:{port}: Connection refused")
-        );
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_body_past_its_deadline_fails() {
         let (_tx, rx) =
@@ -529,7 +342,7 @@ mod tests {
             rx.recv().await.map(|item| (item, rx))
         });
         let body = http_body_util::StreamBody::new(Box::pin(stream)).boxed();
-        let deadline = Instant::now() + Duration::from_secs(1);
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
         let err = Deadlined::new(body, deadline).collect().await.unwrap_err();
         assert!(err.downcast_ref::<StreamTimedOut>().is_some());
     }
