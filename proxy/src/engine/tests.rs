@@ -338,9 +338,29 @@ async fn a_connect_failure_fails_over_to_another_endpoint_once() {
         {"instance": "catalog-2", "version": "v1", "address": format!("127.0.0.1:{second}")}]}}}))
     .unwrap();
     mesh.snapshot.send_replace(Arc::new(snap));
-    for _ in 0..4 {
+    for _ in 0..12 {
         assert_eq!(mesh.call("catalog", "/hello").await.unwrap().0, 200);
     }
+    // Each try on the dead endpoint fed its breaker: five connect failures (every other
+    // call's first try, round robin) ejected it; the calls after it try it no more.
+    until(|| mesh.caller.engine.telemetry.lock().unwrap().len() == 12).await;
+    let records = mesh.records(&mesh.caller);
+    assert!(records.iter().all(|r| r.instance == "catalog-2"));
+    assert!(records.iter().any(|r| r.retries == 1), "failed over");
+    assert!(
+        records.iter().rev().take(2).all(|r| r.retries == 0),
+        "ejected: not tried"
+    );
+    let (breakers, troubled) = mesh
+        .caller
+        .engine
+        .destinations
+        .lock()
+        .unwrap()
+        .breakers(Instant::now());
+    assert!(troubled);
+    assert_eq!(breakers["catalog"]["state"], "open");
+    assert_eq!(breakers["catalog"]["instance"], "catalog-1");
 }
 
 #[tokio::test]
