@@ -11,8 +11,10 @@
 //! after [`SILENCE_LIMIT`]. A link that drops is dialled again with capped exponential
 //! backoff with jitter ([`Backoff`]).
 //!
-//! Not yet here (the sidecar does not proxy): telemetry and breakers to send, calls to
-//! drain before `held`.
+//! With a data plane ([`ControlLink::with_data_plane`]) the link sends its telemetry
+//! and breakers, and a hold closes its app gate (see [`LinkState`]). Messages that
+//! a link that breaks could not send go back to be sent on the next one (telemetry
+//! records to their buffer, breakers to be sent again), as the Python does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +69,12 @@ impl ControlLink {
             ping_after: PING_AFTER,
             silence_limit: SILENCE_LIMIT,
         }
+    }
+
+    /// Send `data`'s telemetry and breakers, and hold its app gate when asked.
+    pub fn with_data_plane(mut self, data: crate::engine::sidecar::DataPlane) -> Self {
+        self.state = self.state.with_data_plane(data);
+        self
     }
 
     /// Other limits of silence than [`PING_AFTER`] and [`SILENCE_LIMIT`] (tests).
@@ -200,8 +208,13 @@ impl ControlLink {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    for message in self.state.pending(now) {
-                        send(&mut sink, &message).await?;
+                    let mut pending = self.state.pending(now).into_iter();
+                    while let Some(message) = pending.next() {
+                        if let Err(err) = send(&mut sink, &message).await {
+                            // Kept for the next link: this message and those after it.
+                            self.state.put_back(std::iter::once(message).chain(pending).collect());
+                            return Err(err);
+                        }
                     }
                     match live.check(now) {
                         Silence::Fine => {}

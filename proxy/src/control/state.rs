@@ -4,13 +4,20 @@
 //!
 //! Snapshots are parsed: a good one becomes the one in force and is acked; a bad one is
 //! nacked with the error's text and the previous one stays. Identities are written to
-//! disk and acked with their fingerprint. A hold is answered `held` (no call is in
-//! flight: the sidecar does not proxy yet); while held, the health reported is the one
-//! it had when the hold began; a release probes the app at once, reports that and says
-//! `released`; a hold never released ends by itself after `HOLD_LIMIT`.
+//! disk and acked with their fingerprint. A hold closes the app gate of the data plane
+//! (`engine::appgate`) and is answered `held` once no call is with the app (or after
+//! `DRAIN_LIMIT`, with how many still are); while held, the health reported is the one
+//! it had when the hold began; a release opens the gate, probes the app at once, reports
+//! that and says `released`; a hold never released ends by itself after `HOLD_LIMIT`.
+//!
+//! With a data plane ([`LinkState::with_data_plane`]) it also sends, as
+//! `proxy/control.py` does, the `breakers` of every destination (at once on a change,
+//! and each [`BREAKER_REFRESH`] while one is not closed) and the `telemetry` records in
+//! batches of at most [`BATCH_LIMIT`], with the count of those dropped.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -20,12 +27,24 @@ use super::health::{HealthProbe, Tracker};
 use super::identity::IdentityStore;
 use super::kept;
 use super::liveness::Hold;
+use crate::engine::appgate::DRAIN_LIMIT;
+use crate::engine::sidecar::DataPlane;
 use crate::wire::bootstrap::{Bootstrap, AUTO};
 use crate::wire::messages::{decode, Decoded, FromControl, Health, Node, ToControl};
 use crate::wire::snapshot::{parse_snapshot, Snapshot};
+use crate::wire::telemetry::Record;
+
+/// The most records in one `telemetry` message.
+pub const BATCH_LIMIT: usize = 1000;
+/// While a breaker is not closed, the breakers are sent this often.
+pub const BREAKER_REFRESH: Duration = Duration::from_secs(1);
 
 /// The link's state across links.
 pub struct LinkState {
+    data: Option<DataPlane>,
+    /// A hold waits for the calls with the app to end, until then.
+    held_due: Option<Instant>,
+    breakers_looked: Option<Instant>,
     boot: Bootstrap,
     health: Arc<HealthProbe>,
     snapshot: watch::Sender<Arc<Snapshot>>,
@@ -55,6 +74,9 @@ impl LinkState {
             info!("starting with the identity kept on disk");
         }
         LinkState {
+            data: None,
+            held_due: None,
+            breakers_looked: None,
             boot,
             health,
             snapshot: watch::channel(Arc::new(start)).0,
@@ -64,6 +86,13 @@ impl LinkState {
             health_dirty: true,
             say_released: false,
         }
+    }
+
+    /// The data plane whose telemetry and breakers to send, and whose app gate a hold
+    /// closes.
+    pub fn with_data_plane(mut self, data: DataPlane) -> Self {
+        self.data = Some(data);
+        self
     }
 
     pub fn boot(&self) -> &Bootstrap {
@@ -129,10 +158,84 @@ impl LinkState {
             self.health_dirty = false;
             out.push(ToControl::Health(self.reported_health()));
         }
+        if let (Some(due), Some(data)) = (self.held_due, &self.data) {
+            let in_flight = data.app_gate.in_flight();
+            if in_flight == 0 || now >= due {
+                self.held_due = None;
+                info!("holding calls to the app ({in_flight} still in flight)");
+                out.push(ToControl::Held {
+                    in_flight: in_flight as u64,
+                });
+            }
+        }
+        if let Some(data) = &self.data {
+            let dirty = data.breakers_changed.load(Ordering::Relaxed);
+            let look = dirty
+                || self
+                    .breakers_looked
+                    .is_none_or(|at| now.saturating_duration_since(at) >= BREAKER_REFRESH);
+            if look {
+                self.breakers_looked = Some(now);
+                let snapshot = self.snapshot.borrow().clone();
+                let mut destinations = data.destinations.lock().expect("destinations");
+                destinations.sync(&snapshot, now); // as the Python follows each snapshot
+                let (breakers, troubled) = destinations.breakers(now);
+                drop(destinations);
+                if dirty || troubled {
+                    data.breakers_changed.store(false, Ordering::Relaxed);
+                    out.push(ToControl::Breakers { breakers });
+                }
+            }
+            let mut telemetry = data.telemetry.lock().expect("telemetry");
+            while !telemetry.is_empty() {
+                let records = telemetry.take(BATCH_LIMIT);
+                let dropped = std::mem::take(&mut telemetry.dropped);
+                out.push(ToControl::Telemetry {
+                    records: records.iter().map(|r| r.to_wire()).collect(),
+                    dropped,
+                });
+            }
+            if telemetry.dropped > 0 {
+                let dropped = std::mem::take(&mut telemetry.dropped);
+                out.push(ToControl::Telemetry {
+                    records: Vec::new(),
+                    dropped,
+                });
+            }
+        }
         if std::mem::take(&mut self.say_released) {
             out.push(ToControl::Released);
         }
         out
+    }
+
+    /// Messages of [`LinkState::pending`] that could not be sent (the link broke): the
+    /// telemetry records go back to the front of their buffer (with their dropped count),
+    /// the breakers are to be sent again, a health report or a `released` is said again.
+    pub fn put_back(&mut self, messages: Vec<ToControl>) {
+        // The last batch first: each goes to the front of the buffer.
+        for message in messages.into_iter().rev() {
+            match message {
+                ToControl::Telemetry { records, dropped } => {
+                    let Some(data) = &self.data else { continue };
+                    let records: Vec<Record> = records
+                        .into_iter()
+                        .filter_map(|r| serde_json::from_value(r).ok())
+                        .collect();
+                    let mut buffer = data.telemetry.lock().expect("telemetry");
+                    buffer.put_back(records);
+                    buffer.dropped += dropped;
+                }
+                ToControl::Breakers { .. } => {
+                    if let Some(data) = &self.data {
+                        data.breakers_changed.store(true, Ordering::Relaxed);
+                    }
+                }
+                ToControl::Health(_) => self.health_dirty = true,
+                ToControl::Released => self.say_released = true,
+                _ => {}
+            }
+        }
     }
 
     /// Handle one text frame from the control plane: the replies to send.
@@ -178,9 +281,20 @@ impl LinkState {
                 if self.health_at_hold.is_none() {
                     self.health_at_hold = Some(self.health.health());
                 }
-                self.hold.begin(Instant::now());
-                info!("holding calls to the app (0 still in flight)");
-                vec![ToControl::Held { in_flight: 0 }]
+                let now = Instant::now();
+                self.hold.begin(now);
+                match &self.data {
+                    None => {
+                        info!("holding calls to the app (0 still in flight)");
+                        vec![ToControl::Held { in_flight: 0 }]
+                    }
+                    Some(data) => {
+                        // Answered by `pending` once no call is with the app.
+                        data.app_gate.hold(now);
+                        self.held_due = Some(now + DRAIN_LIMIT);
+                        self.pending(now)
+                    }
+                }
             }
             Decoded::Message(FromControl::Release) => {
                 if self.hold.end() {
@@ -196,6 +310,10 @@ impl LinkState {
 
     /// A hold ended: report the probe's health again, and say so.
     fn released(&mut self) {
+        if let Some(data) = &self.data {
+            data.app_gate.release();
+        }
+        self.held_due = None;
         if self.health_at_hold.take().is_some() {
             info!(
                 "released the calls held for the app ({:?})",
@@ -386,6 +504,116 @@ mod tests {
         .to_string();
         assert_eq!(link.handle(&text).await, []);
         assert_eq!(link.handle(r#"{"type": "identity"}"#).await, []);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn data_plane() -> DataPlane {
+        let boot = Bootstrap::from_value(&json!({
+            "service": "frontend", "version": "v1", "instance": "frontend-1",
+            "control_plane": "http://127.0.0.1:1", "state_dir": std::env::temp_dir(),
+        }))
+        .unwrap();
+        let engine = crate::engine::sidecar::Engine::new(
+            boot,
+            watch::channel(Arc::new(Snapshot::default())).1,
+        );
+        engine.data_plane()
+    }
+
+    fn record(n: usize) -> crate::wire::telemetry::Record {
+        crate::wire::telemetry::Record {
+            ts: 0.0,
+            direction: crate::wire::telemetry::Direction::Outbound,
+            source: "frontend".into(),
+            destination: "catalog".into(),
+            version: String::new(),
+            instance: String::new(),
+            status: 200,
+            latency_ms: n as f64,
+            method: "GET".into(),
+            path: "/".into(),
+            error: None,
+            fault: None,
+            retries: 0,
+            trace_id: None,
+            span_id: None,
+            parent_id: None,
+            mtls: false,
+            authz: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn telemetry_goes_in_batches_with_the_dropped_count_and_breakers_at_once() {
+        let (link, dir) = link("telemetry", None);
+        let data = data_plane();
+        let mut link = link.with_data_plane(data.clone());
+        {
+            let mut buffer = data.telemetry.lock().unwrap();
+            for n in 0..(BATCH_LIMIT + 5) {
+                buffer.add(record(n));
+            }
+            buffer.dropped = 3;
+        }
+        let now = Instant::now();
+        let sent = link.pending(now);
+        let kinds: Vec<&str> = sent
+            .iter()
+            .map(|m| match m {
+                ToControl::Health(_) => "health",
+                ToControl::Breakers { .. } => "breakers",
+                ToControl::Telemetry { .. } => "telemetry",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["health", "breakers", "telemetry", "telemetry"]);
+        let ToControl::Telemetry { records, dropped } = &sent[2] else {
+            panic!()
+        };
+        assert_eq!((records.len(), *dropped), (BATCH_LIMIT, 3));
+        let ToControl::Telemetry { records, dropped } = &sent[3] else {
+            panic!()
+        };
+        assert_eq!((records.len(), *dropped), (5, 0));
+        // Nothing changed, every breaker closed: nothing more to send.
+        assert_eq!(link.pending(now + BREAKER_REFRESH), []);
+        // What a broken link could not send is sent on the next one, in its order.
+        link.put_back(sent);
+        let again = link.pending(now + BREAKER_REFRESH * 2);
+        assert_eq!(again.len(), 4, "{again:?}");
+        let ToControl::Telemetry { records, dropped } = &again[2] else {
+            panic!()
+        };
+        assert_eq!((records.len(), *dropped), (BATCH_LIMIT, 3));
+        assert_eq!(records[0]["latency_ms"], 0.0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_hold_is_answered_once_no_call_is_with_the_app() {
+        let (link, dir) = link("drain", Some(1));
+        let data = data_plane();
+        let mut link = link.with_data_plane(data.clone());
+        link.pending(Instant::now());
+        let call = data.app_gate.enter().await.unwrap();
+        let replies = link.handle(r#"{"type": "hold"}"#).await;
+        assert!(!replies.iter().any(|m| matches!(m, ToControl::Held { .. })));
+        assert!(data.app_gate.held());
+        drop(call);
+        assert!(link
+            .pending(Instant::now())
+            .contains(&ToControl::Held { in_flight: 0 }));
+        // A call still in flight at the drain limit is reported.
+        let _stuck = {
+            link.handle(r#"{"type": "release"}"#).await;
+            data.app_gate.enter().await.unwrap()
+        };
+        link.handle(r#"{"type": "hold"}"#).await;
+        assert!(link
+            .pending(Instant::now() + DRAIN_LIMIT)
+            .contains(&ToControl::Held { in_flight: 1 }));
+        link.handle(r#"{"type": "release"}"#).await;
+        assert!(!data.app_gate.held());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

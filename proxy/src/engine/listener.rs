@@ -1,0 +1,294 @@
+//! The listeners: accept loops serving HTTP/1.1 with hyper, with `proxy/httpserver.py`'s
+//! limits (Envoy's defaults where it has one):
+//!
+//! - the request head at most [`MAX_HEAD_BYTES`] (60 KiB) and [`MAX_HEADERS`] (100)
+//!   fields: hyper answers 431 and closes the connection (hyper's own 431, without the
+//!   Python's text body and `x-devmesh-error`);
+//! - the head must arrive within [`HEAD_TIMEOUT`]: hyper's `header_read_timeout`
+//!   **closes the connection instead of answering 408** as the Python does;
+//! - a keep-alive connection idle (no request in flight, nothing read) for
+//!   [`IDLE_TIMEOUT`] is closed (watched here: hyper has no idle limit of its own);
+//! - a body over the mesh's limit: a `Content-Length` over it is refused 413 by the
+//!   outbound handler, a chunked one is cut off there (`body::Watched`).
+//!
+//! Malformed requests are answered 400 by hyper and the connection closed. `Expect:
+//! 100-continue` is answered by hyper when the handler first reads the body.
+//!
+//! A connection an injected fault resets is closed with `SO_LINGER` 0 (a TCP RST), as a
+//! crashed server would ([`Conn`]).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::origdst::original_destination;
+use super::sidecar::{ConnInfo, Engine, Kind};
+
+/// The longest request head (line and headers), Envoy's `max_request_headers_kb`.
+pub const MAX_HEAD_BYTES: usize = 60 * 1024;
+/// The most header fields a request may have.
+pub const MAX_HEADERS: usize = 100;
+/// The head must arrive whole within this long.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A keep-alive connection idle this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bind `host:port` (port 0: any free one).
+pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
+    TcpListener::bind((host, port)).await
+}
+
+/// Serve the connections `listener` accepts until `stop` turns true; connections then
+/// finish the request in flight and close.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    kind: Kind,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                debug!("accept failed: {err}");
+                continue;
+            }
+        };
+        let engine = engine.clone();
+        let kind = kind.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            connection(engine, stream, peer, kind, stop).await;
+        });
+    }
+}
+
+async fn connection(
+    engine: Arc<Engine>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    kind: Kind,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let original_dst = match kind {
+        Kind::Outbound => original_destination(&stream),
+        _ => None,
+    };
+    let reset = Arc::new(AtomicBool::new(false));
+    // The mTLS seam: an inbound listener in `strict` or `permissive` mode would run the
+    // handshake on `stream` here and serve the TLS stream, with the peer's principal.
+    let info = Arc::new(ConnInfo {
+        peer,
+        local,
+        original_dst,
+        principal: None,
+        reset: reset.clone(),
+    });
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Conn {
+        stream,
+        reset,
+        activity: activity.clone(),
+    });
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |request| {
+            let engine = engine.clone();
+            let kind = kind.clone();
+            let info = info.clone();
+            let busy = activity.busy();
+            async move {
+                let answered = engine.handle(kind, info, request).await;
+                drop(busy);
+                answered
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .header_read_timeout(HEAD_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(err) = done {
+                    debug!("connection from {peer} ended: {err}");
+                }
+                return;
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = check.tick() => {
+                if activity.idle_for(Instant::now()) >= IDLE_TIMEOUT && !stopping {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last read anything, and how many requests (their answers
+/// included) it has in flight.
+#[derive(Debug)]
+struct Activity {
+    born: Instant,
+    last_read_ms: AtomicU64,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// A request in flight on its connection, until dropped.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            born: Instant::now(),
+            last_read_ms: AtomicU64::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn busy(&self) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.in_flight.clone())
+    }
+
+    fn read(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last_read_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long it has been idle at `now` (zero while a request is in flight).
+    fn idle_for(&self, now: Instant) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = self.born + Duration::from_millis(self.last_read_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(last)
+    }
+}
+
+/// An accepted connection: reads are noted (idleness), and a connection marked reset
+/// is closed with a TCP RST when dropped.
+struct Conn {
+    stream: TcpStream,
+    reset: Arc<AtomicBool>,
+    activity: Arc<Activity>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::Relaxed) {
+            let _ = self.stream.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.reset.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.reset.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.reset.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_with_a_request_in_flight_is_never_idle() {
+        let activity = Activity::new();
+        let later = Instant::now() + IDLE_TIMEOUT;
+        assert!(activity.idle_for(later) >= IDLE_TIMEOUT);
+        let busy = activity.busy();
+        assert_eq!(activity.idle_for(later), Duration::ZERO);
+        drop(busy);
+        activity.read();
+        assert!(activity.idle_for(Instant::now()) < IDLE_TIMEOUT);
+    }
+}
