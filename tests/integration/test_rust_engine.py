@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from devmesh.client import ControlPlaneClient
-from devmesh.runtime.local import _write_bootstrap
+from devmesh.runtime.bootstraps import write_bootstrap
 from proxy.bootstrap import Bootstrap
 from tests.integration.meshkit import ControlPlane, all_synced, serve, wait_until
 from tests.integration.test_rust_sidecar import proxy_binary
@@ -74,7 +74,7 @@ def start(
         app_port=app_port,
         ready_file=ready,
     )
-    path = _write_bootstrap(boot)
+    path = write_bootstrap(boot)
     log_path = state_dir / "sidecar.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
