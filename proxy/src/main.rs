@@ -202,7 +202,10 @@ async fn serve(mut boot: Bootstrap) -> ExitCode {
         path: boot.health_path.clone(),
     }));
     let link = ControlLink::new(boot.clone(), health.clone());
-    let engine = Arc::new(Engine::new(boot.clone(), link.snapshots()));
+    let engine = Engine::new(boot.clone(), link.snapshots())
+        .with_credentials(link.credentials())
+        .with_health(health.clone());
+    let engine = Arc::new(engine);
     engine.set_ports(ports.clone());
     let mut link = link.with_data_plane(engine.data_plane());
     let (stop_listening, listening) = watch::channel(false);

@@ -5,7 +5,9 @@
 //!
 //! The decision ([`Tracker`]) is pure; [`HealthProbe`] does the probing and publishes
 //! the tracker on a `watch` channel, which the control link follows.
-//! Not yet here: the passive failures traffic reports (the sidecar does not proxy yet).
+//! Traffic reports failures too ([`HealthProbe::observed_failure`]): when the app
+//! refuses a connection the inbound listener opens for a request, a ready instance
+//! turns unhealthy at once instead of after [`FAILURES_BEFORE_UNHEALTHY`] probes.
 
 use std::time::Duration;
 
@@ -51,6 +53,9 @@ pub struct Tracker {
     pub state: HealthState,
     pub detail: String,
     failures: u32,
+    /// How many failures traffic has reported: a probe under way when one came has
+    /// its result ignored (it may have passed just before the app went away).
+    observed: u32,
 }
 
 impl Tracker {
@@ -61,11 +66,13 @@ impl Tracker {
                 state: HealthState::Ready,
                 detail: "no port to probe".into(),
                 failures: 0,
+                observed: 0,
             },
             Some(_) => Tracker {
                 state: HealthState::Starting,
                 detail: "not probed yet".into(),
                 failures: 0,
+                observed: 0,
             },
         }
     }
@@ -93,6 +100,21 @@ impl Tracker {
             }
         }
         self.reported() != before
+    }
+
+    /// Traffic found the app not answering (`proxy/health.py`'s `observed_failure`):
+    /// a ready instance turns unhealthy now with `detail` (true: report it); a
+    /// starting or unhealthy one is left to the probes (`has_port`: false when there
+    /// is no app to probe, and nothing changes).
+    pub fn observed_failure(&mut self, has_port: bool, detail: String) -> bool {
+        if !has_port || self.state != HealthState::Ready {
+            return false;
+        }
+        self.observed += 1;
+        self.failures = FAILURES_BEFORE_UNHEALTHY;
+        self.state = HealthState::Unhealthy;
+        self.detail = detail;
+        true
     }
 
     fn reported(&self) -> (HealthState, String) {
@@ -153,8 +175,18 @@ impl HealthProbe {
         if self.target.app_port.is_none() {
             return;
         }
+        let observed = self.tracker.borrow().observed;
         let (passed, detail) = self.check().await;
-        self.tracker.send_if_modified(|t| t.observe(passed, detail));
+        self.tracker
+            .send_if_modified(|t| t.observed == observed && t.observe(passed, detail));
+    }
+
+    /// The app refused a connection a request opened (passive health): a ready
+    /// instance turns unhealthy at once, and the control link reports it.
+    pub fn observed_failure(&self, detail: String) {
+        let has_port = self.target.app_port.is_some();
+        self.tracker
+            .send_if_modified(|t| t.observed_failure(has_port, detail));
     }
 
     /// Probe forever (drop the future to stop).
@@ -243,6 +275,48 @@ mod tests {
         assert!(tracker.observe(false, "refused".into()));
         assert_eq!(tracker.state, HealthState::Unhealthy);
         assert!(tracker.observe(true, "ok".into()));
+    }
+
+    #[test]
+    fn a_failure_traffic_sees_turns_a_ready_instance_unhealthy_at_once() {
+        let mut tracker = Tracker::new(Some(8000));
+        assert!(
+            !tracker.observed_failure(true, "refused".into()),
+            "starting: left to the probes"
+        );
+        assert_eq!(tracker.state, HealthState::Starting);
+        tracker.observe(true, "ok".into());
+        assert!(!tracker.observed_failure(false, "refused".into()));
+        assert!(tracker.observed_failure(true, "refused by a request".into()));
+        assert_eq!(tracker.state, HealthState::Unhealthy);
+        assert_eq!(tracker.detail, "refused by a request");
+        assert!(!tracker.observed_failure(true, "again".into()));
+        assert!(
+            tracker.observe(true, "ok".into()),
+            "a passing probe heals it"
+        );
+        assert_eq!(tracker.state, HealthState::Ready);
+    }
+
+    #[tokio::test]
+    async fn a_probe_under_way_when_traffic_saw_a_failure_is_ignored() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let probe = HealthProbe::new(Target {
+            app_port: Some(port),
+            path: None,
+        });
+        probe.probe_now().await;
+        assert_eq!(probe.health().state, HealthState::Ready);
+        let mut changes = probe.subscribe();
+        changes.mark_unchanged();
+        probe.observed_failure(format!(
+            "connection refused on 127.0.0.1:{port} by a request"
+        ));
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(probe.health().state, HealthState::Unhealthy);
+        probe.probe_now().await;
+        assert_eq!(probe.health().state, HealthState::Ready);
     }
 
     #[test]

@@ -89,6 +89,11 @@ impl ControlLink {
         self.state.snapshots()
     }
 
+    /// This sidecar's identity as the control plane installs it.
+    pub fn credentials(&self) -> crate::security::mtls::CredentialsWatch {
+        self.state.credentials()
+    }
+
     /// Whether a link is up now.
     pub fn connected(&self) -> watch::Receiver<bool> {
         self.connected.subscribe()

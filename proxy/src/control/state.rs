@@ -29,6 +29,7 @@ use super::kept;
 use super::liveness::Hold;
 use crate::engine::appgate::DRAIN_LIMIT;
 use crate::engine::sidecar::DataPlane;
+use crate::security::mtls::CredentialsWatch;
 use crate::wire::bootstrap::{Bootstrap, AUTO};
 use crate::wire::messages::{decode, Decoded, FromControl, Health, Node, ToControl};
 use crate::wire::snapshot::{parse_snapshot, Snapshot};
@@ -102,6 +103,12 @@ impl LinkState {
     /// The snapshot in force, and each one taken after it.
     pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshot.subscribe()
+    }
+
+    /// This sidecar's identity, loaded for mTLS, and each one installed after it (the
+    /// engine's inbound gate and outbound calls take the newest for each connection).
+    pub fn credentials(&self) -> CredentialsWatch {
+        self.identity.credentials()
     }
 
     /// Follow the probe's changes of health.

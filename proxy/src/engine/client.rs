@@ -9,20 +9,33 @@
 //! of our own on `hyper::client::conn` because it already does all of that and the seam
 //! below is enough for mTLS.
 //!
-//! **The mTLS seam (outbound).** How a connection to an endpoint is made is the
-//! connector: [`Transport`] says which. `Transport::Plain` is this client; mTLS
-//! (`security::mtls`) plugs in as another variant holding a second pooled `Client`
-//! whose connector dials with `HttpConnector` and then runs the rustls handshake with
-//! this sidecar's identity, checking the peer's SPIFFE ID (its pool keyed by the peer
-//! id too, as `httpclient.py` keys its pool by `(host, port, peer_id)`). A failed
-//! handshake is a connect failure (`the mTLS handshake failed: ...`).
+//! **mTLS (outbound).** How a connection to an endpoint is made is the [`Transport`]:
+//! `Plain` is the client above; `Mtls` goes through a second pooled `Client` per
+//! expected peer identity (the destination service's SPIFFE ID), whose connector dials
+//! with `HttpConnector` and then runs the rustls handshake with this sidecar's
+//! identity (`security::mtls::connect`, secure naming). So the pools are apart by
+//! construction: a plaintext connection is never reused for mTLS, nor an mTLS one for
+//! another identity (as `httpclient.py` keys its pool by `(host, port, peer_id)`).
+//! A renewed identity (another `Credentials`) replaces that identity's client: new
+//! connections present the newest certificate, and the connections of the old client
+//! finish the requests they carry. A failed handshake is a connect failure
+//! (`upstream connect error: ...: the mTLS handshake failed: ...`).
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, Method, Request, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
+use http::{HeaderMap, Method, Request, Uri, Version};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::security::mtls::{self, Credentials};
 
 use super::body::{caller_body_error, ProxyBody};
 use super::upstream::{NoAnswer, Sent};
@@ -34,16 +47,34 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a connection to an upstream is made (see the module's note on mTLS).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Transport {
     /// Plain TCP.
     Plain,
+    /// mTLS with these credentials, the server proving it is a sidecar of `service`.
+    Mtls {
+        credentials: Arc<Credentials>,
+        service: String,
+    },
 }
 
-/// The pooled HTTP/1.1 client to upstreams.
+impl Transport {
+    /// Whether it is mTLS.
+    pub fn is_mtls(&self) -> bool {
+        matches!(self, Transport::Mtls { .. })
+    }
+}
+
+type MtlsClient = Client<MtlsConnector, ProxyBody>;
+/// By expected peer SPIFFE ID: the credentials its client presents, and it.
+type MtlsClients = HashMap<String, (Arc<Credentials>, MtlsClient)>;
+
+/// The pooled HTTP/1.1 client to upstreams: one pool for plaintext, one per expected
+/// peer identity for mTLS.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     plain: Client<HttpConnector, ProxyBody>,
+    mtls: Arc<Mutex<MtlsClients>>,
 }
 
 impl Default for Upstream {
@@ -54,16 +85,31 @@ impl Default for Upstream {
 
 impl Upstream {
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let plain = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .set_host(false)
-            .build(connector);
-        Upstream { plain }
+        let plain = pooled(plain_connector());
+        Upstream {
+            plain,
+            mtls: Arc::default(),
+        }
+    }
+
+    /// The mTLS client of `service`'s identity presenting `credentials` (a new one when
+    /// the identity was renewed).
+    fn mtls_client(&self, credentials: &Arc<Credentials>, service: &str) -> MtlsClient {
+        let peer = credentials.peer_id(service);
+        let mut all = self.mtls.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((held, client)) = all.get(&peer) {
+            if Arc::ptr_eq(held, credentials) {
+                return client.clone();
+            }
+        }
+        let connector = MtlsConnector {
+            tcp: plain_connector(),
+            credentials: credentials.clone(),
+            service: Arc::from(service),
+        };
+        let client = pooled(connector);
+        all.insert(peer, (credentials.clone(), client.clone()));
+        client
     }
 
     /// Send a request to `host:port` (`instance` names the endpoint in error texts);
@@ -104,11 +150,125 @@ impl Upstream {
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
-        let Transport::Plain = transport;
-        match self.plain.request(request).await {
+        let sent = match &transport {
+            Transport::Plain => self.plain.request(request).await,
+            Transport::Mtls {
+                credentials,
+                service,
+            } => {
+                self.mtls_client(credentials, service)
+                    .request(request)
+                    .await
+            }
+        };
+        match sent {
             Ok(response) => Sent::Response(response),
             Err(err) => Sent::NoAnswer(classify(&err, &where_, &authority)),
         }
+    }
+}
+
+fn plain_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_nodelay(true);
+    connector
+}
+
+fn pooled<C>(connector: C) -> Client<C, ProxyBody>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone,
+{
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .set_host(false)
+        .build(connector)
+}
+
+/// Dials with `HttpConnector`, then runs the mTLS handshake (`mtls::connect`): the
+/// server must prove it is a sidecar of `service`.
+#[derive(Clone)]
+struct MtlsConnector {
+    tcp: HttpConnector,
+    credentials: Arc<Credentials>,
+    service: Arc<str>,
+}
+
+impl std::fmt::Debug for MtlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MtlsConnector")
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for MtlsConnector {
+    type Response = MtlsConn;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<MtlsConn, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let dialing = self.tcp.call(uri);
+        let credentials = self.credentials.clone();
+        let service = self.service.clone();
+        Box::pin(async move {
+            let tcp = dialing.await?.into_inner();
+            let handshake = mtls::connect(tcp, &credentials, &service);
+            match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+                Ok(Ok(tls)) => Ok(MtlsConn(TokioIo::new(tls))),
+                Ok(Err(err)) => Err(err.into()),
+                Err(_) => Err(mtls::ConnectError::Handshake(format!(
+                    "it did not end within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                ))
+                .into()),
+            }
+        })
+    }
+}
+
+/// An mTLS connection to an upstream, as hyper reads and writes it.
+struct MtlsConn(TokioIo<TlsStream<TcpStream>>);
+
+impl Connection for MtlsConn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for MtlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for MtlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

@@ -15,7 +15,7 @@ use super::body::{ProxyBody, Watched};
 use super::headers::{forwardable, trace_hop, DENIED_HEADER, SOURCE_HEADER};
 use super::sidecar::{ConnInfo, Engine};
 use super::target::Head;
-use super::upstream::{relay, Abort, NoAnswer, RelayOptions, Transport};
+use super::upstream::{relay, Abort, NoAnswer, RelayOptions, Sent, Transport};
 use crate::policy::deadline::py_g;
 use crate::security::authz::{canonical_target, evaluate, percent_decoded};
 use crate::wire::telemetry::Direction;
@@ -136,6 +136,11 @@ impl Engine {
                 &self.boot.instance,
             )
             .await;
+        if matches!(&sent, Sent::NoAnswer(answer) if answer.refused) {
+            self.app_refused(format!(
+                "connection refused on 127.0.0.1:{app_port} by a request"
+            ));
+        }
         let answered = relay(sent, &mut rec.outcome, untrusted);
         self.answer(conn, rec, answered)
     }

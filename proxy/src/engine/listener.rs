@@ -14,6 +14,13 @@
 //! Malformed requests are answered 400 by hyper and the connection closed. `Expect:
 //! 100-continue` is answered by hyper when the handler first reads the body.
 //!
+//! The inbound listener lets each connection in through the mTLS gate
+//! (`security::mtls::admit`) with the gate of the moment it arrives (the service's mode
+//! in the snapshot in force, this sidecar's identity now), at most
+//! [`MAX_ADMITTING`] at once; refusals are counted in the engine's `refusals`. A later
+//! change of the service's mode closes the open connections the new mode no longer
+//! admits ([`keeps_open`]) once the request in hand is answered.
+//!
 //! A connection an injected fault resets is closed with `SO_LINGER` 0 (a TCP RST), as a
 //! crashed server would ([`Conn`]).
 
@@ -27,12 +34,13 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
 use super::origdst::original_destination;
 use super::sidecar::{ConnInfo, Engine, Kind};
+use crate::security::mtls::{admit, keeps_open, Gate, MeshStream, Refusal, MAX_ADMITTING};
 
 /// The longest request head (line and headers), Envoy's `max_request_headers_kb`.
 pub const MAX_HEAD_BYTES: usize = 60 * 1024;
@@ -56,6 +64,7 @@ pub async fn serve(
     kind: Kind,
     mut stop: watch::Receiver<bool>,
 ) {
+    let admitting = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -71,35 +80,73 @@ pub async fn serve(
         let engine = engine.clone();
         let kind = kind.clone();
         let stop = stop.clone();
+        if kind != Kind::Inbound {
+            tokio::spawn(async move {
+                connection(engine, MeshStream::Plain(stream), None, peer, kind, stop).await;
+            });
+            continue;
+        }
+        if admitting.load(Ordering::Relaxed) >= MAX_ADMITTING {
+            engine.refusals.add(peer, &Refusal::busy());
+            continue;
+        }
+        let admitting = Admitting::enter(&admitting);
         tokio::spawn(async move {
-            connection(engine, stream, peer, kind, stop).await;
+            let gate = Gate::now(engine.own_mode(), engine.credentials_watch());
+            let admitted = admit(stream, &gate).await;
+            drop(admitting);
+            match admitted {
+                Ok(admitted) => {
+                    let principal = admitted.principal;
+                    connection(engine, admitted.stream, principal, peer, kind, stop).await;
+                }
+                Err(refusal) => engine.refusals.add(peer, &refusal),
+            }
         });
+    }
+}
+
+/// A connection waiting in the mTLS gate, until dropped.
+struct Admitting(Arc<AtomicUsize>);
+
+impl Admitting {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Admitting(count.clone())
+    }
+}
+
+impl Drop for Admitting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 async fn connection(
     engine: Arc<Engine>,
-    stream: TcpStream,
+    stream: MeshStream,
+    principal: Option<String>,
     peer: std::net::SocketAddr,
     kind: Kind,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let Ok(local) = stream.local_addr() else {
+    let _ = stream.tcp().set_nodelay(true);
+    let Ok(local) = stream.tcp().local_addr() else {
         return;
     };
     let original_dst = match kind {
-        Kind::Outbound => original_destination(&stream),
+        Kind::Outbound => original_destination(stream.tcp()),
         _ => None,
     };
     let reset = Arc::new(AtomicBool::new(false));
-    // The mTLS seam: an inbound listener in `strict` or `permissive` mode would run the
-    // handshake on `stream` here and serve the TLS stream, with the peer's principal.
+    let mtls = principal.is_some();
+    // An inbound connection follows its service's mode (the Python's `enforce`).
+    let mut modes = (kind == Kind::Inbound).then(|| engine.snapshots());
     let info = Arc::new(ConnInfo {
         peer,
         local,
         original_dst,
-        principal: None,
+        principal,
         reset: reset.clone(),
     });
     let activity = Arc::new(Activity::new());
@@ -108,6 +155,7 @@ async fn connection(
         reset,
         activity: activity.clone(),
     });
+    let modes_engine = engine.clone();
     let service = {
         let activity = activity.clone();
         service_fn(move |request| {
@@ -148,6 +196,16 @@ async fn connection(
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            changed = async { modes.as_mut().expect("watched").changed().await },
+                if modes.is_some() && !stopping =>
+            {
+                if changed.is_err() {
+                    modes = None;
+                } else if !keeps_open(modes_engine.own_mode(), mtls) {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             _ = check.tick() => {
                 if activity.idle_for(Instant::now()) >= IDLE_TIMEOUT && !stopping {
@@ -209,7 +267,7 @@ impl Activity {
 /// An accepted connection: reads are noted (idleness), and a connection marked reset
 /// is closed with a TCP RST when dropped.
 struct Conn {
-    stream: TcpStream,
+    stream: MeshStream,
     reset: Arc<AtomicBool>,
     activity: Arc<Activity>,
 }
@@ -217,7 +275,7 @@ struct Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         if self.reset.load(Ordering::Relaxed) {
-            let _ = self.stream.set_zero_linger();
+            let _ = self.stream.tcp().set_zero_linger();
         }
     }
 }

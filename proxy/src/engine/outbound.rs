@@ -27,6 +27,7 @@ use tracing::info;
 
 use super::body::{caller_body_error, empty, full, BodyState, ProxyBody};
 use super::headers::VERSION_HEADER;
+use super::sidecar::mode_of;
 use super::sidecar::Engine;
 use super::upstream::{discard, relay, Abort, NoAnswer, Outcome, RelayOptions, Sent, Transport};
 use crate::policy::balancer::Unavailable;
@@ -37,7 +38,9 @@ use crate::policy::route::retry::{
 };
 use crate::policy::route::RoutePolicy;
 use crate::policy::router;
+use crate::security::mtls::{self, Dial};
 use crate::wire::snapshot::Endpoint;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One request to a service, as the pipeline sees it.
 pub struct Call<'a> {
@@ -286,10 +289,12 @@ async fn attempts(
             decide(&policy.faults, &info, &mut || rng.random(), unix_now())
         };
         decision.add_fired_to(&mut fired);
+        let mtls_used = AtomicBool::new(false);
         let sent = attempt(
-            engine, call, policy, version, &endpoint, &mut body, body_state, &decision,
+            engine, call, policy, version, &endpoint, &mut body, body_state, &decision, &mtls_used,
         )
         .await;
+        outcome.mtls = mtls_used.load(Ordering::Relaxed);
         if decision.is_none() {
             // An injected failure says nothing of the endpoint's health.
             let result = endpoint_result(&sent.as_policy());
@@ -358,6 +363,7 @@ async fn attempt(
     body: &mut CallBody,
     body_state: &BodyState,
     decision: &Decision,
+    mtls_used: &AtomicBool,
 ) -> Sent {
     let per_try = policy.retries.as_ref().and_then(|r| r.per_try_timeout);
     let fault = decision.fired_list();
@@ -382,11 +388,21 @@ async fn attempt(
             answer.fault = Some(fault.clone());
             return Sent::NoAnswer(answer);
         }
-        // The mTLS seam: the route's mode and this sidecar's identity choose the
-        // transport here (plaintext only for now).
-        let transport = Transport::Plain;
+        // The destination's mode and this sidecar's identity now choose the transport
+        // (the Python's `_tls`): a renewed identity serves the connections made after it.
+        let snapshot = engine.snapshot();
+        let mode = mode_of(&snapshot, call.service);
+        let credentials = engine.credentials();
+        let transport = match mtls::dial(mode, credentials.as_ref(), call.service) {
+            Dial::Plain => Transport::Plain,
+            Dial::Mtls(credentials) => Transport::Mtls {
+                credentials,
+                service: call.service.to_owned(),
+            },
+            Dial::NoIdentity(text) => return Sent::NoAnswer(NoAnswer::new("no-identity", text)),
+        };
+        mtls_used.store(transport.is_mtls(), Ordering::Relaxed);
         {
-            let snapshot = engine.snapshot();
             let mut all = engine.destinations.lock().expect("destinations");
             if let Some(d) = all.get(&snapshot, call.service, Instant::now()) {
                 d.started(endpoint, version);

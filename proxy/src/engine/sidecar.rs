@@ -31,9 +31,11 @@ use super::outbound::{self, Call};
 use super::record::Recorder;
 use super::target::Head;
 use super::upstream::{relay, Abort, NoAnswer, RelayOptions, Sent, Transport, Upstream};
+use crate::control::health::HealthProbe;
 use crate::policy::router;
+use crate::security::mtls::{Credentials, CredentialsWatch, Refusals};
 use crate::wire::bootstrap::Bootstrap;
-use crate::wire::snapshot::Snapshot;
+use crate::wire::snapshot::{MtlsMode, Snapshot, DEFAULT_MTLS};
 use crate::wire::telemetry::{Direction, TelemetryBuffer};
 
 /// The source name of traffic that enters the mesh through the gateway.
@@ -58,11 +60,9 @@ pub enum Kind {
 
 /// What is known of the connection a request came on.
 ///
-/// **The mTLS seam (inbound).** `principal` is the peer's proven identity (its SPIFFE
-/// ID) when the accepted stream was an mTLS one: the listener, given the service's mode
-/// and this sidecar's identity, runs the rustls handshake on the accepted `TcpStream`
-/// and serves the TLS stream instead, with the principal the peer's certificate names;
-/// plaintext connections have none (and their source is what `x-devmesh-source` says).
+/// `principal` is the peer's proven identity (its SPIFFE ID) when the inbound gate
+/// (`security::mtls::admit`) let the connection in over mTLS; plaintext connections
+/// have none (and their source is what `x-devmesh-source` says).
 #[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
@@ -94,6 +94,11 @@ pub struct Engine {
     pub app_gate: Arc<AppGate>,
     pub upstream: Upstream,
     ports: Mutex<BoundPorts>,
+    credentials: CredentialsWatch,
+    /// The inbound connections the mTLS gate closed, by reason.
+    pub refusals: Arc<Refusals>,
+    /// Told when the app refuses a connection a request opens (passive health).
+    health: Option<Arc<HealthProbe>>,
 }
 
 impl Engine {
@@ -109,6 +114,49 @@ impl Engine {
             app_gate: Arc::new(AppGate::default()),
             upstream: Upstream::new(),
             ports: Mutex::new(BoundPorts::default()),
+            credentials: watch::channel(None).1,
+            refusals: Arc::new(Refusals::default()),
+            health: None,
+        }
+    }
+
+    /// The same, with this sidecar's identity as `credentials` publishes it (without:
+    /// none, so plaintext only).
+    pub fn with_credentials(mut self, credentials: CredentialsWatch) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The same, telling `health` when the app refuses a request's connection.
+    pub fn with_health(mut self, health: Arc<HealthProbe>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// The identity installed now, if any.
+    pub fn credentials(&self) -> Option<Arc<Credentials>> {
+        self.credentials.borrow().clone()
+    }
+
+    /// The identity as it changes (for the inbound gate).
+    pub fn credentials_watch(&self) -> &CredentialsWatch {
+        &self.credentials
+    }
+
+    /// The snapshot in force and each one after it.
+    pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.clone()
+    }
+
+    /// The mTLS mode of this sidecar's own service in the snapshot in force.
+    pub fn own_mode(&self) -> MtlsMode {
+        mode_of(&self.snapshot(), &self.boot.service)
+    }
+
+    /// The app refused a connection a request opened: tell the health probe.
+    pub(super) fn app_refused(&self, detail: String) {
+        if let Some(health) = &self.health {
+            health.observed_failure(detail);
         }
     }
 
@@ -378,6 +426,14 @@ impl Engine {
         ];
         local.contains(&host)
     }
+}
+
+/// The mTLS mode of `service` in `snapshot` (the default without a route).
+pub fn mode_of(snapshot: &Snapshot, service: &str) -> MtlsMode {
+    snapshot
+        .routes
+        .get(service)
+        .map_or(DEFAULT_MTLS, |route| route.mtls)
 }
 
 fn set_host(headers: &mut HeaderMap, authority: &str) {
