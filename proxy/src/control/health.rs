@@ -299,7 +299,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_probe_under_way_when_traffic_saw_a_failure_is_ignored() {
+    async fn a_failure_traffic_reports_is_heard_at_once_and_a_passing_probe_heals_it() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let probe = HealthProbe::new(Target {

@@ -28,4 +28,6 @@ pub mod throttle;
 pub mod upstream;
 
 #[cfg(test)]
+mod mtls_tests;
+#[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ use crate::wire::telemetry::Record;
 
 /// The app: `/hello` tells what it got, `/flaky` fails its first two calls, `/wait`
 /// never answers, `/status/N` answers N, `/echo` sends the body back.
-async fn app(hits: Arc<AtomicUsize>) -> u16 {
+pub(super) async fn app(hits: Arc<AtomicUsize>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -223,7 +223,7 @@ impl Mesh {
 }
 
 /// Wait (at most 5 s) until `check` holds.
-async fn until(mut check: impl FnMut() -> bool) {
+pub(super) async fn until(mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting");

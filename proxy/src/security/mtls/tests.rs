@@ -24,10 +24,10 @@ use crate::control::identity::IdentityStore;
 use crate::wire::messages::Identity;
 use crate::wire::snapshot::MtlsMode;
 
-const PROJECT: &str = "spiffe://devmesh.local/demo/";
+pub(crate) const PROJECT: &str = "spiffe://devmesh.local/demo/";
 
 /// A project's CA, issuing identities.
-struct Pki {
+pub(crate) struct Pki {
     issuer: Issuer<'static, KeyPair>,
     ca_pem: String,
 }
@@ -35,7 +35,7 @@ struct Pki {
 static SERIAL: AtomicU32 = AtomicU32::new(1);
 
 impl Pki {
-    fn new(project: &str) -> Pki {
+    pub(crate) fn new(project: &str) -> Pki {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         let mut name = DistinguishedName::new();
@@ -56,7 +56,7 @@ impl Pki {
     }
 
     /// An identity naming `ids` (URI SANs), as the control plane sends it.
-    fn issue_named(&self, ids: &[String]) -> Identity {
+    pub(crate) fn issue_named(&self, ids: &[String]) -> Identity {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = DistinguishedName::new();
@@ -86,12 +86,12 @@ impl Pki {
         }
     }
 
-    fn issue(&self, service: &str) -> Identity {
+    pub(crate) fn issue(&self, service: &str) -> Identity {
         self.issue_named(&[format!("{PROJECT}{service}")])
     }
 
     /// The identity, installed by a store of its own (as from the control plane).
-    fn credentials(&self, service: &str) -> Arc<Credentials> {
+    pub(crate) fn credentials(&self, service: &str) -> Arc<Credentials> {
         installed(&self.issue(service))
     }
 }
