@@ -225,11 +225,8 @@ impl tower_service::Service<Uri> for MtlsConnector {
             match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
                 Ok(Ok(tls)) => Ok(MtlsConn(TokioIo::new(tls))),
                 Ok(Err(err)) => Err(err.into()),
-                Err(_) => Err(mtls::ConnectError::Handshake(format!(
-                    "it did not end within {}s",
-                    CONNECT_TIMEOUT.as_secs()
-                ))
-                .into()),
+                // Told as the Python tells it: `no connection within 10s`.
+                Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
             }
         })
     }
@@ -339,6 +336,28 @@ fn find<'a, T: std::error::Error + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn mtls_pools_are_one_per_expected_identity_and_a_renewal_starts_a_new_one() {
+        use crate::security::mtls::tests::{Pki, PROJECT};
+        let pki = Pki::new(PROJECT);
+        let upstream = Upstream::new();
+        let first = pki.credentials("frontend");
+        upstream.mtls_client(&first, "catalog");
+        upstream.mtls_client(&first, "catalog");
+        upstream.mtls_client(&first, "orders");
+        let held = |service: &str| {
+            let all = upstream.mtls.lock().unwrap();
+            all.get(&format!("{PROJECT}{service}"))
+                .map(|(credentials, _)| credentials.clone())
+        };
+        assert_eq!(upstream.mtls.lock().unwrap().len(), 2);
+        let renewed = pki.credentials("frontend");
+        upstream.mtls_client(&renewed, "catalog");
+        assert_eq!(upstream.mtls.lock().unwrap().len(), 2);
+        assert!(Arc::ptr_eq(&held("catalog").unwrap(), &renewed));
+        assert!(Arc::ptr_eq(&held("orders").unwrap(), &first));
+    }
 
     #[tokio::test]
     async fn a_refused_connection_is_a_connect_failure_told_apart() {
