@@ -128,8 +128,6 @@ async def mesh(proxy_binary: Path, controlplane: ControlPlane) -> AsyncIterator[
             serve(app("catalog-v2")) as v2_port,
             controlplane.client() as client,
         ):
-            # Plaintext between sidecars: the Rust engine has no mTLS yet.
-            await client.set_mtls("catalog", "off")
             processes.append(start(proxy_binary, controlplane, "catalog", "v1", v1_port))
             processes.append(start(proxy_binary, controlplane, "catalog", "v2", v2_port))
             frontend = start(proxy_binary, controlplane, "frontend", "v1", None)
