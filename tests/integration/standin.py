@@ -545,3 +545,21 @@ async def standin_sidecar(
         raise
     finally:
         await running.stop()
+
+
+# -- what the kernel shows of a process's sockets ----------------------------------------
+
+TCP_LISTEN = 0x0A
+
+
+def peers_of(local_port: int) -> set[int]:
+    """The remote ports of the TCP connections on 127.0.0.1 whose local end is
+    ``local_port`` (listening sockets left out), as ``/proc/net/tcp`` lists them: a
+    connection the sidecar on that port has not closed yet is there, in any state."""
+    peers = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], int(fields[3], 16)
+        if state != TCP_LISTEN and int(local.rsplit(":", 1)[1], 16) == local_port:
+            peers.add(int(remote.rsplit(":", 1)[1], 16))
+    return peers
