@@ -549,17 +549,18 @@ async def standin_sidecar(
 
 # -- what the kernel shows of a process's sockets ----------------------------------------
 
-TCP_LISTEN = 0x0A
+TCP_OPEN_STATES = {0x01, 0x08}
+"""ESTABLISHED and CLOSE_WAIT: the states of a connection whose local end is not closed."""
 
 
 def peers_of(local_port: int) -> set[int]:
     """The remote ports of the TCP connections on 127.0.0.1 whose local end is
-    ``local_port`` (listening sockets left out), as ``/proc/net/tcp`` lists them: a
-    connection the sidecar on that port has not closed yet is there, in any state."""
+    ``local_port`` and not closed yet (``/proc/net/tcp``): a connection the sidecar on that
+    port still holds is there, even once its peer closed its own end."""
     peers = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local, remote, state = fields[1], fields[2], int(fields[3], 16)
-        if state != TCP_LISTEN and int(local.rsplit(":", 1)[1], 16) == local_port:
+        if state in TCP_OPEN_STATES and int(local.rsplit(":", 1)[1], 16) == local_port:
             peers.add(int(remote.rsplit(":", 1)[1], 16))
     return peers
