@@ -270,8 +270,10 @@ class StandIn:
         """Send ``snapshot`` to the targets; each with its answer, once all answered."""
         raw = wire(snapshot)
         version = raw.get("version") if isinstance(raw, dict) else None
+        targets = self._targets(instance)
+        assert targets, "a sidecar is linked to send the snapshot to"
         sent = []
-        for link in self._targets(instance):
+        for link in targets:
             sent.append((link, len(link.answers)))
             await self._send(link, {"type": "snapshot", "snapshot": raw})
 
@@ -307,7 +309,6 @@ class StandIn:
             if answer["type"] != "nack":
                 pytest.fail(f"{link.instance} acked a snapshot it should have refused")
             errors.append(str(answer.get("error")))
-        assert errors, "no sidecar is linked"
         return errors[0]
 
     async def identity(self, instance: str, identity: Wire) -> str:
