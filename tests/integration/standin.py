@@ -270,8 +270,10 @@ class StandIn:
         """Send ``snapshot`` to the targets; each with its answer, once all answered."""
         raw = wire(snapshot)
         version = raw.get("version") if isinstance(raw, dict) else None
+        targets = self._targets(instance)
+        assert targets, "a sidecar is linked to send the snapshot to"
         sent = []
-        for link in self._targets(instance):
+        for link in targets:
             sent.append((link, len(link.answers)))
             await self._send(link, {"type": "snapshot", "snapshot": raw})
 
@@ -307,7 +309,6 @@ class StandIn:
             if answer["type"] != "nack":
                 pytest.fail(f"{link.instance} acked a snapshot it should have refused")
             errors.append(str(answer.get("error")))
-        assert errors, "no sidecar is linked"
         return errors[0]
 
     async def identity(self, instance: str, identity: Wire) -> str:
@@ -545,6 +546,25 @@ async def standin_sidecar(
         raise
     finally:
         await running.stop()
+
+
+# -- what the kernel shows of a process's sockets ----------------------------------------
+
+TCP_OPEN_STATES = {0x01, 0x08}
+"""ESTABLISHED and CLOSE_WAIT: the states of a connection whose local end is not closed."""
+
+
+def peers_of(local_port: int) -> set[int]:
+    """The remote ports of the TCP connections on 127.0.0.1 whose local end is
+    ``local_port`` and not closed yet (``/proc/net/tcp``): a connection the sidecar on that
+    port still holds is there, even once its peer closed its own end."""
+    peers = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], int(fields[3], 16)
+        if state in TCP_OPEN_STATES and int(local.rsplit(":", 1)[1], 16) == local_port:
+            peers.add(int(remote.rsplit(":", 1)[1], 16))
+    return peers
 
 
 # -- breaker reports, as a test reads them (added for test_breaker / test_policy) ---------

@@ -1,9 +1,10 @@
-"""proxy.server.Sidecar: real requests through a sidecar pair, as in the mesh.
+"""Real requests through a sidecar pair, as in the mesh, the sidecars black boxes
+(processes of the data plane ``$DEVMESH_DATAPLANE`` picks, linked to a stand-in control plane).
 
     client -> sidecar A (web) outbound -> sidecar B (catalog) inbound -> app
 
-Everything runs on 127.0.0.1 with kernel-chosen ports; the routing of A is
-driven directly with snapshots (no control plane).
+Everything runs on 127.0.0.1 with kernel-chosen ports; the stand-in sends A its
+snapshots, and collects the telemetry records of both as they arrive.
 """
 
 from __future__ import annotations
@@ -24,18 +25,15 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.headers import ERROR_HEADER
-from proxy.server import Sidecar
 from proxy.snapshot import Endpoint, Route, Snapshot
-from proxy.telemetry import Record
 from tests.helpers import (
     LOCALHOST,
     Upstream,
     UpstreamHandler,
     closed_port,
-    running_sidecar,
     upstream_server,
-    wait_for,
 )
+from tests.integration.standin import SidecarUnderTest, StandIn, Wire, standin, standin_sidecar
 
 MiB = 1 << 20
 STREAM_SIZE = 20 * MiB
@@ -52,28 +50,27 @@ class Destination:
     """One instance of the destination service: its app and its sidecar (B)."""
 
     app: Upstream
-    sidecar: Sidecar
+    sidecar: SidecarUnderTest
 
     @property
     def endpoint(self) -> Endpoint:
         boot = self.sidecar.boot
         return Endpoint(
-            instance=boot.instance,
-            version=boot.version,
-            address=f"{LOCALHOST}:{self.sidecar.ports.inbound}",
+            instance=boot.instance, version=boot.version, address=self.sidecar.inbound_address
         )
 
 
 @dataclass
 class Mesh:
-    caller: Sidecar
+    plane: StandIn
+    caller: SidecarUnderTest
     """Sidecar A, of the calling service ``web``."""
     destinations: list[Destination]
     client: aiohttp.ClientSession
 
     @property
     def outbound(self) -> str:
-        return f"http://{LOCALHOST}:{self.caller.ports.outbound}"
+        return self.caller.proxy_url
 
     @property
     def outbound_port(self) -> int:
@@ -81,25 +78,14 @@ class Mesh:
         assert port is not None
         return port
 
-    def route(self, service: str = "catalog", **routes: Route) -> None:
-        """Route ``service`` to every destination (plus any extra ``routes``)."""
-        endpoints = tuple(d.endpoint for d in self.destinations)
-        self.caller.router.update(
-            Snapshot(version=1, routes={service: Route(endpoints=endpoints), **routes})
-        )
+    async def route(self, snapshot: Snapshot) -> None:
+        """Send A ``snapshot``, and wait until it acked it."""
+        await self.caller.route(snapshot)
 
 
-def records(sidecar: Sidecar) -> list[Record]:
-    """Everything the sidecar recorded so far (taken out of its buffer)."""
-    return sidecar.telemetry.take(len(sidecar.telemetry))
-
-
-async def wait_records(sidecar: Sidecar, count: int) -> list[Record]:
-    await wait_for(
-        lambda: len(sidecar.telemetry) >= count,
-        what=f"{count} telemetry record(s) from {sidecar.boot.instance}",
-    )
-    return records(sidecar)
+async def wait_records(sidecar: SidecarUnderTest, count: int) -> list[Wire]:
+    """Every record of ``sidecar`` that came, once at least ``count`` did."""
+    return await sidecar.wait_records(count)
 
 
 @asynccontextmanager
@@ -116,13 +102,15 @@ async def mesh(
     handlers = handlers or [None]
     versions = versions or ["v1"] * len(handlers)
     async with AsyncExitStack() as stack:
+        plane = await stack.enter_async_context(standin())
         destinations = []
         for index, (handler, version) in enumerate(zip(handlers, versions, strict=True), 1):
             instance = f"catalog-{version}-{index}"
             app = await stack.enter_async_context(upstream_server(handler, name=instance))
             sidecar = await stack.enter_async_context(
-                running_sidecar(
-                    tmp_path / instance,
+                standin_sidecar(
+                    plane,
+                    tmp_path,
                     service="catalog",
                     version=version,
                     instance=instance,
@@ -130,15 +118,21 @@ async def mesh(
                 )
             )
             destinations.append(Destination(app=app, sidecar=sidecar))
+        endpoints = tuple(d.endpoint for d in destinations)
         caller = await stack.enter_async_context(
-            running_sidecar(tmp_path / "web-1", service="web", version="default", instance="web-1")
+            standin_sidecar(
+                plane,
+                tmp_path,
+                service="web",
+                version="default",
+                instance="web-1",
+                snapshot=Snapshot(version=1, routes={"catalog": Route(endpoints=endpoints)}),
+            )
         )
         client = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         )
-        result = Mesh(caller=caller, destinations=destinations, client=client)
-        result.route()
-        yield result
+        yield Mesh(plane=plane, caller=caller, destinations=destinations, client=client)
 
 
 @dataclass
@@ -340,7 +334,7 @@ async def test_round_robin_over_two_instances_is_even(tmp_path: Path) -> None:
 async def test_a_new_snapshot_applies_to_the_next_request(tmp_path: Path) -> None:
     async with mesh(tmp_path, [None, None]) as m:
         first, second = m.destinations
-        m.caller.router.update(Snapshot(2, {"catalog": Route(endpoints=(second.endpoint,))}))
+        await m.route(Snapshot(2, {"catalog": Route(endpoints=(second.endpoint,))}))
         for _ in range(3):
             async with m.client.get("http://catalog/", proxy=m.outbound) as r:
                 assert await r.text() == "catalog-v1-2"
@@ -350,7 +344,7 @@ async def test_a_new_snapshot_applies_to_the_next_request(tmp_path: Path) -> Non
 async def test_a_split_sends_each_version_its_share(tmp_path: Path) -> None:
     async with mesh(tmp_path, [None, None], versions=["v1", "v2"]) as m:
         endpoints = tuple(d.endpoint for d in m.destinations)
-        m.caller.router.update(
+        await m.route(
             Snapshot(2, {"catalog": Route(endpoints=endpoints, split={"v1": 0, "v2": 100})})
         )
         for _ in range(5):
@@ -412,7 +406,7 @@ async def test_the_destination_learns_the_source_service_and_the_app_does_not(
         async with m.client.get("http://catalog/s", proxy=m.outbound) as r:
             assert r.status == 200
         (inbound,) = await wait_records(m.destinations[0].sidecar, 1)
-        assert inbound.source == "web"
+        assert inbound["source"] == "web"
         seen = m.destinations[0].app.requests[0].headers
         assert not [h for h in seen if h.lower().startswith("x-devmesh-")], dict(seen)
 
@@ -423,7 +417,7 @@ async def test_a_forged_source_header_is_replaced(tmp_path: Path) -> None:
         async with m.client.get("http://catalog/f", proxy=m.outbound, headers=forged) as r:
             assert r.status == 200
         (inbound,) = await wait_records(m.destinations[0].sidecar, 1)
-        assert inbound.source == "web", "the client forged its identity"
+        assert inbound["source"] == "web", "the client forged its identity"
         seen = m.destinations[0].app.requests[0].headers
         assert "x-devmesh-anything" not in seen
         assert "x-devmesh-source" not in seen
@@ -435,7 +429,7 @@ async def test_a_call_that_did_not_come_through_a_sidecar_is_external(tmp_path: 
         async with m.client.get(f"http://{LOCALHOST}:{b.ports.inbound}/direct") as r:
             assert await r.text() == "catalog-v1-1"
         (inbound,) = await wait_records(b, 1)
-        assert (inbound.source, inbound.destination) == ("external", "catalog")
+        assert (inbound["source"], inbound["destination"]) == ("external", "catalog")
 
 
 # -- failures ------------------------------------------------------------------------
@@ -443,25 +437,25 @@ async def test_a_call_that_did_not_come_through_a_sidecar_is_external(tmp_path: 
 
 async def test_a_service_without_endpoints_is_503_no_healthy_upstream(tmp_path: Path) -> None:
     async with mesh(tmp_path) as m:
-        m.caller.router.update(Snapshot(2, {"catalog": Route(endpoints=())}))
+        await m.route(Snapshot(2, {"catalog": Route(endpoints=())}))
         async with m.client.get("http://catalog/x", proxy=m.outbound) as r:
             assert r.status == 503
             assert r.headers[ERROR_HEADER] == "no-healthy-upstream"
             assert "catalog" in await r.text()
         (record,) = await wait_records(m.caller, 1)
-        assert (record.status, record.error) == (503, "no-healthy-upstream")
+        assert (record["status"], record["error"]) == (503, "no-healthy-upstream")
 
 
 async def test_an_endpoint_with_a_closed_port_is_503_connect_failure(tmp_path: Path) -> None:
     async with mesh(tmp_path) as m:
         dead = Endpoint("catalog-v1-9", "v1", f"{LOCALHOST}:{closed_port()}")
-        m.caller.router.update(Snapshot(2, {"catalog": Route(endpoints=(dead,))}))
+        await m.route(Snapshot(2, {"catalog": Route(endpoints=(dead,))}))
         async with m.client.get("http://catalog/x", proxy=m.outbound) as r:
             assert r.status == 503
             assert r.headers[ERROR_HEADER] == "connect-failure"
             assert "catalog-v1-9" in await r.text()
         (record,) = await wait_records(m.caller, 1)
-        assert (record.status, record.error, record.instance) == (
+        assert (record["status"], record["error"], record["instance"]) == (
             503,
             "connect-failure",
             "catalog-v1-9",
@@ -502,8 +496,8 @@ async def test_an_app_that_dies_mid_body_is_not_a_complete_response(
             pytest.fail(f"a cut response reached the client as complete: {status}, {len(body)} B")
         (outbound,) = await wait_records(m.caller, 1)
         (inbound,) = await wait_records(m.destinations[0].sidecar, 1)
-        assert outbound.error == "reset"
-        assert inbound.error == "reset"
+        assert outbound["error"] == "reset"
+        assert inbound["error"] == "reset"
 
 
 async def test_a_caller_that_hangs_up_is_not_counted_as_an_upstream_reset(
@@ -526,10 +520,10 @@ async def test_a_caller_that_hangs_up_is_not_counted_as_an_upstream_reset(
         writer.transport.abort()  # the caller goes away mid-body
         (outbound,) = await wait_records(m.caller, 1)
         (inbound,) = await wait_records(m.destinations[0].sidecar, 1)
-        assert (outbound.status, outbound.error) == (200, "downstream-reset"), (
+        assert (outbound["status"], outbound["error"]) == (200, "downstream-reset"), (
             "a caller hanging up was recorded as the upstream's failure"
         )
-        assert inbound.error == "downstream-reset", "the app did nothing wrong"
+        assert inbound["error"] == "downstream-reset", "the app did nothing wrong"
 
 
 async def test_an_app_cannot_pass_its_response_off_as_the_mesh_s(tmp_path: Path) -> None:
@@ -608,14 +602,15 @@ async def test_each_request_makes_one_record_on_each_side(tmp_path: Path) -> Non
         inbound = await wait_records(m.destinations[0].sidecar, n)
     assert len(outbound) == len(inbound) == n
     for side, recs in (("outbound", outbound), ("inbound", inbound)):
-        assert {(r.direction, r.source, r.destination, r.version, r.instance) for r in recs} == {
-            (side, "web", "catalog", "v1", "catalog-v1-1")
-        }
-        assert [r.status for r in recs] == [200] * n
-        assert [r.error for r in recs] == [None] * n
-        assert all(r.latency_ms > 0 for r in recs)
-        assert [r.path for r in recs] == [f"/t/{i}" for i in range(n)]
-        assert [r.method for r in recs] == ["GET" if i % 2 else "POST" for i in range(n)]
+        assert {
+            (r["direction"], r["source"], r["destination"], r["version"], r["instance"])
+            for r in recs
+        } == {(side, "web", "catalog", "v1", "catalog-v1-1")}
+        assert [r["status"] for r in recs] == [200] * n
+        assert [r["error"] for r in recs] == [None] * n
+        assert all(r["latency_ms"] > 0 for r in recs)
+        assert [r["path"] for r in recs] == [f"/t/{i}" for i in range(n)]
+        assert [r["method"] for r in recs] == ["GET" if i % 2 else "POST" for i in range(n)]
 
 
 # -- passthrough --------------------------------------------------------------------------
@@ -630,7 +625,7 @@ async def test_a_host_outside_the_mesh_is_called_directly(tmp_path: Path) -> Non
         assert [s.raw_path for s in outside.requests] == ["/abs?q=1", "/origin"]
         assert all("x-devmesh-source" not in s.headers for s in outside.requests)
         recs = await wait_records(m.caller, 2)
-        assert {(r.direction, r.source, r.destination, r.status) for r in recs} == {
+        assert {(r["direction"], r["source"], r["destination"], r["status"]) for r in recs} == {
             ("outbound", "web", LOCALHOST, 200)
         }
 
@@ -642,7 +637,7 @@ async def test_a_request_naming_the_sidecar_itself_is_508_not_a_loop(tmp_path: P
             assert r.status == 508
             assert r.headers[ERROR_HEADER] == "loop"
         recs = await wait_records(m.caller, 1)
-        assert [(r.status, r.error) for r in recs] == [(508, "loop")]
+        assert [(r["status"], r["error"]) for r in recs] == [(508, "loop")]
 
 
 # -- responses without a body ------------------------------------------------------------
