@@ -565,3 +565,41 @@ def peers_of(local_port: int) -> set[int]:
         if state in TCP_OPEN_STATES and int(local.rsplit(":", 1)[1], 16) == local_port:
             peers.add(int(remote.rsplit(":", 1)[1], 16))
     return peers
+
+
+# -- breaker reports, as a test reads them (added for test_breaker / test_policy) ---------
+
+
+def breaker_reports(sidecar: SidecarUnderTest, service: str, since: int = 0) -> list[Wire]:
+    """The summaries of the breaker to ``service`` in ``sidecar``'s breakers reports from
+    the ``since``-th report on, in order (reports that do not name it are left out)."""
+    return [r[service] for r in sidecar.link.breakers[since:] if service in r]
+
+
+def ever_opened(sidecar: SidecarUnderTest, service: str) -> bool:
+    """Whether any breakers report of ``sidecar`` so far showed ``service`` other than
+    closed."""
+    return any(s.get("state") != "closed" for s in breaker_reports(sidecar, service))
+
+
+async def wait_breaker(
+    sidecar: SidecarUnderTest,
+    service: str,
+    pred: Callable[[Wire], bool],
+    since: int = 0,
+    within: float = WITHIN,
+) -> Wire:
+    """Wait until a breakers report of ``sidecar`` from the ``since``-th on has a summary
+    of ``service`` that ``pred`` takes; that summary."""
+
+    def found() -> Wire | None:
+        link = sidecar.plane.links.get(sidecar.instance)
+        if link is None:
+            return None
+        summaries = (r[service] for r in link.breakers[since:] if service in r)
+        return next((s for s in summaries if pred(s)), None)
+
+    summary: Wire = await sidecar.plane.wait(
+        found, f"a breakers report from {sidecar.instance} on {service}", within
+    )
+    return summary

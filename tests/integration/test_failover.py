@@ -4,12 +4,15 @@
 
 A request that never reached an app and has no body is tried once more on
 another endpoint; everything else gets the first endpoint's answer. Real
-sockets on 127.0.0.1; A's routing is driven with snapshots (no control plane).
+sockets on 127.0.0.1; the sidecars are processes of the data plane
+``$DEVMESH_DATAPLANE`` picks, linked to a stand-in control plane, which drives A's
+routing with snapshots and collects the records every sidecar sends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,18 +23,15 @@ import pytest
 from aiohttp import web
 
 from proxy.headers import ERROR_HEADER
-from proxy.server import Sidecar
 from proxy.snapshot import Endpoint, Route, Snapshot
-from proxy.telemetry import Record
 from tests.helpers import (
     LOCALHOST,
     Upstream,
     UpstreamHandler,
     closed_port,
-    running_sidecar,
     upstream_server,
-    wait_for,
 )
+from tests.integration.standin import SidecarUnderTest, StandIn, Wire, standin, standin_sidecar
 
 DEAD_APP = "dead app"
 """An instance whose sidecar runs but whose app is gone (``devmesh kill``)."""
@@ -44,43 +44,42 @@ class Instance:
     name: str
     version: str
     app: Upstream | None = None
-    sidecar: Sidecar | None = None
-    refused: list[str] = field(default_factory=list)
-    """What the inbound sidecar reported as refused by its app (its ``on_app_refused``)."""
+    sidecar: SidecarUnderTest | None = None
     dead_port: int = 0
 
     @property
     def endpoint(self) -> Endpoint:
-        port = self.sidecar.ports.inbound if self.sidecar is not None else self.dead_port
-        return Endpoint(self.name, self.version, f"{LOCALHOST}:{port}")
+        if self.sidecar is not None:
+            return Endpoint(self.name, self.version, self.sidecar.inbound_address)
+        return Endpoint(self.name, self.version, f"{LOCALHOST}:{self.dead_port}")
 
     @property
     def served(self) -> int:
         return len(self.app.requests) if self.app is not None else 0
 
-    def inbound_records(self) -> list[Record]:
+    async def inbound_records(self, count: int) -> list[Wire]:
+        """Wait until its sidecar sent at least ``count`` records; all it sent."""
         assert self.sidecar is not None
-        return self.sidecar.telemetry.take(len(self.sidecar.telemetry))
+        return await self.sidecar.wait_records(count)
 
 
 @dataclass
 class Mesh:
-    caller: Sidecar
+    plane: StandIn
+    caller: SidecarUnderTest
     instances: list[Instance]
     client: aiohttp.ClientSession
+    versions: itertools.count[int] = field(default_factory=lambda: itertools.count(2))
 
     @property
     def proxy(self) -> str:
-        return f"http://{LOCALHOST}:{self.caller.ports.outbound}"
+        return self.caller.proxy_url
 
-    def route(self, split: dict[str, float] | None = None) -> None:
+    async def route(self, split: dict[str, float] | None = None) -> None:
         endpoints = tuple(i.endpoint for i in self.instances)
         versions = tuple(dict.fromkeys(i.version for i in self.instances))
         route = Route(endpoints=endpoints, split=split, versions=versions)
-        self.caller.router.update(Snapshot(version=2, routes={"catalog": route}))
-
-    def outbound_records(self) -> list[Record]:
-        return self.caller.telemetry.take(len(self.caller.telemetry))
+        await self.caller.route(Snapshot(version=next(self.versions), routes={"catalog": route}))
 
 
 @asynccontextmanager
@@ -93,6 +92,7 @@ async def mesh(
     or a live app (``None``: one answering its name, or the handler given)."""
     versions = versions or ["v1"] * len(kinds)
     async with AsyncExitStack() as stack:
+        plane = await stack.enter_async_context(standin())
         instances = []
         for index, (kind, version) in enumerate(zip(kinds, versions, strict=True), 1):
             instance = Instance(f"catalog-{version}-{index}", version)
@@ -108,24 +108,24 @@ async def mesh(
                     )
                     app_port = instance.app.port
                 instance.sidecar = await stack.enter_async_context(
-                    running_sidecar(
-                        tmp_path / instance.name,
+                    standin_sidecar(
+                        plane,
+                        tmp_path,
                         service="catalog",
                         version=version,
                         instance=instance.name,
                         app_port=app_port,
                     )
                 )
-                instance.sidecar.on_app_refused = instance.refused.append
             instances.append(instance)
         caller = await stack.enter_async_context(
-            running_sidecar(tmp_path / "web-1", service="web", version="default", instance="web-1")
+            standin_sidecar(plane, tmp_path, service="web", version="default", instance="web-1")
         )
         client = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         )
-        result = Mesh(caller, instances, client)
-        result.route()
+        result = Mesh(plane, caller, instances, client)
+        await result.route()
         yield result
 
 
@@ -134,9 +134,12 @@ async def get(m: Mesh, url: str = "http://catalog/items") -> tuple[int, str, str
         return r.status, await r.text(), r.headers.get(ERROR_HEADER)
 
 
-async def wait_outbound(m: Mesh, count: int) -> list[Record]:
-    await wait_for(lambda: len(m.caller.telemetry) >= count, what=f"{count} outbound record(s)")
-    return m.outbound_records()
+async def wait_outbound(m: Mesh, count: int) -> list[Wire]:
+    return await m.caller.wait_records(count)
+
+
+def statuses(records: list[Wire]) -> list[tuple[int, str | None]]:
+    return [(r["status"], r["error"]) for r in records]
 
 
 # -- a request that never reached an app goes to another endpoint --------------------------
@@ -153,16 +156,11 @@ async def test_a_get_goes_to_another_endpoint_when_the_first_took_none(
         assert live.served == 4
         records = await wait_outbound(m, 4)
         assert len(records) == 4, "one record per request, not per try"
-        assert {(r.instance, r.version, r.status, r.error) for r in records} == {
+        assert {(r["instance"], r["version"], r["status"], r["error"]) for r in records} == {
             ("catalog-v1-2", "v1", 200, None)
         }, "the record describes the try that answered"
         if dead == DEAD_APP:
-            assert [(r.status, r.error) for r in gone.inbound_records()] == [
-                (503, "connect-failure")
-            ] * 2
-            assert gone.sidecar is not None
-            port = gone.sidecar.boot.app_port
-            assert gone.refused == [f"connection refused on 127.0.0.1:{port} by a request"] * 2
+            assert statuses(await gone.inbound_records(2)) == [(503, "connect-failure")] * 2
 
 
 async def test_a_post_with_an_empty_body_goes_to_another_endpoint(tmp_path: Path) -> None:
@@ -178,6 +176,7 @@ async def test_a_chunked_body_that_had_ended_empty_goes_to_another_endpoint(
     tmp_path: Path,
 ) -> None:
     async with mesh(tmp_path, [DEAD_APP, None]) as m:
+        assert m.caller.ports.outbound is not None
         reader, writer = await asyncio.open_connection(LOCALHOST, m.caller.ports.outbound)
         try:
             writer.write(  # head and empty body in one write: the body has ended on arrival
@@ -193,7 +192,7 @@ async def test_a_chunked_body_that_had_ended_empty_goes_to_another_endpoint(
 
 async def test_a_version_the_split_chose_is_kept_on_the_second_try(tmp_path: Path) -> None:
     async with mesh(tmp_path, [DEAD_APP, None, None], versions=["v1", "v2", "v1"]) as m:
-        m.route(split={"v1": 100, "v2": 0})
+        await m.route(split={"v1": 100, "v2": 0})
         answers = [await get(m) for _ in range(4)]
         assert answers == [(200, "catalog-v1-3", None)] * 4
         assert m.instances[1].served == 0
@@ -220,7 +219,7 @@ async def test_a_post_with_a_body_is_never_sent_twice(tmp_path: Path, dead: str)
             assert "catalog-v1-1" in await r.text()
         assert m.instances[1].served == 0, "a request whose body was sent once went again"
         (record,) = await wait_outbound(m, 1)
-        assert (record.instance, record.status) == ("catalog-v1-1", 503)
+        assert (record["instance"], record["status"]) == ("catalog-v1-1", 503)
 
 
 @pytest.mark.parametrize("dead", [DEAD_APP, DEAD_SIDECAR])
@@ -230,9 +229,9 @@ async def test_a_single_dead_endpoint_answers_503_once(tmp_path: Path, dead: str
         assert (status, error) == (503, "connect-failure")
         assert "catalog-v1-1" in text
         (record,) = await wait_outbound(m, 1)
-        assert (record.instance, record.status) == ("catalog-v1-1", 503)
+        assert (record["instance"], record["status"]) == ("catalog-v1-1", 503)
         if dead == DEAD_APP:
-            assert len(m.instances[0].inbound_records()) == 1, "tried more than once"
+            assert len(await m.instances[0].inbound_records(1)) == 1, "tried more than once"
 
 
 async def test_two_dead_endpoints_are_tried_once_each(tmp_path: Path) -> None:
@@ -240,9 +239,9 @@ async def test_two_dead_endpoints_are_tried_once_each(tmp_path: Path) -> None:
         status, text, error = await get(m)
         assert (status, error) == (503, "connect-failure")
         assert "catalog-v1-2" in text, "the caller gets the answer of the try that answered"
-        assert [len(i.inbound_records()) for i in m.instances] == [1, 1]
         (record,) = await wait_outbound(m, 1)
-        assert (record.instance, record.status) == ("catalog-v1-2", 503)
+        assert (record["instance"], record["status"]) == ("catalog-v1-2", 503)
+        assert [len(await i.inbound_records(1)) for i in m.instances] == [1, 1]
 
 
 async def test_an_app_s_own_connect_failure_503_is_not_taken_for_the_mesh_s(
@@ -257,9 +256,20 @@ async def test_an_app_s_own_connect_failure_503_is_not_taken_for_the_mesh_s(
 
 
 async def test_an_app_that_answers_is_not_reported(tmp_path: Path) -> None:
+    # A request whose connection the app refused turns a ready instance unhealthy at once;
+    # an answer, a 500 too, is no such thing: its sidecar says nothing new of its health.
     async def failing(request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(status=500, text="broken")
 
     async with mesh(tmp_path, [failing]) as m:
+        sidecar = m.instances[0].sidecar
+        assert sidecar is not None
+
+        def health() -> list[Wire]:
+            return [sidecar.link.hello["health"], *sidecar.link.of_type("health")]
+
+        await m.plane.wait(lambda: health()[-1]["state"] == "ready", "catalog to be ready")
+        told = len(health())
         assert (await get(m))[0] == 500
-        assert m.instances[0].refused == []
+        assert statuses(await m.instances[0].inbound_records(1)) == [(500, None)]
+        assert health()[told:] == [], "an answer was reported as the app refusing"
