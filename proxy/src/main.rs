@@ -10,6 +10,9 @@
 //! `ready_file` report the ports bound; a port it cannot bind is exit status 3), then
 //! links to the control plane and probes its app. On SIGTERM it says `leaving` first,
 //! hands over what telemetry it has, then stops listening.
+//!
+//! `devmesh-proxy intercept ARGS` is instead the init step that installs the redirects
+//! of transparent interception (`devmesh_proxy::interception`), and exits.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -77,6 +80,9 @@ fn filter(level: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("intercept") {
+        return ExitCode::from(devmesh_proxy::interception::main(std::env::args().skip(2)));
+    }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(text) => {

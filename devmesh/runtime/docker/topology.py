@@ -210,6 +210,20 @@ def service_spec(
     )
 
 
+RUST_SIDECAR_REPOSITORY = "devmesh/sidecar-rust"
+"""The Rust sidecar image's repository (built by ``sidecar_image``)."""
+RUST_SIDECAR_BINARY = "/usr/local/bin/devmesh-proxy"
+"""Where the Rust sidecar image holds the binary (its entrypoint)."""
+
+
+def init_entrypoint(sidecar_image: str) -> list[str]:
+    """The init step's program in ``sidecar_image``: the Rust image's binary, else
+    ``python -m proxy.interception`` (the same arguments either way)."""
+    if sidecar_image.startswith(f"{RUST_SIDECAR_REPOSITORY}:"):
+        return [RUST_SIDECAR_BINARY, "intercept"]
+    return ["python3", "-m", "proxy.interception"]
+
+
 def init_spec(project: Project, sidecar: ContainerSpec, settings: MeshSettings) -> ContainerSpec:
     """The one-shot step that installs the redirects in ``sidecar``'s namespace."""
     service = project.services[sidecar.service]
@@ -232,7 +246,7 @@ def init_spec(project: Project, sidecar: ContainerSpec, settings: MeshSettings) 
         service=sidecar.service,
         version=sidecar.version,
         image=settings.sidecar_image,
-        entrypoint=["python3", "-m", "proxy.interception"],
+        entrypoint=init_entrypoint(settings.sidecar_image),
         command=command,
         join=sidecar.name,
         user="0:0",
