@@ -54,7 +54,13 @@ pub fn rules(plan: &Plan) -> Vec<Vec<String>> {
     }
     let out = s(&["-t", "nat", "-A", OUTBOUND_CHAIN]);
     let uid = plan.proxy_uid.to_string();
-    commands.push([out.clone(), s(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"])].concat());
+    commands.push(
+        [
+            out.clone(),
+            s(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]),
+        ]
+        .concat(),
+    );
     commands.push([out.clone(), s(&["-d", "127.0.0.0/8", "-j", "RETURN"])].concat());
     let mut ports = plan.redirect_ports.clone();
     ports.sort_unstable();
@@ -172,7 +178,13 @@ pub fn apply(plan: &Plan, runner: &mut impl Runner) -> Result<Vec<String>, Strin
             // the jump is missing: add it
             let hook_rule: Vec<String> = args
                 .iter()
-                .map(|a| if a == "-C" { "-A".to_string() } else { a.clone() })
+                .map(|a| {
+                    if a == "-C" {
+                        "-A".to_string()
+                    } else {
+                        a.clone()
+                    }
+                })
                 .collect();
             let added = runner.run(&hook_rule)?;
             if !added.success {

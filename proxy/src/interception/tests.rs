@@ -162,7 +162,10 @@ fn applying_again_keeps_the_chains_and_adds_a_missing_jump_once() {
             (true, ""),
             (false, "iptables: Chain already exists."),
             (true, ""),
-            (false, "iptables: Bad rule (does a matching rule exist in that chain?)."),
+            (
+                false,
+                "iptables: Bad rule (does a matching rule exist in that chain?).",
+            ),
         ]),
         ran: Vec::new(),
     };
@@ -174,7 +177,10 @@ fn applying_again_keeps_the_chains_and_adds_a_missing_jump_once() {
         .ran
         .contains(&"-t nat -A OUTPUT -p tcp -j DEVMESH_OUTBOUND".to_string()));
     assert!(!done.iter().any(|l| l.contains(" -N ")));
-    assert_eq!(done.last().unwrap(), "iptables -t nat -A DEVMESH_INBOUND -p tcp --dport 8080 -j REDIRECT --to-ports 15006");
+    assert_eq!(
+        done.last().unwrap(),
+        "iptables -t nat -A DEVMESH_INBOUND -p tcp --dport 8080 -j REDIRECT --to-ports 15006"
+    );
 }
 
 #[test]
@@ -192,7 +198,9 @@ fn a_real_program_that_fails_is_reported_with_its_stderr() {
     assert_eq!(find_iptables(Some(dir.as_os_str())), Some(failing.clone()));
     let err = apply(&plan(15001, 15006, &[80], None), &mut Program(failing)).unwrap_err();
     assert!(
-        err.starts_with("`iptables -t nat -F DEVMESH_OUTBOUND` failed: iptables: Permission denied"),
+        err.starts_with(
+            "`iptables -t nat -F DEVMESH_OUTBOUND` failed: iptables: Permission denied"
+        ),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -200,7 +208,10 @@ fn a_real_program_that_fails_is_reported_with_its_stderr() {
 
 #[test]
 fn no_iptables_on_the_path_says_what_to_do() {
-    assert_eq!(find_iptables(Some(std::ffi::OsStr::new("/nonexistent"))), None);
+    assert_eq!(
+        find_iptables(Some(std::ffi::OsStr::new("/nonexistent"))),
+        None
+    );
     assert_eq!(find_iptables(None), None);
     assert!(NO_IPTABLES.contains("interception: env"));
 }
