@@ -15,6 +15,9 @@
 //! without privileges; [`apply`] runs them, and `devmesh-proxy intercept ...`
 //! (the arguments of `python -m proxy.interception`) is the init step's command.
 //! Applying is idempotent: devmesh's chains are flushed and filled again.
+//!
+//! [`probe`] is the other one-shot command the docker runtime runs in a sidecar's
+//! namespace: a health probe of the app after a restart.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -290,6 +293,8 @@ pub fn main(args: impl IntoIterator<Item = String>) -> u8 {
         }
     }
 }
+
+pub mod probe;
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,8 @@
 //! hands over what telemetry it has, then stops listening.
 //!
 //! `devmesh-proxy intercept ARGS` is instead the init step that installs the redirects
-//! of transparent interception (`devmesh_proxy::interception`), and exits.
+//! of transparent interception (`devmesh_proxy::interception`), and exits;
+//! `devmesh-proxy probe ARGS` probes the app once (`interception::probe`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -80,8 +81,16 @@ fn filter(level: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("intercept") {
-        return ExitCode::from(devmesh_proxy::interception::main(std::env::args().skip(2)));
+    match std::env::args().nth(1).as_deref() {
+        Some("intercept") => {
+            return ExitCode::from(devmesh_proxy::interception::main(std::env::args().skip(2)))
+        }
+        Some("probe") => {
+            return ExitCode::from(devmesh_proxy::interception::probe::main(
+                std::env::args().skip(2),
+            ))
+        }
+        _ => {}
     }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,

@@ -216,10 +216,15 @@ RUST_SIDECAR_BINARY = "/usr/local/bin/devmesh-proxy"
 """Where the Rust sidecar image holds the binary (its entrypoint)."""
 
 
+def is_rust_sidecar_image(image: str) -> bool:
+    """Whether ``image`` (a container's image, as Docker names it) is the Rust sidecar's."""
+    return image.startswith(f"{RUST_SIDECAR_REPOSITORY}:")
+
+
 def init_entrypoint(sidecar_image: str) -> list[str]:
     """The init step's program in ``sidecar_image``: the Rust image's binary, else
     ``python -m proxy.interception`` (the same arguments either way)."""
-    if sidecar_image.startswith(f"{RUST_SIDECAR_REPOSITORY}:"):
+    if is_rust_sidecar_image(sidecar_image):
         return [RUST_SIDECAR_BINARY, "intercept"]
     return ["python3", "-m", "proxy.interception"]
 

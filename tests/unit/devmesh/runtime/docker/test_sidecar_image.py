@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from devmesh.runtime.docker.readiness import probe_argv
 from devmesh.runtime.docker.sidecar_image import (
     DOCKERFILE,
     RUST_BINARY,
@@ -33,3 +34,19 @@ def test_the_rust_image_holds_the_binary_as_its_entrypoint_and_iptables_for_the_
 def test_the_python_image_is_unchanged() -> None:
     assert 'ENTRYPOINT ["python3", "-m", "proxy"]' in DOCKERFILE
     assert init_entrypoint("devmesh/sidecar:0123abcd") == ["python3", "-m", "proxy.interception"]
+
+
+def test_the_probe_after_a_restart_is_the_binary_s_in_the_rust_image() -> None:
+    rust = f"{RUST_REPOSITORY}:0123abcd"
+    assert probe_argv(rust, 8000, "/healthz") == [
+        RUST_BINARY,
+        "probe",
+        "--port",
+        "8000",
+        "--path",
+        "/healthz",
+    ]
+    assert probe_argv(rust, 8000, None) == [RUST_BINARY, "probe", "--port", "8000"]
+    python = probe_argv("devmesh/sidecar:0123abcd", 8000, None)
+    assert python[:2] == ["python3", "-c"]
+    assert "8000" in python[2]
