@@ -3,8 +3,10 @@
 Two data planes live side by side while the Rust sidecar is built (issue 17): the
 Python one (``python -m proxy``), the default, and the Rust one (``devmesh-proxy``,
 the binary of the ``proxy/`` crate). ``$DEVMESH_DATAPLANE`` picks one: ``python`` or
-``rust``. It is a developer's switch, not for users yet: the Rust sidecar runs only
-on the local runtime, and does not proxy traffic yet.
+``rust``. It is a developer's switch, not for users yet. On the local runtime the
+Rust sidecar is a process of the binary found by ``choose``; on the docker runtime
+it is the static (musl) build of the crate, ``MUSL_BINARY``, in an image of its own
+(``devmesh.runtime.docker.sidecar_image``), and ``docker_binary`` finds it.
 
 The choice is made from values passed in (the environment, the crate's folder, a
 test of which files exist), so that it is tested without files or processes;
@@ -28,6 +30,12 @@ DATAPLANE_ENV = "DEVMESH_DATAPLANE"
 PROXY_BIN_ENV = "DEVMESH_PROXY_BIN"
 """The Rust sidecar's binary, where it is not in the crate's ``target/`` folder."""
 BUILD_COMMAND = "cargo build --release --manifest-path proxy/Cargo.toml"
+MUSL_TARGET = "x86_64-unknown-linux-musl"
+MUSL_BINARY = Path("target") / MUSL_TARGET / "release" / "devmesh-proxy"
+"""The static binary the docker runtime's Rust sidecar image holds, in the crate's folder."""
+MUSL_BUILD_COMMAND = (
+    f"cargo build --release --target {MUSL_TARGET} --manifest-path proxy/Cargo.toml"
+)
 
 Kind = Literal["python", "rust"]
 KINDS: tuple[Kind, ...] = ("python", "rust")
@@ -99,14 +107,22 @@ def choose(
     )
 
 
-def refuse_on_docker(env: Mapping[str, str]) -> None:
-    """Refuse the Rust data plane on the Docker runtime (its image holds the Python one)."""
-    if kind_of(env) == "rust":
+def docker_binary(
+    env: Mapping[str, str], crate_dir: Path, exists: Callable[[Path], bool]
+) -> Path | None:
+    """The static binary of the Rust sidecar for the docker runtime when ``env`` asks for
+    the Rust data plane (``None``: the Python one); refused if it is not built."""
+    if kind_of(env) == "python":
+        return None
+    binary = crate_dir / MUSL_BINARY
+    if not exists(binary):
         raise UsageError(
-            f"{DATAPLANE_ENV} is rust, and the Rust data plane runs only on the local "
-            "runtime for now",
-            f"run with `--runtime local`, or unset {DATAPLANE_ENV} for the Python sidecar",
+            f"{DATAPLANE_ENV} is rust, but the docker runtime needs the static devmesh-proxy "
+            f"binary at {binary}, and there is none",
+            f"build it with `rustup target add {MUSL_TARGET}`, `apt-get install musl-tools` "
+            f"and `{MUSL_BUILD_COMMAND}`, or unset {DATAPLANE_ENV} for the Python sidecar",
         )
+    return binary
 
 
 def crate_dir() -> Path:

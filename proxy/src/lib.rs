@@ -13,9 +13,12 @@
 //!   paused clock.
 //! - [`security`]: authorization (path normalisation and rule matching), and
 //!   later mTLS and identity.
+//! - [`interception`]: the iptables rules of transparent interception (the
+//!   init step's `devmesh-proxy intercept`).
 
 pub mod control;
 pub mod engine;
+pub mod interception;
 pub mod invalid;
 pub mod policy;
 pub mod security;

@@ -10,6 +10,10 @@
 //! `ready_file` report the ports bound; a port it cannot bind is exit status 3), then
 //! links to the control plane and probes its app. On SIGTERM it says `leaving` first,
 //! hands over what telemetry it has, then stops listening.
+//!
+//! `devmesh-proxy intercept ARGS` is instead the init step that installs the redirects
+//! of transparent interception (`devmesh_proxy::interception`), and exits;
+//! `devmesh-proxy probe ARGS` probes the app once (`interception::probe`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -77,6 +81,17 @@ fn filter(level: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("intercept") => {
+            return ExitCode::from(devmesh_proxy::interception::main(std::env::args().skip(2)))
+        }
+        Some("probe") => {
+            return ExitCode::from(devmesh_proxy::interception::probe::main(
+                std::env::args().skip(2),
+            ))
+        }
+        _ => {}
+    }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(text) => {

@@ -24,7 +24,12 @@ from devmesh.runtime.controlplane import (
     is_ready,
 )
 from devmesh.runtime.docker import containers, labels
-from devmesh.runtime.docker.topology import ContainerSpec
+from devmesh.runtime.docker.daemon import docker_errors
+from devmesh.runtime.docker.topology import (
+    RUST_SIDECAR_BINARY,
+    ContainerSpec,
+    is_rust_sidecar_image,
+)
 
 SIDECAR_CONNECT_TIMEOUT = 30.0
 POLL = 0.2
@@ -123,15 +128,12 @@ class Watch:
         """
         if spec.port is None:
             return
-        check = probe_script(spec.port, spec.health.path)
+        sidecar = self.name(spec.id, "sidecar")
+        image = await asyncio.to_thread(self._image_of, sidecar)
+        check = probe_argv(image, spec.port, spec.health.path)
         deadline = time.monotonic() + spec.health.start_timeout
         while True:
-            code, _ = await asyncio.to_thread(
-                containers.exec_in,
-                self.client,
-                self.name(spec.id, "sidecar"),
-                ["python3", "-c", check],
-            )
+            code, _ = await asyncio.to_thread(containers.exec_in, self.client, sidecar, check)
             if code == 0:
                 return
             self.check_running([self.name(spec.id, "service")])
@@ -142,6 +144,24 @@ class Watch:
                     f"see `devmesh logs {spec.id}`",
                 )
             await asyncio.sleep(POLL)
+
+    def _image_of(self, name: str) -> str:
+        with docker_errors(f"inspecting {name}"):
+            return str(self.client.containers.get(name).attrs["Config"]["Image"])
+
+
+def probe_argv(sidecar_image: str, port: int, path: str | None) -> list[str]:
+    """The command, run in the sidecar, that exits 0 when the instance's check passes:
+    ``devmesh-proxy probe`` in the Rust sidecar image, else ``probe_script``."""
+    if is_rust_sidecar_image(sidecar_image):
+        return [
+            RUST_SIDECAR_BINARY,
+            "probe",
+            "--port",
+            str(port),
+            *(["--path", path] if path else []),
+        ]
+    return ["python3", "-c", probe_script(port, path)]
 
 
 def probe_script(port: int, path: str | None) -> str:

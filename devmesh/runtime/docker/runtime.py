@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -40,12 +41,12 @@ from devmesh.runtime.controlplane import (
     start_controlplane,
     wait_converged,
 )
-from devmesh.runtime.dataplane import refuse_on_docker
+from devmesh.runtime.dataplane import crate_dir, docker_binary
 from devmesh.runtime.docker import containers, labels, reconcile
 from devmesh.runtime.docker.builds import build_jobs, build_service_image, check_job, local_image_id
 from devmesh.runtime.docker.daemon import connect
 from devmesh.runtime.docker.readiness import Watch
-from devmesh.runtime.docker.sidecar_image import ensure_sidecar_image
+from devmesh.runtime.docker.sidecar_image import ensure_rust_sidecar_image, ensure_sidecar_image
 from devmesh.runtime.docker.teardown import forget_record, remove_project
 from devmesh.runtime.docker.topology import (
     ContainerSpec,
@@ -90,6 +91,8 @@ class DockerRuntime:
         self.project_dir = str(workspace.project_dir)
         self._pool: ThreadPoolExecutor | None = None
         self._created: list[str] = []
+        self.rust_binary: Path | None = None
+        """The Rust sidecar's static binary, when ``$DEVMESH_DATAPLANE`` is rust (set by ``up``)."""
         """Containers this run created (to remove them, and only them, if it fails)."""
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -104,7 +107,8 @@ class DockerRuntime:
     # -- up ------------------------------------------------------------------------
 
     async def up(self) -> None:
-        refuse_on_docker(os.environ)  # its sidecar image holds the Python sidecar
+        # The Rust data plane's static binary, checked before anything is touched.
+        self.rust_binary = docker_binary(os.environ, crate_dir(), Path.is_file)
         check_runnable(self.project)
         for job in build_jobs(self.project):
             check_job(job)
@@ -221,7 +225,13 @@ class DockerRuntime:
         """The image of every instance by id, and the sidecar image under ``""``."""
         began = time.monotonic()
         self.progress.begin(f"sidecar image on {self.base_image}")
-        tag, built = ensure_sidecar_image(client, self.base_image, self._step("sidecar image"))
+        on_line = self._step("sidecar image")
+        if self.rust_binary is not None:
+            tag, built = ensure_rust_sidecar_image(
+                client, self.base_image, self.rust_binary, on_line
+            )
+        else:
+            tag, built = ensure_sidecar_image(client, self.base_image, on_line)
         self.progress.done(
             "sidecar image", f"{tag} {'built' if built else 'up to date'}", _since(began)
         )

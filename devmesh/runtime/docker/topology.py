@@ -210,6 +210,25 @@ def service_spec(
     )
 
 
+RUST_SIDECAR_REPOSITORY = "devmesh/sidecar-rust"
+"""The Rust sidecar image's repository (built by ``sidecar_image``)."""
+RUST_SIDECAR_BINARY = "/usr/local/bin/devmesh-proxy"
+"""Where the Rust sidecar image holds the binary (its entrypoint)."""
+
+
+def is_rust_sidecar_image(image: str) -> bool:
+    """Whether ``image`` (a container's image, as Docker names it) is the Rust sidecar's."""
+    return image.startswith(f"{RUST_SIDECAR_REPOSITORY}:")
+
+
+def init_entrypoint(sidecar_image: str) -> list[str]:
+    """The init step's program in ``sidecar_image``: the Rust image's binary, else
+    ``python -m proxy.interception`` (the same arguments either way)."""
+    if is_rust_sidecar_image(sidecar_image):
+        return [RUST_SIDECAR_BINARY, "intercept"]
+    return ["python3", "-m", "proxy.interception"]
+
+
 def init_spec(project: Project, sidecar: ContainerSpec, settings: MeshSettings) -> ContainerSpec:
     """The one-shot step that installs the redirects in ``sidecar``'s namespace."""
     service = project.services[sidecar.service]
@@ -232,7 +251,7 @@ def init_spec(project: Project, sidecar: ContainerSpec, settings: MeshSettings) 
         service=sidecar.service,
         version=sidecar.version,
         image=settings.sidecar_image,
-        entrypoint=["python3", "-m", "proxy.interception"],
+        entrypoint=init_entrypoint(settings.sidecar_image),
         command=command,
         join=sidecar.name,
         user="0:0",

@@ -13,12 +13,14 @@ from devmesh.errors import UsageError
 from devmesh.runtime.dataplane import (
     BUILD_COMMAND,
     DATAPLANE_ENV,
+    MUSL_BINARY,
+    MUSL_BUILD_COMMAND,
     PROXY_BIN_ENV,
     DataPlane,
     choose,
     crate_dir,
+    docker_binary,
     kind_of,
-    refuse_on_docker,
     rust_candidates,
 )
 from devmesh.runtime.docker.runtime import DockerRuntime
@@ -110,21 +112,35 @@ def test_the_python_data_plane_ignores_devmesh_proxy_bin() -> None:
     assert pick({PROXY_BIN_ENV: "/opt/none"}).kind == "python"
 
 
+MUSL = CRATE / "target" / "x86_64-unknown-linux-musl" / "release" / "devmesh-proxy"
+
+
 @pytest.mark.parametrize("env", [{}, {DATAPLANE_ENV: "python"}])
-def test_the_docker_runtime_takes_the_python_data_plane(env: dict[str, str]) -> None:
-    refuse_on_docker(env)
+def test_the_docker_runtime_takes_the_python_data_plane_by_default(env: dict[str, str]) -> None:
+    assert docker_binary(env, CRATE, existing(MUSL).__contains__) is None
 
 
-def test_the_docker_runtime_refuses_the_rust_data_plane_whether_built_or_not() -> None:
+def test_the_docker_runtime_takes_the_static_rust_binary_when_it_is_built() -> None:
+    assert CRATE / MUSL_BINARY == MUSL
+    env = {DATAPLANE_ENV: "rust", PROXY_BIN_ENV: "/opt/none"}
+    assert docker_binary(env, CRATE, existing(MUSL, RELEASE).__contains__) == MUSL
+
+
+def test_the_docker_runtime_refuses_rust_without_the_static_binary_saying_how_to_build_it() -> None:
     with pytest.raises(UsageError) as refused:
-        refuse_on_docker({DATAPLANE_ENV: "rust", PROXY_BIN_ENV: "/opt/none"})
+        docker_binary({DATAPLANE_ENV: "rust"}, CRATE, existing(RELEASE, DEBUG).__contains__)
     assert refused.value.message == (
-        "DEVMESH_DATAPLANE is rust, and the Rust data plane runs only on the local runtime for now"
+        f"DEVMESH_DATAPLANE is rust, but the docker runtime needs the static devmesh-proxy "
+        f"binary at {MUSL}, and there is none"
     )
     assert refused.value.hint is not None
-    assert "--runtime local" in refused.value.hint
+    assert f"`{MUSL_BUILD_COMMAND}`" in refused.value.hint
+    assert MUSL_BUILD_COMMAND == (
+        "cargo build --release --target x86_64-unknown-linux-musl --manifest-path proxy/Cargo.toml"
+    )
+    assert "musl-tools" in refused.value.hint
     with pytest.raises(UsageError, match="must be python or rust"):
-        refuse_on_docker({DATAPLANE_ENV: "go"})
+        docker_binary({DATAPLANE_ENV: "go"}, CRATE, existing(MUSL).__contains__)
 
 
 def test_the_crate_is_the_folder_of_the_python_sidecar() -> None:
@@ -137,12 +153,13 @@ def test_the_crate_is_the_folder_of_the_python_sidecar() -> None:
 PROJECT = {"name": "demo", "services": {"web": {"image": "web:1", "command": "true"}}}
 
 
-def test_docker_up_refuses_rust_before_it_touches_anything(
+def test_docker_up_refuses_rust_without_its_binary_before_it_touches_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(DATAPLANE_ENV, "rust")
+    monkeypatch.setattr("devmesh.runtime.docker.runtime.crate_dir", lambda: tmp_path / "crate")
     workspace = Workspace(tmp_path)
-    with pytest.raises(UsageError, match="runs only on the local runtime"):
+    with pytest.raises(UsageError, match="needs the static devmesh-proxy binary"):
         asyncio.run(DockerRuntime(parse_project(PROJECT), workspace).up())
     assert not workspace.root.exists(), "nothing was made"
 

@@ -18,6 +18,7 @@ from devmesh.runtime.docker.topology import (
     MeshSettings,
     desired_containers,
     gateway_spec,
+    init_entrypoint,
     init_spec,
     redirect_ports,
     service_spec,
@@ -312,6 +313,17 @@ def test_init_step_redirects_port_80_and_every_service_port_and_names_the_app_po
     boot = bootstrap_of(sidecar(project, "catalog-v1-1"))
     assert given["--outbound-port"] == str(boot.outbound_port)
     assert given["--inbound-port"] == str(boot.inbound_port)
+
+
+def test_init_step_runs_the_rust_subcommand_in_the_rust_sidecar_image() -> None:
+    project = shop()
+    rust = replace(SETTINGS, sidecar_image="devmesh/sidecar-rust:0123abcd")
+    python_step = init_spec(project, sidecar(project, "catalog-v1-1"), SETTINGS)
+    rust_step = init_spec(project, sidecar(project, "catalog-v1-1"), rust)
+    assert python_step.entrypoint == ["python3", "-m", "proxy.interception"]
+    assert rust_step.entrypoint == ["/usr/local/bin/devmesh-proxy", "intercept"]
+    assert rust_step.command == python_step.command, "the same arguments either way"
+    assert init_entrypoint("sha256:0123") == ["python3", "-m", "proxy.interception"]
 
 
 def test_init_step_of_a_service_without_port_has_no_app_port() -> None:
