@@ -462,9 +462,7 @@ class TappedLink:
         """The identities it was sent and said it installed (``identity-ack``), in order."""
         acked = [m.get("fingerprint") for m in self.of_type("identity-ack")]
         return [
-            m
-            for m in self.told
-            if m.get("type") == "identity" and m.get("fingerprint") in acked
+            m for m in self.told if m.get("type") == "identity" and m.get("fingerprint") in acked
         ]
 
 
@@ -537,9 +535,7 @@ class WireTap:
             except TimeoutError:
                 pytest.fail(f"timed out after {within:g}s waiting for {what}")
 
-    async def said(
-        self, instance: str, kind: str, since: int = 0, within: float = 10.0
-    ) -> Wire:
+    async def said(self, instance: str, kind: str, since: int = 0, within: float = 10.0) -> Wire:
         """Wait until ``instance``'s sidecar said a message of type ``kind`` from its
         ``since``-th on; the first such."""
 
@@ -555,7 +551,8 @@ class WireTap:
         answer: every message it was sent before has been taken by then (it answers in
         order). The answer goes on to the control plane, which sent that snapshot."""
         link = self.link(instance)
-        assert link.connected and link.down is not None, f"{instance} is linked"
+        assert link.connected, f"{instance} is linked"
+        assert link.down is not None
         [*_, last] = link.snapshots()
         since = len(link.said)
         message = {"type": "snapshot", "snapshot": last}

@@ -21,13 +21,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from devmesh.client import ControlPlaneClient
 from devmesh.config import dump_project, parse_project
 from devmesh.controlplane.api import ControlPlaneAPI
 from devmesh.controlplane.mesh import Mesh
 from devmesh.controlplane.store import StateStore
 from devmesh.errors import ConfigError, DevmeshError, UsageError
 from devmesh.workspace import Workspace
-from devmesh.client import ControlPlaneClient
 from tests.integration.meshkit import (
     PROJECT,
     ControlPlane,

@@ -47,9 +47,7 @@ async def test_a_held_instance_s_calls_wait_for_its_new_app_and_none_fails(
     async with AsyncExitStack() as old, AsyncExitStack() as stack:
         port = await old.enter_async_context(serve(old_app))
         tap = await stack.enter_async_context(wire_tap(controlplane))
-        await stack.enter_async_context(
-            tapped_sidecar(tap, "catalog-v1-1", "catalog", "v1", port)
-        )
+        await stack.enter_async_context(tapped_sidecar(tap, "catalog-v1-1", "catalog", "v1", port))
         frontend = await stack.enter_async_context(
             sidecar_process(controlplane, "frontend-1", "frontend", "default", None)
         )

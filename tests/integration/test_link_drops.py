@@ -7,6 +7,7 @@ is the link to cut, and shows what each sidecar was told and said."""
 
 from __future__ import annotations
 
+import functools
 from contextlib import AsyncExitStack
 
 import aiohttp
@@ -17,6 +18,7 @@ from proxy import appgate
 from proxy.control import STREAM_PATH
 from tests.integration.meshkit import (
     ControlPlane,
+    TappedLink,
     Wire,
     all_synced,
     app_server,
@@ -41,6 +43,11 @@ def catalog_endpoints(snapshots: list[Wire]) -> list[set[str]]:
 BOTH = {"catalog-v1-1", "catalog-v2-1"}
 
 
+def dialed_again(link: TappedLink, hellos: int) -> bool:
+    """The sidecar of ``link`` is linked, and said at least ``hellos`` hellos so far."""
+    return link.connected and link.hellos >= hellos
+
+
 async def test_a_link_that_drops_and_comes_back_changes_no_routing(
     controlplane: ControlPlane,
 ) -> None:
@@ -59,16 +66,11 @@ async def test_a_link_that_drops_and_comes_back_changes_no_routing(
 
         await wait_until(lambda: routed_to(BOTH), "the frontend knows both instances")
         v1, seen_from = tap.link("catalog-v1-1"), len(tap.link("frontend-1").told)
-        for _ in range(3):
-            hellos = v1.hellos
+        for dials in range(v1.hellos + 1, v1.hellos + 4):
             tap.cut("catalog-v1-1")
             await tap.wait(lambda: not v1.connected, "the link to drop")
-            await tap.wait(
-                lambda: v1.connected and v1.hellos > hellos, "the sidecar to dial again"
-            )
-        await wait_until(
-            lambda: "catalog-v1-1" in controlplane.mesh.proxies, "it said hello again"
-        )
+            await tap.wait(functools.partial(dialed_again, v1, dials), "the sidecar to dial again")
+        await wait_until(lambda: "catalog-v1-1" in controlplane.mesh.proxies, "it said hello again")
         assert await call_through(frontend, "catalog") == (200, "catalog-v1")
         seen = catalog_endpoints(tap.link("frontend-1").snapshots(seen_from))
         assert all(endpoints == BOTH for endpoints in seen), seen
@@ -106,9 +108,7 @@ async def test_an_instance_away_past_the_grace_period_leaves_routing(
 
         await wait_until(shown_disconnected, "status to show it disconnected, still routed to")
         assert await routed() == BOTH, "within the grace period it keeps its place"
-        await wait_until(
-            lambda: routed_to({"catalog-v2-1"}), "it to leave routing after the grace"
-        )
+        await wait_until(lambda: routed_to({"catalog-v2-1"}), "it to leave routing after the grace")
 
 
 async def test_a_sidecar_that_stops_leaves_routing_at_once(
@@ -211,12 +211,12 @@ async def test_a_hold_that_is_never_released_ends_by_itself_on_both_sides(
             sidecar_process(controlplane, "frontend-1", "frontend", "default", None) as frontend,
             controlplane.client() as client,
         ):
-            await wait_until(
-                lambda: endpoints_held(controlplane, client, "frontend-1", "catalog"), "routed"
-            )
-            assert await endpoints_held(controlplane, client, "frontend-1", "catalog") == {
-                "catalog-v1-1"
-            }
+
+            async def routed() -> bool:
+                held = await endpoints_held(controlplane, client, "frontend-1", "catalog")
+                return held == {"catalog-v1-1"}
+
+            await wait_until(routed, "routed")
             since = len(tap.link("catalog-v1-1").said)
             await client.hold("catalog-v1-1")  # and the restart that should release it never ends
             await tap.said("catalog-v1-1", "held", since)
@@ -228,6 +228,4 @@ async def test_a_hold_that_is_never_released_ends_by_itself_on_both_sides(
             await wait_until(lambda: not proxy.held, "the control plane to hear of it")
             assert await call_through(frontend, "catalog") == (200, "catalog-v1")
             await app.aclose()  # the app goes away: its health is reported again
-            await wait_until(
-                lambda: proxy.health == "unhealthy", "its health to be reported again"
-            )
+            await wait_until(lambda: proxy.health == "unhealthy", "its health to be reported again")
