@@ -415,7 +415,12 @@ async def test_a_deny_rule_answers_403_with_its_reason_and_is_counted(plane: Con
         async def counted() -> bool:
             edges = (await client.status())["edges"]
             edge = next((e for e in edges if e["destination"] == "catalog"), None)
-            return edge is not None and edge["security"]["denied"] == 1
+            # Both requests' records came (the allowed one may come in a later message).
+            return (
+                edge is not None
+                and edge["security"]["denied"] == 1
+                and edge["security"]["mtls_requests"] >= 2
+            )
 
         await wait_until(counted, "status counts the denial on frontend -> catalog")
         edge = next(e for e in (await client.status())["edges"] if e["destination"] == "catalog")
