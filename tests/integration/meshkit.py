@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from devmesh.runtime.dataplane import selected
 from devmesh.runtime.environment import infra_env
 from devmesh.workspace import Workspace, read_json
 from proxy.bootstrap import Bootstrap
+from proxy.control import STREAM_PATH
 from proxy.runner import SidecarRunner
 from proxy.snapshot import Snapshot
 
@@ -405,3 +406,265 @@ async def relay(target_port: int) -> AsyncIterator[Relay]:
         yield link
     finally:
         await link.stop()
+
+
+# -- a tap on the sidecars' links to the real control plane (added for the black-box ------
+# -- test_security / test_hold / test_link_drops / test_controlplane) ---------------------
+
+Wire = dict[str, Any]
+"""One JSON object as it went over a link."""
+
+
+@dataclass
+class TappedLink:
+    """What went over one sidecar's link through a ``WireTap`` (kept across its dials)."""
+
+    instance: str
+    said: list[Wire] = field(default_factory=list)
+    """Every message the sidecar sent, its hellos included, in order."""
+    told: list[Wire] = field(default_factory=list)
+    """Every message it was sent (by the control plane, or by the tap), in order."""
+    down: web.WebSocketResponse | None = None
+    up: aiohttp.ClientWebSocketResponse | None = None
+    request: web.BaseRequest | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.down is not None and not self.down.closed
+
+    @property
+    def hellos(self) -> int:
+        """How many times it said hello: how many times it dialed and linked."""
+        return len(self.of_type("hello"))
+
+    def of_type(self, kind: str, since: int = 0) -> list[Wire]:
+        """Its messages of type ``kind`` from the ``since``-th on."""
+        return [m for m in self.said[since:] if m.get("type") == kind]
+
+    def records(self, since: int = 0) -> list[Wire]:
+        """Its telemetry records, from its ``since``-th message on, in order."""
+        return [
+            r
+            for m in self.of_type("telemetry", since)
+            for r in m.get("records", [])
+            if isinstance(r, dict)
+        ]
+
+    def snapshots(self, since: int = 0) -> list[Wire]:
+        """The snapshots it was sent, from the ``since``-th message sent to it on."""
+        return [
+            m["snapshot"]
+            for m in self.told[since:]
+            if m.get("type") == "snapshot" and isinstance(m.get("snapshot"), dict)
+        ]
+
+    def installed(self) -> list[Wire]:
+        """The identities it was sent and said it installed (``identity-ack``), in order."""
+        acked = [m.get("fingerprint") for m in self.of_type("identity-ack")]
+        return [
+            m for m in self.told if m.get("type") == "identity" and m.get("fingerprint") in acked
+        ]
+
+
+class WireTap:
+    """A WebSocket relay between sidecar processes and the real control plane that keeps
+    every message both ways: what the control plane hears from each sidecar, and what
+    each is told, read without reaching into either. It dials the control plane for each
+    sidecar that dials it (answering the control plane's refusal, or 502 if it is away),
+    and can cut links (both ends see them break) or stop (no sidecar can dial again)."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.port = 0
+        self.links: dict[str, TappedLink] = {}
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_get(STREAM_PATH, self._stream)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Stop accepting, and cut what is open."""
+        self.cut()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def cut(self, instance: str | None = None) -> None:
+        """Break the link of ``instance`` (or every link) at once, both ends."""
+        for link in self.links.values():
+            if instance is not None and link.instance != instance:
+                continue
+            if link.request is not None and link.request.transport is not None:
+                link.request.transport.abort()
+            if link.up is not None:
+                transport = link.up.get_extra_info("transport")
+                if transport is not None:
+                    transport.abort()
+
+    def link(self, instance: str) -> TappedLink:
+        """The link of ``instance``'s sidecar (it said hello through the tap)."""
+        found = self.links.get(instance)
+        assert found is not None, f"the sidecar of {instance} has not said hello"
+        return found
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait(self, check: Callable[[], Any], what: str, within: float = 10.0) -> Any:
+        """Wait until ``check()`` is truthy (tried again at each message); its value."""
+        async with self._changed:
+            try:
+                return await asyncio.wait_for(self._changed.wait_for(check), within)
+            except TimeoutError:
+                pytest.fail(f"timed out after {within:g}s waiting for {what}")
+
+    async def said(self, instance: str, kind: str, since: int = 0, within: float = 10.0) -> Wire:
+        """Wait until ``instance``'s sidecar said a message of type ``kind`` from its
+        ``since``-th on; the first such."""
+
+        def found() -> Wire | None:
+            link = self.links.get(instance)
+            return next(iter(link.of_type(kind, since)), None) if link else None
+
+        message: Wire = await self.wait(found, f"a {kind} from {instance}", within)
+        return message
+
+    async def barrier(self, instance: str) -> None:
+        """Send ``instance``'s sidecar again the last snapshot it was sent, and wait for its
+        answer: every message it was sent before has been taken by then (it answers in
+        order). The answer goes on to the control plane, which sent that snapshot."""
+        link = self.link(instance)
+        assert link.connected, f"{instance} is linked"
+        assert link.down is not None
+        [*_, last] = link.snapshots()
+        since = len(link.said)
+        message = {"type": "snapshot", "snapshot": last}
+        link.told.append(message)
+        await link.down.send_json(message)
+        await self.wait(
+            lambda: any(
+                m.get("type") in ("ack", "nack") and m.get("version") == last.get("version")
+                for m in link.said[since:]
+            ),
+            f"the answer of {instance} to snapshot {last.get('version')} again",
+        )
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        headers = {"Authorization": request.headers.get("Authorization", "")}
+        try:
+            up = await self._session.ws_connect(self.plane.url + STREAM_PATH, headers=headers)
+        except aiohttp.WSServerHandshakeError as exc:
+            return web.Response(status=exc.status, text="the control plane refused the link")
+        except (aiohttp.ClientError, OSError):
+            return web.Response(status=502, text="the control plane is away")
+        down = web.WebSocketResponse()
+        await down.prepare(request)
+        link: TappedLink | None = None
+
+        async def from_sidecar() -> None:
+            nonlocal link
+            async for message in down:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    data = message.json()
+                    if link is None and isinstance(data, dict) and data.get("type") == "hello":
+                        instance = str(data["node"]["instance"])
+                        link = self.links.setdefault(instance, TappedLink(instance))
+                        link.down, link.up, link.request = down, up, request
+                    if link is not None and isinstance(data, dict):
+                        link.said.append(data)
+                    await up.send_str(message.data)
+                    await self._notify()
+                elif message.type == aiohttp.WSMsgType.BINARY:
+                    await up.send_bytes(message.data)
+
+        async def from_controlplane() -> None:
+            async for message in up:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    data = message.json()
+                    if link is not None and isinstance(data, dict):
+                        link.told.append(data)
+                    await down.send_str(message.data)
+                    await self._notify()
+                elif message.type == aiohttp.WSMsgType.BINARY:
+                    await down.send_bytes(message.data)
+
+        pumps = [asyncio.ensure_future(from_sidecar()), asyncio.ensure_future(from_controlplane())]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            code = up.close_code or 1001
+            if not down.closed:
+                await down.close(code=code)
+            if not up.closed:
+                await up.close(code=down.close_code or 1001)
+            await self._notify()
+        return down
+
+
+class _DialingTap(ControlPlane):
+    """The real control plane as ``sidecar_process`` uses it, with the tap's address for
+    the sidecar's link: its workspace and its API are the plane's own."""
+
+    def __init__(self, plane: ControlPlane, tap: WireTap) -> None:
+        super().__init__(plane.workspace, plane.cert_ttl)
+        self.real = plane
+        self.tap = tap
+
+    @property
+    def url(self) -> str:
+        return self.tap.url
+
+    @property
+    def mesh(self) -> Mesh:
+        return self.real.mesh
+
+    def client(self, token: str | None = None) -> ControlPlaneClient:
+        return self.real.client(token)
+
+
+@asynccontextmanager
+async def wire_tap(plane: ControlPlane) -> AsyncIterator[WireTap]:
+    """A started ``WireTap`` on ``plane``, stopped on the way out."""
+    tap = WireTap(plane)
+    await tap.start()
+    try:
+        yield tap
+    finally:
+        await tap.stop()
+
+
+@asynccontextmanager
+async def tapped_sidecar(
+    tap: WireTap,
+    instance: str,
+    service: str,
+    version: str,
+    app_port: int | None,
+    **extra: Any,
+) -> AsyncIterator[SidecarProcess]:
+    """``sidecar_process`` on ``tap``'s control plane, its link through ``tap``."""
+    async with sidecar_process(
+        _DialingTap(tap.plane, tap), instance, service, version, app_port, **extra
+    ) as running:
+        yield running

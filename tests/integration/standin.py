@@ -603,3 +603,18 @@ async def wait_breaker(
         found, f"a breakers report from {sidecar.instance} on {service}", within
     )
     return summary
+
+
+# -- the kernel's view of who dials a port (added for test_controlplane) ------------------
+
+
+def dialed_to(remote_port: int) -> set[int]:
+    """The local ports of the TCP connections on 127.0.0.1 to ``remote_port`` whose local
+    end is not closed yet (``/proc/net/tcp``): who still holds a link to that port."""
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], int(fields[3], 16)
+        if state in TCP_OPEN_STATES and int(remote.rsplit(":", 1)[1], 16) == remote_port:
+            ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports

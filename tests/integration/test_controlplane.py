@@ -1,6 +1,7 @@
-"""The control plane with real sidecars on real sockets: as processes (``$DEVMESH_DATAPLANE``
-picks which) where a test uses them through their ports, in this process where it watches
-their router, link or health probe.
+"""The control plane with real sidecars on real sockets, as processes (``$DEVMESH_DATAPLANE``
+picks which), black boxes: what they route by is read from the control plane (the snapshot
+each acked), what they say and whether they are linked from a tap on their link
+(``meshkit.WireTap``).
 
 Covers the API's token, snapshot streaming, telemetry, a stream that drops and
 comes back, a sidecar that starts while the control plane is away, and what
@@ -20,13 +21,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from devmesh.client import ControlPlaneClient
 from devmesh.config import dump_project, parse_project
 from devmesh.controlplane.api import ControlPlaneAPI
 from devmesh.controlplane.mesh import Mesh
 from devmesh.controlplane.store import StateStore
 from devmesh.errors import ConfigError, DevmeshError, UsageError
 from devmesh.workspace import Workspace
-from proxy.runner import SidecarRunner
 from tests.integration.meshkit import (
     PROJECT,
     ControlPlane,
@@ -34,10 +35,13 @@ from tests.integration.meshkit import (
     app_server,
     call_through,
     endpoints_held,
-    sidecar,
     sidecar_process,
+    snapshot_held,
+    tapped_sidecar,
     wait_until,
+    wire_tap,
 )
+from tests.integration.standin import dialed_to
 
 
 def instance_state(status: dict[str, Any], instance: str) -> str | None:
@@ -180,9 +184,10 @@ class KillableApp:
             self._runner = None
 
 
-def catalog_endpoints(runner: SidecarRunner) -> set[str]:
-    route = runner.router.snapshot.routes.get("catalog")
-    return {e.instance for e in route.endpoints} if route is not None else set()
+async def catalog_endpoints(plane: ControlPlane, client: ControlPlaneClient) -> set[str] | None:
+    """The catalog instances the frontend's sidecar routes to (``None``: it does not hold
+    the snapshot in force yet)."""
+    return await endpoints_held(plane, client, "frontend-1", "catalog")
 
 
 async def test_a_killed_app_is_reported_at_once_and_its_callers_fail_over(
@@ -193,48 +198,47 @@ async def test_a_killed_app_is_reported_at_once_and_its_callers_fail_over(
     try:
         async with (
             app_server("catalog-v2") as v2_port,
-            sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1.port) as v1_sidecar,
-            sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
-            sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+            wire_tap(controlplane) as tap,
+            tapped_sidecar(tap, "catalog-v1-1", "catalog", "v1", v1.port),
+            sidecar_process(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+            sidecar_process(controlplane, "frontend-1", "frontend", "default", None) as frontend,
             controlplane.client() as client,
         ):
             both = {"catalog-v1-1", "catalog-v2-1"}
-            await wait_until(
-                lambda: catalog_endpoints(frontend) == both, "the frontend knows both instances"
-            )
-            changes: list[tuple[str, str]] = []
-            report = v1_sidecar.health.on_change
 
-            def changed() -> None:
-                changes.append((v1_sidecar.health.state, v1_sidecar.health.detail))
-                report()
+            async def routed_to(expected: set[str]) -> bool:
+                return await catalog_endpoints(controlplane, client) == expected
 
-            v1_sidecar.health.on_change = changed
+            await wait_until(lambda: routed_to(both), "the frontend knows both instances")
+            since = len(tap.link("catalog-v1-1").said)
 
             await v1.kill()
             # The frontend still routes to catalog-v1-1: its requests go to catalog-v2-1.
             answers = [await call_through(frontend, "catalog") for _ in range(2)]
             assert answers == [(200, "catalog-v2")] * 2
             # catalog-v1-1's sidecar saw its app refuse a request: unhealthy at once, not
-            # after three failed probes a second apart.
-            assert changes[:1] == [
-                ("unhealthy", f"connection refused on 127.0.0.1:{v1.port} by a request")
-            ]
+            # after three failed probes a second apart (2 s at the least). The link says
+            # the health as it stands when it sends: a probe just after the request may
+            # have put its own words on the same unhealthy state.
+            change = await tap.said("catalog-v1-1", "health", since, within=1.5)
+            assert change["state"] == "unhealthy"
+            assert change["detail"] in (
+                f"connection refused on 127.0.0.1:{v1.port} by a request",
+                f"TCP connect to 127.0.0.1:{v1.port} failed: Connection refused",
+            ), change
 
             async def reported(state: str) -> bool:
                 return instance_state(await client.status(), "catalog-v1-1") == state
 
             await wait_until(lambda: reported("unhealthy"), "the control plane sees it unhealthy")
             await wait_until(
-                lambda: catalog_endpoints(frontend) == {"catalog-v2-1"},
+                lambda: routed_to({"catalog-v2-1"}),
                 "the frontend no longer routes to catalog-v1-1",
             )
 
             await v1.start()  # the app is back on its port
             await wait_until(lambda: reported("ready"), "the probe finds the app ready again")
-            await wait_until(
-                lambda: catalog_endpoints(frontend) == both, "the frontend routes to it again"
-            )
+            await wait_until(lambda: routed_to(both), "the frontend routes to it again")
             answers = [await call_through(frontend, "catalog") for _ in range(4)]
             assert sorted(answers) == [(200, "catalog-v1")] * 2 + [(200, "catalog-v2")] * 2
     finally:
@@ -245,43 +249,51 @@ async def test_split_is_applied_live_and_survives_a_restart(controlplane: Contro
     async with (
         app_server("catalog-v1") as v1_port,
         app_server("catalog-v2") as v2_port,
-        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
-        sidecar(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
-        sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend,
+        wire_tap(controlplane) as tap,
+        sidecar_process(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
+        sidecar_process(controlplane, "catalog-v2-1", "catalog", "v2", v2_port),
+        tapped_sidecar(tap, "frontend-1", "frontend", "default", None) as frontend,
     ):
         async with controlplane.client() as client:
             await client.set_split("catalog", {"v1": 0, "v2": 100})
 
-        def has_split() -> bool:
-            route = frontend.router.snapshot.routes.get("catalog")
-            return (
-                route is not None
-                and route.split == {"v1": 0.0, "v2": 100.0}
-                and len(route.endpoints) == 2
-            )
+            async def has_split() -> bool:
+                snapshot = await snapshot_held(controlplane, client, "frontend-1")
+                route = snapshot.routes.get("catalog") if snapshot is not None else None
+                return (
+                    route is not None
+                    and route.split == {"v1": 0.0, "v2": 100.0}
+                    and len(route.endpoints) == 2
+                )
 
-        await wait_until(has_split, "the frontend's sidecar has the split")
+            await wait_until(has_split, "the frontend's sidecar has the split")
         assert {(await call_through(frontend, "catalog"))[1] for _ in range(20)} == {"catalog-v2"}
         version_before = controlplane.mesh.snapshot.version
+        link = tap.link("frontend-1")
+        hellos = link.hellos
 
         await controlplane.stop()
-        await wait_until(lambda: not frontend.link.connected.is_set(), "the sidecar sees the drop")
+        await tap.wait(lambda: not link.connected, "the sidecar sees the drop")
         # The sidecar keeps routing on its last good snapshot while the control plane is away.
         assert {(await call_through(frontend, "catalog"))[1] for _ in range(10)} == {"catalog-v2"}
 
         await controlplane.start()
         assert controlplane.mesh.split_for("catalog") == {"v1": 0.0, "v2": 100.0}
         assert controlplane.mesh.snapshot.version >= version_before, "versions never go back"
-        await wait_until(lambda: frontend.link.connected.is_set(), "the sidecar reconnects")
+        await tap.wait(
+            lambda: link.connected and link.hellos > hellos, "the sidecar reconnects", within=15
+        )
         async with controlplane.client() as client:
             await wait_until(
                 lambda: all_synced(client, 3), "every sidecar re-registered and took the snapshot"
             )
             await client.clear_split("catalog")
-        await wait_until(
-            lambda: frontend.router.snapshot.routes["catalog"].split is None,
-            "the split is cleared in the sidecar",
-        )
+
+            async def cleared() -> bool:
+                snapshot = await snapshot_held(controlplane, client, "frontend-1")
+                return snapshot is not None and snapshot.routes["catalog"].split is None
+
+            await wait_until(cleared, "the split is cleared in the sidecar")
         seen = {(await call_through(frontend, "catalog"))[1] for _ in range(10)}
         assert seen == {"catalog-v1", "catalog-v2"}
 
@@ -291,20 +303,25 @@ async def test_a_sidecar_starts_from_its_last_snapshot_when_the_control_plane_is
 ) -> None:
     async with (
         app_server("catalog-v1") as v1_port,
-        sidecar(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
+        sidecar_process(controlplane, "catalog-v1-1", "catalog", "v1", v1_port),
     ):
-        async with sidecar(controlplane, "frontend-1", "frontend", "default", None) as frontend:
-            await wait_until(
-                lambda: (
-                    "catalog" in frontend.router.snapshot.routes
-                    and len(frontend.router.snapshot.routes["catalog"].endpoints) == 1
-                ),
-                "the frontend knows catalog",
-            )
+        async with (
+            sidecar_process(controlplane, "frontend-1", "frontend", "default", None),
+            controlplane.client() as client,
+        ):
+
+            async def knows_catalog() -> bool:
+                held = await endpoints_held(controlplane, client, "frontend-1", "catalog")
+                return held is not None and len(held) == 1
+
+            await wait_until(knows_catalog, "the frontend knows catalog")
+        port = controlplane.port
         await controlplane.stop()
         # A new frontend sidecar, with no control plane to ask: it uses what is on disk.
-        async with sidecar(controlplane, "frontend-1", "frontend", "default", None) as restarted:
-            assert not restarted.link.connected.is_set()
+        async with sidecar_process(
+            controlplane, "frontend-1", "frontend", "default", None, linked=False
+        ) as restarted:
+            assert not dialed_to(port), "nothing is linked to the control plane's port"
             assert await call_through(restarted, "catalog") == (200, "catalog-v1")
 
 

@@ -1,14 +1,18 @@
 """mTLS between real sidecars, with identities from the real control plane: a strict service
 lets in only mesh callers (every other client is closed before a byte reaches the service),
 a permissive one takes mTLS and plaintext on one port, ``off`` takes plaintext only, and
-certificates renewed every few seconds under steady traffic fail no request."""
+certificates renewed every few seconds under steady traffic fail no request. The sidecars
+are processes (``$DEVMESH_DATAPLANE`` picks which), black boxes: what they route by is read
+from the control plane (the snapshot each acked), their identities and records from a tap
+on their links (``meshkit.WireTap``), why the gate refused a connection from its log."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +23,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devmesh.pki import CertificateAuthority, Identity
 from devmesh.workspace import Workspace
-from proxy.runner import SidecarRunner
-from proxy.telemetry import Record
-from tests.integration.meshkit import ControlPlane, sidecar, wait_until
+from proxy.snapshot import Route
+from tests.integration.meshkit import (
+    ControlPlane,
+    SidecarProcess,
+    Wire,
+    WireTap,
+    endpoints_held,
+    snapshot_held,
+    tapped_sidecar,
+    wait_until,
+    wire_tap,
+)
 
 PROJECT = {
     "name": "demo",
@@ -84,77 +97,111 @@ async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
     await plane.stop()
 
 
-Mesh = tuple[SidecarRunner, SidecarRunner, CountingApp]
+Mesh = tuple[SidecarProcess, SidecarProcess, CountingApp, WireTap]
 
 
 @asynccontextmanager
-async def mesh(
-    plane: ControlPlane,
-) -> AsyncIterator[tuple[SidecarRunner, SidecarRunner, CountingApp]]:
-    """A catalog instance (its app counting bytes) and a frontend, both with identities."""
+async def mesh(plane: ControlPlane) -> AsyncIterator[Mesh]:
+    """A catalog instance (its app counting bytes) and a frontend, both with identities,
+    sidecar processes linked through a tap (what each is told and says)."""
     async with (
         counting_app() as app,
-        sidecar(plane, "catalog-1", "catalog", "default", app.port) as catalog,
-        sidecar(plane, "frontend-1", "frontend", "default", None) as frontend,
+        wire_tap(plane) as tap,
+        tapped_sidecar(tap, "catalog-1", "catalog", "default", app.port) as catalog,
+        tapped_sidecar(tap, "frontend-1", "frontend", "default", None) as frontend,
+        plane.client() as client,
     ):
-        await wait_until(
-            lambda: catalog.identity.current is not None and frontend.identity.current is not None,
-            "both sidecars hold an identity",
+        await tap.wait(
+            lambda: tap.link("catalog-1").installed() and tap.link("frontend-1").installed(),
+            "both sidecars to hold an identity",
         )
 
-        def routed() -> bool:
-            route = frontend.router.snapshot.routes.get("catalog")
-            return route is not None and len(route.endpoints) == 1
+        async def routed() -> bool:
+            held = await endpoints_held(plane, client, "frontend-1", "catalog")
+            return held is not None and len(held) == 1
 
         await wait_until(routed, "the frontend's sidecar can route to the catalog")
-        yield catalog, frontend, app
+        yield catalog, frontend, app, tap
 
 
-def watch_records(runner: SidecarRunner) -> list[Record]:
-    """Every record ``runner`` makes from now on (its control link still sends them)."""
-    seen: list[Record] = []
-    buffer = runner.telemetry
-    add = buffer.add
-
-    def observed(record: Record) -> None:
-        seen.append(record)
-        add(record)
-
-    buffer.add = observed  # type: ignore[method-assign]
-    return seen
+def watch_records(tap: WireTap, instance: str) -> Callable[[], list[Wire]]:
+    """The records ``instance``'s sidecar sends from now on, as they came so far."""
+    link = tap.link(instance)
+    since = len(link.said)
+    return lambda: link.records(since)
 
 
-async def mode_is(runner: SidecarRunner, service: str, mode: str) -> None:
-    def applied() -> bool:
-        route = runner.router.snapshot.routes.get(service)
-        return route is not None and route.mtls == mode
+async def route_of(plane: ControlPlane, instance: str, service: str) -> Route | None:
+    """The route to ``service`` in the snapshot ``instance``'s sidecar acked, if it holds
+    the one in force."""
+    async with plane.client() as client:
+        snapshot = await snapshot_held(plane, client, instance)
+    return snapshot.routes.get(service) if snapshot is not None else None
 
-    await wait_until(applied, f"{runner.boot.instance} has {service} {mode}")
+
+async def route_is(
+    plane: ControlPlane, instance: str, service: str, check: Callable[[Route], bool], what: str
+) -> None:
+    async def applied() -> bool:
+        route = await route_of(plane, instance, service)
+        return route is not None and check(route)
+
+    await wait_until(applied, f"{instance} has {what}")
 
 
-async def through(frontend: SidecarRunner, path: str = "/items") -> tuple[int, dict[str, str]]:
-    proxy = f"http://127.0.0.1:{frontend.sidecar.ports.outbound}"
+async def mode_is(plane: ControlPlane, instance: str, service: str, mode: str) -> None:
+    await route_is(plane, instance, service, lambda r: r.mtls == mode, f"{service} {mode}")
+
+
+async def through(frontend: SidecarProcess, path: str = "/items") -> tuple[int, dict[str, str]]:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"http://catalog{path}", proxy=proxy) as response,
+        session.get(f"http://catalog{path}", proxy=frontend.proxy_url) as response,
     ):
         await response.read()
         return response.status, dict(response.headers)
 
 
-async def direct(port: int, context: ssl.SSLContext | None) -> bytes | str:
-    """One request straight to an inbound listener; what came back, or the error's name."""
+async def direct_from(port: int, context: ssl.SSLContext | None) -> tuple[bytes | str, int]:
+    """One request straight to an inbound listener; what came back, or the error's name,
+    and the port it came from."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    local = sock.getsockname()[1]
     try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=context, server_hostname="" if context else None
+            sock=sock, ssl=context, server_hostname="" if context else None
         )
         writer.write(b"GET /items HTTP/1.1\r\nHost: catalog\r\nConnection: close\r\n\r\n")
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), timeout=5)
         writer.close()
-        return answer
+        return answer, local
     except (OSError, ssl.SSLError) as exc:
-        return type(exc).__name__
+        sock.close()
+        return type(exc).__name__, local
+
+
+async def direct(port: int, context: ssl.SSLContext | None) -> bytes | str:
+    """One request straight to an inbound listener; what came back, or the error's name."""
+    return (await direct_from(port, context))[0]
+
+
+REFUSAL_WORDS = {
+    "plaintext": "a plaintext client, and this service is mTLS strict",
+    "handshake": "the TLS handshake failed",
+    "identity": "its certificate names no identity of this mesh",
+}
+"""How each reason the inbound gate counts a refusal under begins its line in the log."""
+
+
+def refusals_logged(sidecar: SidecarProcess) -> list[str]:
+    """What the sidecar logged of each connection its inbound gate refused (nothing outside
+    it shows why it closed one: its log is the last resort)."""
+    marker = "refused a connection from "
+    return [line[line.index(marker) :] for line in sidecar.log().splitlines() if marker in line]
 
 
 def assert_ok(answer: bytes | str) -> None:
@@ -183,7 +230,7 @@ def mesh_ca(plane: ControlPlane) -> CertificateAuthority:
 
 
 async def test_mesh_callers_reach_a_strict_service_over_mtls(plane: ControlPlane) -> None:
-    async with mesh(plane) as (_, frontend, app), plane.client() as client:
+    async with mesh(plane) as (_, frontend, app, _tap), plane.client() as client:
         for _ in range(2):
             assert (await through(frontend))[0] == 200
         assert app.received > 0
@@ -209,7 +256,7 @@ REFUSED = ["plaintext", "no certificate", "another CA", "expired", "wrong SAN"]
 async def test_strict_refuses_every_other_client_before_a_byte_reaches_the_service(
     plane: ControlPlane, tmp_path: Path, client: str
 ) -> None:
-    async with mesh(plane) as (catalog, _, app):
+    async with mesh(plane) as (catalog, _, app, _tap):
         ca = mesh_ca(plane)
         now = time.time()
         context: ssl.SSLContext | None = None
@@ -228,36 +275,34 @@ async def test_strict_refuses_every_other_client_before_a_byte_reaches_the_servi
             expected_reason = "identity"
             foreign = ca.issue("other", "frontend", now)  # spiffe://devmesh.local/other/...
             context = client_context(tmp_path, ca.cert_pem, foreign)
-        port = catalog.sidecar.ports.inbound
-        assert port is not None
-        answer = await direct(port, context)
+        port = catalog.inbound
+        answer, local = await direct_from(port, context)
         assert not (isinstance(answer, bytes) and answer.startswith(b"HTTP/")), answer
-        assert catalog.sidecar.inbound is not None
+        expected = f"refused a connection from 127.0.0.1:{local}: {REFUSAL_WORDS[expected_reason]}"
         await wait_until(
-            lambda: (
-                catalog.sidecar.inbound is not None
-                and catalog.sidecar.inbound.refusals.counts[expected_reason] == 1
-            ),
-            f"the sidecar counted the refusal as {expected_reason}",
+            lambda: len(refusals_logged(catalog)) == 1,
+            f"the sidecar to count the refusal as {expected_reason}",
         )
+        [logged] = refusals_logged(catalog)
+        assert logged.startswith(expected), logged
         assert app.received == 0, "not a byte may reach the service"
 
         # The same listener still takes a mesh caller.
         good = client_context(tmp_path, ca.cert_pem, ca.issue("demo", "frontend", now))
         answer = await direct(port, good)
         assert_ok(answer)
+        assert len(refusals_logged(catalog)) == 1
 
 
 async def test_permissive_takes_mtls_and_plaintext_on_one_port(
     plane: ControlPlane, tmp_path: Path
 ) -> None:
-    async with mesh(plane) as (catalog, frontend, _), plane.client() as client:
-        records = watch_records(catalog)
+    async with mesh(plane) as (catalog, frontend, _, tap), plane.client() as client:
+        records = watch_records(tap, "catalog-1")
         modes = await client.set_mtls("catalog", "permissive")
         assert modes["catalog"] == "permissive"
-        await mode_is(catalog, "catalog", "permissive")
-        port = catalog.sidecar.ports.inbound
-        assert port is not None
+        await mode_is(plane, "catalog-1", "catalog", "permissive")
+        port = catalog.inbound
         plain = await direct(port, None)
         assert_ok(plain)
         ca = mesh_ca(plane)
@@ -265,25 +310,25 @@ async def test_permissive_takes_mtls_and_plaintext_on_one_port(
         secure = await direct(port, good)
         assert_ok(secure)
         # Callers in the mesh still use mTLS to a permissive service.
-        await mode_is(frontend, "catalog", "permissive")
+        await mode_is(plane, "frontend-1", "catalog", "permissive")
         assert (await through(frontend))[0] == 200
-        await wait_until(lambda: len(records) == 3, "three inbound records")
-        assert [r.mtls for r in records] == [False, True, True]
-        assert [r.source for r in records] == ["external", "frontend", "frontend"]
+        await tap.wait(lambda: len(records()) >= 3, "three inbound records")
+        assert [r["mtls"] for r in records()] == [False, True, True]
+        assert [r["source"] for r in records()] == ["external", "frontend", "frontend"]
 
 
 async def test_off_is_plaintext_only(plane: ControlPlane, tmp_path: Path) -> None:
-    async with mesh(plane) as (catalog, frontend, _), plane.client() as client:
+    async with mesh(plane) as (catalog, frontend, _, tap), plane.client() as client:
         await client.set_mtls("catalog", "off")
-        await mode_is(catalog, "catalog", "off")
-        await mode_is(frontend, "catalog", "off")
-        records = watch_records(frontend)
+        await mode_is(plane, "catalog-1", "catalog", "off")
+        await mode_is(plane, "frontend-1", "catalog", "off")
+        records = watch_records(tap, "frontend-1")
         assert (await through(frontend))[0] == 200
-        await wait_until(lambda: len(records) == 1, "the outbound record")
-        assert records[0].direction == "outbound"
-        assert records[0].mtls is False
-        port = catalog.sidecar.ports.inbound
-        assert port is not None
+        await tap.wait(lambda: len(records()) >= 1, "the outbound record")
+        assert len(records()) == 1
+        assert records()[0]["direction"] == "outbound"
+        assert records()[0]["mtls"] is False
+        port = catalog.inbound
         ca = mesh_ca(plane)
         good = client_context(tmp_path, ca.cert_pem, ca.issue("demo", "frontend", time.time()))
         refused = await direct(port, good)
@@ -301,26 +346,43 @@ async def test_an_unknown_mode_is_refused_and_changes_nothing(plane: ControlPlan
         assert (await client.set_mtls(None, None))["frontend"] == "permissive"
 
 
+def identity_context(tmp_path: Path, identity: Wire) -> ssl.SSLContext:
+    """A TLS client presenting the identity a sidecar was sent (``cert``, ``key``, ``ca``)."""
+    folder = tmp_path / "identities" / str(identity["fingerprint"])
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, cert, key = folder / "ca.crt", folder / "cert.crt", folder / "cert.key"
+    ca.write_text(str(identity["ca"]))
+    cert.write_text(str(identity["cert"]))
+    key.write_text(str(identity["key"]))
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
 async def test_renewals_under_steady_traffic_fail_no_request(tmp_path: Path) -> None:
     plane = await make_plane(tmp_path, cert_ttl=3.0)  # renewed every 1.5 s
     try:
-        async with mesh(plane) as (catalog, frontend, _):
-            seen_catalog, seen_frontend = set(), set()
+        async with mesh(plane) as (catalog, frontend, _, tap):
+            catalog_link, frontend_link = tap.link("catalog-1"), tap.link("frontend-1")
+            seen_catalog: set[object] = set()
+            seen_frontend: set[object] = set()
+            contexts: dict[str, ssl.SSLContext] = {}
             statuses: list[int | str] = []
             deadline = time.monotonic() + 8.0
-            port = catalog.sidecar.ports.inbound
-            assert port is not None
+            port = catalog.inbound
             while time.monotonic() < deadline or len(seen_catalog) < 4:
                 assert time.monotonic() < deadline + 10, "too few renewals"
                 statuses.append((await through(frontend))[0])
-                # A new connection each time, with the caller's identity of the moment:
-                # each renewal's certificates complete a handshake.
-                current = frontend.identity.current
-                assert current is not None
-                assert catalog.identity.current is not None
-                seen_frontend.add(current.fingerprint)
-                seen_catalog.add(catalog.identity.current.fingerprint)
-                answer = await direct(port, current.client)
+                # A new connection each time, with the caller's identity of the moment (the
+                # last it said it installed): each renewal's certificates complete a handshake.
+                current = frontend_link.installed()[-1]
+                seen_frontend.add(current["fingerprint"])
+                seen_catalog.add(catalog_link.installed()[-1]["fingerprint"])
+                fingerprint = str(current["fingerprint"])
+                if fingerprint not in contexts:
+                    contexts[fingerprint] = identity_context(tmp_path, current)
+                answer = await direct(port, contexts[fingerprint])
                 statuses.append(
                     200
                     if isinstance(answer, bytes) and answer.startswith(b"HTTP/1.1 200")
@@ -336,16 +398,12 @@ async def test_renewals_under_steady_traffic_fail_no_request(tmp_path: Path) -> 
 
 
 async def test_a_deny_rule_answers_403_with_its_reason_and_is_counted(plane: ControlPlane) -> None:
-    async with mesh(plane) as (catalog, frontend, app), plane.client() as client:
+    async with mesh(plane) as (_, frontend, app, _tap), plane.client() as client:
         rule = {"name": "no-admin", "service": "catalog", "action": "deny", "paths": ["/admin/*"]}
         added = await client.add_authz_rule(rule)
         assert added["origin"] == "cli"
 
-        def judged() -> bool:
-            route = catalog.router.snapshot.routes.get("catalog")
-            return route is not None and len(route.authz) == 1
-
-        await wait_until(judged, "the catalog's sidecar has the rule")
+        await route_is(plane, "catalog-1", "catalog", lambda r: len(r.authz) == 1, "the rule")
         before = app.received
         status, headers = await through(frontend, "/admin/users")
         assert status == 403
@@ -357,7 +415,12 @@ async def test_a_deny_rule_answers_403_with_its_reason_and_is_counted(plane: Con
         async def counted() -> bool:
             edges = (await client.status())["edges"]
             edge = next((e for e in edges if e["destination"] == "catalog"), None)
-            return edge is not None and edge["security"]["denied"] == 1
+            # Both requests' records came (the allowed one may come in a later message).
+            return (
+                edge is not None
+                and edge["security"]["denied"] == 1
+                and edge["security"]["mtls_requests"] >= 2
+            )
 
         await wait_until(counted, "status counts the denial on frontend -> catalog")
         edge = next(e for e in (await client.status())["edges"] if e["destination"] == "catalog")
@@ -376,14 +439,14 @@ async def test_a_deny_rule_answers_403_with_its_reason_and_is_counted(plane: Con
         assert mtls == {"true": 2}
 
         assert (await client.remove_authz_rule("no-admin"))["name"] == "no-admin"
-        await wait_until(lambda: not catalog.router.snapshot.routes["catalog"].authz, "removed")
+        await route_is(plane, "catalog-1", "catalog", lambda r: not r.authz, "the rule removed")
         assert (await through(frontend, "/admin/users"))[0] == 200
 
 
 async def test_audit_mode_lets_through_and_reports_what_it_would_deny(
     plane: ControlPlane,
 ) -> None:
-    async with mesh(plane) as (catalog, frontend, _), plane.client() as client:
+    async with mesh(plane) as (_, frontend, _app, _tap), plane.client() as client:
         # Only the gateway may call the catalog, in audit mode: the frontend is let through.
         await client.add_authz_rule(
             {
@@ -394,9 +457,7 @@ async def test_audit_mode_lets_through_and_reports_what_it_would_deny(
                 "from": ["ingress"],
             }
         )
-        await wait_until(
-            lambda: bool(catalog.router.snapshot.routes["catalog"].authz), "the rule applied"
-        )
+        await route_is(plane, "catalog-1", "catalog", lambda r: bool(r.authz), "the rule")
         assert [(await through(frontend))[0] for _ in range(3)] == [200, 200, 200]
 
         async def reported() -> bool:
@@ -428,10 +489,10 @@ async def test_bad_rules_are_refused_and_change_nothing(plane: ControlPlane) -> 
         assert [r["name"] for r in await client.authz_rules()] == ["x"]
 
 
-async def raw_through(frontend: SidecarRunner, target: str) -> bytes:
+async def raw_through(frontend: SidecarProcess, target: str) -> bytes:
     """A request line sent as is to the frontend's outbound listener (no client library
     normalises it on the way); the status line of the answer."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", frontend.sidecar.ports.outbound)
+    reader, writer = await asyncio.open_connection("127.0.0.1", frontend.outbound)
     writer.write(f"GET {target} HTTP/1.1\r\nHost: catalog\r\nConnection: close\r\n\r\n".encode())
     answer = await asyncio.wait_for(reader.read(), timeout=5)
     writer.close()
@@ -439,13 +500,11 @@ async def raw_through(frontend: SidecarRunner, target: str) -> bytes:
 
 
 async def test_a_rule_judges_the_path_the_service_gets(plane: ControlPlane) -> None:
-    async with mesh(plane) as (catalog, frontend, app), plane.client() as client:
+    async with mesh(plane) as (_, frontend, app, _tap), plane.client() as client:
         await client.add_authz_rule(
             {"name": "no-admin", "service": "catalog", "action": "deny", "paths": ["/admin/*"]}
         )
-        await wait_until(
-            lambda: bool(catalog.router.snapshot.routes["catalog"].authz), "the rule applied"
-        )
+        await route_is(plane, "catalog-1", "catalog", lambda r: bool(r.authz), "the rule")
         for sneaky in ("/x/../admin/u", "/x/%2e%2E/admin/u", "//admin//u", "/./admin/u"):
             assert await raw_through(frontend, sneaky) == b"HTTP/1.1 403 Forbidden", sneaky
         for unjudgeable in ("/admin%2fu", "/admin%5Cu"):
