@@ -1,0 +1,335 @@
+//! The strict front of every listener: every byte a caller sends passes through it on its
+//! way to hyper, as `proxy/httpserver.py`'s strict llhttp parser reads it (Envoy and
+//! HAProxy parse every byte themselves too).
+//!
+//! [`Framer`] is the decision, pure: a state machine over the request stream — a head is
+//! held back until it is whole (at most [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`] fields:
+//! 431), then checked strictly (RFC 9112: `Content-Length` with `Transfer-Encoding`, two
+//! `Content-Length`s, a bare LF, obsolete line folding, whitespace in a name, a bad chunk
+//! size… are 400), and its body is framed (a `Content-Length` countdown, or chunks and
+//! trailers) so that the next head is found on a keep-alive or pipelined connection.
+//! After an upgrade request (`Upgrade`, or `CONNECT`) nothing more is read: what follows
+//! its head is not HTTP.
+//!
+//! [`Front`] is the I/O around it: a refused request is answered by the mesh itself
+//! (status, `Connection: close`, `x-devmesh-error` and a text body, as the Python's
+//! `_refuse`) and the connection ended; hyper never sees its bytes. The head timeout
+//! ([`HEAD_TIMEOUT`] from a head's first byte: 408 `header-timeout`) is the front's, so
+//! the idle time between requests does not count. What the front learnt of each request
+//! as it arrived ([`Arrived`]) is queued for the handler (see [`Arrivals`]).
+
+mod framer;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+pub use framer::{Arrived, Framer, Refusal};
+
+/// The longest request head (line and headers), Envoy's `max_request_headers_kb`.
+pub const MAX_HEAD_BYTES: usize = 60 * 1024;
+/// The most header fields a request may have.
+pub const MAX_HEADERS: usize = 100;
+/// A head must arrive whole within this long of its first byte.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most bytes read from the caller at once.
+const READ_SIZE: usize = 64 * 1024;
+/// The most bytes of what a refused caller sent on that are read (and dropped) before the
+/// connection closes, so that closing does not reset it under the answer.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// What the front and the connection's handler share: the requests as they arrived, in
+/// order (one [`Arrived`] per head handed to hyper), and how many answers hyper is
+/// writing.
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    queue: Mutex<VecDeque<Arrived>>,
+    answering: Arc<AtomicUsize>,
+}
+
+impl Arrivals {
+    /// What arrived of the next request hyper hands the handler (hyper hands them in
+    /// the order the front passed their heads on).
+    pub fn next(&self) -> Arrived {
+        self.queue
+            .lock()
+            .expect("arrivals")
+            .pop_front()
+            .unwrap_or_default()
+    }
+
+    fn push(&self, arrived: Arrived) {
+        self.queue.lock().expect("arrivals").push_back(arrived);
+    }
+
+    /// An answer handed to hyper, counted until dropped (hyper drops a response's body
+    /// once it has written it).
+    pub fn answering(&self) -> Answering {
+        self.answering.fetch_add(1, Ordering::Relaxed);
+        Answering(self.answering.clone())
+    }
+
+    fn any_answering(&self) -> bool {
+        self.answering.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// A response hyper is writing, until dropped.
+#[derive(Debug)]
+pub struct Answering(Arc<AtomicUsize>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Reading requests.
+    Reading,
+    /// Writing the mesh's own answer to a refused request (`None`: an answer was being
+    /// written already, so only closing).
+    Answering(Option<(Vec<u8>, usize)>),
+    /// The answer is written: the write side is being shut.
+    Shutting,
+    /// Dropping what the caller still sends, then the end.
+    Draining(usize),
+    /// Ended: every read fails.
+    Ended,
+}
+
+/// The caller's stream as hyper reads it: through a [`Framer`].
+pub struct Front<S> {
+    inner: S,
+    framer: Framer,
+    arrivals: Arc<Arrivals>,
+    /// Bytes the framer let through, not yet read by hyper.
+    ready: Vec<u8>,
+    taken: usize,
+    /// Nothing more is handed on once `ready` is read (the caller's EOF, or after an
+    /// upgrade request).
+    eof: bool,
+    phase: Phase,
+    timer: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// Heads of HTTP/1.0 requests handed on whose status line is not written yet.
+    http10: usize,
+}
+
+impl<S> Front<S> {
+    /// `inner`, read through a fresh framer; what arrives is queued on `arrivals`.
+    pub fn new(inner: S, arrivals: Arc<Arrivals>) -> Self {
+        Front {
+            inner,
+            framer: Framer::new(),
+            arrivals,
+            ready: Vec::new(),
+            taken: 0,
+            eof: false,
+            phase: Phase::Reading,
+            timer: None,
+            http10: 0,
+        }
+    }
+
+    /// The stream read from.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    fn refuse(&mut self, refusal: &Refusal) {
+        tracing::info!("refused a request: {}", refusal.message);
+        self.ready.clear();
+        self.taken = 0;
+        let answer = (!self.arrivals.any_answering()).then(|| (refusal.answer(), 0));
+        self.phase = Phase::Answering(answer);
+    }
+}
+
+fn ended() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the front refused the request and ended the connection",
+    )
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Front<S> {
+    /// Drive the end of a refused connection; `Ready` once it has ended.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut self.phase {
+                Phase::Reading => return Poll::Ready(()),
+                Phase::Answering(None) => self.phase = Phase::Shutting,
+                Phase::Answering(Some((bytes, at))) => {
+                    if *at >= bytes.len() {
+                        self.phase = Phase::Shutting;
+                        continue;
+                    }
+                    match Pin::new(&mut self.inner).poll_write(cx, &bytes[*at..]) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(n)) if n > 0 => *at += n,
+                        Poll::Ready(_) => self.phase = Phase::Ended,
+                    }
+                }
+                Phase::Shutting => match Pin::new(&mut self.inner).poll_shutdown(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => self.phase = Phase::Draining(0),
+                    Poll::Ready(Err(_)) => self.phase = Phase::Ended,
+                },
+                Phase::Draining(drained) => {
+                    let mut scratch = [0u8; 8192];
+                    let mut buf = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                        Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                            *drained += buf.filled().len();
+                            if *drained > DRAIN_LIMIT {
+                                self.phase = Phase::Ended;
+                            }
+                        }
+                        // Nothing waiting (or the end): closing now resets nothing unread.
+                        _ => self.phase = Phase::Ended,
+                    }
+                }
+                Phase::Ended => return Poll::Ready(()),
+            }
+        }
+    }
+
+    /// Whether the head timeout has fired.
+    fn poll_head_timeout(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(since) = self.framer.head_since() else {
+            self.timer = None;
+            return false;
+        };
+        let due = since + HEAD_TIMEOUT;
+        match &mut self.timer {
+            Some((at, _)) if *at == due => {}
+            _ => {
+                self.timer = Some((due, Box::pin(tokio::time::sleep_until(due.into()))));
+            }
+        }
+        let (_, sleep) = self.timer.as_mut().expect("armed");
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+use std::future::Future;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Front<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !matches!(this.phase, Phase::Reading) {
+                return match this.poll_end(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => Poll::Ready(Err(ended())),
+                };
+            }
+            if this.taken < this.ready.len() {
+                let n = buf.remaining().min(this.ready.len() - this.taken);
+                buf.put_slice(&this.ready[this.taken..this.taken + n]);
+                this.taken += n;
+                if this.taken == this.ready.len() {
+                    this.ready.clear();
+                    this.taken = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            if this.poll_head_timeout(cx) {
+                let refusal = Refusal::head_timeout();
+                this.refuse(&refusal);
+                continue;
+            }
+            let mut scratch = vec![0u8; READ_SIZE];
+            let mut read = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let data = read.filled();
+            if data.is_empty() {
+                this.eof = true;
+                continue;
+            }
+            let mut out = Vec::new();
+            match this.framer.feed(data, Instant::now(), &mut out) {
+                Err(refusal) => this.refuse(&refusal),
+                Ok(heads) => {
+                    for arrived in heads {
+                        if arrived.http10 {
+                            this.http10 += 1;
+                        }
+                        this.arrivals.push(arrived);
+                    }
+                    this.ready = out;
+                    this.taken = 0;
+                    if this.framer.stopped() {
+                        this.eof = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The status line hyper writes to an HTTP/1.0 caller, and the one the mesh sends it
+/// (the Python answers every caller as HTTP/1.1, close-delimited for a 1.0 one).
+const STATUS_10: &[u8] = b"HTTP/1.0 ";
+const STATUS_11: &[u8] = b"HTTP/1.1 ";
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Front<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if !matches!(this.phase, Phase::Reading) {
+            // The mesh's own answer is the last word: hyper's is dropped.
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if this.http10 > 0 && buf.starts_with(STATUS_10) {
+            let mut fixed = buf.to_vec();
+            fixed[..STATUS_11.len()].copy_from_slice(STATUS_11);
+            let polled = Pin::new(&mut this.inner).poll_write(cx, &fixed);
+            if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+                this.http10 -= 1;
+            }
+            return polled;
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !matches!(self.phase, Phase::Reading) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !matches!(self.phase, Phase::Reading) {
+            let this = &mut *self;
+            return this.poll_end(cx).map(|()| Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
