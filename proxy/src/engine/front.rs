@@ -15,7 +15,11 @@
 //! (status, `Connection: close`, `x-devmesh-error` and a text body, as the Python's
 //! `_refuse`) and the connection ended; hyper never sees its bytes. The head timeout
 //! ([`HEAD_TIMEOUT`] from a head's first byte: 408 `header-timeout`) is the front's, so
-//! the idle time between requests does not count. What the front learnt of each request
+//! the idle time between requests does not count. A refusal drops the whole read it came
+//! in (a well-formed request pipelined before it in that read too: its handling would be
+//! cancelled, as the Python cancels a request whose answer has not begun); the mesh's
+//! answer is written only while hyper is writing none (else the connection just ends).
+//! A 1.0 caller's status line is rewritten to HTTP/1.1 (hyper answers in its version). What the front learnt of each request
 //! as it arrived ([`Arrived`]) is queued for the handler (see [`Arrivals`]).
 
 mod framer;
@@ -23,6 +27,7 @@ mod framer;
 mod tests;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,6 +129,7 @@ pub struct Front<S> {
     timer: Option<(Instant, Pin<Box<Sleep>>)>,
     /// Heads of HTTP/1.0 requests handed on whose status line is not written yet.
     http10: usize,
+    scratch: Box<[u8]>,
 }
 
 impl<S> Front<S> {
@@ -139,6 +145,7 @@ impl<S> Front<S> {
             phase: Phase::Reading,
             timer: None,
             http10: 0,
+            scratch: vec![0u8; READ_SIZE].into_boxed_slice(),
         }
     }
 
@@ -223,8 +230,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Front<S> {
     }
 }
 
-use std::future::Future;
-
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Front<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -257,8 +262,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Front<S> {
                 this.refuse(&refusal);
                 continue;
             }
-            let mut scratch = vec![0u8; READ_SIZE];
-            let mut read = ReadBuf::new(&mut scratch);
+            let mut read = ReadBuf::new(&mut this.scratch);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),

@@ -201,3 +201,56 @@ fn the_refusal_answer_is_the_pythons() {
     assert!(answer.contains("\r\nConnection: close\r\n"));
     assert!(answer.ends_with("\r\n\r\nthe request's headers did not arrive within 10s\n"));
 }
+
+mod io {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::super::{Arrivals, Front};
+
+    #[tokio::test]
+    async fn a_refused_request_is_answered_by_the_front_and_hyper_reads_none_of_it() {
+        let (mut caller, sidecar) = tokio::io::duplex(1 << 16);
+        let arrivals = Arc::new(Arrivals::default());
+        let mut front = Front::new(sidecar, arrivals.clone());
+        caller
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\nHost: a\n\n")
+            .await
+            .unwrap();
+        let mut read = Vec::new();
+        let err = front.read_to_end(&mut read).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            read.is_empty(),
+            "nothing of the read with the refusal went on"
+        );
+        let mut answer = Vec::new();
+        caller.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("x-devmesh-error: bad-request\r\n"));
+    }
+
+    #[tokio::test]
+    async fn an_http_1_0_caller_is_answered_with_an_http_1_1_status_line() {
+        let (mut caller, sidecar) = tokio::io::duplex(1 << 16);
+        let arrivals = Arc::new(Arrivals::default());
+        let mut front = Front::new(sidecar, arrivals.clone());
+        caller.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 18];
+        front.read_exact(&mut head).await.unwrap();
+        assert!(arrivals.next().http10);
+        front
+            .write_all(b"HTTP/1.0 200 OK\r\n\r\nHTTP/1.0 body")
+            .await
+            .unwrap();
+        drop(front);
+        let mut answer = Vec::new();
+        caller.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.0 body");
+    }
+}
