@@ -32,7 +32,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -54,27 +54,59 @@ const READ_SIZE: usize = 64 * 1024;
 const DRAIN_LIMIT: usize = 1024 * 1024;
 
 /// What the front and the connection's handler share: the requests as they arrived, in
-/// order (one [`Arrived`] per head handed to hyper), and how many answers hyper is
-/// writing.
+/// order (one [`Arrived`] per head handed to hyper), how many answers hyper is writing,
+/// and how many requests are not answered yet.
 #[derive(Debug, Default)]
 pub struct Arrivals {
     queue: Mutex<VecDeque<Arrived>>,
     answering: Arc<AtomicUsize>,
+    flight: Arc<Flight>,
+}
+
+/// The requests handed on and not answered yet, and the front's read waiting for none.
+#[derive(Debug, Default)]
+struct Flight {
+    count: AtomicUsize,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// A request handed on, until its answer is written (or given up): dropped then.
+#[derive(Debug)]
+pub struct InFlight(Arc<Flight>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(waker) = self.0.waker.lock().expect("flight").take() {
+                waker.wake();
+            }
+        }
+    }
 }
 
 impl Arrivals {
     /// What arrived of the next request hyper hands the handler (hyper hands them in
-    /// the order the front passed their heads on).
-    pub fn next(&self) -> Arrived {
-        self.queue
+    /// the order the front passed their heads on), and the request counted as not
+    /// answered until the guard is dropped.
+    pub fn next(&self) -> (Arrived, InFlight) {
+        let arrived = self
+            .queue
             .lock()
             .expect("arrivals")
             .pop_front()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (arrived, InFlight(self.flight.clone()))
     }
 
     fn push(&self, arrived: Arrived) {
+        self.flight.count.fetch_add(1, Ordering::AcqRel);
         self.queue.lock().expect("arrivals").push_back(arrived);
+    }
+
+    /// Whether a request is not answered yet (if so, `cx` is woken once none is).
+    fn unanswered(&self, cx: &Context<'_>) -> bool {
+        *self.flight.waker.lock().expect("flight") = Some(cx.waker().clone());
+        self.flight.count.load(Ordering::Acquire) > 0
     }
 
     /// An answer handed to hyper, counted until dropped (hyper drops a response's body
@@ -123,8 +155,14 @@ pub struct Front<S> {
     ready: Vec<u8>,
     taken: usize,
     /// Nothing more is handed on once `ready` is read (the caller's EOF, or after an
-    /// upgrade request).
+    /// upgrade request); hyper is told the end once every request is answered (a caller
+    /// that half-closes after its request gets the answer, as the Python's
+    /// `eof_received`), or at once if it came in a body (the body broke off).
     eof: bool,
+    eof_now: bool,
+    /// A half-close is held back from hyper (plaintext; over TLS an end is the end, as
+    /// Python's TLS transports close on EOF).
+    half_close: bool,
     phase: Phase,
     timer: Option<(Instant, Pin<Box<Sleep>>)>,
     /// Heads of HTTP/1.0 requests handed on whose status line is not written yet.
@@ -142,11 +180,19 @@ impl<S> Front<S> {
             ready: Vec::new(),
             taken: 0,
             eof: false,
+            eof_now: false,
+            half_close: true,
             phase: Phase::Reading,
             timer: None,
             http10: 0,
             scratch: vec![0u8; READ_SIZE].into_boxed_slice(),
         }
+    }
+
+    /// The same, telling hyper of the caller's end at once (no half-close: over TLS).
+    pub fn without_half_close(mut self) -> Self {
+        self.half_close = false;
+        self
     }
 
     /// The stream read from.
@@ -255,7 +301,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Front<S> {
                 return Poll::Ready(Ok(()));
             }
             if this.eof {
-                return Poll::Ready(Ok(()));
+                if this.eof_now || !this.arrivals.unanswered(cx) {
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
             }
             if this.poll_head_timeout(cx) {
                 let refusal = Refusal::head_timeout();
@@ -271,6 +320,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Front<S> {
             let data = read.filled();
             if data.is_empty() {
                 this.eof = true;
+                this.eof_now = !this.half_close || this.framer.in_body();
                 continue;
             }
             let mut out = Vec::new();

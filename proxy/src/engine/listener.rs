@@ -15,7 +15,9 @@
 //! An upgrade request (`Upgrade`, `CONNECT`) is answered as a plain one with `Connection:
 //! close` (the front reads nothing after it); an HTTP/1.0 caller is answered with an
 //! HTTP/1.1 status line (close-delimited, as hyper frames it); a caller that half-closes
-//! after its request still gets the answer. `Expect: 100-continue` is answered by hyper
+//! after its request still gets the answer (the front holds its end back from hyper until
+//! then; a reset ends the connection at once, and so does any end over mTLS, as the
+//! Python's TLS transports do). `Expect: 100-continue` is answered by hyper
 //! when the handler first reads the body. What the front saw of each request as it
 //! arrived ([`Arrived`]) is the request's extension.
 //!
@@ -48,7 +50,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::body::{BoxError, ProxyBody};
-use super::front::{Answering, Arrivals, Front};
+use super::front::{Answering, Arrivals, Front, InFlight};
 pub use super::front::{Arrived, HEAD_TIMEOUT, MAX_HEADERS, MAX_HEAD_BYTES};
 use super::origdst::original_destination;
 use super::sidecar::{ConnInfo, Engine, Kind};
@@ -157,14 +159,19 @@ async fn connection(
     });
     let activity = Arc::new(Activity::new());
     let arrivals = Arc::new(Arrivals::default());
-    let io = TokioIo::new(Front::new(
+    let front = Front::new(
         Conn {
             stream,
             reset,
             activity: activity.clone(),
         },
         arrivals.clone(),
-    ));
+    );
+    let io = TokioIo::new(if mtls {
+        front.without_half_close()
+    } else {
+        front
+    });
     let modes_engine = engine.clone();
     let service = {
         let activity = activity.clone();
@@ -174,12 +181,12 @@ async fn connection(
             let info = info.clone();
             let busy = activity.busy();
             let arrivals = arrivals.clone();
-            let arrived = arrivals.next();
+            let (arrived, in_flight) = arrivals.next();
             request.extensions_mut().insert(arrived);
             async move {
                 let answered = engine.handle(kind, info, request).await;
                 drop(busy);
-                answered.map(|response| answer(response, arrived, &arrivals))
+                answered.map(|response| answer(response, arrived, in_flight, &arrivals))
             }
         })
     };
@@ -190,7 +197,9 @@ async fn connection(
         .max_header_size(2 * MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .header_read_timeout(None)
-        .half_close(true)
+        // The front tells hyper of a caller's half-close only once its requests are
+        // answered: hyper's own half-close would stop watching for a reset.
+        .half_close(false)
         .keep_alive(true);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -238,6 +247,7 @@ async fn connection(
 fn answer(
     mut response: http::Response<ProxyBody>,
     arrived: Arrived,
+    in_flight: InFlight,
     arrivals: &Arrivals,
 ) -> http::Response<ProxyBody> {
     if arrived.upgrade {
@@ -251,6 +261,7 @@ fn answer(
         Counted {
             inner,
             _answering: answering,
+            _in_flight: in_flight,
         }
         .boxed()
     })
@@ -260,6 +271,7 @@ fn answer(
 struct Counted {
     inner: ProxyBody,
     _answering: Answering,
+    _in_flight: InFlight,
 }
 
 impl Body for Counted {

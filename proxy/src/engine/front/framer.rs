@@ -154,6 +154,11 @@ impl Framer {
         self.head_since
     }
 
+    /// In a body (its end not read yet).
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Length(_) | State::Chunked(_))
+    }
+
     /// Nothing more is to be read.
     pub fn stopped(&self) -> bool {
         matches!(self.state, State::Stopped)

@@ -243,7 +243,7 @@ mod io {
         caller.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
         let mut head = [0u8; 18];
         front.read_exact(&mut head).await.unwrap();
-        assert!(arrivals.next().http10);
+        assert!(arrivals.next().0.http10);
         front
             .write_all(b"HTTP/1.0 200 OK\r\n\r\nHTTP/1.0 body")
             .await
