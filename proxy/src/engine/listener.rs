@@ -1,18 +1,25 @@
-//! The listeners: accept loops serving HTTP/1.1 with hyper, with `proxy/httpserver.py`'s
+//! The listeners: accept loops serving HTTP/1.1 with hyper behind the mesh's strict front
+//! (`front`, every byte a caller sends passes through it), with `proxy/httpserver.py`'s
 //! limits (Envoy's defaults where it has one):
 //!
 //! - the request head at most [`MAX_HEAD_BYTES`] (60 KiB) and [`MAX_HEADERS`] (100)
-//!   fields: hyper answers 431 and closes the connection (hyper's own 431, without the
-//!   Python's text body and `x-devmesh-error`);
-//! - the head must arrive within [`HEAD_TIMEOUT`]: hyper's `header_read_timeout`
-//!   **closes the connection instead of answering 408** as the Python does;
+//!   fields, checked strictly: the front refuses (400, 431) with the mesh's own answer
+//!   (`x-devmesh-error`, a text body) and closes the connection; hyper never sees it;
+//! - the head must arrive within [`HEAD_TIMEOUT`] of its first byte: the front answers
+//!   408 (hyper's own header timeout is off: it would count idle keep-alive time);
 //! - a keep-alive connection idle (no request in flight, nothing read) for
 //!   [`IDLE_TIMEOUT`] is closed (watched here: hyper has no idle limit of its own);
 //! - a body over the mesh's limit: a `Content-Length` over it is refused 413 by the
 //!   outbound handler, a chunked one is cut off there (`body::Watched`).
 //!
-//! Malformed requests are answered 400 by hyper and the connection closed. `Expect:
-//! 100-continue` is answered by hyper when the handler first reads the body.
+//! An upgrade request (`Upgrade`, `CONNECT`) is answered as a plain one with `Connection:
+//! close` (the front reads nothing after it); an HTTP/1.0 caller is answered with an
+//! HTTP/1.1 status line (close-delimited, as hyper frames it); a caller that half-closes
+//! after its request still gets the answer (the front holds its end back from hyper until
+//! then; a reset ends the connection at once, and so does any end over mTLS, as the
+//! Python's TLS transports do). `Expect: 100-continue` is answered by hyper
+//! when the handler first reads the body. What the front saw of each request as it
+//! arrived ([`Arrived`]) is the request's extension.
 //!
 //! The inbound listener lets each connection in through the mTLS gate
 //! (`security::mtls::admit`) with the gate of the moment it arrives (the service's mode
@@ -38,16 +45,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+
+use super::body::{BoxError, ProxyBody};
+use super::front::{Answering, Arrivals, Front, InFlight};
+pub use super::front::{Arrived, HEAD_TIMEOUT, MAX_HEADERS, MAX_HEAD_BYTES};
 use super::origdst::original_destination;
 use super::sidecar::{ConnInfo, Engine, Kind};
 use crate::security::mtls::{admit, keeps_open, Gate, MeshStream, Refusal, MAX_ADMITTING};
 
-/// The longest request head (line and headers), Envoy's `max_request_headers_kb`.
-pub const MAX_HEAD_BYTES: usize = 60 * 1024;
-/// The most header fields a request may have.
-pub const MAX_HEADERS: usize = 100;
-/// The head must arrive whole within this long.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A keep-alive connection idle this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -150,32 +158,48 @@ async fn connection(
         reset: reset.clone(),
     });
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Conn {
-        stream,
-        reset,
-        activity: activity.clone(),
+    let arrivals = Arc::new(Arrivals::default());
+    let front = Front::new(
+        Conn {
+            stream,
+            reset,
+            activity: activity.clone(),
+        },
+        arrivals.clone(),
+    );
+    let io = TokioIo::new(if mtls {
+        front.without_half_close()
+    } else {
+        front
     });
     let modes_engine = engine.clone();
     let service = {
         let activity = activity.clone();
-        service_fn(move |request| {
+        service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
             let engine = engine.clone();
             let kind = kind.clone();
             let info = info.clone();
             let busy = activity.busy();
+            let arrivals = arrivals.clone();
+            let (arrived, in_flight) = arrivals.next();
+            request.extensions_mut().insert(arrived);
             async move {
                 let answered = engine.handle(kind, info, request).await;
                 drop(busy);
-                answered
+                answered.map(|response| answer(response, arrived, in_flight, &arrivals))
             }
         })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .max_header_size(MAX_HEAD_BYTES)
+        // The front holds the limits (and the head timeout): hyper's are only a backstop.
+        .max_header_size(2 * MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(None)
+        // The front tells hyper of a caller's half-close only once its requests are
+        // answered: hyper's own half-close would stop watching for a reset.
+        .half_close(false)
         .keep_alive(true);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -214,6 +238,59 @@ async fn connection(
                 }
             }
         }
+    }
+}
+
+/// The response hyper is handed: its body counted as being written (the front answers a
+/// request it refuses only while hyper writes no answer), with `Connection: close` after
+/// an upgrade request (what follows its head is not read).
+fn answer(
+    mut response: http::Response<ProxyBody>,
+    arrived: Arrived,
+    in_flight: InFlight,
+    arrivals: &Arrivals,
+) -> http::Response<ProxyBody> {
+    if arrived.upgrade {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    let answering = arrivals.answering();
+    response.map(|inner| {
+        Counted {
+            inner,
+            _answering: answering,
+            _in_flight: in_flight,
+        }
+        .boxed()
+    })
+}
+
+/// A response body, counted as being written until dropped.
+struct Counted {
+    inner: ProxyBody,
+    _answering: Answering,
+    _in_flight: InFlight,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP engine: the listeners (outbound, inbound, gateway), the forwarding between
 //! them and upstreams, and header hygiene.
 //!
-//! - [`listener`]: accept loops, hyper's HTTP/1.1 server with the mesh's limits;
+//! - [`listener`]: accept loops, hyper's HTTP/1.1 server behind [`front`], the strict
+//!   front every byte a caller sends passes through (the mesh's limits and refusals);
 //! - [`sidecar`]: the [`sidecar::Engine`], the outbound and gateway handlers and
 //!   passthrough; [`inbound`]: the inbound handler; [`target`]: where a request goes;
 //! - [`outbound`]: the call pipeline to a mesh service (version, pool, attempts,
@@ -16,6 +17,7 @@ pub mod appgate;
 pub mod body;
 pub mod client;
 pub mod destinations;
+pub mod front;
 pub mod headers;
 pub mod inbound;
 pub mod listener;

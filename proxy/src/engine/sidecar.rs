@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use super::appgate::AppGate;
 use super::body::{ProxyBody, Watched, MAX_BODY};
 use super::destinations::Destinations;
+use super::front::Arrived;
 use super::headers::{append_forwarded_for, forwardable, trace_hop, SOURCE_HEADER};
 use super::outbound::{self, Call};
 use super::record::Recorder;
@@ -304,7 +305,17 @@ impl Engine {
             let response = relay(Sent::NoAnswer(sent), &mut rec.outcome, trusted)?;
             return Ok(rec.answer(response));
         }
-        let (watched, state) = Watched::new(body);
+        let ended_empty = parts
+            .extensions
+            .get::<Arrived>()
+            .is_some_and(|arrived| arrived.body_ended_empty);
+        let (mut watched, state) = Watched::new(body);
+        if ended_empty {
+            // A chunked body that had ended, empty, with its head (the Python's `complete and
+            // received == 0`): read to its end now (it is all here), so that it counts as an
+            // empty body, one a failover can resend.
+            while let Some(Ok(_)) = watched.frame().await {}
+        }
         let call = Call {
             method: &parts.method,
             path_qs: &head.path_qs,
