@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -16,7 +16,8 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
 from devmesh.workspace import write_json
-from tests.integration.meshkit import ControlPlane
+from proxy.snapshot import Route
+from tests.integration.meshkit import ControlPlane, snapshot_held
 from tests.integration.test_telemetry import frontend_to_catalog, send
 from tui.access import AccessScreen
 from tui.app import MeshApp
@@ -26,13 +27,29 @@ from tui.source import LiveSource
 
 
 async def until(
-    pilot: Pilot[None], check: Callable[[], bool], what: str, within: float = 10.0
+    pilot: Pilot[None],
+    check: Callable[[], bool | Awaitable[bool]],
+    what: str,
+    within: float = 10.0,
 ) -> None:
     deadline = time.monotonic() + within
-    while not check():
+    while True:
+        held = check()
+        if not isinstance(held, bool):
+            held = await held
+        if held:
+            return
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {within:g}s waiting until {what}")
         await pilot.pause(0.05)
+
+
+async def frontend_route(plane: ControlPlane, service: str) -> Route | None:
+    """``service``'s route as the frontend's sidecar routes by it: the snapshot in force,
+    once that sidecar acked it (``None`` before, or if it has no such route)."""
+    async with plane.client() as client:
+        snapshot = await snapshot_held(plane, client, "frontend-1")
+    return None if snapshot is None else snapshot.routes.get(service)
 
 
 def advertise(plane: ControlPlane) -> None:
@@ -71,12 +88,11 @@ async def test_keys_add_a_fault_and_move_the_split_and_the_numbers_follow(
             app.screen.query_one("#field-path", Input).focus()
             await pilot.press(*"/items", "enter")
 
-            routes = frontend.router.snapshot.routes
-            await until(
-                pilot,
-                lambda: bool(routes["catalog"].policy.faults) if "catalog" in routes else False,
-                "the fault is in force in the frontend's sidecar",
-            )
+            async def fault_in_force() -> bool:
+                route = await frontend_route(controlplane, "catalog")
+                return route is not None and bool(route.policy.faults)
+
+            await until(pilot, fault_in_force, "the fault is in force in the frontend's sidecar")
             async with aiohttp.ClientSession() as session:
                 assert (await send(session, frontend, "/items"))[0] == 503
                 assert (await send(session, frontend, "/other"))[0] == 200
@@ -124,7 +140,7 @@ async def test_the_editor_adds_a_bandwidth_and_a_hang_fault_as_the_cli_would(
     controlplane: ControlPlane,
 ) -> None:
     advertise(controlplane)
-    async with frontend_to_catalog(controlplane) as frontend:
+    async with frontend_to_catalog(controlplane):
         app = MeshApp(LiveSource(controlplane.workspace.project_dir), retry=0.2)
         async with app.run_test(size=(120, 40), notifications=True) as pilot:
             await until(pilot, lambda: app.connected, "the TUI is connected")
@@ -147,13 +163,11 @@ async def test_the_editor_adds_a_bandwidth_and_a_hang_fault_as_the_cli_would(
             await until(pilot, lambda: listed.row_count == 2, "the form lists the hang fault")
             assert all(n.severity != "error" for n in app._notifications)
 
-            def in_force() -> int:
-                route = frontend.router.snapshot.routes.get("catalog")  # a new one each time
-                return 0 if route is None else len(route.policy.faults)
+            async def both_in_force() -> bool:
+                route = await frontend_route(controlplane, "catalog")
+                return route is not None and len(route.policy.faults) == 2
 
-            await until(
-                pilot, lambda: in_force() == 2, "both faults are in force in the frontend's sidecar"
-            )
+            await until(pilot, both_in_force, "both faults are in force in the frontend's sidecar")
             faults = (await cli_json(controlplane, "fault", "ls", "--json"))["faults"]
             assert isinstance(faults, list)
             shown = sorted((f["service"], f["does"], f["matches"]) for f in faults)
@@ -221,8 +235,8 @@ async def test_the_access_screen_locks_a_service_and_adds_a_rule_live(
                 "the mode and the rule are applied",
             )
 
-            def strict() -> bool:
-                route = frontend.router.snapshot.routes.get("catalog")  # a new one each time
+            async def strict() -> bool:
+                route = await frontend_route(controlplane, "catalog")
                 return route is not None and route.mtls == "strict"
 
             await until(
