@@ -658,6 +658,9 @@ async fn a_caller_that_hangs_up_while_it_waits_is_a_downstream_reset() {
         .await
         .unwrap();
     until(|| mesh.hits.load(Ordering::SeqCst) == 1).await;
+    // A reset (SO_LINGER 0): a plain close is a half-close, after which the caller may
+    // still read its answer, so the sidecar keeps waiting for it (as the Python does).
+    stream.set_zero_linger().unwrap();
     drop(stream);
     until(|| mesh.caller.engine.telemetry.lock().unwrap().len() == 1).await;
     let r = &mesh.records(&mesh.caller)[0];
