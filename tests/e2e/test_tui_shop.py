@@ -72,6 +72,9 @@ async def test_kill_restart_policy_and_logs_from_the_keys(projects: ProjectFacto
             lambda: state_of(app, "catalog-v1-1") not in ("ready", None),
             "the killed instance shows as down",
         )
+        # The state can show down before the kill's command has returned, and the keys
+        # refuse a restart while a kill still runs: wait for it to have finished.
+        await until(pilot, lambda: not detail.busy, "the kill has finished")
         await pilot.press("r")
         await pilot.press("y")
         await until(
