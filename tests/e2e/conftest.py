@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from devmesh.runtime.environment import without_proxy_settings
+
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
 CLI_TIMEOUT = 120
@@ -71,7 +73,7 @@ class MeshProject:
 
     def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """Run ``devmesh -C <dir> ARGS`` as a user would, in a clean proxy-free environment."""
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env = without_proxy_settings()  # $DEVMESH_PROXY_BIN, a setting of ours, stays
         env["COLUMNS"] = "200"
         env.update(self.env)
         return subprocess.run(
