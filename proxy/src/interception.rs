@@ -201,86 +201,14 @@ pub fn apply(plan: &Plan, runner: &mut impl Runner) -> Result<Vec<String>, Strin
     Ok(done)
 }
 
-/// The usage line of `devmesh-proxy intercept`.
-pub const USAGE: &str = "usage: devmesh-proxy intercept --outbound-port PORT --inbound-port PORT [--app-port PORT] [--redirect-ports P,P...] [--proxy-uid UID]";
-
-/// Parse `intercept`'s arguments (those of `python -m proxy.interception`); the error
-/// is one sentence.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Plan, String> {
-    let mut outbound = None;
-    let mut inbound = None;
-    let mut plan = Plan {
-        outbound_port: 0,
-        inbound_port: 0,
-        redirect_ports: Vec::new(),
-        app_port: None,
-        proxy_uid: PROXY_UID,
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                (name.to_string(), Some(value.to_string()))
-            }
-            _ => (arg.clone(), None),
-        };
-        let value = inline
-            .or_else(|| match name.as_str() {
-                "-h" | "--help" => None,
-                _ => args.next(),
-            })
-            .ok_or_else(|| match name.as_str() {
-                "-h" | "--help" => USAGE.to_string(),
-                _ => format!("{name} needs a value"),
-            });
-        let port = |text: &str| {
-            text.trim()
-                .parse::<u16>()
-                .map_err(|_| format!("{name} must be a port number, not {text:?}"))
-        };
-        match name.as_str() {
-            "--outbound-port" => outbound = Some(port(&value?)?),
-            "--inbound-port" => inbound = Some(port(&value?)?),
-            "--app-port" => plan.app_port = Some(port(&value?)?),
-            "--redirect-ports" => {
-                let value = value?;
-                plan.redirect_ports = value
-                    .split(',')
-                    .filter(|p| !p.trim().is_empty())
-                    .map(port)
-                    .collect::<Result<_, _>>()?;
-            }
-            "--proxy-uid" => {
-                let value = value?;
-                plan.proxy_uid = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("--proxy-uid must be a number, not {value:?}"))?;
-            }
-            "-h" | "--help" => return Err(value.err().unwrap_or_else(|| USAGE.to_string())),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
-        }
-    }
-    plan.outbound_port = outbound.ok_or_else(|| format!("--outbound-port is required; {USAGE}"))?;
-    plan.inbound_port = inbound.ok_or_else(|| format!("--inbound-port is required; {USAGE}"))?;
-    Ok(plan)
-}
-
-/// `devmesh-proxy intercept ARGS`: apply the rules, print them; exit status 0, 1 when
-/// they could not be installed, 2 for bad arguments.
-pub fn main(args: impl IntoIterator<Item = String>) -> u8 {
-    let plan = match parse_args(args) {
-        Ok(plan) => plan,
-        Err(text) => {
-            eprintln!("devmesh-proxy intercept: {text}");
-            return 2;
-        }
-    };
+/// `devmesh-proxy intercept ARGS` (`cli::InterceptArgs`): apply the rules, print them;
+/// the exit status is 0, or 1 when they could not be installed.
+pub fn main(plan: &Plan) -> u8 {
     let Some(program) = find_iptables(std::env::var_os("PATH").as_deref()) else {
         eprintln!("interception failed: {NO_IPTABLES}");
         return 1;
     };
-    match apply(&plan, &mut Program(program)) {
+    match apply(plan, &mut Program(program)) {
         Ok(lines) => {
             for line in lines {
                 println!("{line}");

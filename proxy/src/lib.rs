@@ -16,6 +16,7 @@
 //! - [`interception`]: the iptables rules of transparent interception (the
 //!   init step's `devmesh-proxy intercept`).
 
+pub mod cli;
 pub mod control;
 pub mod engine;
 pub mod interception;

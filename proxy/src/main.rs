@@ -16,10 +16,11 @@
 //! `devmesh-proxy probe ARGS` probes the app once (`interception::probe`).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::Parser;
+use devmesh_proxy::cli::{log_filter, Cli, Command};
 use devmesh_proxy::control::health::{HealthProbe, Target};
 use devmesh_proxy::control::link::ControlLink;
 use devmesh_proxy::engine::listener;
@@ -32,78 +33,29 @@ use tracing::{error, info};
 /// The exit status when a listener cannot bind (`python -m proxy`'s).
 const EXIT_BIND_FAILED: u8 = 3;
 
-const USAGE: &str = "usage: devmesh-proxy [--bootstrap FILE] [--log-level LEVEL]";
-
-/// The command line.
-#[derive(Debug, PartialEq)]
-struct Args {
-    bootstrap: Option<PathBuf>,
-    log_level: Option<String>,
-}
-
-/// Parse the arguments after the program's name; the error is one sentence.
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut parsed = Args {
-        bootstrap: None,
-        log_level: None,
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                (name.to_string(), Some(value.to_string()))
-            }
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match name.as_str() {
-            "--bootstrap" => parsed.bootstrap = Some(PathBuf::from(value("--bootstrap")?)),
-            "--log-level" => parsed.log_level = Some(value("--log-level")?),
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
-        }
-    }
-    Ok(parsed)
-}
-
-/// Python's level names (`INFO`, `WARNING`) as tracing's.
-fn filter(level: &str) -> String {
-    match level.to_ascii_lowercase().as_str() {
-        "warning" => "warn".to_string(),
-        "critical" | "fatal" => "error".to_string(),
-        other => other.to_string(),
-    }
-}
-
 fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("intercept") => {
-            return ExitCode::from(devmesh_proxy::interception::main(std::env::args().skip(2)))
-        }
-        Some("probe") => {
-            return ExitCode::from(devmesh_proxy::interception::probe::main(
-                std::env::args().skip(2),
-            ))
-        }
-        _ => {}
-    }
-    let args = match parse_args(std::env::args().skip(1)) {
+    let args = match Cli::try_parse() {
         Ok(args) => args,
-        Err(text) => {
-            eprintln!("devmesh-proxy: {text}");
-            return ExitCode::from(2);
+        Err(err) => {
+            // --help and --version print and exit 0; a usage error is clap's, exit 2.
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
         }
     };
+    match &args.command {
+        Some(Command::Intercept(intercept)) => {
+            return ExitCode::from(devmesh_proxy::interception::main(&intercept.plan()))
+        }
+        Some(Command::Probe(probe)) => {
+            return ExitCode::from(devmesh_proxy::interception::probe::main(probe.target()))
+        }
+        None => {}
+    }
     let level = args
         .log_level
         .or_else(|| std::env::var("DEVMESH_PROXY_LOG").ok())
         .unwrap_or_else(|| "info".to_string());
-    let env_filter = tracing_subscriber::EnvFilter::try_new(filter(&level))
+    let env_filter = tracing_subscriber::EnvFilter::try_new(log_filter(&level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -256,38 +208,4 @@ async fn serve(mut boot: Bootstrap) -> ExitCode {
     let _ = stop_listening.send(true);
     probe.abort();
     ExitCode::SUCCESS
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(list: &[&str]) -> Result<Args, String> {
-        parse_args(list.iter().map(|s| s.to_string()))
-    }
-
-    #[test]
-    fn the_command_line() {
-        assert_eq!(
-            args(&["--bootstrap", "/b.json"]).unwrap().bootstrap,
-            Some(PathBuf::from("/b.json"))
-        );
-        assert_eq!(
-            args(&["--bootstrap=/b.json", "--log-level", "DEBUG"]).unwrap(),
-            Args {
-                bootstrap: Some(PathBuf::from("/b.json")),
-                log_level: Some("DEBUG".into()),
-            }
-        );
-        assert_eq!(args(&[]).unwrap().bootstrap, None);
-        assert_eq!(
-            args(&["--bootstrap"]).unwrap_err(),
-            "--bootstrap needs a value"
-        );
-        assert!(args(&["--frob"])
-            .unwrap_err()
-            .starts_with("unknown argument \"--frob\""));
-        assert_eq!(filter("WARNING"), "warn");
-        assert_eq!(filter("INFO"), "info");
-    }
 }

@@ -165,9 +165,16 @@ where
 pub fn caller_body_error<'a>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a CallerBodyError> {
+    find_source::<CallerBodyError>(err)
+}
+
+/// The first error of type `T` in `err`'s chain of sources, `err` itself included.
+pub fn find_source<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut current = Some(err);
     while let Some(err) = current {
-        if let Some(found) = err.downcast_ref::<CallerBodyError>() {
+        if let Some(found) = err.downcast_ref::<T>() {
             return Some(found);
         }
         current = err.source();

@@ -37,7 +37,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::security::mtls::{self, Credentials};
 
-use super::body::{caller_body_error, ProxyBody};
+use super::body::{caller_body_error, find_source, ProxyBody};
 use super::upstream::{NoAnswer, Sent};
 use crate::wire::bootstrap::strerror;
 
@@ -291,7 +291,7 @@ fn classify(err: &hyper_util::client::legacy::Error, where_: &str, authority: &s
         answer.refused = io.and_then(std::io::Error::raw_os_error) == Some(libc_econnrefused());
         return answer;
     }
-    let hyper = find::<hyper::Error>(err);
+    let hyper = find_source::<hyper::Error>(err);
     let why = match hyper {
         Some(h) if h.is_incomplete_message() || h.is_closed() || h.is_canceled() => {
             "the upstream closed the connection".to_string()
@@ -317,20 +317,7 @@ fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn io_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
-    find::<std::io::Error>(err)
-}
-
-fn find<'a, T: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut current = Some(err);
-    while let Some(err) = current {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = err.source();
-    }
-    None
+    find_source::<std::io::Error>(err)
 }
 
 #[cfg(test)]

@@ -9,57 +9,8 @@
 
 use crate::control::health::{HealthProbe, Target};
 
-/// The usage line of `devmesh-proxy probe`.
-pub const USAGE: &str = "usage: devmesh-proxy probe --port PORT [--path PATH]";
-
-/// Parse `probe`'s arguments; the error is one sentence.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Target, String> {
-    let mut target = Target {
-        app_port: None,
-        path: None,
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                (name.to_string(), Some(value.to_string()))
-            }
-            _ => (arg.clone(), None),
-        };
-        match name.as_str() {
-            "--port" | "--path" => {
-                let value = inline
-                    .or_else(|| args.next())
-                    .ok_or_else(|| format!("{name} needs a value"))?;
-                if name == "--port" {
-                    let port = value
-                        .trim()
-                        .parse::<u16>()
-                        .map_err(|_| format!("--port must be a port number, not {value:?}"))?;
-                    target.app_port = Some(port);
-                } else {
-                    target.path = Some(value).filter(|p| !p.is_empty());
-                }
-            }
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
-        }
-    }
-    if target.app_port.is_none() {
-        return Err(format!("--port is required; {USAGE}"));
-    }
-    Ok(target)
-}
-
-/// `devmesh-proxy probe ARGS`: the exit status (see the module's doc).
-pub fn main(args: impl IntoIterator<Item = String>) -> u8 {
-    let target = match parse_args(args) {
-        Ok(target) => target,
-        Err(text) => {
-            eprintln!("devmesh-proxy probe: {text}");
-            return 2;
-        }
-    };
+/// `devmesh-proxy probe ARGS` (`cli::ProbeArgs`): the exit status (see the module's doc).
+pub fn main(target: Target) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -83,34 +34,16 @@ pub fn main(args: impl IntoIterator<Item = String>) -> u8 {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Result<Target, String> {
-        parse_args(list.iter().map(|s| s.to_string()))
-    }
-
-    #[test]
-    fn the_command_line() {
-        assert_eq!(
-            args(&["--port", "8000", "--path=/healthz"]).unwrap(),
-            Target {
-                app_port: Some(8000),
-                path: Some("/healthz".into())
-            }
-        );
-        assert_eq!(args(&["--port=80"]).unwrap().path, None);
-        assert!(args(&[]).unwrap_err().starts_with("--port is required"));
-        assert_eq!(args(&["--port"]).unwrap_err(), "--port needs a value");
-        assert_eq!(
-            args(&["--port", "x"]).unwrap_err(),
-            "--port must be a port number, not \"x\""
-        );
-    }
-
     #[test]
     fn a_port_nothing_listens_on_fails_and_one_that_listens_passes() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert_eq!(main(["--port".to_string(), port.to_string()]), 0);
+        let target = || Target {
+            app_port: Some(port),
+            path: None,
+        };
+        assert_eq!(main(target()), 0);
         drop(listener);
-        assert_eq!(main(["--port".to_string(), port.to_string()]), 1);
+        assert_eq!(main(target()), 1);
     }
 }
