@@ -189,6 +189,23 @@ mod tests {
             (args.plan().redirect_ports, args.proxy_uid),
             (vec![], PROXY_UID)
         );
+        let none = [
+            "intercept",
+            "--outbound-port",
+            "1",
+            "--inbound-port",
+            "2",
+            "--redirect-ports",
+            "",
+        ];
+        let Some(Command::Intercept(args)) = parse(&none).unwrap().command else {
+            panic!("not intercept");
+        };
+        assert_eq!(
+            args.plan().redirect_ports,
+            Vec::<u16>::new(),
+            "the runtime's empty list"
+        );
         for bad in [
             &["intercept", "--inbound-port", "2"][..],
             &["intercept", "--outbound-port", "x", "--inbound-port", "2"],
