@@ -62,13 +62,12 @@ def accepted(result: Any, command: ScanCommand) -> list[str]:
 async def test_a_strict_sidecar_offers_only_tls_1_2_and_newer(
     plane: ControlPlane, tmp_path: Path
 ) -> None:
-    async with mesh(plane) as (catalog, _, app):
+    async with mesh(plane) as (catalog, _, app, _tap):
         identity = mesh_ca(plane).issue("demo", "frontend", time.time())
         cert, key = tmp_path / "scanner.crt", tmp_path / "scanner.key"
         cert.write_text(identity.cert_pem)
         key.write_text(identity.key_pem)
-        port = catalog.sidecar.ports.inbound
-        assert port is not None
+        port = catalog.inbound
         result = await asyncio.to_thread(scan, port, cert, key)
 
         assert result.scan_status == ServerScanStatusEnum.COMPLETED, result.connectivity_error_trace
