@@ -91,9 +91,9 @@ class DockerRuntime:
         self.project_dir = str(workspace.project_dir)
         self._pool: ThreadPoolExecutor | None = None
         self._created: list[str] = []
+        """Containers this run created (to remove them, and only them, if it fails)."""
         self.rust_binary: Path | None = None
         """The Rust sidecar's static binary, when ``$DEVMESH_DATAPLANE`` is rust (set by ``up``)."""
-        """Containers this run created (to remove them, and only them, if it fails)."""
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking Docker call on the runtime's threads (all joined before a teardown)."""

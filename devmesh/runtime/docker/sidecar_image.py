@@ -117,9 +117,6 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> Non
     tar.addfile(info, io.BytesIO(data))
 
 
-RUST_REPOSITORY = RUST_SIDECAR_REPOSITORY
-RUST_BINARY = RUST_SIDECAR_BINARY
-
 RUST_DOCKERFILE = f"""\
 ARG BASE_IMAGE
 FROM ${{BASE_IMAGE}} AS tools
@@ -141,10 +138,10 @@ RUN set -eu; real=$(readlink -f "$(command -v iptables)"); \\
     chown {PROXY_UID}:{PROXY_UID} /rootfs/var/lib/devmesh; chmod 1777 /rootfs/tmp
 FROM scratch
 COPY --from=tools /rootfs /
-COPY devmesh-proxy {RUST_BINARY}
+COPY devmesh-proxy {RUST_SIDECAR_BINARY}
 ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 USER {PROXY_UID}:{PROXY_UID}
-ENTRYPOINT ["{RUST_BINARY}"]
+ENTRYPOINT ["{RUST_SIDECAR_BINARY}"]
 """
 
 
@@ -160,7 +157,7 @@ def ensure_rust_sidecar_image(
 ) -> tuple[str, bool]:
     """The Rust sidecar image of ``binary`` (built if missing): ``(tag, built)``."""
     data = binary.read_bytes()
-    tag = f"{RUST_REPOSITORY}:{rust_inputs_hash(base_image_id(client, base_image), data)}"
+    tag = f"{RUST_SIDECAR_REPOSITORY}:{rust_inputs_hash(base_image_id(client, base_image), data)}"
     if image_exists(client, tag):
         return tag, False
     buffer = io.BytesIO()
