@@ -17,23 +17,16 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::listener;
-use super::sidecar::{BoundPorts, Engine, Kind};
-use super::tests::{app, until};
+use super::sidecar::Engine;
+use super::tests::{app, listening, test_boot, until, Sidecar};
 use crate::control::health::{HealthProbe, Target};
 use crate::security::mtls::tests::Pki;
 use crate::security::mtls::{self, Credentials, Reason};
-use crate::wire::bootstrap::Bootstrap;
 use crate::wire::messages::HealthState;
 use crate::wire::snapshot::{parse_snapshot, Snapshot};
 use crate::wire::telemetry::{Direction, Record};
 
 const PROJECT: &str = "spiffe://devmesh.local/demo/";
-
-struct Side {
-    engine: Arc<Engine>,
-    ports: BoundPorts,
-}
 
 async fn side(
     service: &str,
@@ -42,41 +35,20 @@ async fn side(
     stop: watch::Receiver<bool>,
     credentials: watch::Receiver<Option<Arc<Credentials>>>,
     health: Option<Arc<HealthProbe>>,
-) -> Side {
-    let boot = Bootstrap::from_value(&json!({
-        "service": service, "version": "v1", "instance": format!("{service}-1"),
-        "control_plane": "http://127.0.0.1:1", "state_dir": std::env::temp_dir(),
-        "inbound_port": 0, "outbound_port": 0, "app_port": app_port,
-    }))
-    .unwrap();
+) -> Sidecar {
+    let boot = test_boot(service, &format!("{service}-1"), app_port);
     let mut engine = Engine::new(boot, snapshots).with_credentials(credentials);
     if let Some(health) = health {
         engine = engine.with_health(health);
     }
-    let engine = Arc::new(engine);
-    let out = listener::bind("127.0.0.1", 0).await.unwrap();
-    let inb = listener::bind("127.0.0.1", 0).await.unwrap();
-    let ports = BoundPorts {
-        outbound: Some(out.local_addr().unwrap().port()),
-        inbound: Some(inb.local_addr().unwrap().port()),
-        gateway: Default::default(),
-    };
-    engine.set_ports(ports.clone());
-    tokio::spawn(listener::serve(
-        engine.clone(),
-        out,
-        Kind::Outbound,
-        stop.clone(),
-    ));
-    tokio::spawn(listener::serve(engine.clone(), inb, Kind::Inbound, stop));
-    Side { engine, ports }
+    listening(Arc::new(engine), stop).await
 }
 
 /// A caller and a callee, each with the identity it is given (`None`: none).
 struct Net {
     pki: Pki,
-    caller: Side,
-    callee: Side,
+    caller: Sidecar,
+    callee: Sidecar,
     snapshot: watch::Sender<Arc<Snapshot>>,
     identities: [watch::Sender<Option<Arc<Credentials>>>; 2],
     _stop: watch::Sender<bool>,
@@ -170,7 +142,7 @@ impl Net {
 }
 
 /// The records of `side` once it has `n`.
-async fn records(side: &Side, n: usize) -> Vec<Record> {
+async fn records(side: &Sidecar, n: usize) -> Vec<Record> {
     until(|| side.engine.telemetry.lock().unwrap().len() >= n).await;
     side.engine.telemetry.lock().unwrap().take(1000)
 }

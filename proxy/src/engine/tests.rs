@@ -84,25 +84,23 @@ async fn answer(request: Request<Incoming>, hits: Arc<AtomicUsize>) -> Response<
         .unwrap()
 }
 
-struct Sidecar {
-    engine: Arc<Engine>,
-    ports: BoundPorts,
+pub(super) struct Sidecar {
+    pub(super) engine: Arc<Engine>,
+    pub(super) ports: BoundPorts,
 }
 
-async fn sidecar(
-    service: &str,
-    instance: &str,
-    app_port: Option<u16>,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    stop: watch::Receiver<bool>,
-) -> Sidecar {
-    let boot = Bootstrap::from_value(&json!({
+/// The bootstrap of a test sidecar of `service` (ports 0, a control plane never dialled).
+pub(super) fn test_boot(service: &str, instance: &str, app_port: Option<u16>) -> Bootstrap {
+    Bootstrap::from_value(&json!({
         "service": service, "version": "v1", "instance": instance,
         "control_plane": "http://127.0.0.1:1", "state_dir": std::env::temp_dir(),
         "inbound_port": 0, "outbound_port": 0, "app_port": app_port,
     }))
-    .unwrap();
-    let engine = Arc::new(Engine::new(boot, snapshots));
+    .unwrap()
+}
+
+/// `engine` serving an outbound and an inbound listener on free ports until `stop`.
+pub(super) async fn listening(engine: Arc<Engine>, stop: watch::Receiver<bool>) -> Sidecar {
     let out = listener::bind("127.0.0.1", 0).await.unwrap();
     let inb = listener::bind("127.0.0.1", 0).await.unwrap();
     let ports = BoundPorts {
@@ -119,6 +117,17 @@ async fn sidecar(
     ));
     tokio::spawn(listener::serve(engine.clone(), inb, Kind::Inbound, stop));
     Sidecar { engine, ports }
+}
+
+async fn sidecar(
+    service: &str,
+    instance: &str,
+    app_port: Option<u16>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    stop: watch::Receiver<bool>,
+) -> Sidecar {
+    let boot = test_boot(service, instance, app_port);
+    listening(Arc::new(Engine::new(boot, snapshots)), stop).await
 }
 
 struct Mesh {
@@ -464,30 +473,20 @@ async fn a_full_pool_overflows_with_503() {
         json!({"pool": {"max_connections": 1, "max_pending": 1}, "timeout": 5}),
         json!({}),
     );
-    let first = tokio::spawn({
+    let waiting = || {
         let client = mesh.client.clone();
         let port = mesh.caller.ports.outbound.unwrap();
-        async move {
+        tokio::spawn(async move {
             let request = Request::builder()
                 .uri(format!("http://127.0.0.1:{port}/wait"))
                 .header("host", "catalog")
                 .body(Full::new(Bytes::new()))
                 .unwrap();
             client.request(request).await.map(|r| r.status())
-        }
-    });
-    let second = tokio::spawn({
-        let client = mesh.client.clone();
-        let port = mesh.caller.ports.outbound.unwrap();
-        async move {
-            let request = Request::builder()
-                .uri(format!("http://127.0.0.1:{port}/wait"))
-                .header("host", "catalog")
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            client.request(request).await.map(|r| r.status())
-        }
-    });
+        })
+    };
+    let first = waiting();
+    let second = waiting();
     let engine = mesh.caller.engine.clone();
     until(|| {
         let snapshot = engine.snapshot();
